@@ -1,0 +1,5 @@
+"""``python -m edr``."""
+
+from edr.cli import entry
+
+entry()

@@ -1,0 +1,235 @@
+"""Command line: ``edr run | replay | rules check | config show|init | graph | version``.
+
+Exit codes: 0 success (including an orderly shutdown on SIGINT/SIGTERM),
+1 an actor failed or a check found problems, 2 bad usage or configuration,
+3 the live sensor cannot start here (the message says why and how to fix it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from edr import __version__
+from edr.config import ConfigError, LoadedConfig, load_config
+from edr.oplog import setup_logging
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+log = logging.getLogger("edr")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH", help="configuration file (default: $EDR_CONFIG, else conf/config.toml)")
+    p.add_argument("--log-level", choices=["trace", "debug", "info", "warn", "error"], help="override logging.level")
+    con = p.add_mutually_exclusive_group()
+    con.add_argument("--console", action="store_true", default=None, help="log to the console too")
+    con.add_argument("--no-console", dest="console", action="store_false", help="do not log to the console")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to document the CLI in the README)."""
+    parser = argparse.ArgumentParser(prog="edr", description="Endpoint detection and response agent.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the live agent in the foreground (Linux: eBPF; Windows: ETW)")
+    _common(p)
+
+    p = sub.add_parser("replay", help="run the detection pipeline over recorded NDJSON/EVTX files")
+    _common(p)
+    p.add_argument("files", nargs="+", metavar="FILE", help="edr NDJSON events, .evtx, or evtx_dump JSON")
+    p.add_argument("--stdout", action="store_true", help="also print alerts (NDJSON) to standard output")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.add_argument("--sigma", action="append", metavar="PATH", help="Sigma rules path (repeatable; overrides scanner.sigma_rules_path)")
+
+    rules = sub.add_parser("rules", help="rule tools")
+    rsub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    p = rsub.add_parser("check", help="load and compile rules; report loaded, inert and rejected per logsource")
+    _common(p)
+    p.add_argument("paths", nargs="*", metavar="PATH", help="Sigma rule files/directories (default: configured)")
+    p.add_argument("--strict", action="store_true", help="exit 1 on any rejected rule")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    csub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    p = csub.add_parser("show", help="print the effective configuration with each value's source")
+    _common(p)
+    p = csub.add_parser("init", help="write a documented default configuration file")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    p = sub.add_parser("graph", help="print the actor graph of a mode")
+    p.add_argument("--mode", default=None, help="linux, windows or replay (default: this platform's live mode)")
+    p.add_argument("--format", choices=["text", "mermaid"], default="text")
+    p.add_argument("--config", metavar="PATH", help="apply pipeline.capacities from this configuration")
+
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def _load(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> LoadedConfig:
+    overrides: dict[str, Any] = dict(extra or {})
+    if getattr(args, "log_level", None):
+        overrides["logging.level"] = args.log_level
+    if getattr(args, "console", None) is not None:
+        overrides["logging.console_output"] = args.console
+    return load_config(getattr(args, "config", None), overrides=overrides)
+
+
+def _setup_logs(loaded: LoadedConfig, *, file: bool = True) -> None:
+    lc = loaded.config.logging
+    setup_logging(lc.level, lc.directory if file else None, lc.filename, lc.console_output)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """``edr config show|init``."""
+    from edr.config_render import render_default_file, render_effective
+
+    if args.config_command == "init":
+        path = Path(args.path)
+        if path.exists() and not args.force:
+            print(f"edr: {path} exists (use --force to overwrite)", file=sys.stderr)
+            return EXIT_USAGE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_default_file())
+        print(f"wrote {path}")
+        return EXIT_OK
+    print(render_effective(_load(args)), end="")
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """``edr graph``."""
+    from edr.runtime.graph import GraphError, graph_path, load_graph, render_mermaid, render_text
+
+    mode = args.mode or ("windows" if sys.platform == "win32" else "linux")
+    try:
+        graph = load_graph(graph_path(mode))
+        if args.config:
+            graph = graph.with_capacities(load_config(args.config).config.pipeline.capacities)
+    except (GraphError, FileNotFoundError, ConfigError) as exc:
+        print(f"edr: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(render_mermaid(graph) if args.format == "mermaid" else render_text(graph))
+    return EXIT_OK
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    """``edr rules check``."""
+    from edr.detect.sigma import rules_check
+
+    loaded = _load(args)
+    setup_logging("warn", None, "", True)
+    paths = args.paths or loaded.config.sigma_paths()
+    text, data, code = rules_check(paths, placeholders=loaded.config.sigma.placeholders, strict=args.strict)
+    print(json.dumps(data, indent=2) if args.json else text)
+    return code
+
+
+def _make_context(loaded: LoadedConfig, mode: str, **options: Any) -> Any:
+    from edr.runtime.actor import ActorContext
+
+    return ActorContext(config=loaded.config, mode=mode, options=options, log=logging.getLogger("edr"))
+
+
+async def _progress(source: Any, sup: Any) -> None:
+    total = max(source.total_bytes(), 1)
+    start = time.monotonic()
+    while True:
+        done = min(source.bytes_read, total)
+        frac = done / total
+        bar = "#" * int(frac * 30)
+        rate = source.records / max(time.monotonic() - start, 1e-6)
+        sys.stderr.write(f"\r[{bar:<30}] {frac:6.1%} {source.records} records {rate:,.0f}/s ")
+        sys.stderr.flush()
+        await trio.sleep(0.25)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``edr replay FILE...``: exit 0 when every file was read (alerts or not)."""
+    from edr.health import log_health
+    from edr.runtime.graph import graph_path, load_graph
+    from edr.runtime.supervisor import Supervisor
+
+    extra = {"scanner.sigma_rules_path": args.sigma} if args.sigma else {}
+    loaded = _load(args, extra)
+    _setup_logs(loaded)
+    missing = [f for f in args.files if not Path(f).is_file()]
+    for f in missing:
+        print(f"edr: replay: {f}: no such file", file=sys.stderr)
+    graph = load_graph(graph_path("replay")).with_capacities(loaded.config.pipeline.capacities)
+    ctx = _make_context(loaded, "replay", files=[f for f in args.files if f not in missing], stdout=args.stdout)
+    sup = Supervisor(graph, ctx)
+    started = time.monotonic()
+    sup.build_actors()
+    load_secs = time.monotonic() - started
+    source = sup.actors["source"]
+    background = []
+    if sys.stderr.isatty() and not args.no_progress:
+        background.append(functools.partial(_progress, source))
+    code = trio.run(functools.partial(sup.run, background=background))
+    elapsed = time.monotonic() - started - load_secs
+    log_health(sup, final=True)
+    writer = sup.actors["alerts"]
+    normalizer = sup.actors["normalizer"]
+    if background:
+        sys.stderr.write("\n")
+    lines = [
+        f"replay: {len(ctx.options['files'])} file(s), {source.records} records, "
+        f"{normalizer.decoded} events, {normalizer.rejected} rejected, {writer.alerts} alerts "
+        f"in {elapsed:.2f}s ({normalizer.decoded / max(elapsed, 1e-9):,.0f} events/s; rules loaded in {load_secs:.2f}s)"
+    ]
+    for rule, n in sorted(writer.by_rule.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"  {n:>7}  {rule}")
+    if sup.stopping:
+        lines.append("replay: interrupted; every record read before the signal was processed")
+    print("\n".join(lines), file=sys.stderr)
+    if code:
+        return EXIT_FAILED
+    return EXIT_FAILED if (missing or source.failed_files) else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``edr run``: the live agent."""
+    from edr.agent import run_live
+
+    loaded = _load(args)
+    _setup_logs(loaded)
+    return run_live(loaded)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``edr`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "version":
+            print(f"edr {__version__}")
+            return EXIT_OK
+        if args.command == "config":
+            return cmd_config(args)
+        if args.command == "graph":
+            return cmd_graph(args)
+        if args.command == "rules":
+            return cmd_rules_check(args)
+        if args.command == "replay":
+            return cmd_replay(args)
+        if args.command == "run":
+            return cmd_run(args)
+    except ConfigError as exc:
+        print(f"edr: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_USAGE
+
+
+def entry() -> None:
+    """``python -m edr``."""
+    sys.exit(main())

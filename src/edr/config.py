@@ -1,0 +1,518 @@
+"""Configuration: attrs models, layered sources, errors that name the key.
+
+Precedence, lowest to highest: built-in defaults < TOML file (``--config``,
+else ``EDR_CONFIG``, else ``conf/config.toml`` in the working directory) <
+environment ``EDR__SECTION__KEY`` (values parsed as TOML) < CLI flags.
+
+Section and key names follow Rustinel's ``config.toml`` (``scanner``,
+``allowlist``, ``logging``, ``alerts``, ``response``, ``network``, ``ioc``,
+``process``) so an operator's file carries over; edr's own additions live in
+their own sections (``events``, ``pipeline``, ``health``, ``simple``,
+``sigma``, ``scan``, ``sensor``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import cattrs
+
+from edr.detect.alert import SEVERITIES
+
+ENV_PREFIX: Final = "EDR__"
+DEFAULT_CONFIG_PATH: Final = Path("conf/config.toml")
+
+LINUX_TRUSTED_PATHS: Final = (
+    "/usr/bin/", "/usr/sbin/", "/usr/lib/", "/usr/lib64/", "/usr/libexec/",
+    "/bin/", "/sbin/", "/lib/", "/lib64/",
+)
+WINDOWS_TRUSTED_PATHS: Final = ("C:\\Windows\\", "C:\\Program Files\\", "C:\\Program Files (x86)\\")
+
+
+def platform_trusted_paths() -> list[str]:
+    """The compiled-in allowlist prefixes for this platform."""
+    return list(WINDOWS_TRUSTED_PATHS if sys.platform == "win32" else LINUX_TRUSTED_PATHS)
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key and its source."""
+
+    def __init__(self, key: str, source: str, reason: str) -> None:
+        super().__init__(f"configuration {key} (from {source}): {reason}")
+        self.key = key
+        self.source = source
+        self.reason = reason
+
+
+def _one_of(*choices: str) -> Any:
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(repr(c) for c in choices)}, not {value!r}")
+
+    return check
+
+
+def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value <= 0:
+        raise ValueError(f"must be greater than 0, not {value!r}")
+
+
+def _non_negative(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value < 0:
+        raise ValueError(f"must be 0 or more, not {value!r}")
+
+
+_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical")
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@attrs.define
+class ScannerConfig:
+    """[scanner]: which detection engines run and where their rules are."""
+
+    sigma_enabled: bool = attrs.field(default=True, metadata=_doc("Run the Sigma engine."))
+    sigma_rules_path: str | list[str] = attrs.field(
+        default="rules/sigma", metadata=_doc("Sigma rule file or directory, or a list of them (recursive).")
+    )
+    sigma_match_mode: str = attrs.field(
+        default="all", validator=_one_of("all", "best"),
+        metadata=_doc('"all": one alert per matching rule; "best": only the most severe per event.'),
+    )
+    yara_enabled: bool = attrs.field(default=True, metadata=_doc("Scan executables with YARA."))
+    yara_rules_path: str = attrs.field(default="rules/yara", metadata=_doc("YARA rule file or directory."))
+    yara_allowlist_paths: list[str] | None = attrs.field(
+        default=None, metadata=_doc("Path prefixes YARA never scans; unset inherits allowlist.paths.")
+    )
+
+
+@attrs.define
+class AllowlistConfig:
+    """[allowlist]: trusted path prefixes shared by response, IOC hashing and YARA."""
+
+    paths: list[str] | None = attrs.field(
+        default=None, metadata=_doc("Trusted prefixes; unset means the platform defaults.")
+    )
+
+
+@attrs.define
+class LoggingConfig:
+    """[logging]: the agent's operational log."""
+
+    level: str = attrs.field(default="info", validator=_one_of(*_LEVELS), metadata=_doc("Log level."))
+    directory: str = attrs.field(default="logs", metadata=_doc("Directory of the daily log files."))
+    filename: str = attrs.field(default="edr.log", metadata=_doc("Log file name; the date is appended."))
+    console_output: bool = attrs.field(default=False, metadata=_doc("Also log to the console (stderr)."))
+
+
+@attrs.define
+class AlertsConfig:
+    """[alerts]: the ECS NDJSON alert files."""
+
+    directory: str = attrs.field(default="logs", metadata=_doc("Directory of the daily alert files."))
+    filename: str = attrs.field(default="alerts.json", metadata=_doc("Alert file name; the date is appended."))
+    match_debug: str = attrs.field(
+        default="off", validator=_one_of("off", "summary", "full"),
+        metadata=_doc("Attach match details to alerts: off | summary | full."),
+    )
+
+
+@attrs.define
+class ResponseConfig:
+    """[response]: active response (terminating the offending process)."""
+
+    enabled: bool = attrs.field(default=False, metadata=_doc("Evaluate alerts for response at all."))
+    prevention_enabled: bool = attrs.field(
+        default=False, metadata=_doc("Really kill; false means dry-run (log what would be killed).")
+    )
+    min_severity: str = attrs.field(
+        default="critical", validator=_one_of(*SEVERITIES),
+        metadata=_doc("Lowest alert severity that triggers a response."),
+    )
+    channel_capacity: int = attrs.field(
+        default=128, validator=_positive,
+        metadata=_doc("Queued response requests; beyond this they are dropped and counted."),
+    )
+    allowlist_images: list[str] = attrs.field(
+        factory=list, metadata=_doc("Image basenames or full paths never terminated.")
+    )
+    allowlist_paths: list[str] | None = attrs.field(
+        default=None, metadata=_doc("Path prefixes never terminated; unset inherits allowlist.paths.")
+    )
+
+
+@attrs.define
+class ProcessConfig:
+    """[process]: the process metadata cache."""
+
+    max_entries: int = attrs.field(
+        default=65536, validator=_positive, metadata=_doc("Process records kept when exits are missed.")
+    )
+
+
+@attrs.define
+class NetworkConfig:
+    """[network]: aggregation of repeated identical connections."""
+
+    aggregation_enabled: bool = attrs.field(default=True, metadata=_doc("Aggregate identical connections."))
+    aggregation_max_entries: int = attrs.field(
+        default=20000, validator=_positive, metadata=_doc("Distinct connections tracked at once.")
+    )
+    aggregation_window_secs: int = attrs.field(
+        default=60, validator=_positive, metadata=_doc("Window after which an aggregate is emitted.")
+    )
+    aggregation_interval_buffer_size: int = attrs.field(
+        default=50, validator=_positive, metadata=_doc("Accepted for Rustinel compatibility; unused.")
+    )
+
+
+@attrs.define
+class IocConfig:
+    """[ioc]: atomic indicators (hashes, IPs, domains, path regexes)."""
+
+    enabled: bool = attrs.field(default=True, metadata=_doc("Match atomic indicators."))
+    hashes_path: str = attrs.field(default="rules/ioc/hashes.txt", metadata=_doc("MD5/SHA1/SHA256 list."))
+    ips_path: str = attrs.field(default="rules/ioc/ips.txt", metadata=_doc("IP addresses and CIDR ranges."))
+    domains_path: str = attrs.field(default="rules/ioc/domains.txt", metadata=_doc("Domains; *. or . = suffix."))
+    paths_regex_path: str = attrs.field(
+        default="rules/ioc/paths_regex.txt", metadata=_doc("Path regexes (RE2, case-insensitive).")
+    )
+    default_severity: str = attrs.field(
+        default="high", validator=_one_of(*SEVERITIES), metadata=_doc("Severity of IOC alerts.")
+    )
+    max_file_size_mb: int = attrs.field(
+        default=50, validator=_positive, metadata=_doc("Larger files are not hashed (counted).")
+    )
+    hash_allowlist_paths: list[str] | None = attrs.field(
+        default=None, metadata=_doc("Prefixes never hashed; unset inherits allowlist.paths.")
+    )
+
+
+@attrs.define
+class SigmaConfig:
+    """[sigma]: Sigma engine tuning (edr addition)."""
+
+    cache_dir: str = attrs.field(
+        default="cache", metadata=_doc('Compiled-rule cache directory; "" disables the cache.')
+    )
+    correlation_max_groups: int = attrs.field(
+        default=10000, validator=_positive, metadata=_doc("Correlation groups kept; oldest evicted.")
+    )
+    placeholders: dict[str, list[str]] = attrs.field(
+        factory=dict, metadata=_doc("Values for %placeholder% names used by the expand modifier.")
+    )
+
+
+@attrs.define
+class ScanConfig:
+    """[scan]: file and memory scanning workers (edr addition)."""
+
+    workers: int = attrs.field(default=2, validator=_positive, metadata=_doc("Scan worker threads."))
+    queue_capacity: int = attrs.field(
+        default=1024, validator=_positive, metadata=_doc("Queued scan requests; overflow dropped, counted.")
+    )
+    timeout_secs: float = attrs.field(default=10.0, validator=_positive, metadata=_doc("Per-scan timeout."))
+    yara_max_file_size_mb: int = attrs.field(
+        default=64, validator=_positive, metadata=_doc("Larger files are not YARA-scanned (counted).")
+    )
+    cache_entries: int = attrs.field(
+        default=16384, validator=_positive, metadata=_doc("Scan results cached by file identity.")
+    )
+    settle_secs: float = attrs.field(
+        default=1.0, validator=_non_negative, metadata=_doc("Quiet time before a written executable is scanned.")
+    )
+    memory_enabled: bool = attrs.field(default=False, metadata=_doc("YARA-scan new processes' memory."))
+    memory_max_mb: int = attrs.field(
+        default=256, validator=_positive, metadata=_doc("Skip processes with a larger resident size.")
+    )
+    sweep_interval_secs: int = attrs.field(
+        default=0, validator=_non_negative, metadata=_doc("Periodic memory sweep interval; 0 = off.")
+    )
+    sweep_max_per_minute: int = attrs.field(
+        default=60, validator=_positive, metadata=_doc("Memory-sweep rate limit (processes per minute).")
+    )
+
+
+@attrs.define
+class SimpleConfig:
+    """[simple]: TOML rules (edr addition)."""
+
+    enabled: bool = attrs.field(default=True, metadata=_doc("Run simple TOML rules and built-ins."))
+    rules_path: str = attrs.field(default="rules/edr-rules.toml", metadata=_doc("The [[rules]] file."))
+    builtin_enabled: bool = attrs.field(default=True, metadata=_doc("Run the built-in detections."))
+
+
+@attrs.define
+class EventsConfig:
+    """[events]: the optional stream of every normalized event (edr addition)."""
+
+    enabled: bool = attrs.field(default=False, metadata=_doc("Write every event as NDJSON."))
+    directory: str = attrs.field(default="logs", metadata=_doc("Directory of the daily event files."))
+    filename: str = attrs.field(default="events.json", metadata=_doc("Event file name; the date is appended."))
+
+
+@attrs.define
+class PipelineConfig:
+    """[pipeline]: batching and channel capacities (edr addition)."""
+
+    batch_size: int = attrs.field(default=512, validator=_positive, metadata=_doc("Events per batch at most."))
+    batch_latency_ms: int = attrs.field(
+        default=50, validator=_positive, metadata=_doc("Longest a live source holds a partial batch.")
+    )
+    capacities: dict[str, int] = attrs.field(
+        factory=dict, metadata=_doc('Per-edge capacity overrides, e.g. "router.bulk->enricher.in" = 32.')
+    )
+
+
+@attrs.define
+class HealthConfig:
+    """[health]: periodic health records in the operational log (edr addition)."""
+
+    interval_secs: int = attrs.field(default=10, validator=_positive, metadata=_doc("Seconds between records."))
+    watchdog: bool = attrs.field(default=True, metadata=_doc("Send systemd watchdog pings when asked to."))
+
+
+@attrs.define
+class SensorConfig:
+    """[sensor]: the Linux eBPF sensor (edr addition)."""
+
+    families: list[str] = attrs.field(
+        factory=lambda: ["process", "network", "file", "dns"],
+        metadata=_doc("Event families to collect: process, network, file, dns."),
+    )
+    max_args: int = attrs.field(default=32, validator=_positive, metadata=_doc("argv entries captured."))
+    max_arg_bytes: int = attrs.field(default=4096, validator=_positive, metadata=_doc("argv bytes captured."))
+    page_count: int = attrs.field(default=64, validator=_positive, metadata=_doc("Perf buffer pages per CPU."))
+
+
+@attrs.define
+class Config:
+    """The whole effective configuration."""
+
+    scanner: ScannerConfig = attrs.field(factory=ScannerConfig)
+    allowlist: AllowlistConfig = attrs.field(factory=AllowlistConfig)
+    logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+    alerts: AlertsConfig = attrs.field(factory=AlertsConfig)
+    response: ResponseConfig = attrs.field(factory=ResponseConfig)
+    process: ProcessConfig = attrs.field(factory=ProcessConfig)
+    network: NetworkConfig = attrs.field(factory=NetworkConfig)
+    ioc: IocConfig = attrs.field(factory=IocConfig)
+    sigma: SigmaConfig = attrs.field(factory=SigmaConfig)
+    scan: ScanConfig = attrs.field(factory=ScanConfig)
+    simple: SimpleConfig = attrs.field(factory=SimpleConfig)
+    events: EventsConfig = attrs.field(factory=EventsConfig)
+    pipeline: PipelineConfig = attrs.field(factory=PipelineConfig)
+    health: HealthConfig = attrs.field(factory=HealthConfig)
+    sensor: SensorConfig = attrs.field(factory=SensorConfig)
+
+    def trusted_paths(self, override: list[str] | None) -> list[str]:
+        """A module's allowlist: its own list if set, else ``allowlist.paths``, else platform defaults."""
+        if override is not None:
+            return list(override)
+        if self.allowlist.paths is not None:
+            return list(self.allowlist.paths)
+        return platform_trusted_paths()
+
+    def sigma_paths(self) -> list[str]:
+        """``scanner.sigma_rules_path`` as a list."""
+        p = self.scanner.sigma_rules_path
+        return [p] if isinstance(p, str) else list(p)
+
+
+@attrs.define
+class LoadedConfig:
+    """The effective configuration and where each value came from."""
+
+    config: Config
+    sources: dict[str, str]
+    file: Path | None
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _structure_value(value: Any, typ: Any, key: str, source: str) -> Any:
+    # Reject the lossy coercions cattrs would otherwise make (1 -> True, "3" -> 3).
+    def check(v: Any, t: Any) -> None:
+        args = getattr(t, "__args__", ())
+        origin = getattr(t, "__origin__", None)
+        if t is bool and not isinstance(v, bool):
+            raise ConfigError(key, source, f"expected true or false, got {v!r}")
+        if t is int and (not isinstance(v, int) or isinstance(v, bool)):
+            raise ConfigError(key, source, f"expected an integer, got {v!r}")
+        if t is float and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+            raise ConfigError(key, source, f"expected a number, got {v!r}")
+        if t is str and not isinstance(v, str):
+            raise ConfigError(key, source, f"expected a string, got {v!r}")
+        if origin is list:
+            if not isinstance(v, list):
+                raise ConfigError(key, source, f"expected a list, got {v!r}")
+            for item in v:
+                check(item, args[0])
+        if origin is dict:
+            if not isinstance(v, dict):
+                raise ConfigError(key, source, f"expected a table, got {v!r}")
+            for item in v.values():
+                check(item, args[1])
+        if args and origin not in (list, dict):  # a union
+            errors = []
+            for alt in args:
+                if alt is type(None):
+                    continue
+                try:
+                    check(v, alt)
+                    return
+                except ConfigError as exc:
+                    errors.append(exc.reason)
+            raise ConfigError(key, source, " or ".join(errors))
+
+    check(value, typ)
+    return _converter.structure(value, typ)
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], sources: Mapping[str, str], prefix: str) -> Any:
+    fields = {f.name: f for f in attrs.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            src = sources.get(path) or next((s for k, s in sources.items() if k.startswith(path)), "?")
+            raise ConfigError(path, src, "unknown key")
+        field = fields[key]
+        if attrs.has(field.type) if isinstance(field.type, type) else False:
+            if not isinstance(value, dict):
+                raise ConfigError(path, sources.get(path, "?"), "expected a table")
+            kwargs[key] = _build(field.type, value, sources, path + ".")
+            continue
+        src = sources.get(path, "default")
+        structured = _structure_value(value, field.type, path, src)
+        if field.validator is not None:
+            try:
+                field.validator(None, field, structured)
+            except ValueError as exc:
+                raise ConfigError(path, src, str(exc)) from None
+        kwargs[key] = structured
+    return cls(**kwargs)
+
+
+def _resolve_types() -> None:
+    for cls in (Config, *_SECTION_CLASSES):
+        attrs.resolve_types(cls)
+
+
+_SECTION_CLASSES = (
+    ScannerConfig, AllowlistConfig, LoggingConfig, AlertsConfig, ResponseConfig, ProcessConfig,
+    NetworkConfig, IocConfig, SigmaConfig, ScanConfig, SimpleConfig, EventsConfig, PipelineConfig,
+    HealthConfig, SensorConfig,
+)
+_resolve_types()
+
+
+def _merge(target: dict[str, Any], layer: Mapping[str, Any], sources: dict[str, str], origin: str,
+           prefix: str = "") -> None:
+    for key, value in layer.items():
+        path = f"{prefix}{key}"
+        # Only sections nest; a table-valued key (pipeline.capacities) is replaced whole.
+        if isinstance(value, dict) and not prefix:
+            sub = target.setdefault(key, {})
+            if not isinstance(sub, dict):
+                raise ConfigError(path, origin, "expected a table")
+            _merge(sub, value, sources, origin, path + ".")
+        else:
+            target[key] = value
+            sources[path] = origin
+
+
+def env_layer(environ: Mapping[str, str]) -> list[tuple[dict[str, Any], str]]:
+    """``EDR__SECTION__KEY=value`` variables as layers; values are parsed as TOML."""
+    layers = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(name, f"environment variable {name}", "expected EDR__SECTION__KEY")
+        raw = environ[name]
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            # A bare word such as debug or /var/log is a string, as an operator means it.
+            value = raw
+        layers.append(({parts[0]: {parts[1]: value}}, f"environment variable {name}"))
+    return layers
+
+
+def find_config_file(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
+    """``--config``, else ``EDR_CONFIG``, else ``conf/config.toml`` if it exists."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("EDR_CONFIG"):
+        return Path(environ["EDR_CONFIG"])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
+def load_config(
+    path: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LoadedConfig:
+    """Build the effective configuration from all layers.
+
+    ``overrides`` are the CLI flags as ``{"section.key": value}``. Raises
+    :class:`ConfigError` naming the key and its source on any problem.
+    """
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    file = find_config_file(path, environ)
+    if file is not None:
+        try:
+            with open(file, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError("--config", str(file), "file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("(file)", str(file), f"invalid TOML: {exc}") from None
+        for key, value in data.items():
+            if not isinstance(value, dict):
+                raise ConfigError(key, str(file), "expected a [section] table")
+        _merge(merged, data, sources, str(file))
+    for layer, origin in env_layer(environ):
+        _merge(merged, layer, sources, origin)
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        _merge(merged, {section: {key: value}}, sources, "command line")
+    config = _build(Config, merged, sources, "")
+    return LoadedConfig(config=config, sources=sources, file=file)
+
+
+def unstructure(config: Config) -> dict[str, Any]:
+    """The configuration as plain TOML-able data (unset optional keys omitted)."""
+
+    def strip(d: Any) -> Any:
+        if isinstance(d, dict):
+            return {k: strip(v) for k, v in d.items() if v is not None}
+        return d
+
+    return strip(_converter.unstructure(config))
+
+
+def field_docs() -> dict[str, tuple[str, Any]]:
+    """``{"section.key": (doc, default)}`` for every key, in declaration order."""
+    out: dict[str, tuple[str, Any]] = {}
+    for section in attrs.fields(Config):
+        for f in attrs.fields(section.type):
+            default = f.default
+            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                default = default.factory()  # type: ignore[call-arg]
+            out[f"{section.name}.{f.name}"] = (f.metadata.get("doc", ""), default)
+    return out

@@ -1,0 +1,53 @@
+"""The enricher actor: process, user, DNS and container context on live events.
+
+In replay the recorded events are already complete (edr's own stream is
+written after enrichment; EVTX carries its own context), so the actor passes
+them through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from edr.runtime.actor import ActorBase, ActorContext, Ports
+
+
+class EnricherActor(ActorBase):
+    """Calls the sans-IO :class:`edr.enrich.enricher.Enricher` per event."""
+
+    inputs: ClassVar = ("in",)
+    outputs: ClassVar = ("out",)
+
+    def __init__(self, name: str, enricher: Any | None) -> None:
+        super().__init__(name)
+        self.enricher = enricher
+        self.events = 0
+
+    @classmethod
+    def build(cls, ctx: ActorContext, name: str) -> EnricherActor:
+        """Live Linux: a process cache seeded from /proc; replay: pass-through."""
+        if ctx.mode != "linux":
+            return cls(name, None)
+        from edr.enrich.enricher import Enricher
+
+        enricher = Enricher.from_host(max_entries=ctx.config.process.max_entries)
+        ctx.shared["enricher"] = enricher
+        return cls(name, enricher)
+
+    async def run(self, ports: Ports) -> None:
+        """Enrich each batch in order and pass it on."""
+        out = ports.output("out")
+        enricher = self.enricher
+        async for batch in ports.input("in"):
+            self.events += len(batch)
+            if enricher is None:
+                await out.send(batch)
+                continue
+            await out.send([enricher.process(e) for e in batch])
+
+    def statistics(self) -> dict[str, Any]:
+        """Events seen and the caches' counters."""
+        stats: dict[str, Any] = {"events": self.events}
+        if self.enricher is not None:
+            stats.update(self.enricher.statistics())
+        return stats

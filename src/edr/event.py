@@ -1,0 +1,233 @@
+"""The normalized event and the Sysmon field vocabulary.
+
+Every source (eBPF, ETW, replay) turns what it sees into :class:`Event`.
+``fields`` uses Sysmon / Sysmon for Linux field names because SigmaHQ rules
+are written against them; detection engines read ``fields`` directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import attrs
+
+# --- products ---------------------------------------------------------------
+LINUX: Final = "linux"
+WINDOWS: Final = "windows"
+
+# --- categories (Sigma logsource categories) ---------------------------------
+PROCESS_CREATION: Final = "process_creation"
+PROCESS_TERMINATION: Final = "process_termination"
+PROCESS_FORK: Final = "process_fork"  # internal: feeds the process cache
+NETWORK_CONNECTION: Final = "network_connection"
+FILE_EVENT: Final = "file_event"
+FILE_DELETE: Final = "file_delete"
+FILE_RENAME: Final = "file_rename"
+FILE_CHANGE: Final = "file_change"
+DNS_QUERY: Final = "dns_query"
+IMAGE_LOAD: Final = "image_load"
+DRIVER_LOAD: Final = "driver_load"
+CREATE_REMOTE_THREAD: Final = "create_remote_thread"
+RAW_ACCESS_THREAD: Final = "raw_access_thread"
+PROCESS_ACCESS: Final = "process_access"
+REGISTRY_ADD: Final = "registry_add"
+REGISTRY_SET: Final = "registry_set"
+REGISTRY_DELETE: Final = "registry_delete"
+REGISTRY_RENAME: Final = "registry_rename"
+REGISTRY_EVENT: Final = "registry_event"
+CREATE_STREAM_HASH: Final = "create_stream_hash"
+PIPE_CREATED: Final = "pipe_created"
+WMI_EVENT: Final = "wmi_event"
+PROCESS_TAMPERING: Final = "process_tampering"
+PS_SCRIPT: Final = "ps_script"
+PS_MODULE: Final = "ps_module"
+PS_CLASSIC_START: Final = "ps_classic_start"
+# Events of a Windows channel that has no Sigma category (Security, System...)
+# carry this category and the channel's service in ``Event.service``.
+WINLOG: Final = "winlog"
+
+#: Categories of the priority lane: the process cache depends on them, so
+#: user space never sheds them.
+LIFECYCLE_CATEGORIES: Final = frozenset({PROCESS_CREATION, PROCESS_TERMINATION, PROCESS_FORK})
+
+
+class F:
+    """Sysmon field names, as SigmaHQ rules spell them."""
+
+    # common
+    UTC_TIME: Final = "UtcTime"
+    PROCESS_GUID: Final = "ProcessGuid"
+    PROCESS_ID: Final = "ProcessId"
+    IMAGE: Final = "Image"
+    USER: Final = "User"
+    # process_creation
+    COMMAND_LINE: Final = "CommandLine"
+    CURRENT_DIRECTORY: Final = "CurrentDirectory"
+    LOGON_ID: Final = "LogonId"
+    INTEGRITY_LEVEL: Final = "IntegrityLevel"
+    HASHES: Final = "Hashes"
+    PARENT_PROCESS_GUID: Final = "ParentProcessGuid"
+    PARENT_PROCESS_ID: Final = "ParentProcessId"
+    PARENT_IMAGE: Final = "ParentImage"
+    PARENT_COMMAND_LINE: Final = "ParentCommandLine"
+    PARENT_USER: Final = "ParentUser"
+    ORIGINAL_FILE_NAME: Final = "OriginalFileName"
+    # network_connection
+    PROTOCOL: Final = "Protocol"
+    INITIATED: Final = "Initiated"
+    SOURCE_IS_IPV6: Final = "SourceIsIpv6"
+    SOURCE_IP: Final = "SourceIp"
+    SOURCE_HOSTNAME: Final = "SourceHostname"
+    SOURCE_PORT: Final = "SourcePort"
+    DESTINATION_IS_IPV6: Final = "DestinationIsIpv6"
+    DESTINATION_IP: Final = "DestinationIp"
+    DESTINATION_HOSTNAME: Final = "DestinationHostname"
+    DESTINATION_PORT: Final = "DestinationPort"
+    # file events
+    TARGET_FILENAME: Final = "TargetFilename"
+    SOURCE_FILENAME: Final = "SourceFilename"
+    CREATION_UTC_TIME: Final = "CreationUtcTime"
+    # dns_query
+    QUERY_NAME: Final = "QueryName"
+    QUERY_STATUS: Final = "QueryStatus"
+    QUERY_RESULTS: Final = "QueryResults"
+    # image_load / driver_load
+    IMAGE_LOADED: Final = "ImageLoaded"
+    SIGNED: Final = "Signed"
+    SIGNATURE: Final = "Signature"
+    # registry
+    TARGET_OBJECT: Final = "TargetObject"
+    DETAILS: Final = "Details"
+    EVENT_TYPE: Final = "EventType"
+    # process_access / create_remote_thread
+    SOURCE_IMAGE: Final = "SourceImage"
+    TARGET_IMAGE: Final = "TargetImage"
+    GRANTED_ACCESS: Final = "GrantedAccess"
+    CALL_TRACE: Final = "CallTrace"
+    # pipes
+    PIPE_NAME: Final = "PipeName"
+    # edr additions (not Sysmon): Linux context, kept under Sysmon-like names
+    UID: Final = "Uid"
+    GID: Final = "Gid"
+    EUID: Final = "Euid"
+    COMM: Final = "Comm"
+    CGROUP_ID: Final = "CgroupId"
+    CGROUP_PATH: Final = "CgroupPath"
+    CONTAINER_ID: Final = "ContainerId"
+    PROCESS_START_TIME: Final = "ProcessStartTime"
+    ARGV_TRUNCATED: Final = "ArgvTruncated"
+    OPERATION: Final = "Operation"
+    QUERY_TYPE: Final = "QueryType"
+
+
+#: The fields each category carries, per Sysmon (Windows) / Sysmon for Linux.
+CATEGORY_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    PROCESS_CREATION: (
+        F.UTC_TIME, F.PROCESS_GUID, F.PROCESS_ID, F.IMAGE, F.COMMAND_LINE, F.CURRENT_DIRECTORY,
+        F.USER, F.LOGON_ID, F.INTEGRITY_LEVEL, F.HASHES, F.PARENT_PROCESS_GUID,
+        F.PARENT_PROCESS_ID, F.PARENT_IMAGE, F.PARENT_COMMAND_LINE, F.PARENT_USER,
+        F.ORIGINAL_FILE_NAME,
+    ),
+    PROCESS_TERMINATION: (F.UTC_TIME, F.PROCESS_GUID, F.PROCESS_ID, F.IMAGE, F.USER),
+    NETWORK_CONNECTION: (
+        F.UTC_TIME, F.PROCESS_GUID, F.PROCESS_ID, F.IMAGE, F.USER, F.PROTOCOL, F.INITIATED,
+        F.SOURCE_IS_IPV6, F.SOURCE_IP, F.SOURCE_HOSTNAME, F.SOURCE_PORT,
+        F.DESTINATION_IS_IPV6, F.DESTINATION_IP, F.DESTINATION_HOSTNAME, F.DESTINATION_PORT,
+    ),
+    FILE_EVENT: (F.UTC_TIME, F.PROCESS_GUID, F.PROCESS_ID, F.IMAGE, F.TARGET_FILENAME,
+                 F.CREATION_UTC_TIME, F.USER),
+    FILE_DELETE: (F.UTC_TIME, F.PROCESS_GUID, F.PROCESS_ID, F.IMAGE, F.TARGET_FILENAME, F.USER),
+    FILE_RENAME: (F.UTC_TIME, F.PROCESS_ID, F.IMAGE, F.SOURCE_FILENAME, F.TARGET_FILENAME, F.USER),
+    FILE_CHANGE: (F.UTC_TIME, F.PROCESS_ID, F.IMAGE, F.TARGET_FILENAME, F.USER),
+    DNS_QUERY: (F.UTC_TIME, F.PROCESS_GUID, F.PROCESS_ID, F.IMAGE, F.QUERY_NAME,
+                F.QUERY_STATUS, F.QUERY_RESULTS, F.USER),
+    IMAGE_LOAD: (F.UTC_TIME, F.PROCESS_ID, F.IMAGE, F.IMAGE_LOADED, F.SIGNED, F.SIGNATURE),
+    REGISTRY_SET: (F.UTC_TIME, F.PROCESS_ID, F.IMAGE, F.EVENT_TYPE, F.TARGET_OBJECT, F.DETAILS),
+    PROCESS_ACCESS: (F.UTC_TIME, F.SOURCE_IMAGE, F.TARGET_IMAGE, F.GRANTED_ACCESS, F.CALL_TRACE),
+    PIPE_CREATED: (F.UTC_TIME, F.PROCESS_ID, F.IMAGE, F.PIPE_NAME),
+}
+
+
+@attrs.define(slots=True)
+class Event:
+    """One normalized observation.
+
+    ``fields`` maps Sysmon field names to values (str, int, bool, or a list of
+    str); ``timestamp`` is the event's own time in seconds since the epoch
+    (kernel time for live events, the recorded time for replay), which is what
+    correlation windows use. ``seq`` is a per-source sequence number.
+
+    ``service`` carries a Windows channel's Sigma service (``security``,
+    ``system``, ``powershell``...) where that, not the category, routes rules.
+    ``origin`` holds provenance for alerts (``log.file.path``, record number,
+    ``winlog.*``) and is never matched against. ``count`` > 1 marks an event
+    that stands for that many identical ones (network aggregation), so
+    counting correlations count it that many times.
+    """
+
+    category: str
+    product: str
+    fields: dict[str, Any]
+    timestamp: float
+    seq: int = 0
+    service: str | None = None
+    origin: dict[str, Any] | None = None
+    count: int = 1
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Return field ``name`` or ``default``."""
+        return self.fields.get(name, default)
+
+
+def event_to_record(event: Event) -> dict[str, Any]:
+    """The NDJSON form of an event: what the event writer writes and replay reads."""
+    record: dict[str, Any] = {
+        "ts": event.timestamp,
+        "seq": event.seq,
+        "category": event.category,
+        "product": event.product,
+        "fields": event.fields,
+    }
+    if event.service is not None:
+        record["service"] = event.service
+    if event.count != 1:
+        record["count"] = event.count
+    return record
+
+
+class RecordError(ValueError):
+    """A line of the NDJSON event format that cannot become an Event."""
+
+
+def event_from_record(record: Any, seq: int = 0) -> Event:
+    """Build an Event from one decoded NDJSON record, validating its shape."""
+    if not isinstance(record, dict):
+        raise RecordError("record is not a JSON object")
+    category = record.get("category")
+    product = record.get("product")
+    fields = record.get("fields")
+    if not isinstance(category, str) or not category:
+        raise RecordError("missing or non-string 'category'")
+    if not isinstance(product, str) or not product:
+        raise RecordError("missing or non-string 'product'")
+    if not isinstance(fields, dict):
+        raise RecordError("missing or non-object 'fields'")
+    ts = record.get("ts", 0.0)
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+        raise RecordError("'ts' is not a number")
+    count = record.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise RecordError("'count' is not a positive integer")
+    service = record.get("service")
+    if service is not None and not isinstance(service, str):
+        raise RecordError("'service' is not a string")
+    rseq = record.get("seq", seq)
+    return Event(
+        category=category,
+        product=product,
+        fields=fields,
+        timestamp=float(ts),
+        seq=rseq if isinstance(rseq, int) else seq,
+        service=service,
+        count=count,
+    )

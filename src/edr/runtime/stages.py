@@ -1,0 +1,127 @@
+"""Small pipeline stages: the normalizer (raw records -> Events) and a null sink."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import orjson
+
+from edr.event import Event, RecordError, event_from_record
+from edr.runtime.actor import ActorBase, ActorContext, Ports
+
+#: A decoder turns one raw record of its format into events; it may raise
+#: ValueError (or a subclass) for malformed input, which is reported and skipped.
+Decoder = Callable[[Any, str, int], "Event | list[Event] | None"]
+MAX_REPORTED = 20
+
+
+def decode_ndjson(line: bytes, path: str, lineno: int) -> Event | None:
+    """One line of edr's NDJSON event format."""
+    if not line.strip():
+        return None
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise RecordError(f"invalid JSON: {exc}") from None
+    event = event_from_record(record, lineno)
+    event.origin = {"log.file.path": path, "edr.log.line": lineno}
+    return event
+
+
+def _decode_evtx(record: Any, path: str, recno: int) -> Event | None:
+    from edr.sources.replay.winlog import winlog_to_event
+
+    return winlog_to_event(record, path)
+
+
+DECODERS: dict[str, Decoder] = {
+    "ndjson": decode_ndjson,
+    "evtx": _decode_evtx,
+    "evtx_json": _decode_evtx,
+}
+
+
+class Normalizer(ActorBase):
+    """Decodes raw source records into Events.
+
+    Input batches hold ``(format, payload, path, number)`` tuples from the
+    replay source, or already-built Events (passed through). Bad records are
+    logged with file and line (the first ``MAX_REPORTED`` per file), counted
+    and skipped.
+    """
+
+    inputs: ClassVar = ("in",)
+    outputs: ClassVar = ("out",)
+
+    def __init__(self, name: str, log: Any) -> None:
+        super().__init__(name)
+        self.log = log
+        self.decoded = 0
+        self.rejected = 0
+        self._reported: dict[str, int] = {}
+
+    @classmethod
+    def build(cls, ctx: ActorContext, name: str) -> Normalizer:
+        """No configuration."""
+        return cls(name, ctx.log)
+
+    def decode(self, batch: Sequence[Any]) -> list[Event]:
+        """Sans-IO core: one batch of raw records to events."""
+        out: list[Event] = []
+        for item in batch:
+            if isinstance(item, Event):
+                out.append(item)
+                continue
+            fmt, payload, path, number = item
+            try:
+                result = DECODERS[fmt](payload, path, number)
+            except (ValueError, KeyError, TypeError) as exc:
+                self._reject(path, number, str(exc))
+                continue
+            if result is None:
+                continue
+            if isinstance(result, list):
+                out.extend(result)
+            else:
+                out.append(result)
+        self.decoded += len(out)
+        return out
+
+    def _reject(self, path: str, number: int, reason: str) -> None:
+        self.rejected += 1
+        n = self._reported.get(path, 0) + 1
+        self._reported[path] = n
+        if n <= MAX_REPORTED:
+            self.log.warning("replay: %s:%d: skipped: %s", path, number, reason)
+        elif n == MAX_REPORTED + 1:
+            self.log.warning("replay: %s: more bad records; counting without reporting each", path)
+
+    async def run(self, ports: Ports) -> None:
+        """Decode each batch and pass it on."""
+        out = ports.output("out")
+        async for batch in ports.input("in"):
+            events = self.decode(batch)
+            if events:
+                await out.send(events)
+
+    def statistics(self) -> dict[str, Any]:
+        """Decoded and rejected records."""
+        return {"decoded": self.decoded, "rejected": self.rejected}
+
+
+class NullSink(ActorBase):
+    """Drains its input (benchmarks, graphs without a consumer)."""
+
+    inputs: ClassVar = ("in",)
+    outputs: ClassVar = ()
+
+    @classmethod
+    def build(cls, ctx: ActorContext, name: str) -> NullSink:
+        """No configuration."""
+        return cls(name)
+
+    async def run(self, ports: Ports) -> None:
+        """Receive and discard."""
+        async for _ in ports.input("in"):
+            pass
