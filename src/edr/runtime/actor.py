@@ -106,6 +106,7 @@ REGISTRY: dict[str, str] = {
     "ebpf_source": "edr.sources.ebpf.actor:EbpfSource",
     "etw_source": "edr.sources.etw.actor:EtwSource",
     "normalizer": "edr.runtime.stages:Normalizer",
+    "ebpf_normalizer": "edr.sources.ebpf.actor:EbpfNormalizer",
     "router": "edr.runtime.router:Router",
     "enricher": "edr.enrich.actor:EnricherActor",
     "detect": "edr.detect.actor:DetectActor",

@@ -1,0 +1,75 @@
+"""Regenerate the README's generated sections (configuration reference, CLI, actor graphs).
+
+`python scripts/gen_readme.py` rewrites README.md in place; `--check` exits 1
+if it is stale (a test runs the check, so the reference never drifts from
+conf/config.toml and the code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from edr.cli import build_parser
+from edr.config_render import render_default_file, render_reference_markdown
+from edr.runtime.graph import graph_path, load_graph, render_mermaid
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_reference() -> str:
+    """Every command's --help, as the README shows it."""
+    parser = build_parser()
+    out = ["```", parser.format_help().rstrip(), "```"]
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        nested = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            for nname, np in nested[0].choices.items():
+                out += ["", f"`edr {name} {nname}`", "```", np.format_help().rstrip(), "```"]
+        else:
+            out += ["", f"`edr {name}`", "```", p.format_help().rstrip(), "```"]
+    return "\n".join(out)
+
+
+def sections() -> dict[str, str]:
+    """Marker name -> generated body."""
+    out = {"config": render_reference_markdown(), "cli": cli_reference()}
+    for mode in ("linux", "replay"):
+        out[f"graph-{mode}"] = "```mermaid\n" + render_mermaid(load_graph(graph_path(mode))) + "\n```"
+    return out
+
+
+def render(text: str) -> str:
+    """``text`` with every generated section replaced."""
+    for name, body in sections().items():
+        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"README.md has no <!-- BEGIN {name} --> section")
+        text = pattern.sub(lambda m, b=body: m.group(1) + b + "\n" + m.group(2), text)
+    return text
+
+
+def main() -> int:
+    """Rewrite (or --check) README.md and conf/config.toml."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    readme = ROOT / "README.md"
+    conf = ROOT / "conf" / "config.toml"
+    new_readme, new_conf = render(readme.read_text()), render_default_file()
+    if args.check:
+        stale = [str(p) for p, new in ((readme, new_readme), (conf, new_conf)) if p.read_text() != new]
+        if stale:
+            print(f"stale: {', '.join(stale)}; run python scripts/gen_readme.py", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(new_readme)
+    conf.write_text(new_conf)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Actors of the live Linux sensor: the eBPF source and its normalizer.
+
+The source polls the kernel's perf buffers in a worker thread (bcc's poll
+blocks) and forwards raw records in batches; the normalizer decodes them into
+Events on the event loop, in arrival order, with the decoder's state (pending
+argv, boot-time offset, directory fds) kept in one place.
+
+The agent's own process is filtered out so that writing alerts and logs does
+not feed back into the sensor.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import trio
+
+from edr.runtime.actor import ActorBase, ActorContext, Ports
+
+POLL_MS = 100
+
+
+class EbpfSource(ActorBase):
+    """Loads the BPF programs at build time; polls them until cancelled."""
+
+    inputs: ClassVar = ()
+    outputs: ClassVar = ("out",)
+    is_source: ClassVar = True
+
+    def __init__(self, name: str, sensor: Any, batch_size: int) -> None:
+        super().__init__(name)
+        self.sensor = sensor
+        self.batch_size = batch_size
+        self.polls = 0
+
+    @classmethod
+    def build(cls, ctx: ActorContext, name: str) -> EbpfSource:
+        """Compile and attach (slow, seconds); raises SensorUnavailable with the fix."""
+        from edr.sources.ebpf.sensor import EbpfSensor
+
+        cfg = ctx.config.sensor
+        sensor = EbpfSensor(
+            families=set(cfg.families),
+            max_args=cfg.max_args,
+            max_arg_bytes=cfg.max_arg_bytes,
+            page_count=cfg.page_count,
+            ignore_pids={os.getpid()},
+        )
+        sensor.open()
+        ctx.shared["sensor"] = sensor
+        return cls(name, sensor, ctx.config.pipeline.batch_size)
+
+    async def run(self, ports: Ports) -> None:
+        """Poll, forward; on cancellation the current poll finishes (<= POLL_MS) and the sensor closes."""
+        out = ports.output("out")
+        try:
+            while True:
+                # Not abandoned on cancel: the thread owns the bcc object until poll returns.
+                records = await trio.to_thread.run_sync(self.sensor.poll, POLL_MS)
+                self.polls += 1
+                for i in range(0, len(records), self.batch_size):
+                    await out.send(records[i:i + self.batch_size])
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.sensor.close)
+
+    def statistics(self) -> dict[str, Any]:
+        """Per-family events and kernel-lost samples."""
+        return {"polls": self.polls, "families": self.sensor.statistics()}
+
+
+class EbpfNormalizer(ActorBase):
+    """Decodes raw perf records into Events (sans-IO Decoder)."""
+
+    inputs: ClassVar = ("in",)
+    outputs: ClassVar = ("out",)
+
+    def __init__(self, name: str, decoder: Any, log: Any) -> None:
+        super().__init__(name)
+        self.decoder = decoder
+        self.log = log
+        self.decoded = 0
+        self.errors = 0
+
+    @classmethod
+    def build(cls, ctx: ActorContext, name: str) -> EbpfNormalizer:
+        """A decoder that resolves relative paths and cgroups through /proc."""
+        from edr.sources.ebpf.decode import Decoder
+
+        return cls(name, Decoder(), ctx.log)
+
+    async def run(self, ports: Ports) -> None:
+        """Decode each batch; a record the decoder rejects is counted, never fatal."""
+        out = ports.output("out")
+        decode = self.decoder.decode
+        async for batch in ports.input("in"):
+            events = []
+            for raw in batch:
+                try:
+                    events.extend(decode(raw))
+                except Exception:
+                    self.errors += 1
+                    if self.errors <= 20:
+                        self.log.exception("ebpf: undecodable %s record skipped", getattr(raw, "family", "?"))
+            if events:
+                self.decoded += len(events)
+                await out.send(events)
+
+    def statistics(self) -> dict[str, Any]:
+        """Events decoded, records rejected."""
+        return {"decoded": self.decoded, "errors": self.errors}
