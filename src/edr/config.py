@@ -341,7 +341,8 @@ _converter = cattrs.Converter(forbid_extra_keys=True)
 
 def _structure_value(value: Any, typ: Any, key: str, source: str) -> Any:
     # Reject the lossy coercions cattrs would otherwise make (1 -> True, "3" -> 3).
-    def check(v: Any, t: Any) -> None:
+    def check(v: Any, t: Any) -> Any:
+        """Raise ConfigError unless ``v`` fits ``t``; returns the type to structure ``v`` as."""
         args = getattr(t, "__args__", ())
         origin = getattr(t, "__origin__", None)
         if t is bool and not isinstance(v, bool):
@@ -369,13 +370,14 @@ def _structure_value(value: Any, typ: Any, key: str, source: str) -> Any:
                     continue
                 try:
                     check(v, alt)
-                    return
+                    # cattrs cannot structure a union such as str | list[str]: use the alternative that fits.
+                    return alt
                 except ConfigError as exc:
                     errors.append(exc.reason)
             raise ConfigError(key, source, " or ".join(errors))
+        return t
 
-    check(value, typ)
-    return _converter.structure(value, typ)
+    return _converter.structure(value, check(value, typ))
 
 
 def _build(cls: type[Any], data: Mapping[str, Any], sources: Mapping[str, str], prefix: str) -> Any:

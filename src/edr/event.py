@@ -199,8 +199,25 @@ class RecordError(ValueError):
     """A line of the NDJSON event format that cannot become an Event."""
 
 
+_PLAIN_KEYS: Final = frozenset({"ts", "seq", "category", "product", "fields"})
+
+
 def event_from_record(record: Any, seq: int = 0) -> Event:
     """Build an Event from one decoded NDJSON record, validating its shape."""
+    # Fast path (the hot loop of replay): the common record, exact JSON types, no optional keys.
+    if type(record) is dict and record.keys() <= _PLAIN_KEYS:
+        category = record.get("category")
+        product = record.get("product")
+        fields = record.get("fields")
+        ts = record.get("ts", 0.0)
+        rseq = record.get("seq", seq)
+        if (type(category) is str and category and type(product) is str and product
+                and type(fields) is dict and (type(ts) is float or type(ts) is int)):
+            return Event(category, product, fields, float(ts), rseq if type(rseq) is int else seq)
+    return _event_from_record_checked(record, seq)
+
+
+def _event_from_record_checked(record: Any, seq: int) -> Event:
     if not isinstance(record, dict):
         raise RecordError("record is not a JSON object")
     category = record.get("category")

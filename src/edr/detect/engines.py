@@ -33,9 +33,12 @@ def load_engines(ctx: ActorContext) -> list[Detector]:
             match_debug=cfg.alerts.match_debug,
             max_groups=cfg.sigma.correlation_max_groups,
         )
-        for line in report.error_lines():
-            log.warning("sigma: %s", line)
-        log.info("sigma: %s", report.summary())
+        for rej in report.rejections:
+            log.warning("sigma: %s: rule %s rejected (%s): %s", rej.path, rej.title or rej.rule_id or "?",
+                        rej.stage, rej.reason)
+        log.info("sigma: %d rules loaded, %d inert, %d rejected, %d correlations from %d files in %.2fs%s",
+                 report.loaded, report.inert, report.rejected, report.correlations, report.files,
+                 report.seconds, " (cached)" if report.cached else "")
         engines.append(engine)
     if cfg.ioc.enabled:
         from edr.detect.ioc import load_iocs

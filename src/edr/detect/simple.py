@@ -99,16 +99,24 @@ class SimpleRule:
     source: str = "builtin"
 
     def matches(self, event: Event) -> bool:
-        """True when every matcher of the rule matches ``event``."""
+        """True when every matcher of the rule matches ``event``.
+
+        Every matcher must hold, so the order of the checks does not change
+        the result; the cheapest and most selective ones (ports, path
+        prefixes) run first because this is the per-event hot path.
+        """
         f = event.fields
-        if self.process_names is not None and _base(f.get(F.IMAGE)) not in self.process_names:
-            return False
-        if self.parent_names is not None and _base(f.get(F.PARENT_IMAGE)) not in self.parent_names:
-            return False
         if self.type == "file":
-            paths = [p for p in (f.get(F.TARGET_FILENAME), f.get(F.SOURCE_FILENAME)) if isinstance(p, str) and p]
-            if not paths:
-                return False
+            target = f.get(F.TARGET_FILENAME)
+            source = f.get(F.SOURCE_FILENAME)
+            if source is None:
+                if not (isinstance(target, str) and target):
+                    return False
+                paths: tuple[str, ...] = (target,)
+            else:
+                paths = tuple(p for p in (target, source) if isinstance(p, str) and p)
+                if not paths:
+                    return False
             if self.paths is not None and not any(p.startswith(self.paths) for p in paths):
                 return False
             if self.patterns is not None and not any(
@@ -119,31 +127,37 @@ class SimpleRule:
                 op = f.get(F.OPERATION) or _DEFAULT_OPERATION.get(event.category)
                 if op not in self.operations:
                     return False
-            return True
+            return self._names_match(f)
+        if self.type == "network":
+            if self.ports is not None:
+                port = f.get(F.DESTINATION_PORT)
+                if type(port) is not int:
+                    try:
+                        port = int(port)
+                    except (TypeError, ValueError):
+                        return False
+                if port not in self.ports:
+                    return False
+            if self.direction is not None:
+                initiated = str(f.get(F.INITIATED, "true")).lower() == "true"
+                if initiated != (self.direction == "outbound"):
+                    return False
+            if self.patterns is not None:
+                targets = [str(f.get(F.DESTINATION_HOSTNAME) or ""), str(f.get(F.DESTINATION_IP) or "")]
+                if not any(self.patterns.match(t) for t in targets if t):
+                    return False
+        elif self.patterns is not None and not self.patterns.match(str(f.get(F.COMMAND_LINE) or "")):
+            return False  # process
         if self.paths is not None:
             image = f.get(F.IMAGE)
             if not isinstance(image, str) or not image.startswith(self.paths):
                 return False
-        if self.type == "process":
-            if self.patterns is not None and not self.patterns.match(str(f.get(F.COMMAND_LINE) or "")):
-                return False
-            return True
-        # network
-        if self.direction is not None:
-            initiated = str(f.get(F.INITIATED, "true")).lower() == "true"
-            if initiated != (self.direction == "outbound"):
-                return False
-        if self.ports is not None:
-            try:
-                if int(f.get(F.DESTINATION_PORT)) not in self.ports:
-                    return False
-            except (TypeError, ValueError):
-                return False
-        if self.patterns is not None:
-            targets = [str(f.get(F.DESTINATION_HOSTNAME) or ""), str(f.get(F.DESTINATION_IP) or "")]
-            if not any(self.patterns.match(t) for t in targets if t):
-                return False
-        return True
+        return self._names_match(f)
+
+    def _names_match(self, f: dict[str, Any]) -> bool:
+        if self.process_names is not None and _base(f.get(F.IMAGE)) not in self.process_names:
+            return False
+        return not (self.parent_names is not None and _base(f.get(F.PARENT_IMAGE)) not in self.parent_names)
 
 
 def _base(path: Any) -> str:

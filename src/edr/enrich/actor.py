@@ -29,8 +29,11 @@ class EnricherActor(ActorBase):
         if ctx.mode != "linux":
             return cls(name, None)
         from edr.enrich.enricher import Enricher
+        from edr.enrich.process_cache import ProcessCache
 
-        enricher = Enricher.from_host(max_entries=ctx.config.process.max_entries)
+        enricher = Enricher(processes=ProcessCache(max_entries=ctx.config.process.max_entries))
+        seeded = enricher.seed_from_proc()
+        ctx.log.info("enricher: %d running processes loaded from /proc", seeded)
         ctx.shared["enricher"] = enricher
         return cls(name, enricher)
 

@@ -87,8 +87,9 @@ class EbpfNormalizer(ActorBase):
     def build(cls, ctx: ActorContext, name: str) -> EbpfNormalizer:
         """A decoder that resolves relative paths and cgroups through /proc."""
         from edr.sources.ebpf.decode import Decoder
+        from edr.sources.ebpf.host import LiveHost
 
-        return cls(name, Decoder(), ctx.log)
+        return cls(name, Decoder(host=LiveHost(), ignore_pids={os.getpid()}), ctx.log)
 
     async def run(self, ports: Ports) -> None:
         """Decode each batch; a record the decoder rejects is counted, never fatal."""
@@ -108,5 +109,5 @@ class EbpfNormalizer(ActorBase):
                 await out.send(events)
 
     def statistics(self) -> dict[str, Any]:
-        """Events decoded, records rejected."""
-        return {"decoded": self.decoded, "errors": self.errors}
+        """Events decoded, records rejected, and the decoder's own counters."""
+        return {"decoded": self.decoded, "errors": self.errors, **self.decoder.statistics()}

@@ -82,20 +82,18 @@ class ReplaySource(ActorBase):
                     break
                 lines = (tail + chunk).split(b"\n")
                 tail = lines.pop()
-                batch = []
-                for line in lines:
-                    lineno += 1
-                    batch.append(("ndjson", line, path, lineno))
-                    if len(batch) >= self.batch_size:
-                        await out.send(batch)
-                        batch = []
-                if batch:
+                size = self.batch_size
+                for start in range(0, len(lines), size):
+                    part = lines[start:start + size]
+                    batch = [("ndjson", line, path, n) for n, line in enumerate(part, lineno + 1)]
                     await out.send(batch)
-                self.records = self.records + len(lines)
+                    # Counted once sent: on cancellation `records` is exactly what went downstream.
+                    lineno += len(part)
+                    self.records += len(part)
         if tail.strip():
             lineno += 1
-            self.records += 1
             await out.send([("ndjson", tail, path, lineno)])
+            self.records += 1
 
     async def _records(self, path: str, fmt: str, out: Any) -> None:
         from edr.sources.replay import winlog
@@ -108,8 +106,8 @@ class ReplaySource(ActorBase):
             records = await trio.to_thread.run_sync(lambda: list(itertools.islice(reader, self.batch_size)))
             if not records:
                 break
-            self.records += len(records)
             await out.send([(fmt, r, path, next(number)) for r in records])
+            self.records += len(records)
             done += len(records)
         self.bytes_read += size
 

@@ -1,0 +1,339 @@
+#!/usr/bin/env python3
+"""Exec storm benchmark: how much the sensor costs while /bin/true is exec'd at fixed rates.
+
+For each rate (default 100, 400, 1600 exec/s, then as fast as one load
+process can) a load generator execs ``/bin/true <marker>`` for ``--duration``
+seconds while the measured process runs; per rate it prints the executions
+made, exec events captured, kernel lost, user-space dropped, the measured
+process's CPU (% of one core) and its peak RSS.
+
+What is measured:
+
+- ``--agent-cmd "CMD"``: a full agent (e.g. ``.venv/bin/edr run``); captured
+  and lost counts come from its ``health {json}`` log lines when it prints them.
+- ``--inproc``: this script's own sensor process (EbpfSensor + Decoder +
+  Enricher, no trio): exact captured counts by marker.
+- default: the full agent if ``.venv/bin/edr run --help`` works, else ``--inproc``.
+
+Needs root.  Not a test: run it by hand, e.g.
+``.venv/bin/python scripts/bench_exec_storm.py --inproc --duration 30``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TRUE = "/bin/true"
+MARK = "edr-bench-"
+
+
+# ----------------------------------------------------------------- load --
+def run_load(rate: float, duration: float, marker: str) -> int:
+    """Exec TRUE with ``marker`` at ``rate`` per second (0: as fast as possible); return how many."""
+    argv = [TRUE, marker]
+    env: dict[str, str] = {}
+    made = 0
+    outstanding = 0
+    start = time.monotonic()
+    end = start + duration
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        if rate > 0:
+            due = int((now - start) * rate) + 1
+            if made >= due:
+                time.sleep(min((made + 1) / rate - (now - start), 0.01))
+                continue
+            burst = due - made
+        else:
+            burst = 32
+        for _ in range(burst):
+            os.posix_spawn(TRUE, argv, env)
+            made += 1
+            outstanding += 1
+        # reap without blocking, but never let zombies pile up
+        while outstanding:
+            pid, _ = os.waitpid(-1, os.WNOHANG if outstanding < 512 else 0)
+            if pid == 0:
+                break
+            outstanding -= 1
+    while outstanding:
+        os.waitpid(-1, 0)
+        outstanding -= 1
+    return made
+
+
+# -------------------------------------------------------- in-proc sensor --
+def inproc_sensor() -> int:
+    """Sensor + decoder + enricher; counts exec events per marker; answers 'stats' on stdin."""
+    from edr.enrich.enricher import Enricher
+    from edr.event import PROCESS_CREATION
+    from edr.sources.ebpf.decode import Decoder
+    from edr.sources.ebpf.host import LiveHost
+    from edr.sources.ebpf.sensor import EbpfSensor
+
+    sensor = EbpfSensor()
+    sensor.open()
+    decoder = Decoder(host=LiveHost(), ignore_pids=sensor.ignore_pids)
+    enricher = Enricher()
+    enricher.seed_from_proc()
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def pump() -> None:
+        while not stop.is_set():
+            for raw in sensor.poll(100):
+                for event in decoder.decode(raw):
+                    enricher.process(event)
+                    if event.category == PROCESS_CREATION:
+                        cmd = event.fields.get("CommandLine", "")
+                        if cmd.startswith(f"{TRUE} {MARK}"):
+                            with lock:
+                                counts[cmd] = counts.get(cmd, 0) + 1
+            for event in decoder.flush():
+                enricher.process(event)
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "stats":
+            with lock:
+                snapshot = dict(counts)
+            print(json.dumps({"counts": snapshot, "sensor": sensor.statistics(),
+                              "decoder": decoder.statistics(), "enricher": enricher.statistics()}),
+                  flush=True)
+        elif line.strip() == "quit":
+            break
+    stop.set()
+    t.join(2)
+    sensor.close()
+    return 0
+
+
+# ------------------------------------------------------------ measuring --
+class Measured:
+    """The process under measurement: the in-proc sensor or a full agent."""
+
+    def __init__(self, cmd: list[str], inproc: bool) -> None:
+        import psutil
+
+        self.inproc = inproc
+        self.health: list[dict[str, Any]] = []
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if inproc else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+        self.ps = psutil.Process(self.proc.pid)
+        self._replies: list[dict[str, Any]] = []
+        self._cv = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if self.inproc and line.startswith("{"):
+                with self._cv:
+                    self._replies.append(json.loads(line))
+                    self._cv.notify_all()
+                continue
+            m = re.search(r"health (\{.*\})\s*$", line)
+            if m:
+                try:
+                    self.health.append(json.loads(m.group(1)))
+                except ValueError:
+                    pass
+
+    def wait_reply(self, timeout: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while not self._replies:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    return None
+                self._cv.wait(left)
+            return self._replies.pop(0)
+
+    def stats(self) -> dict[str, Any] | None:
+        if not self.inproc:
+            return None
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("stats\n")
+        self.proc.stdin.flush()
+        return self.wait_reply(10)
+
+    def cpu_seconds(self) -> float:
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def stop(self) -> None:
+        if self.inproc and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+            except OSError:
+                pass
+        else:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _find(obj: Any, key: str) -> list[Any]:
+    """Every value under ``key`` anywhere in a JSON tree."""
+    out: list[Any] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == key:
+                out.append(v)
+            out.extend(_find(v, key))
+    elif isinstance(obj, list):
+        for v in obj:
+            out.extend(_find(v, key))
+    return out
+
+
+def _agent_counters(health: list[dict[str, Any]]) -> tuple[int | None, int | None]:
+    """(kernel lost, userspace dropped) from the agent's latest health record."""
+    if not health:
+        return None, None
+    last = health[-1]
+    lost = [v for v in _find(last, "lost") if isinstance(v, int)]
+    dropped = last.get("dropped_total")
+    return (sum(lost) if lost else None), (dropped if isinstance(dropped, int) else None)
+
+
+def _agent_works() -> bool:
+    edr = REPO / ".venv" / "bin" / "edr"
+    if not edr.exists():
+        return False
+    try:
+        return subprocess.run([str(edr), "run", "--help"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def bench(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("bench_exec_storm: needs root (the sensor loads BPF programs)", file=sys.stderr)
+        return 2
+    inproc = args.inproc or (not args.agent_cmd and not _agent_works())
+    if inproc:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-inproc"]
+        label = "in-process sensor (EbpfSensor + Decoder + Enricher)"
+    else:
+        cmd = shlex.split(args.agent_cmd) if args.agent_cmd else [str(REPO / ".venv/bin/edr"), "run",
+                                                                  "--console"]
+        label = "agent: " + " ".join(cmd)
+    measured = Measured(cmd, inproc)
+    if inproc:
+        if measured.wait_reply(120) is None:
+            print("bench_exec_storm: the in-process sensor did not start", file=sys.stderr)
+            measured.stop()
+            return 1
+    else:
+        time.sleep(args.agent_startup)
+        if measured.proc.poll() is not None:
+            print(f"bench_exec_storm: the agent exited with {measured.proc.returncode}", file=sys.stderr)
+            return 1
+    rates = [0.0 if r == "max" else float(r) for r in args.rates.split(",")]
+    print(f"measuring {label}; {args.duration:.0f} s per rate; {os.cpu_count()} cores", flush=True)
+    print(f"{'rate/s':>8} {'made':>8} {'captured':>9} {'k-lost':>7} {'u-dropped':>9} {'cpu%':>6} "
+          f"{'peakRSS MiB':>11}", flush=True)
+    rows = []
+    try:
+        for rate in rates:
+            marker = f"{MARK}{int(rate) or 'max'}-{uuid.uuid4().hex[:8]}"
+            before = measured.stats()
+            lost0 = _lost(before) if before else _agent_counters(measured.health)[0]
+            cpu0 = measured.cpu_seconds()
+            t0 = time.monotonic()
+            load = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--load",
+                                     str(rate), str(args.duration), marker], stdout=subprocess.PIPE, text=True)
+            peak = measured.rss()
+            while load.poll() is None:
+                peak = max(peak, measured.rss())
+                time.sleep(0.2)
+            made = int((load.stdout.read() if load.stdout else "0").strip() or 0)
+            wall = time.monotonic() - t0
+            # let the sensor drain what is in flight, then read its counters
+            captured: int | None = None
+            deadline = time.monotonic() + 10
+            while True:
+                time.sleep(0.5)
+                peak = max(peak, measured.rss())
+                after = measured.stats()
+                if after is None:
+                    break
+                captured = after["counts"].get(f"{TRUE} {marker}", 0)
+                if captured >= made or time.monotonic() > deadline:
+                    break
+            cpu = (measured.cpu_seconds() - cpu0) / wall * 100
+            if after is not None:
+                lost: int | None = _lost(after) - (lost0 or 0)
+                dropped: int | None = after["decoder"]["malformed"]
+            else:
+                lost1, dropped = _agent_counters(measured.health)
+                lost = None if lost1 is None else lost1 - (lost0 or 0)
+            row = {"rate": rate or "max", "made": made, "achieved_rate": round(made / args.duration),
+                   "captured": captured, "kernel_lost": lost, "userspace_dropped": dropped,
+                   "cpu_pct": round(cpu, 1), "peak_rss_mib": round(peak / 2**20, 1)}
+            rows.append(row)
+            print(f"{str(rate and int(rate) or 'max'):>8} {made:>8} {_s(captured):>9} {_s(lost):>7} "
+                  f"{_s(dropped):>9} {cpu:>6.1f} {peak / 2**20:>11.1f}", flush=True)
+    finally:
+        measured.stop()
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _lost(stats: dict[str, Any]) -> int:
+    return sum(int(v["lost"]) for v in stats["sensor"].values())
+
+
+def _s(v: object) -> str:
+    return "n/a" if v is None else str(v)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--inproc", action="store_true", help="measure the in-process sensor, not the agent")
+    p.add_argument("--agent-cmd", help="command line of the agent to measure (default: .venv/bin/edr run)")
+    p.add_argument("--agent-startup", type=float, default=8.0, help="seconds to let the agent start")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds per rate")
+    p.add_argument("--rates", default="100,400,1600,max", help="comma-separated exec/s; 'max' = flat out")
+    p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--load", nargs=3, metavar=("RATE", "SECONDS", "MARKER"), help=argparse.SUPPRESS)
+    p.add_argument("--serve-inproc", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.load:
+        print(run_load(float(args.load[0]), float(args.load[1]), args.load[2]))
+        return 0
+    if args.serve_inproc:
+        return inproc_sensor()
+    return bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

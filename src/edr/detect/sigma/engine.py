@@ -1,0 +1,239 @@
+"""The Sigma detector: routes an event, evaluates candidate rules, feeds correlations.
+
+Per event: find the route's literal index (:class:`RouteIndex`), collect the
+candidate rules whose necessary literals the event contains, evaluate only
+those, turn matches into alerts and feed them to the correlation engine.
+The work per event depends on the event and the matches, not on how many
+rules are loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any, Final
+
+from edr.detect.alert import Alert, severity_rank
+from edr.detect.sigma import cache as rule_cache
+from edr.detect.sigma.correlation import CorrelationEngine, Fired
+from edr.detect.sigma.logsources import ALL_FED, Route, applies
+from edr.detect.sigma.matchers import MatchContext
+from edr.detect.sigma.nodes import explain
+from edr.detect.sigma.report import LoadReport
+from edr.detect.sigma.rules import CompiledRule
+from edr.detect.sigma.ruleset import RuleSet
+
+MATCH_MODES: Final = ("all", "best")
+DEBUG_MODES: Final = ("off", "summary", "full")
+
+
+class SigmaEngine:
+    """Sigma detection engine implementing :class:`edr.detect.alert.Detector`.
+
+    Build it with :func:`load_sigma`. ``match`` never raises on odd events.
+    """
+
+    name = "sigma"
+
+    def __init__(self, ruleset: RuleSet, *, match_mode: str = "all", match_debug: str = "off",
+                 max_groups: int = 10_000) -> None:
+        if match_mode not in MATCH_MODES:
+            raise ValueError(f"match_mode must be one of {MATCH_MODES}, not {match_mode!r}")
+        if match_debug not in DEBUG_MODES:
+            raise ValueError(f"match_debug must be one of {DEBUG_MODES}, not {match_debug!r}")
+        self.ruleset = ruleset
+        self.rules = ruleset.rules
+        self.match_mode = match_mode
+        self.match_debug = match_debug
+        self.correlation = CorrelationEngine(ruleset.correlations, max_groups)
+        self._correlated = frozenset(
+            number for kind, number in self.correlation.by_ref if kind == "r")
+        self._fields_read: dict[tuple[str, str | None], frozenset[str]] = {}
+        self.events = 0
+        self.candidates = 0
+        self.matches = 0
+        self.errors = 0
+
+    # --- Detector ----------------------------------------------------------------
+    def match(self, event: Any) -> list[Alert]:
+        """Alerts for one event (rules in load order, then correlations)."""
+        try:
+            return self._match(event)
+        except Exception:  # a detector must not take the pipeline down on one odd event
+            self.errors += 1
+            return []
+
+    def _match(self, event: Any) -> list[Alert]:
+        self.events += 1
+        index = self.ruleset.route_index((event.product, event.category, event.service))
+        fields = event.fields if isinstance(event.fields, dict) else {}
+        ctx = MatchContext(fields)
+        candidates = index.candidates(ctx)
+        if not candidates:
+            return []
+        self.candidates += len(candidates)
+        rules = self.rules
+        alerts: list[Alert] = []
+        fired: list[Fired] = []
+        for number in sorted(candidates):
+            rule = rules[number]
+            if not rule.condition.ev(ctx):
+                continue
+            self.matches += 1
+            if rule.emits:
+                alerts.append(self._alert(rule, event, ctx))
+            if number in self._correlated:
+                fired.extend(self.correlation.feed(("r", number), fields, float(event.timestamp),
+                                                   int(getattr(event, "count", 1) or 1)))
+        for result in fired:
+            if result.correlation.emits:
+                alerts.append(self._correlation_alert(result, event))
+        if self.match_mode == "best" and len(alerts) > 1:
+            best = max(alerts, key=lambda a: severity_rank(a.severity))
+            return [best]
+        return alerts
+
+    # --- alerts ------------------------------------------------------------------
+    def _alert(self, rule: CompiledRule, event: Any, ctx: MatchContext) -> Alert:
+        meta = rule.meta
+        debug = None
+        if self.match_debug != "off":
+            debug = explain(rule.condition, ctx, self.match_debug == "full")
+        return Alert(
+            rule_id=meta.rule_id,
+            rule_name=meta.title,
+            severity=meta.level,
+            engine="sigma",
+            event=event,
+            tags=meta.tags,
+            description=meta.description,
+            ecs=dict(meta.ecs),
+            debug=debug,
+        )
+
+    def _correlation_alert(self, fired: Fired, event: Any) -> Alert:
+        corr = fired.correlation
+        meta = corr.meta
+        ecs = dict(meta.ecs)
+        ecs["edr.correlation.type"] = corr.kind
+        ecs["edr.correlation.rules"] = list(fired.contributing or corr.ref_labels)
+        ecs["edr.correlation.timespan"] = corr.timespan
+        ecs["edr.correlation.value"] = fired.value
+        for name, value in fired.group.items():
+            ecs[f"edr.correlation.group.{name}"] = value
+        debug = None
+        if self.match_debug != "off":
+            debug = {"correlation": corr.kind, "group": dict(fired.group), "value": fired.value,
+                     "rules": list(fired.contributing)}
+        return Alert(
+            rule_id=meta.rule_id,
+            rule_name=meta.title,
+            severity=meta.level,
+            engine="sigma",
+            event=event,
+            tags=meta.tags,
+            description=meta.description,
+            ecs=ecs,
+            debug=debug,
+            timestamp=float(event.timestamp),
+        )
+
+    # --- introspection -------------------------------------------------------------
+    def statistics(self) -> dict[str, Any]:
+        """Rules loaded/inert/rejected, events, candidates evaluated, matches, correlation state."""
+        report = self.ruleset.report
+        stats: dict[str, Any] = {
+            "rules_loaded": report.loaded,
+            "rules_inert": report.inert,
+            "rules_rejected": report.rejected,
+            "correlations": len(self.ruleset.correlations),
+            "events": self.events,
+            "candidates_evaluated": self.candidates,
+            "matches": self.matches,
+            "errors": self.errors,
+        }
+        stats.update(self.correlation.statistics())
+        return stats
+
+    def fields_read(self, category: str, service: str | None = None) -> frozenset[str]:
+        """Every field a loaded rule reads for events of ``category`` (any product).
+
+        Includes correlation group-by/value fields of rules routed there.
+        ``"*"`` in the result means a keyword rule reads every field.
+        """
+        key = (category, service)
+        cached = self._fields_read.get(key)
+        if cached is not None:
+            return cached
+        routes: list[Route] = [r for r in self.ruleset.fed if r[1] == category
+                               and (service is None or r[2] == service)]
+        if not routes:
+            routes = [(None, category, service)]
+        out: set[str] = set()
+        numbers: set[int] = set()
+        for rule in self.rules:
+            if any(_reaches(rule.meta.logsource, route) for route in routes):
+                numbers.add(rule.number)
+                out |= rule.fields
+                if rule.keywords:
+                    out.add("*")
+        for corr in self.ruleset.correlations:
+            for ref in corr.refs:
+                if ref[0] == "r" and ref[1] in numbers:
+                    out.update(corr.field_for(f, ref) for f in corr.group_by)
+                    out.update(corr.field_for(f, ref) for f in corr.fieldref)
+        result = frozenset(out)
+        self._fields_read[key] = result
+        return result
+
+
+def _reaches(rule: Route, route: Route) -> bool:
+    """Like ``applies``, but a route with unknown product/service matches any."""
+    if route[0] is None or route[2] is None:
+        loose: Route = (rule[0] if route[0] is None else route[0], route[1],
+                        rule[2] if route[2] is None else route[2])
+        return applies(rule, loose)
+    return applies(rule, route)
+
+
+def load_sigma(
+    paths: list[str],
+    *,
+    placeholders: dict[str, list[str]] | None = None,
+    cache_dir: str | None = None,
+    match_mode: str = "all",
+    match_debug: str = "off",
+    max_groups: int = 10_000,
+    fed: Iterable[Route] | None = None,
+) -> tuple[SigmaEngine, LoadReport]:
+    """Load every Sigma rule under ``paths`` into a :class:`SigmaEngine`.
+
+    ``placeholders`` resolves ``|expand`` placeholders (name without ``%``
+    -> values). ``cache_dir`` enables the compiled-set cache. ``fed`` is the
+    set of (product, category, service) routes the collectors produce (default
+    :data:`~edr.detect.sigma.logsources.ALL_FED`); rules reaching none of them
+    are counted inert. Bad rules are reported in the returned
+    :class:`LoadReport`, never raised.
+    """
+    from edr.detect.sigma.loader import find_rule_files
+    from edr.detect.sigma.ruleset import build_ruleset
+
+    started = time.perf_counter()
+    fed_set = frozenset(ALL_FED if fed is None else fed)
+    ruleset: RuleSet | None = None
+    key = ""
+    if cache_dir:
+        files, _missing = find_rule_files(paths)
+        key = rule_cache.cache_key(files, placeholders, fed_set, extra="\0".join(paths))
+        cached = rule_cache.load(cache_dir, key)
+        if isinstance(cached, RuleSet):
+            ruleset = cached
+            ruleset.report.cached = True
+    if ruleset is None:
+        ruleset = build_ruleset(paths, placeholders=placeholders, fed=fed_set)
+        if cache_dir:
+            rule_cache.store(cache_dir, key, ruleset)
+    ruleset.report.seconds = time.perf_counter() - started
+    engine = SigmaEngine(ruleset, match_mode=match_mode, match_debug=match_debug,
+                         max_groups=max_groups)
+    return engine, ruleset.report

@@ -1,0 +1,114 @@
+"""Literal index: which rules of one logsource route an event can possibly match.
+
+Built from each rule's necessary literals (:mod:`edr.detect.sigma.literals`):
+per field, a dict from exact lower-cased value to rule numbers, and one
+Aho-Corasick automaton over all substring literals. An event costs one dict
+lookup per indexed field value plus one automaton pass over it, whatever the
+number of rules; only the returned candidates are evaluated. Rules without a
+necessary literal set are always candidates.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+import ahocorasick
+
+from edr.detect.sigma.literals import ANY_FIELD, Needs
+from edr.detect.sigma.matchers import MatchContext
+
+
+class RouteIndex:
+    """Candidate selection for the rules of one (product, category, service) route.
+
+    Every rule contributes up to a few clauses; each clause's literals point
+    at the clause. An event's literals give the set of clauses it meets, and a
+    rule is a candidate when all of its clauses are met.
+    """
+
+    __slots__ = ("always", "any_field", "clause_rule", "exact", "fields", "required", "rules",
+                 "substr")
+
+    def __init__(self, entries: Iterable[tuple[int, tuple[Needs, ...] | None]]) -> None:
+        exact: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        substr: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        always: list[int] = []
+        rules: list[int] = []
+        clause_rule: list[int] = []
+        required: dict[int, int] = {}
+        for rule, clauses in entries:
+            rules.append(rule)
+            if clauses is None:
+                always.append(rule)
+                continue
+            required[rule] = len(clauses)
+            for clause in clauses:
+                clause_id = len(clause_rule)
+                clause_rule.append(rule)
+                for field, kind, text in clause:
+                    (exact if kind == "eq" else substr)[field][text].append(clause_id)
+        #: every rule of the route, in load order
+        self.rules: tuple[int, ...] = tuple(rules)
+        self.always: tuple[int, ...] = tuple(always)
+        self.clause_rule: tuple[int, ...] = tuple(clause_rule)
+        self.required = required
+        self.exact: dict[str, dict[str, tuple[int, ...]]] = {
+            f: {v: tuple(dict.fromkeys(c)) for v, c in table.items()} for f, table in exact.items()
+        }
+        self.substr: dict[str, ahocorasick.Automaton] = {}
+        for field, table in substr.items():
+            automaton = ahocorasick.Automaton()
+            for text, ids in table.items():
+                automaton.add_word(text, tuple(dict.fromkeys(ids)))
+            automaton.make_automaton()
+            self.substr[field] = automaton
+        self.any_field = ANY_FIELD in self.exact or ANY_FIELD in self.substr
+        self.fields = (frozenset(self.exact) | frozenset(self.substr)) - {ANY_FIELD}
+
+    def candidates(self, ctx: MatchContext) -> set[int]:
+        """Rule numbers whose clauses the event all meets (plus the unindexed)."""
+        hit: set[int] = set()
+        update = hit.update
+        exact = self.exact
+        substr = self.substr
+        # the set intersection runs in C: only fields both present and indexed cost anything
+        for field in ctx.fields.keys() & self.fields:
+            values = ctx.low(field)
+            if not values:
+                continue
+            table = exact.get(field)
+            if table is not None:
+                for value in values:
+                    ids = table.get(value)
+                    if ids:
+                        update(ids)
+            automaton = substr.get(field)
+            if automaton is not None:
+                for value in values:
+                    for _end, ids in automaton.iter(value):
+                        update(ids)
+        if self.any_field:
+            values = ctx.all_low()
+            table = exact.get(ANY_FIELD)
+            if table is not None:
+                for value in values:
+                    ids = table.get(value)
+                    if ids:
+                        update(ids)
+            automaton = substr.get(ANY_FIELD)
+            if automaton is not None:
+                for _end, ids in automaton.iter(ctx.all_low_joined()):
+                    update(ids)
+        found: set[int] = set(self.always)
+        if hit:
+            clause_rule = self.clause_rule
+            required = self.required
+            counts: dict[int, int] = {}
+            for clause in hit:
+                rule = clause_rule[clause]
+                n = counts.get(rule, 0) + 1
+                counts[rule] = n
+                if n == required[rule]:
+                    found.add(rule)
+        return found

@@ -1,0 +1,220 @@
+"""Necessary literals of a compiled rule: what an event must contain for it to match.
+
+For a condition tree this computes a set of *needs* such that every event the
+rule matches satisfies at least one of them, or None when no such set exists
+(the rule must then be evaluated on every event of its logsource). A need is
+``(field, "eq", value)``: the field's lower-cased value equals ``value``; or
+``(field, "sub", text)``: the lower-cased value contains ``text``. The
+literal index (:mod:`edr.detect.sigma.index`) turns needs into dictionary
+lookups and Aho-Corasick automata, so an event only evaluates rules whose
+needs it meets.
+
+Rules: a positive field item needs one literal from each of its OR-linked
+values (from one value if AND-linked); ``and`` needs what its most selective
+child needs; ``or`` needs the union of its children's needs; ``not``, keyword
+items and non-string tests give no need; keyword items need a literal in
+any field (pseudo-field ``*``); regular expressions need their required
+literal runs, found with Python's regex parser.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edr.detect.sigma import matchers as m
+from edr.detect.sigma.nodes import And, FieldItem, KeywordItem, Node, Or, Selection
+
+#: Pseudo-field of keyword needs: any value of the event.
+ANY_FIELD = "*"
+
+Need = tuple[str, str, str]
+Needs = frozenset[Need]
+
+
+def _cost(needs: Needs) -> float:
+    """Expected candidate rate of a need set: short substrings match often."""
+    cost = 0.0
+    for _field, kind, text in needs:
+        cost += 1.0 if kind == "eq" else 1.0 + 16.0 / max(len(text), 1)
+    return cost
+
+
+def _longest(parts: tuple[str | None, ...] | tuple[str, ...]) -> str:
+    return max((p for p in parts if p), key=len, default="")
+
+
+def _test_needs(field: str, test: m.Test) -> Needs | None:
+    if isinstance(test, m.StrGroup):
+        needs: set[Need] = {(field, "eq", v.lower()) for v in test.exact}
+        for text in (*test.starts, *test.ends, *test.contains):
+            if not text:
+                return None
+            needs.add((field, "sub", text.lower()))
+        for glob in test.globs:
+            text = _longest(glob)
+            if not text:
+                return None
+            needs.add((field, "sub", text.lower()))
+        return frozenset(needs)
+    if isinstance(test, m.WildcardPattern):
+        text = _longest(test.literals)
+        return frozenset({(field, "sub", text.lower())}) if text else None
+    if isinstance(test, m.Number) and isinstance(test.number, int):
+        return frozenset({(field, "eq", test.text)})
+    if isinstance(test, m.Bool):
+        return frozenset({(field, "eq", test.text)})
+    if isinstance(test, m.AnyOf):
+        return _union([_test_needs(field, t) for t in test.tests])
+    if isinstance(test, m.RegexSearch):
+        alternatives = regex_literals(test.pattern)
+        if not alternatives:
+            return None
+        return frozenset((field, "sub", text) for text in alternatives)
+    if isinstance(test, m.Never):
+        return frozenset()  # matches nothing: needs nothing to be excluded
+    return None
+
+
+def _union(parts: list[Needs | None]) -> Needs | None:
+    out: set[Need] = set()
+    for part in parts:
+        if part is None:
+            return None
+        out |= part
+    return frozenset(out)
+
+
+def _best(parts: list[Needs | None]) -> Needs | None:
+    options = [p for p in parts if p is not None]
+    if not options:
+        return None
+    return min(options, key=_cost)
+
+
+#: Clauses kept per rule: more make candidates rarer but cost a counter update each.
+MAX_CLAUSES = 3
+
+
+def _clauses(node: Node) -> list[Needs] | None:
+    if isinstance(node, Selection):
+        return _clauses(node.child)
+    if isinstance(node, (FieldItem, KeywordItem)):
+        field = node.field if isinstance(node, FieldItem) else ANY_FIELD
+        per_test = [_test_needs(field, t) for t in node.tests]
+        if node.all_:
+            kept = [n for n in per_test if n is not None]
+            return kept or None
+        union = _union(per_test)
+        return None if union is None else [union]
+    if isinstance(node, And):
+        out: list[Needs] = []
+        for child in node.children:
+            sub = _clauses(child)
+            if sub is not None:
+                out.extend(sub)
+        return out or None
+    if isinstance(node, Or):
+        parts: list[Needs | None] = []
+        for child in node.children:
+            sub = _clauses(child)
+            parts.append(None if sub is None else min(sub, key=_cost))
+        union = _union(parts)
+        return None if union is None else [union]
+    return None  # Not: nothing necessary can be said
+
+
+def clauses(node: Node) -> tuple[Needs, ...] | None:
+    """Necessary clauses of a condition tree: every one must be met by a matching event.
+
+    Each clause is a need set (at least one of its needs holds for a matching
+    event). ``and`` contributes the clauses of all its children, so a rule
+    with a common literal in one selection and a rare one in another is only
+    a candidate when both are present. None: the rule cannot be indexed.
+    """
+    found = _clauses(node)
+    if found is None:
+        return None
+    unique = sorted(set(found), key=lambda n: (_cost(n), sorted(n)))
+    if any(not n for n in unique):
+        return (frozenset(),)  # an unsatisfiable clause: the rule never matches
+    return tuple(unique[:MAX_CLAUSES])
+
+
+def needs(node: Node) -> Needs | None:
+    """The single most selective necessary need set of a condition tree, or None."""
+    found = clauses(node)
+    return found[0] if found else None
+
+
+# --- literals required by a regular expression ------------------------------------
+
+_Alternatives = frozenset[str]
+
+
+def _alt_cost(alternatives: _Alternatives) -> float:
+    return sum(1.0 + 16.0 / max(len(a), 1) for a in alternatives)
+
+
+def _pick(options: list[_Alternatives]) -> _Alternatives | None:
+    options = [o for o in options if o and all(o)]
+    return min(options, key=_alt_cost) if options else None
+
+
+def _sequence_literals(items: Any) -> _Alternatives | None:
+    """Best set of alternative substrings one of which every match contains."""
+    options: list[_Alternatives] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            options.append(frozenset({"".join(run).lower()}))
+            run.clear()
+
+    for op, arg in items:
+        name = str(op)
+        if name == "LITERAL":
+            run.append(chr(arg))
+            continue
+        flush()
+        if name == "SUBPATTERN":
+            inner = _sequence_literals(arg[-1])
+            if inner:
+                options.append(inner)
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, _high, inner_items = arg
+            if low >= 1:
+                inner = _sequence_literals(inner_items)
+                if inner:
+                    options.append(inner)
+        elif name == "BRANCH":
+            alternatives: set[str] = set()
+            for branch in arg[1]:
+                inner = _sequence_literals(branch)
+                if not inner:
+                    alternatives = set()
+                    break
+                alternatives |= inner
+            if alternatives:
+                options.append(frozenset(alternatives))
+        elif name == "ATOMIC_GROUP":
+            inner = _sequence_literals(arg)
+            if inner:
+                options.append(inner)
+        # anything else (classes, anchors, lookarounds) only ends a literal run
+    flush()
+    return _pick(options)
+
+
+def regex_literals(pattern: str) -> _Alternatives | None:
+    """Substrings (lower-cased) one of which every match of ``pattern`` contains.
+
+    Uses Python's regex parser on the RE2 pattern; a pattern it cannot parse
+    (RE2-only syntax) yields None, which only makes the rule unindexed.
+    """
+    try:
+        from re import _parser  # type: ignore[attr-defined]
+
+        parsed = _parser.parse(pattern)
+    except Exception:
+        return None
+    return _sequence_literals(list(parsed))

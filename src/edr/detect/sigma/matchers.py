@@ -1,0 +1,540 @@
+"""Value tests: the leaves of a compiled Sigma rule, and the per-event context.
+
+Each test answers "does one of this field's values satisfy me?" for a field
+that is present (:meth:`hit`) and for one that is missing (:meth:`miss`).
+Values are the event's values as strings, in original case (``raws``) and
+lower case (``lows``); :class:`MatchContext` builds both once per field per
+event, so the lower-casing cost does not grow with the number of rules.
+
+Semantics follow the Sigma specification: strings compare case-insensitively
+unless ``cased``; ``*`` and ``?`` are wildcards (pySigma has already resolved
+escapes into literal text); regular expressions are unanchored,
+case-sensitive searches unless flagged, run on RE2; a missing field never
+equals a value; ``null`` matches a missing or empty field. Every test is a
+plain slotted object so that the compiled rule set pickles into the cache.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import re2
+
+_Values = tuple[str, ...]
+_UNSET: Any = object()
+
+
+def to_strings(value: Any) -> _Values | None:
+    """The string forms Sigma matches for one event value; None when absent.
+
+    Booleans become ``true``/``false`` (how Windows logs spell them),
+    integral floats lose their ``.0``, lists contribute each element.
+    """
+    if type(value) is str:
+        return (value,)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return ("true" if value else "false",)
+    if isinstance(value, int):
+        return (str(value),)
+    if isinstance(value, float):
+        return (str(int(value)) if value.is_integer() else repr(value),)
+    if isinstance(value, (list, tuple)):
+        out: list[str] = []
+        for item in value:
+            strings = to_strings(item)
+            if strings:
+                out.extend(strings)
+        return tuple(out) if out else None
+    return (str(value),)
+
+
+class MatchContext:
+    """One event's fields, with string and lower-case forms computed on demand, once."""
+
+    __slots__ = ("_all_low", "_all_raw", "_joined", "_low", "_raw", "fields")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+        self._raw: dict[str, _Values | None] = {}
+        self._low: dict[str, _Values | None] = {}
+        self._all_raw: _Values | None = None
+        self._all_low: _Values | None = None
+        self._joined: str | None = None
+
+    def raw(self, name: str) -> _Values | None:
+        """The field's values as strings, None when the field is missing."""
+        values = self._raw.get(name, _UNSET)
+        if values is _UNSET:
+            value = self.fields.get(name)
+            values = (value,) if type(value) is str else to_strings(value)
+            self._raw[name] = values
+        return values  # type: ignore[no-any-return]
+
+    def low(self, name: str) -> _Values | None:
+        """The field's values lower-cased (computed once per event)."""
+        values = self._low.get(name, _UNSET)
+        if values is _UNSET:
+            raw = self.raw(name)
+            if raw is None:
+                values = None
+            elif len(raw) == 1:
+                values = (raw[0].lower(),)
+            else:
+                values = tuple([v.lower() for v in raw])
+            self._low[name] = values
+        return values  # type: ignore[no-any-return]
+
+    def all_raw(self) -> _Values:
+        """Every value of every field, for keyword (field-less) detections."""
+        if self._all_raw is None:
+            out: list[str] = []
+            for value in self.fields.values():
+                if type(value) is str:  # the common case, without a call
+                    out.append(value)
+                else:
+                    strings = to_strings(value)
+                    if strings:
+                        out.extend(strings)
+            self._all_raw = tuple(out)
+        return self._all_raw
+
+    def all_low(self) -> _Values:
+        """Every value of every field, lower-cased (sharing the per-field cache)."""
+        if self._all_low is None:
+            out: list[str] = []
+            low = self.low
+            for name in self.fields:
+                values = low(name)
+                if values:
+                    out.extend(values)
+            self._all_low = tuple(out)
+        return self._all_low
+
+
+    def all_low_joined(self) -> str:
+        """All lower-cased values joined by NUL: one automaton pass over the event.
+
+        No Sigma literal contains NUL, so a literal found in the joined text lies
+        within one value.
+        """
+        if self._joined is None:
+            self._joined = "\0".join(self.all_low())
+        return self._joined
+
+
+class Test:
+    """Base of the value tests; subclasses set ``needs_low`` if they read ``lows``."""
+
+    __slots__ = ()
+    needs_low: ClassVar[bool] = False
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        """True when one of the present field's values satisfies the test."""
+        raise NotImplementedError
+
+    def miss(self) -> bool:
+        """Result for a missing field: False except for null / not-exists."""
+        return False
+
+    def describe(self) -> str:
+        """Short text for debug output and error messages."""
+        return type(self).__name__
+
+
+def _glob_match(value: str, parts: tuple[str | None, ...]) -> bool:
+    """Match ``value`` against literal parts separated by ``*`` (None), anchored.
+
+    Greedy leftmost search is exact for patterns whose only wildcard is ``*``.
+    """
+    first = parts[0]
+    last = parts[-1]
+    start = 0
+    end = len(value)
+    if first is not None:
+        if not value.startswith(first):
+            return False
+        start = len(first)
+        if len(parts) == 1:
+            return end == start
+    if last is not None:
+        if not value.endswith(last) or end - len(last) < start:
+            return False
+        end -= len(last)
+    for part in parts[1:-1]:
+        if part is None:
+            continue
+        found = value.find(part, start, end)
+        if found < 0:
+            return False
+        start = found + len(part)
+    return True
+
+
+class StrGroup(Test):
+    """OR of plain string patterns on one field: exact, prefix, suffix, infix, globs.
+
+    Grouping lets one ``in``/``startswith(tuple)``/``endswith(tuple)`` call
+    test a whole value list, which is how most SigmaHQ selections look.
+    """
+
+    __slots__ = ("cased", "contains", "ends", "exact", "globs", "starts")
+
+    def __init__(self, cased: bool) -> None:
+        self.cased = cased
+        self.exact: frozenset[str] = frozenset()
+        self.starts: tuple[str, ...] = ()
+        self.ends: tuple[str, ...] = ()
+        self.contains: tuple[str, ...] = ()
+        self.globs: tuple[tuple[str | None, ...], ...] = ()
+
+    @property
+    def needs_low(self) -> bool:  # type: ignore[override]
+        return not self.cased
+
+    def empty(self) -> bool:
+        """True when no pattern was added."""
+        return not (self.exact or self.starts or self.ends or self.contains or self.globs)
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        values = raws if self.cased or lows is None else lows
+        exact = self.exact
+        starts = self.starts
+        ends = self.ends
+        contains = self.contains
+        for value in values:
+            if value in exact:
+                return True
+            if starts and value.startswith(starts):
+                return True
+            if ends and value.endswith(ends):
+                return True
+            # map() keeps the scan of a long value list in C
+            if contains and any(map(value.__contains__, contains)):
+                return True
+            if self.globs:
+                for glob in self.globs:
+                    if _glob_match(value, glob):
+                        return True
+        return False
+
+    def describe(self) -> str:
+        return (f"strings(exact={sorted(self.exact)[:3]}, starts={self.starts[:3]}, "
+                f"ends={self.ends[:3]}, contains={self.contains[:3]})")
+
+
+class _Regex(Test):
+    """Shared RE2 plumbing: the pattern text pickles, the compiled object does not."""
+
+    __slots__ = ("_rx", "pattern")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._rx = re2.compile(pattern)
+
+    def __getstate__(self) -> str:
+        return self.pattern
+
+    def __setstate__(self, state: str) -> None:
+        self.pattern = state
+        self._rx = re2.compile(state)
+
+    def describe(self) -> str:
+        return f"re({self.pattern[:80]})"
+
+
+class RegexSearch(_Regex):
+    """``|re``: unanchored RE2 search, case-sensitive unless the pattern carries ``(?i)``."""
+
+    __slots__ = ()
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        search = self._rx.search
+        return any(search(value) is not None for value in raws)
+
+
+class WildcardPattern(_Regex):
+    """A string with ``?`` wildcards, as an anchored RE2 match (on lower case unless cased)."""
+
+    __slots__ = ("cased", "literals")
+
+    def __init__(self, pattern: str, cased: bool, literals: tuple[str, ...]) -> None:
+        super().__init__(pattern)
+        self.cased = cased
+        self.literals = literals
+
+    @property
+    def needs_low(self) -> bool:  # type: ignore[override]
+        return not self.cased
+
+    def __getstate__(self) -> tuple[str, bool, tuple[str, ...]]:  # type: ignore[override]
+        return (self.pattern, self.cased, self.literals)
+
+    def __setstate__(self, state: tuple[str, bool, tuple[str, ...]]) -> None:  # type: ignore[override]
+        self.pattern, self.cased, self.literals = state
+        self._rx = re2.compile(self.pattern)
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        values = raws if self.cased or lows is None else lows
+        fullmatch = self._rx.fullmatch
+        return any(fullmatch(value) is not None for value in values)
+
+
+class AnyValue(Test):
+    """A lone ``*``: any value, including the empty string, of a present field."""
+
+    __slots__ = ()
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        return True
+
+
+class Never(Test):
+    """A value that can never match: an unresolved ``expand`` placeholder."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        return False
+
+    def describe(self) -> str:
+        return f"never({self.reason})"
+
+
+def _number(text: str) -> int | float | None:
+    text = text.strip()
+    try:
+        return int(text, 0)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+class Number(Test):
+    """A numeric value: numeric equality, or the same text (``4624`` == ``"4624"``)."""
+
+    __slots__ = ("number", "text")
+
+    def __init__(self, number: int | float) -> None:
+        self.number = number
+        self.text = str(number)
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        for value in raws:
+            if value == self.text:
+                return True
+            parsed = _number(value)
+            if parsed is not None and parsed == self.number:
+                return True
+        return False
+
+    def describe(self) -> str:
+        return f"number({self.text})"
+
+
+class Bool(Test):
+    """A boolean value; event text ``true``/``false`` in any case matches."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: bool) -> None:
+        self.text = "true" if value else "false"
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        return any(value.lower() == self.text for value in raws)
+
+
+class Null(Test):
+    """``field: null``: the field is missing or empty."""
+
+    __slots__ = ()
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        return all(value == "" for value in raws)
+
+    def miss(self) -> bool:
+        return True
+
+
+class Exists(Test):
+    """``|exists: true/false``: presence of the field, whatever its value."""
+
+    __slots__ = ("exists",)
+
+    def __init__(self, exists: bool) -> None:
+        self.exists = exists
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        return self.exists
+
+    def miss(self) -> bool:
+        return not self.exists
+
+
+class Cidr(Test):
+    """``|cidr``: the value parses as an IP address inside the network."""
+
+    __slots__ = ("cidr", "network")
+
+    def __init__(self, cidr: str) -> None:
+        self.cidr = cidr
+        self.network = ipaddress.ip_network(cidr, strict=False)
+
+    def __getstate__(self) -> str:
+        return self.cidr
+
+    def __setstate__(self, state: str) -> None:
+        self.cidr = state
+        self.network = ipaddress.ip_network(state, strict=False)
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        for value in raws:
+            try:
+                address = ipaddress.ip_address(value.strip().strip("[]"))
+            except ValueError:
+                continue
+            if address.version == self.network.version and address in self.network:
+                return True
+        return False
+
+    def describe(self) -> str:
+        return f"cidr({self.cidr})"
+
+
+class Compare(Test):
+    """``|gt``/``gte``/``lt``/``lte``: numeric comparison; non-numeric values never match."""
+
+    __slots__ = ("number", "op")
+
+    def __init__(self, op: str, number: int | float) -> None:
+        self.op = op
+        self.number = number
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        for value in raws:
+            parsed = _number(value)
+            if parsed is None:
+                continue
+            op = self.op
+            if (
+                (op == "LT" and parsed < self.number)
+                or (op == "LTE" and parsed <= self.number)
+                or (op == "GT" and parsed > self.number)
+                or (op == "GTE" and parsed >= self.number)
+                or (op == "NEQ" and parsed != self.number)
+            ):
+                return True
+        return False
+
+    def describe(self) -> str:
+        return f"{self.op.lower()}({self.number})"
+
+
+class FieldRef(Test):
+    """``|fieldref``: compare with another field of the same event (case-insensitive)."""
+
+    __slots__ = ("ends_with", "other", "starts_with")
+    needs_low = True
+
+    def __init__(self, other: str, starts_with: bool, ends_with: bool) -> None:
+        self.other = other
+        self.starts_with = starts_with
+        self.ends_with = ends_with
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        others = ctx.low(self.other)
+        if not others or lows is None:
+            return False
+        for value in lows:
+            for other in others:
+                if self.starts_with and self.ends_with:
+                    if other in value:
+                        return True
+                elif self.starts_with:
+                    if value.startswith(other):
+                        return True
+                elif self.ends_with:
+                    if value.endswith(other):
+                        return True
+                elif value == other:
+                    return True
+        return False
+
+    def describe(self) -> str:
+        return f"fieldref({self.other})"
+
+
+def _parse_time(text: str) -> datetime | None:
+    number = _number(text)
+    try:
+        if number is not None:
+            # epoch seconds, or milliseconds when too large to be seconds
+            seconds = number / 1000 if number > 10_000_000_000 else number
+            return datetime.fromtimestamp(seconds, UTC)
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class TimePart(Test):
+    """``|minute`` ... ``|year``: a part of the field's timestamp equals the number."""
+
+    __slots__ = ("number", "part")
+
+    def __init__(self, part: str, number: int) -> None:
+        self.part = part
+        self.number = number
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        for value in raws:
+            when = _parse_time(value)
+            if when is None:
+                continue
+            part = self.part
+            got = (
+                when.minute if part == "MINUTE"
+                else when.hour if part == "HOUR"
+                else when.day if part == "DAY"
+                else when.isocalendar().week if part == "WEEK"
+                else when.month if part == "MONTH"
+                else when.year
+            )
+            if got == self.number:
+                return True
+        return False
+
+    def describe(self) -> str:
+        return f"{self.part.lower()}({self.number})"
+
+
+class AnyOf(Test):
+    """A value expansion (windash, base64offset): its alternatives are OR-linked."""
+
+    __slots__ = ("_needs_low", "tests")
+
+    def __init__(self, tests: tuple[Test, ...]) -> None:
+        self.tests = tests
+        self._needs_low = any(t.needs_low for t in tests)
+
+    @property
+    def needs_low(self) -> bool:  # type: ignore[override]
+        return self._needs_low
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        return any(t.hit(raws, lows, ctx) for t in self.tests)
+
+    def miss(self) -> bool:
+        return any(t.miss() for t in self.tests)
+
+    def describe(self) -> str:
+        return "any(" + ", ".join(t.describe() for t in self.tests[:3]) + ")"

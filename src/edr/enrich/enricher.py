@@ -1,0 +1,182 @@
+"""One call per event: process, user, DNS and container context.
+
+The core of the lead's enricher actor: synchronous, no I/O except the
+optional /proc seed at start, never raises on a bad event.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from edr.enrich.dns_cache import DnsCache
+from edr.enrich.proc_seed import seed_from_proc
+from edr.enrich.process_cache import ProcessCache
+from edr.enrich.users import UserCache
+from edr.event import (
+    DNS_QUERY,
+    NETWORK_CONNECTION,
+    PROCESS_CREATION,
+    PROCESS_FORK,
+    PROCESS_TERMINATION,
+    Event,
+    F,
+)
+
+#: key of ``Event.origin`` carrying the smallest TTL of a DNS answer (set by the decoder)
+DNS_TTL_ORIGIN_KEY = "dns.answers.ttl"
+DEFAULT_DNS_TTL = 300.0
+
+
+def addresses_from_query_results(results: str) -> list[str]:
+    """The IP addresses in a Sysmon ``QueryResults`` string (``::ffff:`` v4 prefix removed)."""
+    out: list[str] = []
+    for part in results.split(";"):
+        part = part.strip()
+        if not part or part.startswith("type:"):
+            continue
+        if part.startswith("::ffff:") and "." in part:
+            part = part[7:]
+        try:
+            out.append(str(ipaddress.ip_address(part)))
+        except ValueError:
+            continue
+    return out
+
+
+class Enricher:
+    """Fill process, parent, user, container and destination-host context into events.
+
+    - ``process_creation``: ``ParentProcessId``/``ParentImage``/``ParentCommandLine``/
+      ``ParentUser`` from the cache (the parent known from fork or the /proc seed),
+      then the cache learns the new image.
+    - ``process_fork``: the child enters the cache as a copy of its parent.
+    - ``process_termination`` and every other event of a known pid: ``Image``,
+      ``CommandLine`` (termination), ``User``, ``ParentProcessId``, container context.
+    - ``dns_query`` with results feeds the DNS cache; ``network_connection``
+      gets ``DestinationHostname`` from it.
+    - ``User`` from ``Uid`` through the user cache wherever it is missing.
+    """
+
+    def __init__(self, *, processes: ProcessCache | None = None, users: UserCache | None = None,
+                 dns: DnsCache | None = None) -> None:
+        self.processes = processes if processes is not None else ProcessCache()
+        self.users = users if users is not None else UserCache()
+        self.dns = dns if dns is not None else DnsCache()
+        self._errors = 0
+        self._events = 0
+
+    def seed_from_proc(self, proc: str = "/proc") -> int:
+        """Load the processes already running (I/O: reads /proc); return how many."""
+        return seed_from_proc(self.processes, self.users, proc)
+
+    def process(self, event: Event) -> Event:
+        """Enrich ``event`` in place and return it; a failure leaves it as it was."""
+        self._events += 1
+        try:
+            self._process(event)
+        except Exception:
+            # a malformed event (wrong field types from a bad record) must not
+            # stop the pipeline; it passes through unenriched and is counted
+            self._errors += 1
+        return event
+
+    def _process(self, event: Event) -> None:
+        ts = event.timestamp
+        procs = self.processes
+        procs.expire(ts)
+        f = event.fields
+        uid = f.get(F.UID)
+        if F.USER not in f and isinstance(uid, int):
+            f[F.USER] = self.users.name(uid)
+        pid = f.get(F.PROCESS_ID)
+        if not isinstance(pid, int):
+            return
+        category = event.category
+        if category == PROCESS_CREATION:
+            self._exec(pid, f, ts)
+            return
+        if category == PROCESS_FORK:
+            ppid = f.get(F.PARENT_PROCESS_ID)
+            if isinstance(ppid, int):
+                procs.fork(ppid, pid, ts)
+            return
+        info = procs.get(pid)
+        if info is not None:
+            if info.image:
+                f.setdefault(F.IMAGE, info.image)
+            if F.USER not in f and info.user:
+                f[F.USER] = info.user
+            if info.ppid:
+                f.setdefault(F.PARENT_PROCESS_ID, info.ppid)
+            if info.container_id:
+                f.setdefault(F.CONTAINER_ID, info.container_id)
+        if category == PROCESS_TERMINATION:
+            if info is not None:
+                f.setdefault(F.COMMAND_LINE, info.command_line)
+            procs.exit(pid, ts)
+        elif category == NETWORK_CONNECTION:
+            if F.DESTINATION_HOSTNAME not in f:
+                dst = f.get(F.DESTINATION_IP)
+                if isinstance(dst, str):
+                    name = self.dns.lookup(dst, ts)
+                    if name:
+                        f[F.DESTINATION_HOSTNAME] = name
+        elif category == DNS_QUERY:
+            self._dns_answer(event, f, ts)
+
+    def _exec(self, pid: int, f: dict[str, Any], ts: float) -> None:
+        procs = self.processes
+        known = procs.get(pid)
+        ppid = f.get(F.PARENT_PROCESS_ID)
+        if not isinstance(ppid, int) or ppid <= 0:
+            ppid = known.ppid if known is not None else 0
+        if ppid:
+            f[F.PARENT_PROCESS_ID] = ppid
+            parent = procs.get(ppid)
+            if parent is not None:
+                f.setdefault(F.PARENT_IMAGE, parent.image)
+                f.setdefault(F.PARENT_COMMAND_LINE, parent.command_line)
+                if parent.user:
+                    f.setdefault(F.PARENT_USER, parent.user)
+        uid = f.get(F.UID)
+        cgid = f.get(F.CGROUP_ID)
+        procs.exec(
+            pid,
+            image=str(f.get(F.IMAGE, "")),
+            command_line=str(f.get(F.COMMAND_LINE, "")),
+            ts=ts,
+            ppid=ppid,
+            uid=uid if isinstance(uid, int) else None,
+            user=f.get(F.USER),
+            cwd=f.get(F.CURRENT_DIRECTORY),
+            cgroup_id=cgid if isinstance(cgid, int) else None,
+            cgroup_path=f.get(F.CGROUP_PATH),
+            container_id=f.get(F.CONTAINER_ID),
+        )
+
+    def _dns_answer(self, event: Event, f: dict[str, Any], ts: float) -> None:
+        results = f.get(F.QUERY_RESULTS)
+        name = f.get(F.QUERY_NAME)
+        if not results or not isinstance(results, str) or not isinstance(name, str):
+            return
+        ttl = DEFAULT_DNS_TTL
+        if event.origin is not None:
+            t = event.origin.get(DNS_TTL_ORIGIN_KEY)
+            if isinstance(t, (int, float)) and not isinstance(t, bool):
+                ttl = float(t)
+        for address in addresses_from_query_results(results):
+            self.dns.add(address, name, ttl, ts)
+
+    def statistics(self) -> dict[str, int]:
+        """Cache sizes, evictions, events seen and enrichment errors."""
+        return {
+            "events": self._events,
+            "errors": self._errors,
+            "process_cache_size": len(self.processes),
+            "process_cache_evictions": self.processes.evictions,
+            "user_cache_size": len(self.users),
+            "dns_cache_size": len(self.dns),
+            "dns_cache_evictions": self.dns.evictions,
+            "dns_cache_expired": self.dns.expired,
+        }

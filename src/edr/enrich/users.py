@@ -1,0 +1,46 @@
+"""User names from uids, cached."""
+
+from __future__ import annotations
+
+import pwd
+from collections.abc import Callable
+
+
+def _lookup(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return None
+
+
+class UserCache:
+    """uid -> user name through the passwd database, cached (unknown uids as their number).
+
+    ``lookup`` is injectable for tests.  A bounded cache: when full it is
+    cleared, as uids are few and a refill is cheap.
+    """
+
+    def __init__(self, lookup: Callable[[int], str | None] = _lookup, max_entries: int = 4096) -> None:
+        self._lookup = lookup
+        self._names: dict[int, str] = {}
+        self._max = max_entries
+        self.misses = 0
+
+    def name(self, uid: int) -> str:
+        """The user name of ``uid`` (its decimal form if the passwd database has none)."""
+        hit = self._names.get(uid)
+        if hit is not None:
+            return hit
+        self.misses += 1
+        try:
+            found = self._lookup(uid)
+        except Exception:  # an NSS backend failing must not stop the pipeline
+            found = None
+        name = found if found else str(uid)
+        if len(self._names) >= self._max:
+            self._names.clear()
+        self._names[uid] = name
+        return name
+
+    def __len__(self) -> int:
+        return len(self._names)

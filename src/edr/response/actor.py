@@ -1,0 +1,142 @@
+"""The responder actor: alerts in, process terminations (or dry-run log lines) out.
+
+Alerts that pass the severity gate become requests in a bounded queue of
+``response.channel_capacity``; beyond it they are dropped, counted and
+logged (intake never waits: the alert writer upstream must not be slowed
+by response). One worker takes requests in order, applies the safety
+checks and, in prevention mode, kills in a thread through the platform
+layer, which re-checks the identity of the process first.
+
+Everything is logged through ``logging.getLogger("edr.response")``: with the
+operational log format (``%(asctime)s %(levelname)s %(name)s: %(message)s``)
+a line reads ``... INFO edr.response: Active response would terminate process
+pid=4242 image="/tmp/evil" dry_run=true``, i.e. it contains the seed's
+``response: Active response ...`` text verbatim.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import trio
+
+from edr.detect.alert import Alert
+from edr.response.allowlist import ImageAllowlist
+from edr.response.decision import DRY_RUN, KILL, ResponsePolicy, ResponseTarget, quote, target_of
+from edr.response.kill import terminate_target
+from edr.response.outcome import GONE, MISMATCH, TERMINATED, KillResult
+from edr.runtime.actor import ActorBase, ActorContext, Ports
+
+log = logging.getLogger("edr.response")
+
+Terminator = Callable[[ResponseTarget], KillResult]
+
+
+class Responder(ActorBase):
+    """Active response per ``[response]``: disabled, dry-run or prevention."""
+
+    inputs: ClassVar = ("in",)
+    outputs: ClassVar = ()
+
+    def __init__(self, name: str, policy: ResponsePolicy, capacity: int,
+                 terminator: Terminator = terminate_target) -> None:
+        super().__init__(name)
+        self.policy = policy
+        self.capacity = capacity
+        self.terminator = terminator
+        self.received = 0
+        self.below_severity = 0
+        self.queued = 0
+        self.dropped = 0
+        self.skipped: dict[str, int] = {}
+        self.dry_run = 0
+        self.terminated = 0
+        self.mismatched = 0
+        self.gone = 0
+        self.failed = 0
+
+    @classmethod
+    def build(cls, ctx: ActorContext, name: str) -> Responder:
+        """From ``[response]``; ``allowlist_paths`` inherits ``allowlist.paths`` / platform defaults."""
+        cfg = ctx.config
+        allow = ImageAllowlist(cfg.response.allowlist_images,
+                               cfg.trusted_paths(cfg.response.allowlist_paths))
+        policy = ResponsePolicy(enabled=cfg.response.enabled, prevention=cfg.response.prevention_enabled,
+                                min_severity=cfg.response.min_severity, allowlist=allow,
+                                protected_pids=frozenset({os.getpid()}))
+        terminator = ctx.options.get("terminator", terminate_target)
+        return cls(name, policy, cfg.response.channel_capacity, terminator)
+
+    def _offer(self, send: trio.MemorySendChannel[ResponseTarget], alert: Alert) -> None:
+        self.received += 1
+        if not self.policy.enabled:
+            return
+        if not self.policy.admits(alert):
+            self.below_severity += 1
+            return
+        target = target_of(alert)
+        try:
+            send.send_nowait(target)
+            self.queued += 1
+        except trio.WouldBlock:
+            self.dropped += 1
+            log.warning("Active response queue full, dropping request pid=%s image=%s rule=%s dropped=%d",
+                        target.pid, quote(target.image), quote(target.rule_name), self.dropped)
+
+    async def _worker(self, receive: trio.MemoryReceiveChannel[ResponseTarget]) -> None:
+        async with receive:
+            async for target in receive:
+                await self.handle(target)
+
+    async def handle(self, target: ResponseTarget) -> None:
+        """Apply the policy to one request: skip, log a dry run, or kill and log the outcome."""
+        decision = self.policy.decide(target)
+        if decision.action == DRY_RUN:
+            self.dry_run += 1
+            log.info(decision.message)
+            return
+        if decision.action != KILL:
+            self.skipped[decision.reason] = self.skipped.get(decision.reason, 0) + 1
+            level = logging.WARNING if decision.reason.startswith("missing") else logging.INFO
+            log.log(level, decision.message)
+            return
+        result = await trio.to_thread.run_sync(self.terminator, target)
+        where = f"pid={target.pid} image={quote(target.image)}"
+        if result.outcome == TERMINATED:
+            self.terminated += 1
+            log.info("Active response terminated process %s", where)
+        elif result.outcome == MISMATCH:
+            self.mismatched += 1
+            log.warning("Active response skipped: identity mismatch %s reason=%s", where,
+                        quote(result.detail))
+        elif result.outcome == GONE:
+            self.gone += 1
+            log.info("Active response skipped: process already exited %s", where)
+        else:
+            self.failed += 1
+            log.error("Active response failed to terminate process %s error=%s", where, quote(result.detail))
+
+    async def run(self, ports: Ports) -> None:
+        """Queue admitted alerts without waiting; one worker handles them in order."""
+        mode = ("prevention" if self.policy.prevention else "dry-run") if self.policy.enabled else "disabled"
+        log.info("Active response worker started mode=%s min_severity=%s", mode, self.policy.min_severity)
+        send, receive = trio.open_memory_channel[ResponseTarget](self.capacity)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._worker, receive)
+            async with send:
+                async for batch in ports.input("in"):
+                    for alert in batch:
+                        self._offer(send, alert)
+        log.info("Active response worker shutting down")
+
+    def statistics(self) -> dict[str, Any]:
+        """Alerts received, requests queued/dropped, and what became of them."""
+        return {
+            "received": self.received, "below_severity": self.below_severity, "queued": self.queued,
+            "dropped": self.dropped, "dry_run": self.dry_run, "terminated": self.terminated,
+            "identity_mismatch": self.mismatched, "already_exited": self.gone, "failed": self.failed,
+            "skipped": dict(self.skipped),
+        }

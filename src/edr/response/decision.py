@@ -1,0 +1,134 @@
+"""What to do about an alert (sans-IO): severity gate, target extraction, safety checks, log text.
+
+Modes, as the seed's "Active Response" describes them: disabled (nothing is
+queued), dry-run (log ``would terminate``), prevention (terminate after the
+platform layer re-checks the process identity).
+
+Severity after mapping: YARA alerts are always ``critical``; Sigma alerts
+carry their rule's level, IOC alerts ``ioc.default_severity`` and simple
+rules their own severity, all already in ``Alert.severity``.
+``response.min_severity`` applies to the mapped severity.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Final
+
+import attrs
+
+from edr.detect.alert import Alert, severity_rank
+from edr.event import F
+from edr.response.allowlist import ImageAllowlist
+
+#: PIDs 0..4 are the kernel / idle / System / init-like processes on both platforms.
+MAX_SYSTEM_PID: Final = 4
+
+SKIP: Final = "skip"
+DRY_RUN: Final = "dry_run"
+KILL: Final = "kill"
+
+
+def effective_severity(alert: Alert) -> str:
+    """The severity response decisions use: YARA is always critical, others their own."""
+    return "critical" if alert.engine == "yara" else alert.severity.lower()
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip(), 0)  # Windows events may say "0x1a2b"
+    except ValueError:
+        return None
+
+
+@attrs.frozen
+class ResponseTarget:
+    """The process an alert points at, and how to make sure it is still that process.
+
+    ``start_ticks`` is the event's ``ProcessStartTime`` (Linux: clock ticks
+    since boot, field 22 of /proc/<pid>/stat; Windows: FILETIME, 100 ns since
+    1601); ``event_time`` is the event's own time, the fallback check (the
+    process must have started by then).
+    """
+
+    pid: int | None
+    image: str | None
+    start_ticks: int | None
+    event_time: float | None
+    rule_id: str
+    rule_name: str
+    engine: str
+    severity: str
+
+
+def target_of(alert: Alert) -> ResponseTarget:
+    """Pid, image and identity evidence of the process ``alert``'s event names."""
+    event = alert.event
+    fields = event.fields if event is not None else {}
+    image = fields.get(F.IMAGE)
+    return ResponseTarget(
+        pid=_as_int(fields.get(F.PROCESS_ID)),
+        image=image if isinstance(image, str) and image else None,
+        start_ticks=_as_int(fields.get(F.PROCESS_START_TIME)),
+        event_time=event.timestamp if event is not None and event.timestamp > 0 else None,
+        rule_id=alert.rule_id, rule_name=alert.rule_name, engine=alert.engine,
+        severity=effective_severity(alert),
+    )
+
+
+def quote(text: str | None) -> str:
+    """``"text"`` with control characters escaped (an image name must not forge log lines)."""
+    if text is None:
+        return '""'
+    return '"' + text.replace("\n", "\\n").replace("\r", "\\r") + '"'
+
+
+@attrs.frozen
+class Decision:
+    """``action`` (skip, dry_run, kill), the reason for a skip, and the log message."""
+
+    action: str
+    reason: str
+    message: str
+
+
+class ResponsePolicy:
+    """The configured response: mode, severity floor, allowlists, protected pids."""
+
+    def __init__(self, *, enabled: bool, prevention: bool, min_severity: str, allowlist: ImageAllowlist,
+                 protected_pids: frozenset[int] | None = None) -> None:
+        self.enabled = enabled
+        self.prevention = prevention
+        self.min_severity = min_severity
+        self.min_rank = severity_rank(min_severity)
+        self.allowlist = allowlist
+        self.protected_pids = protected_pids if protected_pids is not None else frozenset({os.getpid()})
+
+    def admits(self, alert: Alert) -> bool:
+        """Whether ``alert`` is worth queueing: response enabled and severity at least the floor."""
+        return self.enabled and severity_rank(effective_severity(alert)) >= self.min_rank
+
+    def decide(self, target: ResponseTarget) -> Decision:
+        """The safety checks, in the seed's order, then dry-run or kill."""
+        pid, image = target.pid, target.image
+        where = f"pid={pid} image={quote(image)}"
+        if pid is None:
+            return Decision(SKIP, "missing pid",
+                            f"Active response skipped: missing pid rule={quote(target.rule_name)}")
+        if pid <= MAX_SYSTEM_PID or pid in self.protected_pids:
+            return Decision(SKIP, "protected pid",
+                            f"Active response skipped: protected pid {where}")
+        if image is None:
+            return Decision(SKIP, "missing image",
+                            f"Active response skipped: missing image {where} rule={quote(target.rule_name)}")
+        if self.allowlist.match(image):
+            return Decision(SKIP, "allowlisted",
+                            f"Active response skipped: allowlisted {where}")
+        if not self.prevention:
+            return Decision(DRY_RUN, "",
+                            f"Active response would terminate process {where} dry_run=true")
+        return Decision(KILL, "", "")

@@ -1,0 +1,81 @@
+"""Race-free process termination on Linux: pidfd, identity check through it, then SIGKILL.
+
+A bare ``kill(pid)`` may hit an unrelated process that reused the number
+after the alerted one exited. Instead: open a pidfd (it refers to one
+process, never to a later holder of the number), read the start time and
+executable from /proc, then confirm through the pidfd that the process is
+still alive -- which proves the /proc reads described the pidfd's process,
+since its number cannot be reused while it lives -- and only then signal
+the pidfd.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+from typing import Final
+
+from edr.response import procfs
+from edr.response.outcome import FAILED, GONE, MISMATCH, TERMINATED, KillResult
+
+#: Slack when the only identity evidence is the event time (clock granularity, /proc/stat btime in s).
+START_SLACK_SECS: Final = 2.0
+#: How long to wait for the kernel to report the killed process gone.
+EXIT_WAIT_MS: Final = 2000
+
+
+def verify_identity(pid: int, image: str, start_ticks: int | None, event_time: float | None) -> str | None:
+    """Why process ``pid`` is not the one alerted on, or None if it is (reads /proc; no pidfd)."""
+    actual = procfs.start_ticks(pid)
+    exe = procfs.executable(pid)
+    if actual is None or exe is None:
+        return "process is gone"
+    if start_ticks is not None:
+        if actual != start_ticks:
+            return f"start time {actual} != {start_ticks} (pid reused)"
+    elif event_time is not None:
+        btime = procfs.boot_time()
+        if btime is None:
+            return "cannot read boot time to check the start time"
+        started = btime + actual / procfs.clock_ticks()
+        if started > event_time + START_SLACK_SECS:
+            return f"process started after the alerted event ({started:.2f} > {event_time:.2f}; pid reused)"
+    else:
+        return "no start time or event time to verify the process identity"
+    if not procfs.same_executable(image, exe):
+        return f"executable {exe!r} is not {image!r}"
+    return None
+
+
+def terminate(pid: int, image: str, start_ticks: int | None, event_time: float | None) -> KillResult:
+    """SIGKILL ``pid`` if it is still the process alerted on (start time and executable)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return KillResult(GONE, "no such process")
+    except OSError as exc:
+        return KillResult(FAILED, f"pidfd_open: {exc.strerror or exc}")
+    try:
+        reason = verify_identity(pid, image, start_ticks, event_time)
+        try:
+            signal.pidfd_send_signal(fd, 0)
+        except ProcessLookupError:
+            return KillResult(GONE, "exited during the identity check")
+        if reason == "process is gone":
+            return KillResult(GONE, "exited (zombie) before the kill")
+        if reason is not None:
+            return KillResult(MISMATCH, reason)
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            return KillResult(GONE, "exited before the kill")
+        except OSError as exc:
+            return KillResult(FAILED, f"pidfd_send_signal: {exc.strerror or exc}")
+        # A pidfd polls readable once the process has exited.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        exited = bool(poller.poll(EXIT_WAIT_MS))
+        return KillResult(TERMINATED, "" if exited else "SIGKILL sent; exit not yet observed")
+    finally:
+        os.close(fd)

@@ -1,0 +1,883 @@
+// edr eBPF sensor: tracepoints and syscall tracepoints only (no kprobes, no
+// kernel struct dereferences), so it compiles against any distribution's
+// headers and behaves the same on kernels whose struct layouts differ from
+// those headers.  Record layouts are mirrored in edr/sources/ebpf/records.py:
+// change both together.
+//
+// Compile-time knobs (set by loader.py through -D):
+//   FAM_PROCESS, FAM_NETWORK, FAM_FILE, FAM_DNS   which families to build
+//   MAX_ARGS        argv entries captured per exec
+//   ARGS_SIZE       argv bytes captured per exec
+//   RB_PAGES_*      ring buffer size (pages) per family
+
+#include <uapi/linux/ptrace.h>
+
+#define EV_EXEC 1
+#define EV_FORK 2
+#define EV_EXIT 3
+#define EV_CHDIR 4
+#define EV_CONNECT 10
+#define EV_ACCEPT 11
+#define EV_SENDTO 12
+#define EV_FILE 20
+#define EV_DNS 30
+
+#define FAMILY_PROCESS 0
+#define FAMILY_NETWORK 1
+#define FAMILY_FILE 2
+#define FAMILY_DNS 3
+
+#define PATH_SIZE 512
+#define SOCKADDR_SIZE 28
+#define DNS_PAYLOAD 512
+
+#define XF_ARGV_TRUNCATED 1
+#define XF_NO_ARGV 2
+#define XF_FILENAME_TRUNCATED 4
+
+#define CLONE_THREAD_FLAG 0x00010000
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define EINPROGRESS_ 115
+
+// 56 bytes: "<QQHHIIIIi16s" in records.py
+struct hdr {
+    u64 ts;          // bpf_ktime_get_boot_ns
+    u64 cgroup_id;
+    u16 type;
+    u16 xflags;
+    u32 pid;         // tgid
+    u32 tid;
+    u32 uid;
+    u32 gid;
+    s32 aux;         // exec: ppid; fork: child pid; net/file: syscall result
+    char comm[16];
+};
+
+BPF_PERCPU_ARRAY(lost, u64, 4);
+BPF_HASH(ignored, u32, u8, 256);
+
+static __always_inline void count_lost(int family)
+{
+    u64 *v = lost.lookup(&family);
+    if (v)
+        (*v)++;
+}
+
+static __always_inline int fill_hdr(struct hdr *h, u16 type)
+{
+    u64 pt = bpf_get_current_pid_tgid();
+    u64 ug = bpf_get_current_uid_gid();
+    h->ts = bpf_ktime_get_boot_ns();
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->type = type;
+    h->xflags = 0;
+    h->pid = pt >> 32;
+    h->tid = (u32)pt;
+    h->uid = (u32)ug;
+    h->gid = ug >> 32;
+    h->aux = 0;
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    return 0;
+}
+
+// Bound a record size so the verifier sees the bound at the call site (clang
+// otherwise may pass the unclamped register to the helper).
+static __always_inline u64 clamp_size(u64 v, u64 max)
+{
+    if (v > max)
+        v = max;
+    asm volatile("" : "+r"(v));
+    if (v > max)
+        v = max;
+    return v;
+}
+
+static __always_inline int is_ignored(void)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    return ignored.lookup(&tgid) != 0;
+}
+
+// --------------------------------------------------------------- process --
+#ifdef FAM_PROCESS
+BPF_RINGBUF_OUTPUT(rb_process, RB_PAGES_PROCESS);
+
+struct exec_rec {
+    struct hdr h;
+    u32 argc;
+    u32 args_len;
+    char filename[PATH_SIZE];
+    // twice ARGS_SIZE so that a read of up to ARGS_SIZE bytes at any offset
+    // below ARGS_SIZE stays inside the buffer (what the verifier checks).
+    char args[ARGS_SIZE * 2];
+};
+
+BPF_PERCPU_ARRAY(exec_heap, struct exec_rec, 1);
+// in-flight execve argv per tid, consumed by sched_process_exec
+BPF_HASH(execs, u32, struct exec_rec, 512);
+// child tgid -> parent tgid, from sched_process_fork (parents from fork, as
+// task->real_parent would need struct offsets)
+BPF_TABLE("lru_hash", u32, u32, parents, 65536);
+// tid -> clone flags of the clone()/clone3() in flight: tells threads from processes
+BPF_HASH(clone_flags, u32, u64, 4096);
+
+static __always_inline int capture_argv(const char *const *argv)
+{
+    u32 zero = 0;
+    struct exec_rec *rec = exec_heap.lookup(&zero);
+    if (!rec)
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 off = 0;
+    u32 argc = 0;
+    u16 xflags = 0;
+    int i;
+    for (i = 0; i < MAX_ARGS; i++) {
+        const char *p = 0;
+        if (bpf_probe_read_user(&p, sizeof(p), &argv[i]) || !p)
+            goto done;
+        if (off >= ARGS_SIZE) {
+            xflags |= XF_ARGV_TRUNCATED;
+            goto done;
+        }
+        long n = bpf_probe_read_user_str(&rec->args[off], ARGS_SIZE, p);
+        if (n <= 0)
+            goto done;
+        off += n;
+        argc++;
+    }
+    {
+        // more arguments than MAX_ARGS?
+        const char *p = 0;
+        if (bpf_probe_read_user(&p, sizeof(p), &argv[MAX_ARGS]) == 0 && p)
+            xflags |= XF_ARGV_TRUNCATED;
+    }
+done:
+    if (off > ARGS_SIZE) {
+        off = ARGS_SIZE;
+        xflags |= XF_ARGV_TRUNCATED;
+    }
+    rec->h.xflags = xflags;
+    rec->argc = argc;
+    rec->args_len = off;
+    execs.update(&tid, rec);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execve)
+{
+    if (is_ignored())
+        return 0;
+    return capture_argv((const char *const *)args->argv);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
+{
+    if (is_ignored())
+        return 0;
+    return capture_argv((const char *const *)args->argv);
+}
+
+// A failed execve leaves its argv behind: drop it.
+static __always_inline int exec_failed(long ret)
+{
+    if (ret < 0) {
+        u32 tid = (u32)bpf_get_current_pid_tgid();
+        execs.delete(&tid);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_execve) { return exec_failed(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_execveat) { return exec_failed(args->ret); }
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    if (is_ignored())
+        return 0;
+    u32 old_tid = args->old_pid;
+    struct exec_rec *rec = execs.lookup(&old_tid);
+    u16 xflags = 0;
+    if (!rec) {
+        // exec without a traced execve (kernel usermode helper): no argv
+        u32 zero = 0;
+        rec = exec_heap.lookup(&zero);
+        if (!rec)
+            return 0;
+        rec->argc = 0;
+        rec->args_len = 0;
+        xflags = XF_NO_ARGV;
+    } else {
+        xflags = rec->h.xflags;
+    }
+    fill_hdr(&rec->h, EV_EXEC);
+    rec->h.xflags = xflags;
+    u32 *pp = parents.lookup(&rec->h.pid);
+    rec->h.aux = pp ? *pp : 0;
+    TP_DATA_LOC_READ_STR(rec->filename, filename, PATH_SIZE);
+    u64 size = clamp_size(offsetof(struct exec_rec, args) + (u64)rec->args_len, sizeof(struct exec_rec));
+    if (rb_process.ringbuf_output(rec, size, 0))
+        count_lost(FAMILY_PROCESS);
+    execs.delete(&old_tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_clone)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 flags = args->clone_flags;
+    clone_flags.update(&tid, &flags);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 flags = 0;
+    // struct clone_args starts with the u64 flags
+    bpf_probe_read_user(&flags, sizeof(flags), (void *)args->uargs);
+    clone_flags.update(&tid, &flags);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u64 pt = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pt;
+    u32 ptgid = pt >> 32;
+    u64 *flags = clone_flags.lookup(&tid);
+    int thread = flags && (*flags & CLONE_THREAD_FLAG);
+    if (flags)
+        clone_flags.delete(&tid);
+    // threads share the process; kthreadd's children are kernel threads
+    if (thread || ptgid == 2)
+        return 0;
+    u32 child = args->child_pid;
+    parents.update(&child, &ptgid);
+    if (is_ignored())
+        return 0;
+    struct hdr h = {};
+    fill_hdr(&h, EV_FORK);
+    h.aux = child;
+    if (rb_process.ringbuf_output(&h, sizeof(h), 0))
+        count_lost(FAMILY_PROCESS);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 pt = bpf_get_current_pid_tgid();
+    // a process ends when its group leader exits; other threads are noise
+    if ((u32)pt != (u32)(pt >> 32))
+        return 0;
+    u32 tgid = pt >> 32;
+    parents.delete(&tgid);
+    if (is_ignored())
+        return 0;
+    struct hdr h = {};
+    fill_hdr(&h, EV_EXIT);
+    if (rb_process.ringbuf_output(&h, sizeof(h), 0))
+        count_lost(FAMILY_PROCESS);
+    return 0;
+}
+
+// chdir/fchdir: the decoder keeps each process's working directory from
+// these (and fork/exec), to make relative paths absolute after the process
+// has exited and /proc/pid/cwd is gone.
+struct chdir_rec {
+    struct hdr h;
+    s32 fd;          // fchdir: the fd; chdir: -100
+    u32 pad;
+    char path[PATH_SIZE];
+};
+BPF_PERCPU_ARRAY(chdir_heap, struct chdir_rec, 1);
+BPF_HASH(chdir_inflight, u32, struct chdir_rec, 1024);
+
+static __always_inline int chdir_enter(s32 fd, const char *path)
+{
+    if (is_ignored())
+        return 0;
+    u32 zero = 0;
+    struct chdir_rec *c = chdir_heap.lookup(&zero);
+    if (!c)
+        return 0;
+    c->fd = fd;
+    c->path[0] = 0;
+    if (path && bpf_probe_read_user_str(c->path, PATH_SIZE, path) < 0)
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    chdir_inflight.update(&tid, c);
+    return 0;
+}
+
+static __always_inline int chdir_exit(long ret)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct chdir_rec *c = chdir_inflight.lookup(&tid);
+    if (!c)
+        return 0;
+    if (ret == 0) {
+        fill_hdr(&c->h, EV_CHDIR);
+        if (rb_process.ringbuf_output(c, sizeof(*c), 0))
+            count_lost(FAMILY_PROCESS);
+    }
+    chdir_inflight.delete(&tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_chdir) { return chdir_enter(-100, args->filename); }
+TRACEPOINT_PROBE(syscalls, sys_enter_fchdir) { return chdir_enter(args->fd, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_chdir) { return chdir_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fchdir) { return chdir_exit(args->ret); }
+#endif // FAM_PROCESS
+
+// ------------------------------------------------------- network and dns --
+#if defined(FAM_NETWORK) || defined(FAM_DNS)
+struct sock_args {
+    u64 uaddr;     // user pointer: sockaddr (connect) or peer buffer (accept) or data buffer (recv)
+    u64 ualen;     // accept: int *addrlen
+    s32 fd;
+    u32 addrlen;
+    u8 addr[SOCKADDR_SIZE];
+};
+BPF_HASH(sock_inflight, u32, struct sock_args, 4096);
+
+// user msghdr, the part we read
+struct umsghdr {
+    u64 name;
+    u32 namelen;
+    u32 pad;
+    u64 iov;
+    u64 iovlen;
+};
+struct uiovec {
+    u64 base;
+    u64 len;
+};
+
+static __always_inline u16 sa_family(const u8 *addr) { return *(const u16 *)addr; }
+static __always_inline u16 sa_port(const u8 *addr) { return (addr[2] << 8) | addr[3]; }
+
+static __always_inline int read_sockaddr(u8 *dst, const void *uaddr, u32 len)
+{
+    if (!uaddr)
+        return -1;
+    if (len < 2)
+        return -1;
+    return bpf_probe_read_user(dst, clamp_size(len, SOCKADDR_SIZE), uaddr);
+}
+#endif
+
+#ifdef FAM_NETWORK
+BPF_RINGBUF_OUTPUT(rb_network, RB_PAGES_NETWORK);
+
+// 56 + 40 bytes
+struct net_rec {
+    struct hdr h;
+    s32 fd;
+    u16 kind;
+    u16 addrlen;
+    u8 addr[SOCKADDR_SIZE];
+    u32 pad;
+};
+
+// (tgid, family, port, address): UDP destinations already reported, so that a
+// datagram stream is one network_connection per new peer, not one per packet
+struct udp_key {
+    u32 tgid;
+    u8 addr[SOCKADDR_SIZE];
+};
+BPF_TABLE("lru_hash", struct udp_key, u8, udp_seen, 16384);
+
+static __always_inline int emit_net(u16 type, s32 fd, s32 ret, const u8 *addr, u32 addrlen)
+{
+    struct net_rec r = {};
+    fill_hdr(&r.h, type);
+    r.h.aux = ret;
+    r.fd = fd;
+    r.addrlen = addrlen;
+    if (addrlen)
+        __builtin_memcpy(r.addr, addr, SOCKADDR_SIZE);
+    if (rb_network.ringbuf_output(&r, sizeof(r), 0))
+        count_lost(FAMILY_NETWORK);
+    return 0;
+}
+
+// A datagram sent to an explicit address: report the first one per peer.
+static __always_inline int udp_dest(s32 fd, const u8 *addr, u32 addrlen)
+{
+    struct udp_key k = {};
+    k.tgid = bpf_get_current_pid_tgid() >> 32;
+    __builtin_memcpy(k.addr, addr, SOCKADDR_SIZE);
+    // the port and address, not sin6_flowinfo, identify the peer
+    if (sa_family(addr) == AF_INET6_)
+        __builtin_memset(k.addr + 4, 0, 4);
+    if (udp_seen.lookup(&k))
+        return 0;
+    u8 one = 1;
+    udp_seen.update(&k, &one);
+    return emit_net(EV_SENDTO, fd, 0, addr, addrlen);
+}
+#endif
+
+#ifdef FAM_DNS
+BPF_RINGBUF_OUTPUT(rb_dns, RB_PAGES_DNS);
+
+struct dns_rec {
+    struct hdr h;
+    s32 fd;
+    u16 direction;   // 0 query sent, 1 answer received
+    u16 len;         // payload bytes captured
+    u8 addr[SOCKADDR_SIZE];
+    u32 pad;
+    u8 payload[DNS_PAYLOAD * 2];
+};
+BPF_PERCPU_ARRAY(dns_heap, struct dns_rec, 1);
+// (tgid << 32 | fd) of sockets that talked to port 53: their reads are answers
+BPF_TABLE("lru_hash", u64, u8, dns_fds, 4096);
+// tid -> receive in flight on a DNS socket
+BPF_HASH(dns_recv, u32, struct sock_args, 1024);
+
+static __always_inline u64 fd_key(s32 fd)
+{
+    return ((bpf_get_current_pid_tgid() >> 32) << 32) | (u32)fd;
+}
+
+static __always_inline int mark_dns_fd(s32 fd)
+{
+    u64 k = fd_key(fd);
+    u8 one = 1;
+    dns_fds.update(&k, &one);
+    return 0;
+}
+
+static __always_inline int is_dns_fd(s32 fd)
+{
+    u64 k = fd_key(fd);
+    return dns_fds.lookup(&k) != 0;
+}
+
+static __always_inline int emit_dns(u16 direction, s32 fd, const u8 *addr, const void *ubuf, u64 len)
+{
+    u32 zero = 0;
+    struct dns_rec *r = dns_heap.lookup(&zero);
+    if (!r || !ubuf)
+        return 0;
+    fill_hdr(&r->h, EV_DNS);
+    r->fd = fd;
+    r->direction = direction;
+    if (addr)
+        __builtin_memcpy(r->addr, addr, SOCKADDR_SIZE);
+    else
+        __builtin_memset(r->addr, 0, SOCKADDR_SIZE);
+    if (len < 12)   // shorter than a DNS header
+        return 0;
+    len = clamp_size(len, DNS_PAYLOAD);
+    if (bpf_probe_read_user(r->payload, len, ubuf))
+        return 0;
+    r->len = len;
+    u64 size = clamp_size(offsetof(struct dns_rec, payload) + len, sizeof(struct dns_rec));
+    if (rb_dns.ringbuf_output(r, size, 0))
+        count_lost(FAMILY_DNS);
+    return 0;
+}
+#endif
+
+#if defined(FAM_NETWORK) || defined(FAM_DNS)
+// A send with an explicit destination (sendto / sendmsg / first sendmmsg entry).
+static __always_inline int on_send(s32 fd, const void *uaddr, u32 alen, const void *buf, u64 len)
+{
+    u8 addr[SOCKADDR_SIZE] = {};
+    int have_addr = uaddr && read_sockaddr(addr, uaddr, alen) == 0 &&
+                    (sa_family(addr) == AF_INET_ || sa_family(addr) == AF_INET6_);
+#ifdef FAM_NETWORK
+    if (have_addr)
+        udp_dest(fd, addr, alen > SOCKADDR_SIZE ? SOCKADDR_SIZE : alen);
+#endif
+#ifdef FAM_DNS
+    if (have_addr && sa_port(addr) == 53) {
+        mark_dns_fd(fd);
+        emit_dns(0, fd, addr, buf, len);
+    } else if (!have_addr && is_dns_fd(fd)) {
+        emit_dns(0, fd, 0, buf, len);
+    }
+#endif
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
+{
+    if (is_ignored())
+        return 0;
+    return on_send(args->fd, args->addr, args->addr_len, args->buff, args->len);
+}
+
+static __always_inline int on_sendmsg(s32 fd, const void *umsg)
+{
+    struct umsghdr m = {};
+    struct uiovec iov = {};
+    if (bpf_probe_read_user(&m, sizeof(m), umsg))
+        return 0;
+    if (m.iov && m.iovlen)
+        bpf_probe_read_user(&iov, sizeof(iov), (void *)m.iov);
+    return on_send(fd, (void *)m.name, m.namelen, (void *)iov.base, iov.len);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
+{
+    if (is_ignored())
+        return 0;
+    return on_sendmsg(args->fd, args->msg);
+}
+
+// glibc's resolver sends the A and AAAA queries with one sendmmsg
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
+{
+    if (is_ignored())
+        return 0;
+    s32 fd = args->fd;
+    const u8 *base = (const u8 *)args->mmsg;
+    u32 vlen = args->vlen;
+    // struct mmsghdr is a msghdr (56 bytes) and a u32 length, padded to 64
+    if (vlen > 0)
+        on_sendmsg(fd, base);
+    if (vlen > 1)
+        on_sendmsg(fd, base + 64);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+    if (is_ignored())
+        return 0;
+    struct sock_args a = {};
+    if (read_sockaddr(a.addr, args->uservaddr, args->addrlen))
+        return 0;
+    u16 fam = sa_family(a.addr);
+    if (fam != AF_INET_ && fam != AF_INET6_)
+        return 0;
+    a.fd = args->fd;
+    a.addrlen = args->addrlen > SOCKADDR_SIZE ? SOCKADDR_SIZE : args->addrlen;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    sock_inflight.update(&tid, &a);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct sock_args *a = sock_inflight.lookup(&tid);
+    if (!a)
+        return 0;
+    long ret = args->ret;
+    // 0, or a non-blocking connect under way: both are connection attempts
+    if (ret == 0 || ret == -EINPROGRESS_) {
+#ifdef FAM_DNS
+        if (sa_port(a->addr) == 53)
+            mark_dns_fd(a->fd);
+#endif
+#ifdef FAM_NETWORK
+        emit_net(EV_CONNECT, a->fd, ret, a->addr, a->addrlen);
+#endif
+    }
+    sock_inflight.delete(&tid);
+    return 0;
+}
+#endif
+
+#ifdef FAM_NETWORK
+static __always_inline int accept_enter(s32 fd, void *upeer, void *ulen)
+{
+    if (is_ignored())
+        return 0;
+    struct sock_args a = {};
+    a.fd = fd;
+    a.uaddr = (u64)upeer;
+    a.ualen = (u64)ulen;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    sock_inflight.update(&tid, &a);
+    return 0;
+}
+
+static __always_inline int accept_exit(long ret)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct sock_args *a = sock_inflight.lookup(&tid);
+    if (!a)
+        return 0;
+    if (ret >= 0) {
+        u8 addr[SOCKADDR_SIZE] = {};
+        u32 alen = 0;
+        int len = 0;
+        // the kernel wrote the peer address and its length at exit
+        if (a->uaddr && a->ualen && bpf_probe_read_user(&len, sizeof(len), (void *)a->ualen) == 0 &&
+            read_sockaddr(addr, (void *)a->uaddr, len) == 0)
+            alen = len > SOCKADDR_SIZE ? SOCKADDR_SIZE : len;
+        emit_net(EV_ACCEPT, ret, a->fd, addr, alen);
+    }
+    sock_inflight.delete(&tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept) { return accept_enter(args->fd, args->upeer_sockaddr, args->upeer_addrlen); }
+TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return accept_enter(args->fd, args->upeer_sockaddr, args->upeer_addrlen); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return accept_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return accept_exit(args->ret); }
+#endif
+
+#ifdef FAM_DNS
+static __always_inline int recv_enter(s32 fd, const void *buf, const void *uaddr)
+{
+    if (!is_dns_fd(fd))
+        return 0;
+    struct sock_args a = {};
+    a.fd = fd;
+    a.uaddr = (u64)buf;
+    a.ualen = (u64)uaddr;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    dns_recv.update(&tid, &a);
+    return 0;
+}
+
+static __always_inline int recv_exit(long ret)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct sock_args *a = dns_recv.lookup(&tid);
+    if (!a)
+        return 0;
+    if (ret > 0) {
+        u8 addr[SOCKADDR_SIZE] = {};
+        if (a->ualen)
+            bpf_probe_read_user(addr, sizeof(addr), (void *)a->ualen);
+        emit_dns(1, a->fd, addr, (void *)a->uaddr, ret);
+    }
+    dns_recv.delete(&tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
+{
+    return recv_enter(args->fd, args->ubuf, args->addr);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
+{
+    s32 fd = args->fd;
+    if (!is_dns_fd(fd))
+        return 0;
+    struct umsghdr m = {};
+    struct uiovec iov = {};
+    if (bpf_probe_read_user(&m, sizeof(m), args->msg))
+        return 0;
+    if (m.iov && m.iovlen)
+        bpf_probe_read_user(&iov, sizeof(iov), (void *)m.iov);
+    return recv_enter(fd, (void *)iov.base, (void *)m.name);
+}
+
+// Go's resolver uses read/write on a connected UDP socket.  These two are
+// hot syscalls: the fast path is one hash lookup that misses.
+TRACEPOINT_PROBE(syscalls, sys_enter_read)
+{
+    return recv_enter(args->fd, args->buf, 0);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_write)
+{
+    s32 fd = args->fd;
+    if (!is_dns_fd(fd) || is_ignored())
+        return 0;
+    return emit_dns(0, fd, 0, args->buf, args->count);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return recv_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return recv_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return recv_exit(args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+    u64 k = fd_key(args->fd);
+    dns_fds.delete(&k);
+    return 0;
+}
+#endif // FAM_DNS
+
+// ------------------------------------------------------------------ file --
+#ifdef FAM_FILE
+BPF_RINGBUF_OUTPUT(rb_file, RB_PAGES_FILE);
+
+#define OP_OPEN 1
+#define OP_UNLINK 2
+#define OP_RMDIR 3
+#define OP_RENAME 4
+#define OP_MKDIR 5
+#define OP_CHMOD 6
+#define OP_CHOWN 7
+#define OP_LINK 8
+#define OP_SYMLINK 9
+
+#define O_WRONLY_ 01
+#define O_RDWR_ 02
+#define O_CREAT_ 0100
+#define O_TRUNC_ 01000
+
+struct file_rec {
+    struct hdr h;
+    u16 op;
+    u16 pad;
+    s32 dfd;         // directory fd path1 is relative to (AT_FDCWD = -100); fd for fchmod/fchown
+    s32 dfd2;        // same for path2
+    u32 flags;       // open flags, unlinkat/renameat2 flags
+    u32 mode;        // open/chmod/mkdir mode, chown uid
+    u32 arg;         // chown gid
+    char path1[PATH_SIZE];
+    char path2[PATH_SIZE];
+};
+BPF_PERCPU_ARRAY(file_heap, struct file_rec, 1);
+BPF_HASH(file_inflight, u32, struct file_rec, 2048);
+
+static __always_inline struct file_rec *file_begin(u16 op, s32 dfd, const char *p1)
+{
+    if (is_ignored())
+        return 0;
+    u32 zero = 0;
+    struct file_rec *r = file_heap.lookup(&zero);
+    if (!r)
+        return 0;
+    r->op = op;
+    r->dfd = dfd;
+    r->dfd2 = -100;
+    r->flags = 0;
+    r->mode = 0;
+    r->arg = 0;
+    r->path1[0] = 0;
+    r->path2[0] = 0;
+    if (p1 && bpf_probe_read_user_str(r->path1, PATH_SIZE, p1) < 0)
+        return 0;
+    return r;
+}
+
+static __always_inline int file_commit(struct file_rec *r)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    file_inflight.update(&tid, r);
+    return 0;
+}
+
+static __always_inline int file_open(s32 dfd, const char *path, u32 flags, u32 mode)
+{
+    // read-only opens are most of all opens and not reported: decide before reading the path
+    if (!(flags & (O_WRONLY_ | O_RDWR_ | O_CREAT_ | O_TRUNC_)))
+        return 0;
+    struct file_rec *r = file_begin(OP_OPEN, dfd, path);
+    if (!r)
+        return 0;
+    // device nodes (/dev/null, ttys) are opened for writing all the time
+    if (r->path1[0] == '/' && r->path1[1] == 'd' && r->path1[2] == 'e' && r->path1[3] == 'v' &&
+        r->path1[4] == '/')
+        return 0;
+    r->flags = flags;
+    r->mode = mode;
+    return file_commit(r);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_open) { return file_open(-100, args->filename, args->flags, args->mode); }
+TRACEPOINT_PROBE(syscalls, sys_enter_openat) { return file_open(args->dfd, args->filename, args->flags, args->mode); }
+TRACEPOINT_PROBE(syscalls, sys_enter_creat) { return file_open(-100, args->pathname, O_CREAT_ | O_WRONLY_ | O_TRUNC_, args->mode); }
+TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
+{
+    u64 how[2] = {};   // struct open_how { u64 flags; u64 mode; ... }
+    bpf_probe_read_user(how, sizeof(how), args->how);
+    return file_open(args->dfd, args->filename, (u32)how[0], (u32)how[1]);
+}
+
+static __always_inline int file_one(u16 op, s32 dfd, const char *p, u32 flags, u32 mode, u32 arg)
+{
+    struct file_rec *r = file_begin(op, dfd, p);
+    if (!r)
+        return 0;
+    r->flags = flags;
+    r->mode = mode;
+    r->arg = arg;
+    return file_commit(r);
+}
+
+static __always_inline int file_two(u16 op, s32 dfd, const char *p1, s32 dfd2, const char *p2, u32 flags)
+{
+    struct file_rec *r = file_begin(op, dfd, p1);
+    if (!r)
+        return 0;
+    r->dfd2 = dfd2;
+    r->flags = flags;
+    if (bpf_probe_read_user_str(r->path2, PATH_SIZE, p2) < 0)
+        return 0;
+    return file_commit(r);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_unlink) { return file_one(OP_UNLINK, -100, args->pathname, 0, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_unlinkat) { return file_one(OP_UNLINK, args->dfd, args->pathname, args->flag, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_rmdir) { return file_one(OP_RMDIR, -100, args->pathname, 0, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_mkdir) { return file_one(OP_MKDIR, -100, args->pathname, 0, args->mode, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_mkdirat) { return file_one(OP_MKDIR, args->dfd, args->pathname, 0, args->mode, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_chmod) { return file_one(OP_CHMOD, -100, args->filename, 0, args->mode, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_fchmod) { return file_one(OP_CHMOD, args->fd, 0, 0, args->mode, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat) { return file_one(OP_CHMOD, args->dfd, args->filename, 0, args->mode, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat2) { return file_one(OP_CHMOD, args->dfd, args->filename, args->flags, args->mode, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_chown) { return file_one(OP_CHOWN, -100, args->filename, 0, args->user, args->group); }
+TRACEPOINT_PROBE(syscalls, sys_enter_lchown) { return file_one(OP_CHOWN, -100, args->filename, 0, args->user, args->group); }
+TRACEPOINT_PROBE(syscalls, sys_enter_fchown) { return file_one(OP_CHOWN, args->fd, 0, 0, args->user, args->group); }
+TRACEPOINT_PROBE(syscalls, sys_enter_fchownat) { return file_one(OP_CHOWN, args->dfd, args->filename, args->flag, args->user, args->group); }
+TRACEPOINT_PROBE(syscalls, sys_enter_rename) { return file_two(OP_RENAME, -100, args->oldname, -100, args->newname, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_renameat) { return file_two(OP_RENAME, args->olddfd, args->oldname, args->newdfd, args->newname, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_renameat2) { return file_two(OP_RENAME, args->olddfd, args->oldname, args->newdfd, args->newname, args->flags); }
+TRACEPOINT_PROBE(syscalls, sys_enter_link) { return file_two(OP_LINK, -100, args->oldname, -100, args->newname, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_linkat) { return file_two(OP_LINK, args->olddfd, args->oldname, args->newdfd, args->newname, args->flags); }
+// symlink: path1 is the link's content (kept verbatim), path2 the new name
+TRACEPOINT_PROBE(syscalls, sys_enter_symlink) { return file_two(OP_SYMLINK, -100, args->oldname, -100, args->newname, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_symlinkat) { return file_two(OP_SYMLINK, -100, args->oldname, args->newdfd, args->newname, 0); }
+
+// Report only what happened: the syscall's result decides.
+static __always_inline int file_exit(long ret)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct file_rec *r = file_inflight.lookup(&tid);
+    if (!r)
+        return 0;
+    if (ret >= 0) {
+        fill_hdr(&r->h, EV_FILE);
+        r->h.aux = ret;
+        u32 size = sizeof(struct file_rec);
+        if (r->path2[0] == 0)
+            size = offsetof(struct file_rec, path2);
+        if (rb_file.ringbuf_output(r, size, 0))
+            count_lost(FAMILY_FILE);
+    }
+    file_inflight.delete(&tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_open) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_creat) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_unlink) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_unlinkat) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_rmdir) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_mkdir) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_mkdirat) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_chmod) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fchmod) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fchmodat) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fchmodat2) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_chown) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_lchown) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fchown) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fchownat) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_rename) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_renameat) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_renameat2) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_link) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_linkat) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_symlink) { return file_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_symlinkat) { return file_exit(args->ret); }
+#endif // FAM_FILE

@@ -1,0 +1,130 @@
+"""Pre-flight checks and compilation of ``bpf/sensor.c`` with bcc.
+
+Each check that fails raises :class:`SensorUnavailable` naming what is
+missing and the command that fixes it, so ``edr run`` can print it and exit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from edr.sources.ebpf.errors import SensorUnavailable
+from edr.sources.ebpf.records import FAMILIES
+
+SOURCE_PATH = Path(__file__).with_name("bpf") / "sensor.c"
+
+CAP_PERFMON = 38
+CAP_BPF = 39
+
+
+def _effective_caps() -> int:
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"CapEff:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def check_privileges() -> None:
+    """Root, or CAP_BPF and CAP_PERFMON."""
+    if os.geteuid() == 0:
+        return
+    caps = _effective_caps()
+    if caps & (1 << CAP_BPF) and caps & (1 << CAP_PERFMON):
+        return
+    raise SensorUnavailable(
+        "the eBPF sensor needs root (or CAP_BPF and CAP_PERFMON): run as root, e.g. `sudo edr run`"
+    )
+
+
+def import_bcc() -> ModuleType:
+    """The ``bcc`` module, or why it cannot be imported."""
+    try:
+        return importlib.import_module("bcc")
+    except Exception as exc:
+        raise SensorUnavailable(
+            f"bcc is not importable ({exc}): install it with `apt install python3-bpfcc` and use a "
+            "virtualenv created with --system-site-packages (or run scripts/setup_host.sh)"
+        ) from exc
+
+
+def check_kernel_headers(release: str | None = None) -> None:
+    """A kernel header tree bcc can compile against (or the kheaders module)."""
+    release = release or os.uname().release
+    for sub in ("build", "source"):
+        if Path(f"/lib/modules/{release}/{sub}/include").is_dir():
+            return
+    if Path("/sys/kernel/kheaders.tar.xz").exists():
+        return
+    raise SensorUnavailable(
+        f"no usable kernel headers for {release} (/lib/modules/{release}/build/include is missing): "
+        "run scripts/setup_host.sh as root (installs linux-headers and links them), "
+        "or `modprobe kheaders`"
+    )
+
+
+def check_tracefs() -> None:
+    """tracefs mounted (tracepoint formats and ids live there)."""
+    for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        if Path(root, "events", "syscalls").is_dir():
+            return
+    raise SensorUnavailable(
+        "tracefs is not mounted (no /sys/kernel/tracing/events/syscalls): "
+        "`mount -t tracefs nodev /sys/kernel/tracing` (scripts/setup_host.sh does it); "
+        "the kernel also needs CONFIG_FTRACE_SYSCALLS"
+    )
+
+
+def preflight() -> ModuleType:
+    """Run every check; return the bcc module."""
+    check_privileges()
+    bcc = import_bcc()
+    check_kernel_headers()
+    check_tracefs()
+    return bcc
+
+
+def _pow2_at_least(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
+def cflags(families: frozenset[str], max_args: int, max_arg_bytes: int, page_count: int) -> list[str]:
+    """The -D flags selecting families and bounds for ``sensor.c``."""
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown sensor families: {sorted(unknown)} (known: {list(FAMILIES)})")
+    if not 1 <= max_args <= 128:
+        raise ValueError("max_args must be within 1..128")
+    if not 64 <= max_arg_bytes <= 12288:
+        # the exec record (2 x argv bytes + header) must fit one per-CPU map value (32 KiB)
+        raise ValueError("max_arg_bytes must be within 64..12288")
+    # ring buffer sizes must be a power-of-two number of pages
+    pages = _pow2_at_least(max(page_count, 1))
+    flags = ["-w", f"-DMAX_ARGS={max_args}", f"-DARGS_SIZE={max_arg_bytes}"]
+    for fam in FAMILIES:
+        flags.append(f"-DRB_PAGES_{fam.upper()}={pages}")
+        if fam in families:
+            flags.append(f"-DFAM_{fam.upper()}")
+    return flags
+
+
+def compile_programs(bcc: ModuleType, flags: list[str]) -> Any:
+    """Compile and attach every TRACEPOINT_PROBE; compiler or verifier errors become SensorUnavailable."""
+    text = SOURCE_PATH.read_bytes()
+    try:
+        return bcc.BPF(text=text, cflags=flags)
+    except Exception as exc:
+        raise SensorUnavailable(
+            f"the BPF programs failed to compile or load ({exc}); check the kernel headers "
+            "(scripts/setup_host.sh) and that the kernel has BPF and syscall tracepoints"
+        ) from exc

@@ -1,0 +1,140 @@
+"""Binary record layouts written by ``bpf/sensor.c`` and their parsers.
+
+Every record starts with the 56-byte header ``struct hdr``.  Keep these
+offsets in step with the C structs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from typing import Final, NamedTuple
+
+# families: one ring buffer each
+PROCESS: Final = "process"
+NETWORK: Final = "network"
+FILE: Final = "file"
+DNS: Final = "dns"
+FAMILIES: Final = (PROCESS, NETWORK, FILE, DNS)
+#: index of each family in the kernel's ``lost`` counter array
+FAMILY_INDEX: Final = {PROCESS: 0, NETWORK: 1, FILE: 2, DNS: 3}
+
+# record types (struct hdr.type)
+EV_EXEC: Final = 1
+EV_FORK: Final = 2
+EV_EXIT: Final = 3
+EV_CHDIR: Final = 4
+EV_CONNECT: Final = 10
+EV_ACCEPT: Final = 11
+EV_SENDTO: Final = 12
+EV_FILE: Final = 20
+EV_DNS: Final = 30
+
+# exec xflags
+XF_ARGV_TRUNCATED: Final = 1
+XF_NO_ARGV: Final = 2
+
+# file ops
+OP_OPEN: Final = 1
+OP_UNLINK: Final = 2
+OP_RMDIR: Final = 3
+OP_RENAME: Final = 4
+OP_MKDIR: Final = 5
+OP_CHMOD: Final = 6
+OP_CHOWN: Final = 7
+OP_LINK: Final = 8
+OP_SYMLINK: Final = 9
+
+AT_FDCWD: Final = -100
+AT_REMOVEDIR: Final = 0x200
+PATH_SIZE: Final = 512
+
+#: ts, cgroup_id, type, xflags, pid, tid, uid, gid, aux, comm
+HDR: Final = struct.Struct("<QQHHIIIIi16s")
+HDR_SIZE: Final = HDR.size  # 56
+#: argc, args_len (then filename[512], args[])
+EXEC_TAIL: Final = struct.Struct("<II")
+EXEC_FILENAME_OFF: Final = 64
+EXEC_ARGS_OFF: Final = EXEC_FILENAME_OFF + PATH_SIZE
+#: fd, pad (then path[512])
+CHDIR_TAIL: Final = struct.Struct("<iI")
+CHDIR_PATH_OFF: Final = 64
+#: fd, kind, addrlen, addr[28]
+NET_TAIL: Final = struct.Struct("<iHH28s")
+#: fd, direction, len, addr[28], pad (then payload)
+DNS_TAIL: Final = struct.Struct("<iHH28sI")
+DNS_PAYLOAD_OFF: Final = 96
+#: op, pad, dfd, dfd2, flags, mode, arg (then path1[512], path2[512])
+FILE_TAIL: Final = struct.Struct("<HHiiIII")
+FILE_PATH1_OFF: Final = 80
+FILE_PATH2_OFF: Final = FILE_PATH1_OFF + PATH_SIZE
+
+AF_INET: Final = 2
+AF_INET6: Final = 10
+
+
+class RawRecord(NamedTuple):
+    """One record as the kernel wrote it: its family's name and its bytes."""
+
+    family: str
+    data: bytes
+
+
+class Header(NamedTuple):
+    """The common header of every record."""
+
+    ts_ns: int
+    cgroup_id: int
+    type: int
+    xflags: int
+    pid: int
+    tid: int
+    uid: int
+    gid: int
+    aux: int
+    comm: str
+
+
+_TS: Final = struct.Struct("<Q")
+
+
+def record_time(rec: RawRecord) -> int:
+    """The record's kernel timestamp (ns since boot): the sort key merging families."""
+    return _TS.unpack_from(rec.data)[0] if len(rec.data) >= 8 else 0
+
+
+def parse_header(data: bytes) -> Header:
+    """Parse the header; raises ``struct.error`` if the record is too short."""
+    ts, cg, typ, xf, pid, tid, uid, gid, aux, comm = HDR.unpack_from(data)
+    return Header(ts, cg, typ, xf, pid, tid, uid, gid, aux, cstr(comm))
+
+
+def cstr(raw: bytes) -> str:
+    """A NUL-terminated C string as text (undecodable bytes escaped, never raising)."""
+    end = raw.find(b"\0")
+    if end >= 0:
+        raw = raw[:end]
+    return raw.decode("utf-8", "surrogateescape")
+
+
+class SockAddr(NamedTuple):
+    """An IPv4 or IPv6 socket address."""
+
+    ip: str
+    port: int
+    is_ipv6: bool
+
+
+def parse_sockaddr(raw: bytes, length: int | None = None) -> SockAddr | None:
+    """Parse a ``struct sockaddr_in``/``sockaddr_in6``; None for other families or short data."""
+    if length is not None:
+        raw = raw[:length]
+    if len(raw) < 8:
+        return None
+    family = int.from_bytes(raw[0:2], "little")
+    port = int.from_bytes(raw[2:4], "big")
+    if family == AF_INET:
+        return SockAddr(str(ipaddress.IPv4Address(raw[4:8])), port, False)
+    if family == AF_INET6 and len(raw) >= 24:
+        return SockAddr(str(ipaddress.IPv6Address(raw[8:24])), port, True)
+    return None

@@ -1,0 +1,114 @@
+"""The live sensor: load the programs, poll one ring buffer per family, count losses."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from edr.sources.ebpf import loader
+from edr.sources.ebpf.records import FAMILIES, FAMILY_INDEX, RawRecord, record_time
+
+
+class EbpfSensor:
+    """Kernel telemetry through bcc: process, network, file and dns families.
+
+    Blocking; meant to be driven from one worker thread (``poll``), with
+    ``statistics`` safe to call from another.  The pids in ``ignore_pids``
+    (default: this process) are filtered in the kernel so the agent does not
+    observe itself into a feedback loop.  Kernel-side losses (ring buffer
+    full) are counted per family in a BPF array: ring buffers have no lost
+    callback, the program counts its failed ``bpf_ringbuf_output`` instead.
+    """
+
+    def __init__(self, *, families: set[str] | None = None, max_args: int = 32,
+                 max_arg_bytes: int = 4096, page_count: int = 64,
+                 ignore_pids: set[int] | None = None) -> None:
+        self.families = frozenset(FAMILIES if families is None else families)
+        self._flags = loader.cflags(self.families, max_args, max_arg_bytes, page_count)
+        self.ignore_pids: set[int] = {os.getpid()} if ignore_pids is None else set(ignore_pids)
+        self._bpf: Any = None
+        self._batches: dict[str, list[RawRecord]] = {f: [] for f in FAMILIES if f in self.families}
+        self._events: dict[str, int] = dict.fromkeys(self.families, 0)
+        self._callbacks: list[Callable[[Any, int, int], int]] = []
+
+    def open(self) -> None:
+        """Check the host, compile and attach the programs; raises SensorUnavailable."""
+        if self._bpf is not None:
+            return
+        bcc = loader.preflight()
+        bpf = loader.compile_programs(bcc, self._flags)
+        try:
+            ignored = bpf[b"ignored"]
+            for pid in self.ignore_pids:
+                ignored[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+            for fam in self.families:
+                bpf[f"rb_{fam}".encode()].open_ring_buffer(self._callback(fam))
+        except Exception:
+            bpf.cleanup()
+            raise
+        self._bpf = bpf
+
+    def _callback(self, family: str) -> Callable[[Any, int, int], int]:
+        append = self._batches[family].append
+        string_at = ctypes.string_at
+
+        # the hot path: one call per record, so keep it to a copy and an append
+        def on_record(_ctx: Any, data: int, size: int) -> int:
+            append(RawRecord(family, string_at(data, size)))
+            return 0
+
+        self._callbacks.append(on_record)
+        return on_record
+
+    def ignore(self, pids: Iterable[int]) -> None:
+        """Filter more pids in the kernel (e.g. helper processes the agent starts)."""
+        for pid in pids:
+            self.ignore_pids.add(pid)
+            if self._bpf is not None:
+                self._bpf[b"ignored"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+
+    def poll(self, timeout_ms: int) -> list[RawRecord]:
+        """Wait up to ``timeout_ms`` for records, then drain every family's buffer."""
+        bpf = self._bpf
+        if bpf is None:
+            raise RuntimeError("EbpfSensor.poll before open")
+        bpf.ring_buffer_poll(timeout_ms)
+        # poll only consumes the rings that signalled; drain the others too
+        bpf.ring_buffer_consume()
+        out: list[RawRecord] = []
+        nonempty = 0
+        for fam, batch in self._batches.items():
+            if batch:
+                nonempty += 1
+                self._events[fam] += len(batch)
+                out.extend(batch)
+                batch.clear()
+        if nonempty > 1:
+            # each ring is in order; merge them so that a chdir or fork is
+            # decoded before the file event that depends on it
+            out.sort(key=record_time)
+        return out
+
+    def statistics(self) -> dict[str, dict[str, int]]:
+        """Per family: records received (``events``) and records the kernel could not queue (``lost``)."""
+        lost = dict.fromkeys(self.families, 0)
+        if self._bpf is not None:
+            table = self._bpf[b"lost"]
+            for fam in self.families:
+                lost[fam] = int(sum(table[ctypes.c_int(FAMILY_INDEX[fam])]))
+        return {fam: {"events": self._events[fam], "lost": lost[fam]} for fam in self.families}
+
+    def close(self) -> None:
+        """Detach the programs and free the maps."""
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def __enter__(self) -> EbpfSensor:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

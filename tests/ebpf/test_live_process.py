@@ -1,0 +1,92 @@
+"""Process events from the real programs: exec with argv, fork parents, exit."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import uuid
+
+from edr.event import PROCESS_CREATION, PROCESS_TERMINATION, F
+from tests.ebpf.live import LiveCapture
+
+ME = pwd.getpwuid(os.geteuid()).pw_name
+SH = os.path.realpath("/bin/sh")
+
+
+def test_whoami_from_a_shell(live: LiveCapture) -> None:
+    marker = f"edr-{uuid.uuid4().hex}"
+    since = live.mark()
+    subprocess.run(["/bin/sh", "-c", "/usr/bin/whoami", marker], check=True, capture_output=True)
+    shell = live.wait_for(lambda e: e.category == PROCESS_CREATION
+                          and e.get(F.COMMAND_LINE) == f"/bin/sh -c /usr/bin/whoami {marker}", since)
+    assert len(shell) == 1
+    sh_pid = shell[0].fields[F.PROCESS_ID]
+    found = live.wait_for(lambda e: e.category == PROCESS_CREATION and e.get(F.PARENT_PROCESS_ID) == sh_pid,
+                          since)
+    assert len(found) == 1, found
+    f = found[0].fields
+    assert f[F.IMAGE] == "/usr/bin/whoami"
+    assert f[F.COMMAND_LINE] == "/usr/bin/whoami"
+    assert f[F.PARENT_IMAGE] == SH
+    assert f[F.PARENT_COMMAND_LINE] == f"/bin/sh -c /usr/bin/whoami {marker}"
+    assert f[F.USER] == ME
+    assert f[F.UID] == os.geteuid()
+    assert f[F.COMM] == "whoami"
+    assert f[F.ARGV_TRUNCATED] is False
+    assert f[F.CURRENT_DIRECTORY] == os.getcwd()
+    assert isinstance(f[F.CGROUP_ID], int)
+    assert abs(found[0].timestamp - f[F.PROCESS_START_TIME]) < 1e-6
+    # the event time is kernel time converted to the epoch
+    assert abs(found[0].timestamp - shell[0].timestamp) < 5
+
+
+def test_process_exiting_at_once_keeps_parent_and_command_line(live: LiveCapture) -> None:
+    marker = f"edr-{uuid.uuid4().hex}"
+    since = live.mark()
+    # /bin/true exits immediately; its exit is decoded after its exec, and
+    # neither finds it in /proc any more
+    subprocess.run(["/bin/sh", "-c", f"/bin/true {marker}; /bin/true"], check=True)
+    found = live.wait_for(lambda e: e.get(F.COMMAND_LINE) == f"/bin/true {marker}"
+                          and e.category in (PROCESS_CREATION, PROCESS_TERMINATION), since, count=2)
+    by_cat = {e.category: e for e in found}
+    created = by_cat[PROCESS_CREATION].fields
+    assert created[F.IMAGE] == "/usr/bin/true"
+    assert created[F.PARENT_IMAGE] == SH
+    assert created[F.PARENT_COMMAND_LINE] == f"/bin/sh -c /bin/true {marker}; /bin/true"
+    assert created[F.USER] == ME
+    ended = by_cat[PROCESS_TERMINATION].fields
+    assert ended[F.PROCESS_ID] == created[F.PROCESS_ID]
+    assert ended[F.IMAGE] == "/usr/bin/true"
+    assert ended[F.PARENT_PROCESS_ID] == created[F.PARENT_PROCESS_ID]
+
+
+def test_long_argv_is_truncated_and_flagged_not_dropped(live: LiveCapture) -> None:
+    marker = f"edr-{uuid.uuid4().hex}"
+    args = [marker] + [f"{i:03d}" + "x" * 97 for i in range(99)]
+    assert len(args) == 100 and all(len(a) == 100 for a in args[1:])
+    since = live.mark()
+    subprocess.run(["/bin/true", *args], check=True)
+    found = live.wait_for(lambda e: e.category == PROCESS_CREATION
+                          and str(e.get(F.COMMAND_LINE, "")).startswith(f"/bin/true {marker} "), since)
+    assert len(found) == 1
+    f = found[0].fields
+    assert f[F.ARGV_TRUNCATED] is True
+    assert f[F.IMAGE] == "/usr/bin/true"
+    words = f[F.COMMAND_LINE].split(" ")
+    # 32 arguments at most, 4 KiB at most, the captured ones intact and in order
+    assert len(words) <= 32
+    assert len(f[F.COMMAND_LINE]) <= 4096
+    assert words[:3] == ["/bin/true", marker, args[1]]
+    assert all(w == args[i - 1] for i, w in enumerate(words[1:-1], start=1))
+
+
+def test_short_argv_is_exact(live: LiveCapture) -> None:
+    marker = f"edr-{uuid.uuid4().hex}"
+    since = live.mark()
+    subprocess.run(["/bin/echo", marker, "two words", ""], check=True, capture_output=True)
+    found = live.wait_for(lambda e: e.category == PROCESS_CREATION and marker in str(e.get(F.COMMAND_LINE)),
+                          since)
+    assert len(found) == 1
+    assert found[0].fields[F.COMMAND_LINE] == f"/bin/echo {marker} two words "
+    assert found[0].fields[F.ARGV_TRUNCATED] is False

@@ -1,0 +1,134 @@
+"""`edr run` end to end on this host: real BPF programs, real actions, real alerts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import REPO, ebpf_unavailable
+
+pytestmark = pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))
+
+
+def _alerts(logs: Path) -> list[dict]:
+    out = []
+    for f in sorted(logs.glob("alerts.json.*")):
+        out += [orjson.loads(line) for line in f.read_bytes().splitlines() if line.strip()]
+    return out
+
+
+def _wait_for(pred, timeout: float, step: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(step)
+    return pred()
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    work = tmp_path_factory.mktemp("agent")
+    conf = work / "config.toml"
+    conf.write_text(f"""
+[scanner]
+sigma_rules_path = "{REPO / 'rules' / 'sigma'}"
+yara_rules_path = "{REPO / 'rules' / 'yara'}"
+[simple]
+rules_path = "{REPO / 'rules' / 'edr-rules.toml'}"
+[ioc]
+hashes_path = "{REPO / 'rules' / 'ioc' / 'hashes.txt'}"
+ips_path = "{REPO / 'rules' / 'ioc' / 'ips.txt'}"
+domains_path = "{REPO / 'rules' / 'ioc' / 'domains.txt'}"
+paths_regex_path = "{REPO / 'rules' / 'ioc' / 'paths_regex.txt'}"
+[logging]
+directory = "{work / 'logs'}"
+level = "info"
+[alerts]
+directory = "{work / 'logs'}"
+[health]
+interval_secs = 1
+[sigma]
+cache_dir = "{work / 'cache'}"
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "edr", "run", "--config", str(conf), "--no-console"],
+                            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    logs = work / "logs"
+
+    def started() -> bool:
+        return any("edr started" in f.read_text() for f in logs.glob("edr.log.*"))
+
+    if not _wait_for(started, 120, 0.2):
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"agent did not start: rc={proc.returncode} {err.decode()[-3000:]}")
+    time.sleep(0.5)
+    yield proc, logs
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_cron_write_alerts_within_one_second(agent) -> None:
+    proc, logs = agent
+    path = Path(f"/etc/cron.d/edr-test-{uuid.uuid4().hex[:8]}")
+    t0 = time.monotonic()
+    subprocess.run(["/bin/sh", "-c", f"echo '# test' > {path}"], check=True)
+    try:
+        def found():
+            return [a for a in _alerts(logs) if a.get("file.path") == str(path)]
+
+        hits = _wait_for(found, 5.0)
+        latency = time.monotonic() - t0
+        assert hits, "no alert for the cron write"
+        engines = {a["rule.engine"] for a in hits}
+        assert "simple" in engines and "sigma" in engines, engines
+        assert latency <= 1.0, f"alert took {latency:.3f}s"
+        first = next(a for a in hits if a["rule.id"] == "BUILTIN-CRON")
+        assert first["process.executable"] in ("/bin/sh", "/usr/bin/sh", "/usr/bin/dash", "/bin/dash")
+        assert first["host.os.type"] == "linux"
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_whoami_from_a_shell_fires_the_sigma_rule(agent) -> None:
+    proc, logs = agent
+    subprocess.run(["/bin/sh", "-c", "/usr/bin/whoami; true"], check=True, capture_output=True)
+
+    def found():
+        return [a for a in _alerts(logs) if a.get("rule.name") == "User Discovery With Whoami From A Shell"]
+
+    hits = _wait_for(found, 5.0)
+    assert hits
+    a = hits[-1]
+    assert a["process.executable"] == "/usr/bin/whoami"
+    assert a["process.parent.executable"] in ("/usr/bin/dash", "/bin/dash", "/usr/bin/sh", "/bin/sh")
+    assert a["user.name"] == "root"
+
+
+def test_sigterm_exits_zero_with_final_health_record(agent) -> None:
+    proc, logs = agent
+    assert proc.poll() is None, "agent died early"
+
+    def periodic() -> bool:
+        return any('health {"final":false' in f.read_text() for f in logs.glob("edr.log.*"))
+
+    assert _wait_for(periodic, 5.0, 0.2), "no periodic health record"
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=30)
+    text = "".join(f.read_text() for f in logs.glob("edr.log.*"))
+    assert rc == 0, text[-3000:]
+    assert 'health {"final":true' in text
+    final = [line for line in text.splitlines() if 'health {"final":true' in line][-1]
+    record = orjson.loads(final.split("health ", 1)[1])
+    assert "source" in record["actors"] and "families" in record["actors"]["source"]
+    assert os.path.exists(logs)

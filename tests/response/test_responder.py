@@ -1,0 +1,233 @@
+"""The responder actor with real processes: dry-run, prevention, safety checks, identity, overflow."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edr.config import Config, ResponseConfig
+from edr.detect.alert import Alert
+from edr.event import Event
+from edr.oplog import FORMAT
+from edr.response import procfs
+from edr.response.actor import Responder
+from edr.runtime.actor import ActorContext
+from tests.scan.harness import running, wait_for
+from tests.scan.marked import marked_binary
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pidfd and /proc")
+
+
+class Lines(logging.Handler):
+    """Formatted records of ``edr.response``, as the operational log would write them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter(FORMAT))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def having(self, text: str) -> list[str]:
+        return [line for line in self.lines if text in line]
+
+
+@pytest.fixture
+def oplog() -> Iterator[Lines]:
+    # Attached to edr.response itself: setup_logging elsewhere turns off propagation to the root.
+    logger = logging.getLogger("edr.response")
+    handler = Lines()
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(old)
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(directory: Path | None = None) -> subprocess.Popen[bytes]:
+        path = marked_binary(directory or tmp_path / "demo", "edr-yara-demo")
+        proc = subprocess.Popen([str(path), "60"])
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def responder(**response: object) -> Responder:
+    cfg = Config(response=ResponseConfig(**{"enabled": True, **response}))  # type: ignore[arg-type]
+    return Responder.build(ActorContext(config=cfg, mode="test"), "responder")
+
+
+def yara_alert(pid: object, image: object, **fields: object) -> Alert:
+    f = {"ProcessId": pid, "Image": image, **fields}
+    f = {k: v for k, v in f.items() if v is not None}
+    event = Event("process_creation", "linux", f, time.time())
+    return Alert(rule_id="yara:edr_test_marker:EDR_Test_Marker", rule_name="EDR_Test_Marker",
+                 severity="critical", engine="yara", event=event)
+
+
+def image_of(proc: subprocess.Popen[bytes]) -> str:
+    return str(proc.args[0])  # type: ignore[index]
+
+
+async def test_dry_run_logs_would_terminate_and_kills_nothing(oplog: Lines, demo) -> None:
+    proc = demo()
+    actor = responder(prevention_enabled=False)
+    async with running(actor, output=None) as run:
+        await run.send([yara_alert(proc.pid, image_of(proc),
+                                   ProcessStartTime=procfs.start_ticks(proc.pid))])
+        await wait_for(lambda: actor.dry_run == 1)
+    expected = (f'response: Active response would terminate process pid={proc.pid} '
+                f'image="{image_of(proc)}" dry_run=true')
+    [line] = oplog.having("would terminate")
+    assert line.endswith(expected) and " INFO edr.response: " in line
+    time.sleep(0.2)
+    assert proc.poll() is None, "dry-run must not kill"
+
+
+async def test_prevention_kills_the_demo_process(oplog: Lines, demo) -> None:
+    proc = demo()
+    actor = responder(prevention_enabled=True)
+    async with running(actor, output=None) as run:
+        await run.send([yara_alert(proc.pid, image_of(proc), ProcessStartTime=procfs.start_ticks(proc.pid))])
+        await wait_for(lambda: actor.terminated == 1)
+    assert proc.wait(timeout=5) == -9
+    assert oplog.having(
+        f'response: Active response terminated process pid={proc.pid} image="{image_of(proc)}"')
+
+
+async def test_prevention_without_start_time_uses_event_time(oplog: Lines, demo) -> None:
+    proc = demo()
+    time.sleep(0.05)
+    actor = responder(prevention_enabled=True)
+    async with running(actor, output=None) as run:
+        await run.send([yara_alert(proc.pid, image_of(proc))])
+        await wait_for(lambda: actor.terminated == 1)
+    assert proc.wait(timeout=5) == -9
+
+
+async def test_target_whose_start_time_no_longer_matches_is_not_killed(oplog: Lines, demo) -> None:
+    proc = demo()
+    ticks = procfs.start_ticks(proc.pid)
+    assert ticks is not None
+    actor = responder(prevention_enabled=True)
+    async with running(actor, output=None) as run:
+        # The alert was about an earlier holder of this pid (different start time).
+        await run.send([yara_alert(proc.pid, image_of(proc), ProcessStartTime=ticks - 1)])
+        await wait_for(lambda: actor.mismatched == 1)
+    assert proc.poll() is None
+    [line] = oplog.having("identity mismatch")
+    assert f"pid={proc.pid}" in line and "start time" in line
+    assert not oplog.having("terminated process")
+
+
+async def test_pid_reused_by_a_later_process_is_not_killed(oplog: Lines, demo) -> None:
+    proc = demo()
+    actor = responder(prevention_enabled=True)
+    # No ProcessStartTime, and the event predates the process: the pid must have been reused.
+    alert = yara_alert(proc.pid, image_of(proc))
+    assert alert.event is not None
+    alert.event.timestamp = time.time() - 3600
+    async with running(actor, output=None) as run:
+        await run.send([alert])
+        await wait_for(lambda: actor.mismatched == 1)
+    assert proc.poll() is None
+
+
+async def test_different_executable_is_not_killed(oplog: Lines, demo) -> None:
+    proc = demo()
+    actor = responder(prevention_enabled=True)
+    async with running(actor, output=None) as run:
+        await run.send([yara_alert(proc.pid, "/tmp/some-other-program",
+                                   ProcessStartTime=procfs.start_ticks(proc.pid))])
+        await wait_for(lambda: actor.mismatched == 1)
+    assert proc.poll() is None and "executable" in oplog.having("identity mismatch")[0]
+
+
+async def test_safety_checks_skip_with_seed_messages(oplog: Lines, demo, tmp_path: Path) -> None:
+    trusted = tmp_path / "trusted"
+    allowed = demo(trusted)
+    actor = responder(prevention_enabled=True, allowlist_paths=[f"{trusted}/"])
+    alerts = [
+        yara_alert(allowed.pid, image_of(allowed), ProcessStartTime=procfs.start_ticks(allowed.pid)),
+        yara_alert(3, "/tmp/x"),
+        yara_alert(os.getpid(), sys.executable),
+        yara_alert(None, "/tmp/x"),
+        yara_alert(allowed.pid, None),
+    ]
+    async with running(actor, output=None) as run:
+        await run.send(alerts)
+        await wait_for(lambda: sum(actor.skipped.values()) == 5)
+    assert allowed.poll() is None
+    assert oplog.having(f'response: Active response skipped: allowlisted pid={allowed.pid} '
+                        f'image="{image_of(allowed)}"')
+    assert oplog.having('response: Active response skipped: protected pid pid=3 image="/tmp/x"')
+    assert oplog.having(f"response: Active response skipped: protected pid pid={os.getpid()}")
+    assert oplog.having("response: Active response skipped: missing pid")
+    assert oplog.having(f"response: Active response skipped: missing image pid={allowed.pid}")
+    assert actor.skipped == {"allowlisted": 1, "protected pid": 2, "missing pid": 1, "missing image": 1}
+    assert actor.terminated == 0
+
+
+async def test_allowlisted_image_basename(oplog: Lines, demo) -> None:
+    proc = demo()
+    actor = responder(prevention_enabled=True, allowlist_images=["edr-yara-demo"])
+    async with running(actor, output=None) as run:
+        await run.send([yara_alert(proc.pid, image_of(proc), ProcessStartTime=procfs.start_ticks(proc.pid))])
+        await wait_for(lambda: actor.skipped.get("allowlisted") == 1)
+    assert proc.poll() is None
+
+
+async def test_vanished_and_bogus_pids_never_crash(oplog: Lines) -> None:
+    done = subprocess.Popen(["/bin/true"])
+    done.wait()
+    actor = responder(prevention_enabled=True)
+    async with running(actor, output=None) as run:
+        await run.send([yara_alert(done.pid, "/bin/true", ProcessStartTime=1),
+                        yara_alert(2**22 + 12345, "/tmp/x", ProcessStartTime=1),
+                        yara_alert(-7, "/tmp/x")])
+        await wait_for(lambda: actor.gone + actor.failed + sum(actor.skipped.values()) == 3)
+    assert actor.terminated == 0
+
+
+async def test_min_severity_gate_and_disabled_mode(oplog: Lines, demo) -> None:
+    proc = demo()
+    actor = responder(prevention_enabled=False, min_severity="high")
+    low = yara_alert(proc.pid, image_of(proc))
+    low.engine, low.severity = "sigma", "medium"
+    async with running(actor, output=None) as run:
+        await run.send([low, yara_alert(proc.pid, image_of(proc))])
+        await wait_for(lambda: actor.dry_run == 1)
+    assert actor.below_severity == 1
+    off = Responder.build(ActorContext(config=Config(), mode="test"), "responder")
+    async with running(off, output=None) as run:
+        await run.send([yara_alert(proc.pid, image_of(proc))])
+        await wait_for(lambda: off.received == 1)
+    assert off.queued == 0 and off.dry_run == 0 and off.statistics()["received"] == 1
+
+
+async def test_requests_beyond_channel_capacity_are_dropped_and_counted(oplog: Lines) -> None:
+    actor = responder(prevention_enabled=False, channel_capacity=3)
+    async with running(actor, output=None) as run:
+        # One batch: intake queues without yielding, so the worker has not taken any yet.
+        await run.send([yara_alert(50000 + i, f"/tmp/evil{i}") for i in range(10)])
+        await wait_for(lambda: actor.received == 10 and actor.dry_run == 3)
+    assert actor.queued == 3 and actor.dropped == 7
+    assert actor.statistics()["dropped"] == 7
+    assert len(oplog.having("Active response queue full, dropping request")) == 7

@@ -1,0 +1,75 @@
+"""Driving an actor in a trio test through real edges and ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from edr.runtime.actor import Ports
+from edr.runtime.buffer import Policy
+from edr.runtime.channel import Edge, InPort, OutPort
+
+
+@attrs.define
+class Running:
+    """A running actor: ``send`` batches in, ``received`` what it sent out, ``close`` the input."""
+
+    edge: Edge
+    received: list[Any]
+    done: trio.Event
+
+    async def send(self, batch: list[Any]) -> None:
+        await self.edge.send(batch)
+
+    def close(self) -> None:
+        self.edge.close()
+
+
+@asynccontextmanager
+async def running(actor: Any, *, in_capacity: int = 64, policy: Policy = Policy.DROP_NEWEST,
+                  output: str | None = "alerts") -> AsyncIterator[Running]:
+    """Run ``actor`` with one input edge (as the graph's scan edge: drop_newest) and a collected output."""
+    in_edge = Edge("test->actor.in", in_capacity, policy)
+    inport = InPort("in")
+    inport.attach(in_edge)
+    outputs: dict[str, OutPort] = {}
+    collected: list[Any] = []
+    out_in = InPort("collector")
+    if output is not None:
+        port = OutPort(output)
+        out_edge = Edge("actor.out->test", 1024, Policy.BLOCK)
+        port.attach(out_edge)
+        out_in.attach(out_edge)
+        outputs[output] = port
+    done = trio.Event()
+    handle = Running(in_edge, collected, done)
+
+    async def run_actor() -> None:
+        try:
+            await actor.run(Ports(inputs={"in": inport}, outputs=outputs))
+        finally:
+            for port in outputs.values():
+                port.close()
+            done.set()
+
+    async def collect() -> None:
+        async for batch in out_in:
+            collected.extend(batch)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_actor)
+        if output is not None:
+            nursery.start_soon(collect)
+        yield handle
+        handle.close()
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.01)
