@@ -22,6 +22,7 @@ Needs root.  Not a test: run it by hand, e.g.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -153,10 +154,8 @@ class Measured:
                 continue
             m = re.search(r"health (\{.*\})\s*$", line)
             if m:
-                try:
+                with contextlib.suppress(ValueError):
                     self.health.append(json.loads(m.group(1)))
-                except ValueError:
-                    pass
 
     def wait_reply(self, timeout: float) -> dict[str, Any] | None:
         deadline = time.monotonic() + timeout
@@ -299,7 +298,8 @@ def bench(args: argparse.Namespace) -> int:
                    "captured": captured, "kernel_lost": lost, "userspace_dropped": dropped,
                    "cpu_pct": round(cpu, 1), "peak_rss_mib": round(peak / 2**20, 1)}
             rows.append(row)
-            print(f"{str(rate and int(rate) or 'max'):>8} {made:>8} {_s(captured):>9} {_s(lost):>7} "
+            name = str(int(rate)) if rate else "max"
+            print(f"{name:>8} {made:>8} {_s(captured):>9} {_s(lost):>7} "
                   f"{_s(dropped):>9} {cpu:>6.1f} {peak / 2**20:>11.1f}", flush=True)
     finally:
         measured.stop()

@@ -38,8 +38,8 @@ from edr.runtime.graph import graph_path, load_graph
 from edr.runtime.supervisor import Supervisor
 
 USERS = ("root", "alice", "www-data", "postgres", "bob")
-BINARIES = ("/usr/bin/bash", "/usr/bin/python3.11", "/usr/sbin/sshd", "/usr/bin/curl", "/usr/lib/postgresql/15/bin/postgres",
-            "/usr/bin/git", "/usr/local/bin/node", "/opt/app/bin/worker")
+BINARIES = ("/usr/bin/bash", "/usr/bin/python3.11", "/usr/sbin/sshd", "/usr/bin/curl",
+            "/usr/lib/postgresql/15/bin/postgres", "/usr/bin/git", "/usr/local/bin/node", "/opt/app/bin/worker")
 PARENTS = ("/usr/lib/systemd/systemd", "/usr/bin/bash", "/usr/sbin/cron", "/usr/bin/containerd-shim-runc-v2")
 PORTS = (443, 80, 53, 5432, 8080, 22, 6379, 9200)  # none of 4444, 1337, 31337
 DIRS = ("/var/lib/app/data/", "/home/alice/projects/edr/src/", "/tmp/build-4821/", "/var/log/nginx/",
@@ -132,7 +132,8 @@ def main() -> int:
         return 2
     load_secs = time.monotonic() - t0
     engines = [e.name for e in sup.actors["detect"].engines]
-    print(f"engines: {', '.join(engines) or 'none'} (loaded in {load_secs:.2f}s); batch_size={config.pipeline.batch_size}")
+    print(f"engines: {', '.join(engines) or 'none'} (loaded in {load_secs:.2f}s); "
+          f"batch_size={config.pipeline.batch_size}")
 
     profiler = cProfile.Profile() if args.profile else None
     cpu0 = time.process_time()

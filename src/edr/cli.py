@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="edr NDJSON events, .evtx, or evtx_dump JSON")
     p.add_argument("--stdout", action="store_true", help="also print alerts (NDJSON) to standard output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
-    p.add_argument("--sigma", action="append", metavar="PATH", help="Sigma rules path (repeatable; overrides scanner.sigma_rules_path)")
+    p.add_argument("--sigma", action="append", metavar="PATH",
+                   help="Sigma rules path (repeatable; overrides scanner.sigma_rules_path)")
 
     rules = sub.add_parser("rules", help="rule tools")
     rsub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")

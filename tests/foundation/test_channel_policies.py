@@ -205,7 +205,8 @@ async def test_block_backpressure_resumes_sender_when_receiver_takes() -> None:
         assert edge.statistics().depth == 2
         got = []
         while len(got) < 4:
-            got.append(list(await port.receive())[0])
+            [item] = await port.receive()
+            got.append(item)
         assert got == [1, 2, 3, 4]
     s = edge.statistics()
     assert (s.sent, s.received, s.dropped, s.depth, s.high_water) == (5, 5, 0, 0, 2)

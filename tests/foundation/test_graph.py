@@ -41,7 +41,6 @@ def error_of(path: Path) -> GraphError:
 
 
 def test_unconnected_port_of_a_third_actor(tmp_path: Path) -> None:
-    # norm.in is unconnected in GOOD_ACTORS+GOOD_EDGE; feed it from a second null-free source: a router
     text = GOOD_ACTORS + GOOD_EDGE + '[actors.r]\nkind = "router"\n' + """
 [[edges]]
 from = "r.priority"

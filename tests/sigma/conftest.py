@@ -41,9 +41,11 @@ def load_rules(tmp_path: Path) -> RuleLoader:
     counter = iter(range(10_000))
 
     def load(*documents: str, **kwargs: Any) -> tuple[SigmaEngine, LoadReport]:
-        for doc in documents:
-            (tmp_path / f"rule_{next(counter)}.yml").write_text(textwrap.dedent(doc))
-        return load_sigma([str(tmp_path)], **kwargs)
+        directory = tmp_path / f"set_{next(counter)}"  # each call loads only its own rules
+        directory.mkdir()
+        for i, doc in enumerate(documents):
+            (directory / f"rule_{i}.yml").write_text(textwrap.dedent(doc))
+        return load_sigma([str(directory)], **kwargs)
 
     return load
 

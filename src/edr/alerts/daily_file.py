@@ -9,6 +9,7 @@ directory or a full disk that frees up loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -110,8 +111,6 @@ class DailyFile:
     def close(self) -> None:
         """Close the current file (the next write reopens)."""
         if self._fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._fd)
-            except OSError:
-                pass
             self._fd = None

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from edr import __version__
 from edr.detect.alert import Alert, severity_rank
-from edr.event import F, Event
+from edr.event import Event, F
 
 ECS_VERSION: Final = "8.17.0"
 

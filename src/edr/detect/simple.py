@@ -48,8 +48,8 @@ from edr.event import (
     FILE_RENAME,
     NETWORK_CONNECTION,
     PROCESS_CREATION,
-    F,
     Event,
+    F,
 )
 
 TYPES: Final = {

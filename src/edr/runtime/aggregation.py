@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from edr.event import NETWORK_CONNECTION, F, Event
+from edr.event import NETWORK_CONNECTION, Event, F
 
 #: Always part of the key, whatever the rules read.
 IDENTITY_FIELDS = (F.PROCESS_ID, F.IMAGE, F.PROTOCOL, F.INITIATED, F.SOURCE_IP, F.DESTINATION_IP,

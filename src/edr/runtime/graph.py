@@ -166,7 +166,8 @@ def parse_graph(data: Mapping[str, Any], file: str, mode: str) -> Graph:
                 raise GraphError(file, item, f"unknown actor {a!r}")
             ports = getattr(actors[a], direction)
             if p not in ports:
-                raise GraphError(file, item, f"actor {a!r} has no {direction[:-1]} port {p!r} (has: {', '.join(ports) or 'none'})")
+                have = ", ".join(ports) or "none"
+                raise GraphError(file, item, f"actor {a!r} has no {direction[:-1]} port {p!r} (has: {have})")
         key = (body["from"], body["to"])
         if key in seen:
             raise GraphError(file, item, "duplicate edge")
@@ -177,7 +178,8 @@ def parse_graph(data: Mapping[str, Any], file: str, mode: str) -> Graph:
         try:
             policy = Policy(body.get("policy", "block"))
         except ValueError:
-            raise GraphError(file, item, f"policy must be block, drop_newest or drop_oldest, not {body.get('policy')!r}") from None
+            raise GraphError(file, item,
+                             f"policy must be block, drop_newest or drop_oldest, not {body.get('policy')!r}") from None
         edges.append(EdgeSpec(body["from"], body["to"], capacity, policy))
 
     connected = {e.src for e in edges} | {e.dst for e in edges}
@@ -195,7 +197,8 @@ def render_text(graph: Graph) -> str:
     """A plain listing of nodes and edges."""
     lines = [f"graph {graph.mode} ({graph.file})", "actors:"]
     for a in graph.actors:
-        lines.append(f"  {a.name:<12} kind={a.kind:<14} in={','.join(a.inputs) or '-'} out={','.join(a.outputs) or '-'}")
+        ins, outs = ",".join(a.inputs) or "-", ",".join(a.outputs) or "-"
+        lines.append(f"  {a.name:<12} kind={a.kind:<16} in={ins} out={outs}")
     lines.append("edges:")
     for e in graph.edges:
         lines.append(f"  {e.src:>18} -> {e.dst:<18} capacity={e.capacity:<5} policy={e.policy.value}")

@@ -142,6 +142,11 @@ class Decoder:
             return [self._exec(data, ts, cgid, xflags, pid, uid, gid, aux, comm)]
         if typ == r.EV_FORK:
             parent_cwd = self._cwds.get(pid)
+            if parent_cwd is None:
+                # first fork of a process we have not seen exec: ask /proc once
+                parent_cwd = self._host.cwd(pid)
+                if parent_cwd is not None:
+                    self._set_cwd(pid, parent_cwd)
             if parent_cwd is not None:
                 self._set_cwd(aux, parent_cwd)
             return [self._event(PROCESS_FORK, {F.PROCESS_ID: aux, F.PARENT_PROCESS_ID: pid,
@@ -202,15 +207,21 @@ class Decoder:
 
     def _exec(self, data: bytes, ts: float, cgid: int, xflags: int, pid: int, uid: int, gid: int,
               ppid: int, comm: str) -> Event:
-        _argc, args_len = r.EXEC_TAIL.unpack_from(data, r.HDR_SIZE)
-        filename = r.cstr(data[r.EXEC_FILENAME_OFF:r.EXEC_ARGS_OFF])
-        argv = data[r.EXEC_ARGS_OFF:r.EXEC_ARGS_OFF + args_len].decode("utf-8", "surrogateescape")
+        _argc, fname_len, args_len = r.EXEC_TAIL.unpack_from(data, r.HDR_SIZE)
+        end = r.EXEC_BLOB_OFF + args_len
+        if len(data) < end + fname_len or fname_len < 2:
+            raise ValueError("exec record shorter than its lengths")
+        argv = data[r.EXEC_BLOB_OFF:end].decode("utf-8", "surrogateescape")
         if argv.endswith("\0"):
             argv = argv[:-1]
+        filename = r.cstr(data[end:end + fname_len])
         host = self._host
-        cwd = host.cwd(pid) or self._cwds.get(pid)
-        if cwd is not None:
-            self._set_cwd(pid, cwd)
+        # the cwd tracked from fork/chdir is the one at exec time and costs no syscall
+        cwd = self._cwds.get(pid)
+        if cwd is None:
+            cwd = host.cwd(pid)
+            if cwd is not None:
+                self._set_cwd(pid, cwd)
         image = filename
         if filename.startswith(("/dev/fd/", "/proc/self/fd/")):
             # fexecve()/execveat(fd) (fileless: memfd): the path names a descriptor
@@ -234,7 +245,7 @@ class Decoder:
             fields[F.CURRENT_DIRECTORY] = cwd
         if ppid > 0:
             fields[F.PARENT_PROCESS_ID] = ppid
-        euid = host.euid(pid)
+        euid = host.euid(pid, uid)
         if euid is not None:
             fields[F.EUID] = euid
         cgroup = self._cgroup(pid, cgid)
@@ -299,6 +310,8 @@ class Decoder:
 
     def _file(self, data: bytes, ts: float, pid: int, uid: int, comm: str, cgid: int) -> list[Event]:
         op, _pad, dfd, dfd2, flags, _mode, _arg = r.FILE_TAIL.unpack_from(data, r.HDR_SIZE)
+        if len(data) < r.FILE_PATH2_OFF:
+            raise ValueError("file record without its path")
         p1 = r.cstr(data[r.FILE_PATH1_OFF:r.FILE_PATH2_OFF])
         p2 = r.cstr(data[r.FILE_PATH2_OFF:r.FILE_PATH2_OFF + r.PATH_SIZE])
         fields: dict[str, Any] = {F.PROCESS_ID: pid, F.UID: uid, F.COMM: comm, F.CGROUP_ID: cgid}
@@ -344,6 +357,8 @@ class Decoder:
     # ------------------------------------------------------------------ dns --
     def _dns(self, data: bytes, ts: float, pid: int, uid: int, comm: str) -> list[Event]:
         _fd, direction, length, addr, _pad = r.DNS_TAIL.unpack_from(data, r.HDR_SIZE)
+        if len(data) < r.DNS_PAYLOAD_OFF + length:
+            raise ValueError("dns record shorter than its payload")
         msg = parse_dns(data[r.DNS_PAYLOAD_OFF:r.DNS_PAYLOAD_OFF + length])
         out = self._expire_dns(ts)
         if msg is None:

@@ -41,8 +41,8 @@ class HostView(Protocol):
         """The process's executable (/proc/pid/exe)."""
         ...
 
-    def euid(self, pid: int) -> int | None:
-        """The process's effective uid."""
+    def euid(self, pid: int, uid: int) -> int | None:
+        """The process's effective uid (``uid``: its real uid, a hint)."""
         ...
 
     def cgroup_path(self, pid: int, cgroup_id: int) -> str | None:
@@ -77,7 +77,7 @@ class NullHost:
         """Unknown."""
         return None
 
-    def euid(self, pid: int) -> int | None:
+    def euid(self, pid: int, uid: int) -> int | None:
         """Unknown."""
         return None
 
@@ -157,8 +157,18 @@ class LiveHost:
         except OSError:
             return None
 
-    def euid(self, pid: int) -> int | None:
-        """Second field of the Uid: line of /proc/pid/status."""
+    def euid(self, pid: int, uid: int) -> int | None:
+        """The effective uid: /proc/pid's owner when it equals the real uid, else /proc/pid/status.
+
+        /proc/pid belongs to the effective uid, except for non-dumpable
+        processes (setuid programs) whose entries belong to root: a stat is
+        ten times cheaper than reading status, so only a mismatch reads it.
+        """
+        try:
+            if os.stat(f"{self._proc}/{pid}").st_uid == uid:
+                return uid
+        except OSError:
+            return None
         try:
             with open(f"{self._proc}/{pid}/status", "rb") as f:
                 for line in f:

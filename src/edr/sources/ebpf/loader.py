@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from edr.sources.ebpf.errors import SensorUnavailable
-from edr.sources.ebpf.records import FAMILIES
+from edr.sources.ebpf.records import FAMILIES, PROCESS
 
 SOURCE_PATH = Path(__file__).with_name("bpf") / "sensor.c"
 
@@ -112,7 +112,9 @@ def cflags(families: frozenset[str], max_args: int, max_arg_bytes: int, page_cou
     pages = _pow2_at_least(max(page_count, 1))
     flags = ["-w", f"-DMAX_ARGS={max_args}", f"-DARGS_SIZE={max_arg_bytes}"]
     for fam in FAMILIES:
-        flags.append(f"-DRB_PAGES_{fam.upper()}={pages}")
+        # process events are the lifecycle lane: the process cache breaks
+        # without them, so their ring gets 4x the room
+        flags.append(f"-DRB_PAGES_{fam.upper()}={pages * 4 if fam == PROCESS else pages}")
         if fam in families:
             flags.append(f"-DFAM_{fam.upper()}")
     return flags

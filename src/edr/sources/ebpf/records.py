@@ -52,10 +52,9 @@ PATH_SIZE: Final = 512
 #: ts, cgroup_id, type, xflags, pid, tid, uid, gid, aux, comm
 HDR: Final = struct.Struct("<QQHHIIIIi16s")
 HDR_SIZE: Final = HDR.size  # 56
-#: argc, args_len (then filename[512], args[])
-EXEC_TAIL: Final = struct.Struct("<II")
-EXEC_FILENAME_OFF: Final = 64
-EXEC_ARGS_OFF: Final = EXEC_FILENAME_OFF + PATH_SIZE
+#: argc, fname_len, args_len (then argv blob[args_len], filename[fname_len])
+EXEC_TAIL: Final = struct.Struct("<HHI")
+EXEC_BLOB_OFF: Final = 64
 #: fd, pad (then path[512])
 CHDIR_TAIL: Final = struct.Struct("<iI")
 CHDIR_PATH_OFF: Final = 64

@@ -8,6 +8,7 @@ the alert file holds every alert of every record read.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,10 +48,8 @@ class ReplaySource(ActorBase):
         """Sum of the input sizes (for progress)."""
         total = 0
         for f in self.files:
-            try:
+            with contextlib.suppress(OSError):
                 total += Path(f).stat().st_size
-            except OSError:
-                pass
         return total
 
     async def run(self, ports: Ports) -> None:

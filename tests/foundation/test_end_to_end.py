@@ -1,0 +1,203 @@
+"""NDJSON replayed through the whole pipeline (subprocess and in-process): exactly the expected ECS alerts."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import orjson
+import trio
+
+from edr.config import load_config
+from edr.runtime.actor import ActorContext
+from edr.runtime.graph import graph_path, load_graph
+from edr.runtime.supervisor import Supervisor
+
+from .conftest import BASE_CONFIG, clean_env, file_event, net, proc, read_alerts, run_edr, write_ndjson
+
+RULES = """
+[[rules]]
+id = "T-PROC-1"
+name = "Shell from web server"
+type = "process"
+severity = "high"
+parent_names = ["nginx"]
+process_names = ["bash", "sh"]
+
+[[rules]]
+id = "T-NET-1"
+name = "netcat to a suspicious port"
+type = "network"
+severity = "critical"
+direction = "outbound"
+ports = [4444]
+process_names = ["nc"]
+
+[[rules]]
+id = "T-FILE-1"
+name = "authorized_keys written"
+type = "file"
+severity = "high"
+paths = ["/root/.ssh/", "/home/"]
+patterns = ["authorized_keys"]
+operations = ["file_create", "file_write"]
+
+[[rules]]
+id = "T-DISABLED"
+name = "disabled rule"
+enabled = false
+type = "process"
+process_names = ["ls"]
+"""
+
+#: (record, rule ids it must raise), one per line, in order.
+CASES: list[tuple[dict[str, Any], list[str]]] = [
+    (proc(), []),
+    (proc({"Image": "/usr/bin/bash", "ParentImage": "/usr/sbin/nginx", "CommandLine": "bash -i"}), ["T-PROC-1"]),
+    (file_event("/etc/systemd/system/evil.service"), ["BUILTIN-SYSTEMD-UNIT"]),
+    (file_event("/etc/systemd/system/notes.txt"), []),
+    (file_event("/etc/cron.d/backdoor"), ["BUILTIN-CRON"]),
+    (file_event("/etc/crontab", "file_change"), ["BUILTIN-CRON"]),
+    (net(443), []),
+    (net(4444), ["BUILTIN-SUSPICIOUS-PORT", "T-NET-1"]),
+    (net(1337, Image="/usr/bin/python3"), ["BUILTIN-SUSPICIOUS-PORT"]),
+    (net(4444, initiated="false"), []),
+    (file_event("/root/.ssh/authorized_keys"), ["T-FILE-1"]),
+    (file_event("/root/.ssh/authorized_keys", "file_delete"), []),  # operation file_unlink not listed
+    (file_event("/tmp/authorized_keys"), []),
+    (proc({"Image": "/usr/bin/bash", "ParentImage": "/usr/sbin/apache2"}), []),
+]
+
+REQUIRED = ("@timestamp", "ecs.version", "event.kind", "event.category", "event.action", "event.module",
+            "rule.id", "rule.name", "rule.severity", "rule.engine", "process.executable", "process.command_line",
+            "process.pid", "process.parent.pid", "process.parent.executable", "process.parent.name", "user.name",
+            "host.name", "host.os.type", "log.file.path", "edr.log.line")
+
+#: Every ECS field src/edr/alerts/ecs.py may write (ECS 8.x), plus the two Rustinel keys.
+ECS_FIELDS = frozenset({
+    "@timestamp", "ecs.version", "message", "tags",
+    "event.kind", "event.category", "event.type", "event.action", "event.module", "event.dataset",
+    "event.severity", "event.risk_score", "event.created", "event.sequence", "event.count",
+    "rule.id", "rule.name", "rule.ruleset", "rule.description",
+    "host.name", "host.os.type", "agent.type", "agent.version",
+    "process.executable", "process.name", "process.command_line", "process.working_directory", "process.pid",
+    "process.entity_id", "process.pe.original_file_name",
+    "process.parent.executable", "process.parent.name", "process.parent.command_line", "process.parent.pid",
+    "process.parent.entity_id",
+    "user.name", "user.domain", "user.id", "group.id", "container.id",
+    "source.ip", "source.port", "source.domain", "destination.ip", "destination.port", "destination.domain",
+    "network.transport", "network.direction", "dns.question.name", "dns.question.type", "dns.resolved_ip",
+    "file.path", "file.name", "file.directory", "registry.path", "dll.path", "log.file.path",
+})
+RUSTINEL_KEYS = frozenset({"rule.severity", "rule.engine"})
+HASH_PREFIXES = ("process.hash.", "file.hash.")
+
+
+def expected_pairs(first_line: int = 1) -> list[tuple[int, str]]:
+    return sorted((i, rid) for i, (_, rids) in enumerate(CASES, first_line) for rid in rids)
+
+
+def setup(workdir: Path, extra_rules: str = "") -> Path:
+    rules = workdir / "rules.toml"
+    rules.write_text(RULES + extra_rules)
+    (workdir / "edr.toml").write_text(BASE_CONFIG + f'[simple]\nrules_path = "{rules}"\n')
+    return write_ndjson(workdir / "events.ndjson", [r for r, _ in CASES])
+
+
+def check_alert(a: dict[str, Any], events_path: Path) -> None:
+    for key in REQUIRED:
+        assert key in a, f"{a['rule.id']}: missing {key}"
+    for key in a:
+        assert key in ECS_FIELDS or key in RUSTINEL_KEYS or key.startswith("edr.") or key.startswith(HASH_PREFIXES), key
+    assert a["ecs.version"].startswith("8.")
+    assert a["event.kind"] == "alert" and a["event.module"] == "edr"
+    assert a["rule.engine"] == "simple"
+    assert a["log.file.path"] == str(events_path)
+    assert a["@timestamp"].endswith("Z")
+    assert isinstance(a["process.pid"], int) and isinstance(a["event.category"], list)
+    assert a["host.os.type"] == "linux"
+
+
+def test_replay_subprocess_stdout_and_file(workdir: Path) -> None:
+    events = setup(workdir)
+    r = run_edr(["replay", "--config", "edr.toml", "--stdout", "--no-progress", str(events)], cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    stdout_alerts = [orjson.loads(x) for x in r.stdout.splitlines()]
+    file_alerts = read_alerts(workdir / "logs")
+    assert stdout_alerts == file_alerts
+    assert sorted((a["edr.log.line"], a["rule.id"]) for a in file_alerts) == expected_pairs()
+    for a in file_alerts:
+        check_alert(a, events)
+    severities = {a["rule.id"]: a["rule.severity"] for a in file_alerts}
+    assert severities == {"T-PROC-1": "high", "BUILTIN-SYSTEMD-UNIT": "high", "BUILTIN-CRON": "high",
+                          "BUILTIN-SUSPICIOUS-PORT": "medium", "T-NET-1": "critical", "T-FILE-1": "high"}
+    by_line = {a["edr.log.line"]: a for a in file_alerts}
+    shell = by_line[2]
+    assert shell["process.executable"] == "/usr/bin/bash" and shell["process.parent.name"] == "nginx"
+    assert shell["process.command_line"] == "bash -i" and shell["user.name"] == "alice"
+    assert shell["event.category"] == ["process"] and shell["event.action"] == "process_creation"
+    port = by_line[8]
+    assert port["destination.port"] == 4444 and port["network.direction"] == "egress"
+    assert by_line[3]["file.path"] == "/etc/systemd/system/evil.service"
+    assert f"{len(CASES)} records, {len(CASES)} events, 0 rejected, {len(file_alerts)} alerts" in r.stderr
+
+
+def test_replay_in_process(workdir: Path) -> None:
+    events = setup(workdir)
+    config = load_config("edr.toml", environ={}, overrides={"alerts.directory": str(workdir / "inproc")}).config
+    ctx = ActorContext(config=config, mode="replay", options={"files": [str(events)]})
+    sup = Supervisor(load_graph(graph_path("replay")), ctx)
+    code = trio.run(functools.partial(sup.run, handle_signals=False))
+    assert code == 0
+    alerts = read_alerts(workdir / "inproc")
+    assert sorted((a["edr.log.line"], a["rule.id"]) for a in alerts) == expected_pairs()
+    for a in alerts:
+        check_alert(a, events)
+    assert sup.actors["detect"].statistics()["events"] == len(CASES)
+    assert all(s.dropped == 0 and s.depth == 0 and s.closed for s in sup.statistics().values())
+
+
+def test_builtin_switched_off_in_rules_file(workdir: Path) -> None:
+    events = setup(workdir, '\n[[rules]]\nid = "BUILTIN-CRON"\nenabled = false\n')
+    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    got = sorted((a["edr.log.line"], a["rule.id"]) for a in read_alerts(workdir / "logs"))
+    assert got == [p for p in expected_pairs() if p[1] != "BUILTIN-CRON"]
+
+
+def test_builtins_switched_off_by_config(workdir: Path) -> None:
+    events = setup(workdir)
+    env_off = {"EDR__SIMPLE__BUILTIN_ENABLED": "false"}
+
+    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir, env=clean_env(**env_off))
+    assert r.returncode == 0, r.stderr
+    got = sorted((a["edr.log.line"], a["rule.id"]) for a in read_alerts(workdir / "logs"))
+    assert got == [p for p in expected_pairs() if not p[1].startswith("BUILTIN-")]
+
+
+def test_bad_lines_are_reported_and_skipped(workdir: Path) -> None:
+    setup(workdir)
+    bad: list[Any] = [
+        b"this is not json",
+        b'{"category": 5, "product": "linux", "fields": {}}',
+        b"[1, 2, 3]",
+        b'{"category": "process_creation", "product": "linux", "fields": "oops"}',
+        b"",  # blank lines are not errors
+        b'{"category": "network_connection", "product": "linux", "fields": {}, "ts": "yesterday"}',
+        b'{"truncated": ',
+    ]
+    records = bad + [r for r, _ in CASES]
+    events = write_ndjson(workdir / "mixed.ndjson", records)
+    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    got = sorted((a["edr.log.line"], a["rule.id"]) for a in read_alerts(workdir / "logs"))
+    assert got == expected_pairs(first_line=len(bad) + 1)  # replay continued past every bad line
+    assert "6 rejected" in r.stderr
+    log = "".join(f.read_text() for f in (workdir / "logs").glob("edr.log.*"))
+    for lineno, reason in [(1, "invalid JSON"), (2, "'category'"), (3, "not a JSON object"), (4, "'fields'"),
+                           (6, "'ts'"), (7, "invalid JSON")]:
+        assert f"replay: {events}:{lineno}: skipped: " in log
+        line = next(x for x in log.splitlines() if f"{events}:{lineno}: skipped" in x)
+        assert reason in line, line
+    assert f"{events}:5:" not in log

@@ -1,0 +1,236 @@
+"""Sigma correlations: all eight types, out-of-order events, window expiry, bounded state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from edr.detect.sigma import SigmaEngine
+from edr.detect.sigma import correlation as correlation_module
+from tests.sigma.conftest import RuleLoader, make_event
+
+BASE = """
+title: Base {name}
+name: {name}
+status: test
+level: low
+logsource:
+    product: windows
+    category: process_creation
+detection:
+    sel:
+        Kind: '{name}'
+    condition: sel
+"""
+
+
+def base(name: str) -> str:
+    return BASE.format(name=name)
+
+
+def correlation(kind: str, rules: list[str], condition: str, *, group_by: str = "User",
+                timespan: str = "1m", extra: str = "") -> str:
+    rule_lines = "\n".join(f"        - {r}" for r in rules)
+    return f"""
+title: Corr {kind}
+status: test
+level: critical
+correlation:
+    type: {kind}
+    rules:
+{rule_lines}
+    group-by:
+        - {group_by}
+    timespan: {timespan}
+{condition}
+{extra}
+"""
+
+
+def feed(engine: SigmaEngine, events: list[tuple[float, dict[str, Any]]]) -> list[str]:
+    """Correlation alert titles raised while feeding (time, fields) events in order."""
+    titles: list[str] = []
+    for ts, fields in events:
+        alerts = engine.match(make_event(fields, timestamp=ts))
+        titles += [a.rule_name for a in alerts if "edr.correlation.type" in a.ecs]
+    return titles
+
+
+COUNT3 = "    condition:\n        gte: 3"
+
+
+def test_event_count_in_order_and_group_by(load_rules: RuleLoader) -> None:
+    engine, report = load_rules(base("login"), correlation("event_count", ["login"], COUNT3))
+    assert report.rejected == 0, report.rejections
+    ev = {"Kind": "login", "User": "alice"}
+    other = {"Kind": "login", "User": "bob"}
+    assert feed(engine, [(0, ev), (10, other), (20, ev), (30, other)]) == []
+    titles = feed(engine, [(40, ev)])
+    assert titles == ["Corr event_count"]
+    alert = [a for a in engine.match(make_event(ev, timestamp=41))]
+    assert all("edr.correlation.type" not in a.ecs for a in alert)  # group was reset after firing
+
+
+def test_event_count_alert_fields(load_rules: RuleLoader) -> None:
+    engine, _ = load_rules(base("login"), correlation("event_count", ["login"], COUNT3))
+    ev = {"Kind": "login", "User": "alice"}
+    feed(engine, [(0, ev), (1, ev)])
+    alerts = engine.match(make_event(ev, timestamp=2))
+    corr = next(a for a in alerts if "edr.correlation.type" in a.ecs)
+    assert corr.ecs["edr.correlation.type"] == "event_count"
+    assert corr.ecs["edr.correlation.rules"] == ["login"]
+    assert corr.ecs["edr.correlation.group.User"] == "alice"
+    assert corr.severity == "critical" and corr.engine == "sigma"
+
+
+def test_event_count_out_of_order(load_rules: RuleLoader) -> None:
+    engine, _ = load_rules(base("login"), correlation("event_count", ["login"], COUNT3))
+    ev = {"Kind": "login", "User": "alice"}
+    # arrival order 100, 50, 80: all within 60 s of each other by event time
+    assert feed(engine, [(100, ev), (50, ev), (80, ev)]) == ["Corr event_count"]
+
+
+def test_event_count_window_expiry(load_rules: RuleLoader) -> None:
+    engine, _ = load_rules(base("login"), correlation("event_count", ["login"], COUNT3))
+    ev = {"Kind": "login", "User": "alice"}
+    assert feed(engine, [(0, ev), (50, ev), (115, ev), (180, ev)]) == []
+    # two more inside the last window make three
+    assert feed(engine, [(181, ev), (182, ev)]) == ["Corr event_count"]
+
+
+def test_event_count_weights_aggregated_events(load_rules: RuleLoader) -> None:
+    engine, _ = load_rules(base("conn"), correlation("event_count", ["conn"], COUNT3))
+    alerts = engine.match(make_event({"Kind": "conn", "User": "a"}, timestamp=1, count=3))
+    assert [a.rule_name for a in alerts if "edr.correlation.type" in a.ecs] == ["Corr event_count"]
+
+
+def test_value_count(load_rules: RuleLoader) -> None:
+    cond = "    condition:\n        gte: 3\n        field: Target"
+    engine, report = load_rules(base("probe"), correlation("value_count", ["probe"], cond))
+    assert report.rejected == 0, report.rejections
+    events = [(0, {"Kind": "probe", "User": "u", "Target": t}) for t in ("a", "a", "b", "b")]
+    assert feed(engine, events) == []
+    # a and b are more than a minute older: they no longer count
+    assert feed(engine, [(100, {"Kind": "probe", "User": "u", "Target": "c"})]) == []
+    assert feed(engine, [(101, {"Kind": "probe", "User": "u", "Target": "d"})]) == []
+    assert feed(engine, [(102, {"Kind": "probe", "User": "u", "Target": "e"})]) == ["Corr value_count"]
+
+
+def test_temporal_out_of_order_and_expiry(load_rules: RuleLoader) -> None:
+    engine, report = load_rules(base("a"), base("b"),
+                                correlation("temporal", ["a", "b"], "", timespan="30s"))
+    assert report.rejected == 0, report.rejections
+    # b arrives first with a later time, then a: still within 30 s
+    assert feed(engine, [(20, {"Kind": "b", "User": "x"}), (5, {"Kind": "a", "User": "x"})]) \
+        == ["Corr temporal"]
+    # too far apart
+    assert feed(engine, [(100, {"Kind": "a", "User": "y"}), (200, {"Kind": "b", "User": "y"})]) == []
+    # different groups never combine
+    assert feed(engine, [(300, {"Kind": "a", "User": "p"}), (301, {"Kind": "b", "User": "q"})]) == []
+
+
+def test_temporal_extended_condition(load_rules: RuleLoader) -> None:
+    corr = correlation("temporal", ["a", "b", "c"], "    condition: a and (b or c)", timespan="30s")
+    engine, report = load_rules(base("a"), base("b"), base("c"), corr)
+    assert report.rejected == 0, report.rejections
+    assert feed(engine, [(0, {"Kind": "a", "User": "x"})]) == []
+    assert feed(engine, [(1, {"Kind": "c", "User": "x"})]) == ["Corr temporal"]
+
+
+def test_temporal_ordered(load_rules: RuleLoader) -> None:
+    engine, report = load_rules(base("first"), base("second"),
+                                correlation("temporal_ordered", ["first", "second"], "",
+                                            timespan="1m"))
+    assert report.rejected == 0, report.rejections
+    assert feed(engine, [(0, {"Kind": "second", "User": "x"}), (5, {"Kind": "first", "User": "x"})]) == []
+    assert feed(engine, [(10, {"Kind": "second", "User": "x"})]) == ["Corr temporal_ordered"]
+    # out of order arrival: "second" (t=50) is delivered before "first" (t=40)
+    assert feed(engine, [(50, {"Kind": "second", "User": "z"}), (40, {"Kind": "first", "User": "z"})]) \
+        == ["Corr temporal_ordered"]
+    # in order but too far apart
+    assert feed(engine, [(100, {"Kind": "first", "User": "w"}), (200, {"Kind": "second", "User": "w"})]) \
+        == []
+
+
+def _values(kind: str, cond: str, load_rules: RuleLoader, values: list[float]) -> list[str]:
+    engine, report = load_rules(base("xfer"), correlation(kind, ["xfer"], cond))
+    assert report.rejected == 0, report.rejections
+    return feed(engine, [(i, {"Kind": "xfer", "User": "u", "Bytes": v}) for i, v in enumerate(values)])
+
+
+def test_value_sum(load_rules: RuleLoader) -> None:
+    cond = "    condition:\n        gt: 1000\n        field: Bytes"
+    assert _values("value_sum", cond, load_rules, [400, 400]) == []
+    assert _values("value_sum", cond, load_rules, [400, 400, "300"]) == ["Corr value_sum"]
+
+
+def test_value_avg(load_rules: RuleLoader) -> None:
+    cond = "    condition:\n        gte: 100\n        field: Bytes"
+    assert _values("value_avg", cond, load_rules, [10, 20]) == []
+    assert _values("value_avg", cond, load_rules, [50, 250]) == ["Corr value_avg"]
+
+
+def test_value_median(load_rules: RuleLoader) -> None:
+    cond = "    condition:\n        gte: 100\n        field: Bytes"
+    assert _values("value_median", cond, load_rules, [1, 2, 1000]) == []
+    assert _values("value_median", cond, load_rules, [1, 1000]) == ["Corr value_median"]
+
+
+def test_value_percentile(load_rules: RuleLoader) -> None:
+    cond = "    condition:\n        gte: 500\n        field: Bytes\n        percentile: 90"
+    assert _values("value_percentile", cond, load_rules, [1, 2, 3, 4]) == []
+    assert _values("value_percentile", cond, load_rules, [1, 2, 3, 4, 5, 6, 7, 8, 9, 5000]) \
+        == ["Corr value_percentile"]
+
+
+def test_aliases_group_different_fields(load_rules: RuleLoader) -> None:
+    corr = correlation("temporal", ["a", "b"], "", group_by="host", extra="""    aliases:
+        host:
+            a: SourceHost
+            b: DestHost
+""")
+    corr = corr.replace("\n\n    aliases", "\n    aliases")
+    engine, report = load_rules(base("a"), base("b"), corr)
+    assert report.rejected == 0, report.rejections
+    assert feed(engine, [(0, {"Kind": "a", "SourceHost": "h1"}), (1, {"Kind": "b", "DestHost": "h2"})]) == []
+    titles = feed(engine, [(2, {"Kind": "b", "DestHost": "h1"})])
+    assert titles == ["Corr temporal"]
+
+
+def test_generate_controls_base_alerts(load_rules: RuleLoader) -> None:
+    engine, _ = load_rules(base("quiet"), correlation("event_count", ["quiet"], COUNT3))
+    assert engine.match(make_event({"Kind": "quiet", "User": "u"})) == []
+    engine2, _ = load_rules(base("loud"), correlation("event_count", ["loud"], COUNT3,
+                                                      extra="    generate: true"))
+    assert [a.rule_name for a in engine2.match(make_event({"Kind": "loud", "User": "u"}))] == ["Base loud"]
+
+
+def test_unknown_reference_is_rejected_not_fatal(load_rules: RuleLoader) -> None:
+    engine, report = load_rules(base("known"), correlation("event_count", ["missing"], COUNT3))
+    assert report.rejected == 1 and "missing" in report.rejections[0].reason
+    assert [a.rule_name for a in engine.match(make_event({"Kind": "known"}))] == ["Base known"]
+
+
+def test_bounded_state_under_group_flood(load_rules: RuleLoader) -> None:
+    engine, _ = load_rules(base("login"), correlation("event_count", ["login"], COUNT3),
+                           max_groups=100)
+    for i in range(5000):
+        engine.match(make_event({"Kind": "login", "User": f"user{i}"}, timestamp=float(i)))
+    stats = engine.statistics()
+    assert stats["correlation_groups"] == 100
+    assert stats["correlation_evictions"] == 4900
+    # the most recent groups survive and still correlate
+    assert feed(engine, [(5000, {"Kind": "login", "User": "user4999"}),
+                         (5001, {"Kind": "login", "User": "user4999"})]) == ["Corr event_count"]
+
+
+def test_bounded_entries_in_one_group(load_rules: RuleLoader, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(correlation_module, "MAX_ENTRIES_PER_GROUP", 500)
+    cond = "    condition:\n        gte: 100000\n        field: Bytes"
+    engine, _ = load_rules(base("x"), correlation("value_count", ["x"], cond, timespan="1d"))
+    for i in range(1_200):
+        engine.match(make_event({"Kind": "x", "User": "u", "Bytes": i}, timestamp=float(i)))
+    group = next(iter(engine.correlation.groups.values()))
+    assert len(group.entries) == 500
+    assert engine.statistics()["correlation_dropped_entries"] == 700
