@@ -58,7 +58,8 @@ def demo(tmp_path: Path) -> Iterator:
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(directory: Path | None = None) -> subprocess.Popen[bytes]:
-        path = marked_binary(directory or tmp_path / "demo", "edr-yara-demo")
+        name = "edr-yara-demo" + (f"-{len(procs)}" if procs else "")  # a running file cannot be rewritten
+        path = marked_binary(directory or tmp_path / "demo", name)
         proc = subprocess.Popen([str(path), "60"])
         procs.append(proc)
         return proc
@@ -110,6 +111,23 @@ async def test_prevention_kills_the_demo_process(oplog: Lines, demo) -> None:
     assert proc.wait(timeout=5) == -9
     assert oplog.having(
         f'response: Active response terminated process pid={proc.pid} image="{image_of(proc)}"')
+
+
+def start_epoch(pid: int) -> float:
+    btime, ticks = procfs.boot_time(), procfs.start_ticks(pid)
+    assert btime is not None and ticks is not None
+    return btime + ticks / procfs.clock_ticks()
+
+
+async def test_epoch_start_time_is_checked_within_a_second(oplog: Lines, demo) -> None:
+    wrong, right = demo(), demo()
+    actor = responder(prevention_enabled=True)
+    async with running(actor, output=None) as run:
+        await run.send([yara_alert(wrong.pid, image_of(wrong), ProcessStartTime=start_epoch(wrong.pid) - 30.0),
+                        yara_alert(right.pid, image_of(right), ProcessStartTime=start_epoch(right.pid))])
+        await wait_for(lambda: actor.terminated + actor.mismatched == 2)
+    assert right.wait(timeout=5) == -9
+    assert wrong.poll() is None and actor.mismatched == 1
 
 
 async def test_prevention_without_start_time_uses_event_time(oplog: Lines, demo) -> None:

@@ -34,6 +34,9 @@ def test_severity_mapping_then_min_severity() -> None:
 def test_target_extraction_tolerates_odd_values() -> None:
     t = target_of(alert(ProcessId="0x10", Image="/tmp/x", ProcessStartTime="123"))
     assert (t.pid, t.image, t.start_ticks, t.event_time) == (16, "/tmp/x", 123, 100.0)
+    t = target_of(alert(ProcessId=1, ProcessStartTime=1795333289.5))
+    assert (t.start_ticks, t.start_epoch) == (None, 1795333289.5)
+    assert target_of(alert(ProcessStartTime="1795333289.5")).start_epoch == 1795333289.5
     t = target_of(alert(ProcessId=True, Image=5))
     assert t.pid is None and t.image is None
     t = target_of(Alert(rule_id="r", rule_name="n", severity="high", engine="sigma", event=None))

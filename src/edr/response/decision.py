@@ -49,10 +49,13 @@ def _as_int(value: Any) -> int | None:
 class ResponseTarget:
     """The process an alert points at, and how to make sure it is still that process.
 
-    ``start_ticks`` is the event's ``ProcessStartTime`` (Linux: clock ticks
-    since boot, field 22 of /proc/<pid>/stat; Windows: FILETIME, 100 ns since
-    1601); ``event_time`` is the event's own time, the fallback check (the
-    process must have started by then).
+    The event's ``ProcessStartTime`` is read by type: an integer is
+    ``start_ticks`` (Linux: clock ticks since boot, field 22 of
+    /proc/<pid>/stat; Windows: FILETIME, 100 ns since 1601), compared
+    exactly; a float (or decimal string) is ``start_epoch``, seconds since
+    the epoch, compared within a second (boot time is only known to the
+    second). ``event_time`` is the event's own time, the fallback check when
+    neither is present: the process must have started by then.
     """
 
     pid: int | None
@@ -63,6 +66,24 @@ class ResponseTarget:
     rule_name: str
     engine: str
     severity: str
+    start_epoch: float | None = None
+
+
+def _start_time(value: Any) -> tuple[int | None, float | None]:
+    """(ticks, epoch seconds) from a ``ProcessStartTime`` value: int = ticks, float = epoch."""
+    if value is None or isinstance(value, bool):
+        return None, None
+    if isinstance(value, int):
+        return value, None
+    if isinstance(value, float):
+        return None, value
+    text = str(value).strip()
+    if "." in text:
+        try:
+            return None, float(text)
+        except ValueError:
+            return None, None
+    return _as_int(text), None
 
 
 def target_of(alert: Alert) -> ResponseTarget:
@@ -70,10 +91,11 @@ def target_of(alert: Alert) -> ResponseTarget:
     event = alert.event
     fields = event.fields if event is not None else {}
     image = fields.get(F.IMAGE)
+    ticks, epoch = _start_time(fields.get(F.PROCESS_START_TIME))
     return ResponseTarget(
         pid=_as_int(fields.get(F.PROCESS_ID)),
         image=image if isinstance(image, str) and image else None,
-        start_ticks=_as_int(fields.get(F.PROCESS_START_TIME)),
+        start_ticks=ticks, start_epoch=epoch,
         event_time=event.timestamp if event is not None and event.timestamp > 0 else None,
         rule_id=alert.rule_id, rule_name=alert.rule_name, engine=alert.engine,
         severity=effective_severity(alert),

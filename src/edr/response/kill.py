@@ -19,6 +19,6 @@ def terminate_target(target: ResponseTarget) -> KillResult:
     else:
         return KillResult(FAILED, f"termination is not supported on {sys.platform}")
     try:
-        return terminate(target.pid, target.image, target.start_ticks, target.event_time)
+        return terminate(target.pid, target.image, target.start_ticks, target.event_time, target.start_epoch)
     except OSError as exc:
         return KillResult(FAILED, str(exc))

@@ -21,24 +21,32 @@ from edr.response.outcome import FAILED, GONE, MISMATCH, TERMINATED, KillResult
 
 #: Slack when the only identity evidence is the event time (clock granularity, /proc/stat btime in s).
 START_SLACK_SECS: Final = 2.0
+#: Tolerance comparing an epoch start time with /proc's (btime has one-second resolution).
+EPOCH_TOLERANCE_SECS: Final = 1.5
 #: How long to wait for the kernel to report the killed process gone.
 EXIT_WAIT_MS: Final = 2000
 
 
-def verify_identity(pid: int, image: str, start_ticks: int | None, event_time: float | None) -> str | None:
+def verify_identity(pid: int, image: str, start_ticks: int | None, event_time: float | None,
+                    start_epoch: float | None = None) -> str | None:
     """Why process ``pid`` is not the one alerted on, or None if it is (reads /proc; no pidfd)."""
     actual = procfs.start_ticks(pid)
     exe = procfs.executable(pid)
     if actual is None or exe is None:
         return "process is gone"
+    btime = procfs.boot_time()
+    started = btime + actual / procfs.clock_ticks() if btime is not None else None
     if start_ticks is not None:
         if actual != start_ticks:
             return f"start time {actual} != {start_ticks} (pid reused)"
-    elif event_time is not None:
-        btime = procfs.boot_time()
-        if btime is None:
+    elif start_epoch is not None:
+        if started is None:
             return "cannot read boot time to check the start time"
-        started = btime + actual / procfs.clock_ticks()
+        if abs(started - start_epoch) > EPOCH_TOLERANCE_SECS:
+            return f"start time {started:.2f} != {start_epoch:.2f} (pid reused)"
+    elif event_time is not None:
+        if started is None:
+            return "cannot read boot time to check the start time"
         if started > event_time + START_SLACK_SECS:
             return f"process started after the alerted event ({started:.2f} > {event_time:.2f}; pid reused)"
     else:
@@ -48,7 +56,8 @@ def verify_identity(pid: int, image: str, start_ticks: int | None, event_time: f
     return None
 
 
-def terminate(pid: int, image: str, start_ticks: int | None, event_time: float | None) -> KillResult:
+def terminate(pid: int, image: str, start_ticks: int | None, event_time: float | None,
+              start_epoch: float | None = None) -> KillResult:
     """SIGKILL ``pid`` if it is still the process alerted on (start time and executable)."""
     try:
         fd = os.pidfd_open(pid)
@@ -57,7 +66,7 @@ def terminate(pid: int, image: str, start_ticks: int | None, event_time: float |
     except OSError as exc:
         return KillResult(FAILED, f"pidfd_open: {exc.strerror or exc}")
     try:
-        reason = verify_identity(pid, image, start_ticks, event_time)
+        reason = verify_identity(pid, image, start_ticks, event_time, start_epoch)
         try:
             signal.pidfd_send_signal(fd, 0)
         except ProcessLookupError:

@@ -27,10 +27,13 @@ def filetime_to_epoch(filetime: int) -> float:
 
 
 def _identity_problem(created: int, path: str, image: str, start_ticks: int | None,
-                      event_time: float | None) -> str | None:
+                      event_time: float | None, start_epoch: float | None) -> str | None:
     if start_ticks is not None:
         if created != start_ticks:
             return f"creation time {created} != {start_ticks} (pid reused)"
+    elif start_epoch is not None:
+        if abs(filetime_to_epoch(created) - start_epoch) > 1.0:
+            return "creation time differs from the alerted process's (pid reused)"
     elif event_time is not None:
         if filetime_to_epoch(created) > event_time + START_SLACK_SECS:
             return "process created after the alerted event (pid reused)"
@@ -41,7 +44,8 @@ def _identity_problem(created: int, path: str, image: str, start_ticks: int | No
     return None
 
 
-def terminate(pid: int, image: str, start_ticks: int | None, event_time: float | None) -> KillResult:
+def terminate(pid: int, image: str, start_ticks: int | None, event_time: float | None,
+              start_epoch: float | None = None) -> KillResult:
     """TerminateProcess ``pid`` if it is still the process alerted on (creation time and image)."""
     import ctypes
     from ctypes import wintypes
@@ -66,7 +70,7 @@ def terminate(pid: int, image: str, start_ticks: int | None, event_time: float |
             return KillResult(FAILED, f"QueryFullProcessImageNameW failed (error {ctypes.get_last_error()})")  # type: ignore[attr-defined]
         if kernel32.WaitForSingleObject(handle, 0) == WAIT_OBJECT_0:
             return KillResult(GONE, "exited before the kill")
-        problem = _identity_problem(created, buf.value, image, start_ticks, event_time)
+        problem = _identity_problem(created, buf.value, image, start_ticks, event_time, start_epoch)
         if problem is not None:
             return KillResult(MISMATCH, problem)
         if not kernel32.TerminateProcess(handle, 1):

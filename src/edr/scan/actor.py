@@ -168,7 +168,8 @@ class ScanDispatcher(ActorBase):
         category = event.category
         if category == PROCESS_CREATION:
             image = event.get(F.IMAGE)
-            if self.files_enabled and isinstance(image, str) and image:
+            # Trusted prefixes are filtered here, not in a worker: most execs are of them.
+            if self.files_enabled and isinstance(image, str) and image and not self.scanner.skips(image):
                 self._enqueue(ScanJob("exec", image, _pid_of(event), event))
             if self.memory_enabled:
                 pid = _pid_of(event)
@@ -176,7 +177,7 @@ class ScanDispatcher(ActorBase):
                     self._enqueue(ScanJob("memory", None, pid, event))
         elif category in _WRITTEN_CATEGORIES:
             target = event.get(F.TARGET_FILENAME)
-            if self.files_enabled and isinstance(target, str) and target:
+            if self.files_enabled and isinstance(target, str) and target and not self.scanner.skips(target):
                 self.settle.touch(target, now)
                 self._pending_events[target] = event
         elif category == FILE_DELETE:

@@ -102,13 +102,19 @@ class FileScanner:
             for key in keys:
                 self.counts[key] += 1
 
+    def skips(self, path: str) -> bool:
+        """True (and counted) when ``path`` is allowlisted for every engine: nothing to do, no job needed."""
+        if (self.rules is None or self.yara_allowlist.match(path)) and self.hash_allowlist.match(path):
+            self._count("allowlisted")
+            return True
+        return False
+
     def scan_file(self, path: str, *, require_executable: bool = False) -> FileVerdict:
         """Scan ``path`` (never raises on a bad file: vanished, unreadable, special)."""
+        if self.skips(path):
+            return FileVerdict(path, "allowlisted")
         do_yara = self.rules is not None and not self.yara_allowlist.match(path)
         do_hash = not self.hash_allowlist.match(path)
-        if not do_yara and not do_hash:
-            self._count("allowlisted")
-            return FileVerdict(path, "allowlisted")
         try:
             # O_NONBLOCK: opening a FIFO planted at an executable's path must not hang a worker.
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)

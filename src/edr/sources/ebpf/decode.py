@@ -233,7 +233,8 @@ class Decoder:
         fields: dict[str, Any] = {
             F.PROCESS_ID: pid,
             F.IMAGE: image,
-            F.COMMAND_LINE: argv.replace("\0", " "),
+            # an exec without a traced execve (kernel usermode helper) has no argv
+            F.COMMAND_LINE: argv.replace("\0", " ") if argv else filename,
             F.UID: uid,
             F.GID: gid,
             F.COMM: comm,
