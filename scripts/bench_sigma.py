@@ -83,7 +83,8 @@ def main() -> int:
         print("(b) end to end: skipped, `edr replay` is not available yet")
         return 0
     started = time.perf_counter()
-    result = subprocess.run([edr, "replay", *map(str, files), "--stdout"], capture_output=True)
+    result = subprocess.run([edr, "replay", "--no-progress", "--sigma", str(rules), *map(str, files), "--stdout"],
+                            capture_output=True)
     elapsed = time.perf_counter() - started
     lines = result.stdout.count(b"\n")
     print(f"(b) end to end: `edr replay` on {len(files)} files ({len(decoded)} events): "
