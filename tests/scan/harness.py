@@ -68,8 +68,11 @@ async def running(actor: Any, *, in_capacity: int = 64, policy: Policy = Policy.
         handle.close()
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.01)
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0,
+                   state: Callable[[], object] | None = None) -> None:
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds, showing ``state()`` if given."""
+    deadline = trio.current_time() + timeout
+    while not predicate():
+        if trio.current_time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; state: {state() if state else '?'}")
+        await trio.sleep(0.01)

@@ -100,9 +100,9 @@ async def test_same_file_under_allowlisted_prefix_raises_nothing(tmp_path: Path,
     proc = spawn(path)
     async with running(actor) as run:
         await run.send([exec_event(path, proc.pid)])
-        await wait_for(lambda: actor.completed == 1)
+        await wait_for(lambda: actor.events == 1)
     assert run.received == []
-    assert actor.statistics()["allowlisted"] == 1
+    assert actor.statistics()["allowlisted"] == 1 and actor.queued == 0
 
 
 async def test_allowlist_paths_are_inherited_by_yara(tmp_path: Path, spawn) -> None:
@@ -113,8 +113,8 @@ async def test_allowlist_paths_are_inherited_by_yara(tmp_path: Path, spawn) -> N
     path = marked_binary(trusted)
     async with running(actor) as run:
         await run.send([exec_event(path, spawn(path).pid)])
-        await wait_for(lambda: actor.completed == 1)
-    assert run.received == [] and actor.statistics()["allowlisted"] == 1
+        await wait_for(lambda: actor.events == 1)
+    assert run.received == [] and actor.statistics()["allowlisted"] == 1 and actor.queued == 0
 
 
 async def test_file_over_size_limit_is_skipped_and_counted(tmp_path: Path, spawn) -> None:
@@ -230,3 +230,33 @@ async def test_memory_of_new_process_is_scanned_when_enabled(tmp_path: Path) -> 
     assert [a.rule_name for a in memory] == [RULE]
     assert memory[0].ecs["process.pid"] == proc.pid and memory[0].event is event
     assert actor.statistics()["memory_scanned"] == 1
+
+
+async def test_periodic_memory_sweep_is_rate_limited_and_alerts_with_process_identity(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = make_config(tmp_path, scan={"memory_enabled": True, "sweep_interval_secs": 1,
+                                      "sweep_max_per_minute": 2})
+    actor = build(cfg)
+    code = ("import sys,time; m='_'.join(['EDR','TEST','MARKER','7f3a9c2e','DO','NOT','PANIC']); "
+            "sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(30)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    others = [os.getpid(), 2**22 + 1, 2**22 + 2, 2**22 + 3]  # the agent itself, then vanished pids
+    # Only these processes exist as far as the sweep is concerned (a whole host would be slow).
+    monkeypatch.setattr("edr.scan.actor._running_pids", lambda: [proc.pid, *others])
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        ticks = procfs.start_ticks(proc.pid)
+        async with running(actor) as run:
+            await wait_for(lambda: len(run.received) >= 1, timeout=15)
+            await trio.sleep(0.3)
+            stats = actor.statistics()
+    finally:
+        proc.kill()
+        proc.wait()
+    [alert] = run.received
+    assert alert.rule_name == RULE and alert.event.category == "memory_scan"
+    assert alert.event.fields["ProcessId"] == proc.pid
+    assert ticks is not None and alert.event.fields["ProcessStartTime"] == ticks
+    assert os.path.realpath(sys.executable) == alert.event.fields["Image"]
+    # 2 per minute: the first burst scans 2 of the 4 eligible pids (never the agent itself).
+    assert stats["queued"] == 2 and stats["sweep_rounds"] == 1

@@ -176,9 +176,14 @@ class ScanDispatcher(ActorBase):
                 if pid is not None and pid > 4:
                     self._enqueue(ScanJob("memory", None, pid, event))
         elif category in _WRITTEN_CATEGORIES:
+            source = event.get(F.SOURCE_FILENAME) if category == FILE_RENAME else None
+            if isinstance(source, str):
+                # Renamed away: the old name no longer holds the bytes; the new one is tracked below.
+                self.settle.forget(source)
+                self._pending_events.pop(source, None)
             target = event.get(F.TARGET_FILENAME)
-            if self.files_enabled and isinstance(target, str) and target and not self.scanner.skips(target):
-                self.settle.touch(target, now)
+            if (self.files_enabled and isinstance(target, str) and target and not self.scanner.skips(target)
+                    and self.settle.touch(target, now)):
                 self._pending_events[target] = event
         elif category == FILE_DELETE:
             target = event.get(F.TARGET_FILENAME)
