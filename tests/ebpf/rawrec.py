@@ -53,9 +53,12 @@ def sockaddr(ip: str, port: int) -> bytes:
     return struct.pack("<HH4s", r.AF_INET, socket.htons(port), socket.inet_aton(ip)).ljust(16, b"\0")
 
 
-def net_rec(typ: int, pid: int, fd: int, ip: str | None, port: int = 0, **kw: Any) -> r.RawRecord:
+def net_rec(typ: int, pid: int, fd: int, ip: str | None, port: int = 0, *, local: tuple[str, int] | None = None,
+            proto: int = 0, **kw: Any) -> r.RawRecord:
     addr = sockaddr(ip, port) if ip else b""
-    data = hdr(typ, pid, **kw) + r.NET_TAIL.pack(fd, 0, len(addr), addr.ljust(28, b"\0")) + b"\0" * 4
+    laddr = sockaddr(*local) if local else b""
+    data = hdr(typ, pid, **kw) + r.NET_TAIL.pack(fd, proto, len(addr), addr.ljust(28, b"\0"), len(laddr), 0,
+                                                 laddr.ljust(28, b"\0"), 0)
     return r.RawRecord(r.NETWORK, data)
 
 

@@ -135,6 +135,13 @@ def test_network_connect_accept_sendto() -> None:
         "10.0.0.9", 51000, "10.0.0.2", 22)
     [udp] = d.decode(rr.net_rec(r.EV_SENDTO, 4, 8, "10.0.0.1", 53))
     assert (udp.fields[F.PROTOCOL], udp.fields[F.SOURCE_IP]) == ("udp", "10.0.0.2")  # wildcard -> routed
+    # TCP: the kernel captured both ends; the process need not exist any more
+    [tcp] = d.decode(rr.net_rec(r.EV_CONNECT, 99, 3, "::ffff:8.8.8.8", 443, local=("::ffff:10.0.0.2", 41000),
+                                proto=r.IPPROTO_TCP))
+    t = tcp.fields
+    assert (t[F.PROTOCOL], t[F.SOURCE_IP], t[F.SOURCE_PORT], t[F.DESTINATION_IP], t[F.DESTINATION_PORT]) == (
+        "tcp", "10.0.0.2", 41000, "8.8.8.8", 443)
+    assert t[F.DESTINATION_IS_IPV6] == "false"  # IPv4-mapped is reported as IPv4
     # the process is gone: what the kernel captured is still reported
     [gone] = d.decode(rr.net_rec(r.EV_CONNECT, 99, 3, "2001:db8::1", 8443))
     assert gone.fields[F.DESTINATION_IP] == "2001:db8::1" and gone.fields[F.DESTINATION_IS_IPV6] == "true"

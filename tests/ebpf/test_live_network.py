@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 
@@ -77,3 +78,41 @@ def test_udp_sendto_new_destination(live: LiveCapture, version: str, host: str) 
     assert (f[F.SOURCE_IP], f[F.SOURCE_PORT]) == (host, client)
     assert (f[F.DESTINATION_IP], f[F.DESTINATION_PORT]) == (host, server)
     assert f[F.DESTINATION_IS_IPV6] == ("true" if version == "6" else "false")
+
+
+QUICK_CLIENT = r"""
+import os, socket, sys
+c = socket.socket()
+try:
+    c.connect(("127.0.0.1", int(sys.argv[1])))
+except ConnectionRefusedError:
+    pass
+print(c.getsockname()[1], flush=True)
+os._exit(0)  # gone before the sensor could ask /proc about the socket
+"""
+
+
+def test_tcp_client_exiting_at_once_has_both_ends(live: LiveCapture) -> None:
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        since = live.mark()
+        client_port = int(run_python(QUICK_CLIENT, str(port)))
+    out = _conn(live, since, lambda f: f.get(F.DESTINATION_PORT) == port)
+    assert len(out) == 1
+    f = out[0].fields
+    assert (f[F.PROTOCOL], f[F.SOURCE_IP], f[F.SOURCE_PORT], f[F.DESTINATION_IP]) == (
+        "tcp", "127.0.0.1", client_port, "127.0.0.1")
+
+
+def test_refused_tcp_attempt_is_reported(live: LiveCapture) -> None:
+    """A connection attempt to a closed port: indicators on destinations must see attempts too."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, not listening: connections are refused
+        since = live.mark()
+        client_port = int(run_python(QUICK_CLIENT, str(port)))
+    out = _conn(live, since, lambda f: f.get(F.DESTINATION_PORT) == port)
+    assert len(out) == 1
+    assert (out[0].fields[F.SOURCE_PORT], out[0].fields[F.INITIATED]) == (client_port, "true")

@@ -17,8 +17,14 @@ Choices (documented for rule writers):
   and the first UDP datagram a process sends to a new peer (sendto/sendmsg
   with an address; repeats are filtered in the kernel) are ``Initiated:
   "true"``; accept() is ``"false"`` with the remote peer as source and the
-  local socket as destination.  Booleans are the strings "true"/"false", as
-  Sysmon writes them and SigmaHQ's rules compare them.
+  local socket as destination.  TCP connects carry both ends from the
+  kernel (the socket's state changes) and are reported when the handshake
+  completes or fails: failed attempts are reported too, so indicators on
+  destinations see blocked callbacks.  UDP and accepted sockets get their
+  local end from the live process (pidfd_getfd + getsockname); a process
+  that exited first has no local end in its event.  IPv4-mapped IPv6
+  addresses are reported as IPv4.  Booleans are the strings "true"/"false",
+  as Sysmon writes them and SigmaHQ's rules compare them.
 - ``file_event`` (create/write/truncate opens, mkdir, link, symlink),
   ``file_delete`` (unlink, rmdir), ``file_rename``, ``file_change`` (chmod,
   chown), with ``Operation`` naming the syscall family.
@@ -52,7 +58,7 @@ from edr.event import (
 )
 from edr.sources.ebpf import records as r
 from edr.sources.ebpf.dns_wire import DnsMessage, parse_dns, qtype_name, sysmon_query_results
-from edr.sources.ebpf.host import HostView, NullHost
+from edr.sources.ebpf.host import HostView, NullHost, SocketInfo
 
 O_WRONLY = 0o1
 O_RDWR = 0o2
@@ -133,7 +139,8 @@ class Decoder:
 
     def _decode(self, data: bytes) -> list[Event]:
         ts_ns, cgid, typ, xflags, pid, _tid, uid, gid, aux, comm_raw = r.HDR.unpack_from(data)
-        if pid in self.ignore_pids:
+        if pid in self.ignore_pids and typ != r.EV_FORK:
+            # a fork record is about the child, not the ignored parent
             self._stats["ignored"] += 1
             return []
         ts = ts_ns / 1e9 + self._boot_offset
@@ -259,11 +266,21 @@ class Decoder:
 
     def _network(self, data: bytes, ts: float, typ: int, pid: int, uid: int, comm: str,
                  cgid: int) -> list[Event]:
-        fd, _kind, addrlen, addr = r.NET_TAIL.unpack_from(data, r.HDR_SIZE)
+        fd, proto, addrlen, addr, laddrlen, _pad, laddr, _pad2 = r.NET_TAIL.unpack_from(data, r.HDR_SIZE)
         remote = r.parse_sockaddr(addr, addrlen) if addrlen else None
-        info = self._host.socket_info(pid, fd)
-        protocol = info.protocol if info is not None else ""
-        local = info.local if info is not None else None
+        kernel_local = r.parse_sockaddr(laddr, laddrlen) if laddrlen else None
+        local: tuple[str, int] | None
+        info: SocketInfo | None = None
+        if kernel_local is not None:
+            # a TCP connect: the kernel saw both ends, no need to ask the process
+            protocol = "tcp" if proto == r.IPPROTO_TCP else ""
+            local = (kernel_local.ip, kernel_local.port)
+        else:
+            info = self._host.socket_info(pid, fd)
+            protocol = info.protocol if info is not None else ""
+            local = info.local if info is not None else None
+            if not protocol and proto == r.IPPROTO_TCP:
+                protocol = "tcp"
         if typ == r.EV_ACCEPT:
             initiated = _FALSE
             if remote is None and info is not None and info.peer is not None:

@@ -113,7 +113,10 @@ def find_cgroup2_mount(proc: str = "/proc") -> str:
 
 def _sockname(addr: object) -> tuple[str, int] | None:
     if isinstance(addr, tuple) and len(addr) >= 2 and isinstance(addr[0], str):
-        return (addr[0], int(addr[1]))
+        ip = addr[0]
+        if ip.startswith("::ffff:") and "." in ip:
+            ip = ip[7:]  # IPv4-mapped: the IPv4 address, as parse_sockaddr reports it
+        return (ip, int(addr[1]))
     return None
 
 

@@ -58,8 +58,10 @@ EXEC_BLOB_OFF: Final = 64
 #: fd, pad (then path[512])
 CHDIR_TAIL: Final = struct.Struct("<iI")
 CHDIR_PATH_OFF: Final = 64
-#: fd, kind, addrlen, addr[28]
-NET_TAIL: Final = struct.Struct("<iHH28s")
+#: fd, proto, addrlen, addr[28] (remote), laddrlen, pad, laddr[28] (local), pad
+NET_TAIL: Final = struct.Struct("<iHH28sHH28sI")
+IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
 #: fd, direction, len, addr[28], pad (then payload)
 DNS_TAIL: Final = struct.Struct("<iHH28sI")
 DNS_PAYLOAD_OFF: Final = 96
@@ -135,5 +137,9 @@ def parse_sockaddr(raw: bytes, length: int | None = None) -> SockAddr | None:
     if family == AF_INET:
         return SockAddr(str(ipaddress.IPv4Address(raw[4:8])), port, False)
     if family == AF_INET6 and len(raw) >= 24:
-        return SockAddr(str(ipaddress.IPv6Address(raw[8:24])), port, True)
+        ip6 = ipaddress.IPv6Address(raw[8:24])
+        if ip6.ipv4_mapped is not None:
+            # a v6 socket talking IPv4: report the IPv4 address rules and IOCs name
+            return SockAddr(str(ip6.ipv4_mapped), port, False)
+        return SockAddr(str(ip6), port, True)
     return None

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from edr.sources.ebpf import loader
 from edr.sources.ebpf.records import FAMILIES, FAMILY_INDEX, RawRecord, record_time
+
+#: longest a record waits in its ring before poll() sees it (ms)
+POLL_TICK_MS = 10
 
 
 class EbpfSensor:
@@ -20,6 +24,8 @@ class EbpfSensor:
     observe itself into a feedback loop.  Kernel-side losses (ring buffer
     full) are counted per family in a BPF array: ring buffers have no lost
     callback, the program counts its failed ``bpf_ringbuf_output`` instead.
+    Call ``close`` only once ``poll`` has returned (from the polling thread
+    or after joining it): bcc frees the rings ``poll`` reads.
     """
 
     def __init__(self, *, families: set[str] | None = None, max_args: int = 32,
@@ -74,9 +80,18 @@ class EbpfSensor:
         bpf = self._bpf
         if bpf is None:
             raise RuntimeError("EbpfSensor.poll before open")
-        bpf.ring_buffer_poll(timeout_ms)
-        # poll only consumes the rings that signalled; drain the others too
-        bpf.ring_buffer_consume()
+        # The kernel wakes us every WAKE_EVERY records per CPU, not per record:
+        # poll in short ticks and drain every ring after each, so a lone
+        # record waits at most one tick.
+        deadline = time.monotonic() + max(timeout_ms, 0) / 1000
+        batches = self._batches.values()
+        while True:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            bpf.ring_buffer_poll(max(0, min(POLL_TICK_MS, remaining_ms)))
+            # poll only consumes the rings that signalled; drain the others too
+            bpf.ring_buffer_consume()
+            if remaining_ms <= POLL_TICK_MS or any(batches):
+                break
         out: list[RawRecord] = []
         nonempty = 0
         for fam, batch in self._batches.items():

@@ -9,6 +9,7 @@
 //   MAX_ARGS        argv entries captured per exec
 //   ARGS_SIZE       argv bytes captured per exec
 //   RB_PAGES_*      ring buffer size (pages) per family
+//   WAKE_EVERY      records per CPU between consumer wake-ups
 
 #include <uapi/linux/ptrace.h>
 
@@ -91,6 +92,27 @@ static __always_inline u64 clamp_size(u64 v, u64 max)
     if (v > max)
         v = max;
     return v;
+}
+
+// Batched wake-ups: a wake-up per record would wake the consumer thousands
+// of times a second under load.  Each CPU wakes it every WAKE_EVERY records;
+// the consumer polls with a short tick for the rest (sensor.py POLL_TICK_MS),
+// which bounds latency at low rates.
+#define RB_NO_WAKEUP_ 1
+#define RB_FORCE_WAKEUP_ 2
+BPF_PERCPU_ARRAY(wake_ctr, u32, 1);
+
+static __always_inline u64 wake_flags(void)
+{
+    u32 zero = 0;
+    u32 *c = wake_ctr.lookup(&zero);
+    if (!c)
+        return 0;
+    if (++(*c) >= WAKE_EVERY) {
+        *c = 0;
+        return RB_FORCE_WAKEUP_;
+    }
+    return RB_NO_WAKEUP_;
 }
 
 static __always_inline int is_ignored(void)
@@ -226,7 +248,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         n = 0;
     rec->fname_len = n;
     u64 size = clamp_size(offsetof(struct exec_rec, blob) + off + n, sizeof(struct exec_rec));
-    if (rb_process.ringbuf_output(rec, size, 0))
+    if (rb_process.ringbuf_output(rec, size, wake_flags()))
         count_lost(FAMILY_PROCESS);
     execs.delete(&old_tid);
     return 0;
@@ -264,12 +286,12 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
         return 0;
     u32 child = args->child_pid;
     parents.update(&child, &ptgid);
-    if (is_ignored())
-        return 0;
+    // reported even when the parent is ignored (the agent): the record is
+    // about the child, whose working directory and parent it establishes
     struct hdr h = {};
     fill_hdr(&h, EV_FORK);
     h.aux = child;
-    if (rb_process.ringbuf_output(&h, sizeof(h), 0))
+    if (rb_process.ringbuf_output(&h, sizeof(h), wake_flags()))
         count_lost(FAMILY_PROCESS);
     return 0;
 }
@@ -286,7 +308,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         return 0;
     struct hdr h = {};
     fill_hdr(&h, EV_EXIT);
-    if (rb_process.ringbuf_output(&h, sizeof(h), 0))
+    if (rb_process.ringbuf_output(&h, sizeof(h), wake_flags()))
         count_lost(FAMILY_PROCESS);
     return 0;
 }
@@ -328,7 +350,7 @@ static __always_inline int chdir_exit(long ret)
         return 0;
     if (ret == 0) {
         fill_hdr(&c->h, EV_CHDIR);
-        if (rb_process.ringbuf_output(c, sizeof(*c), 0))
+        if (rb_process.ringbuf_output(c, sizeof(*c), wake_flags()))
             count_lost(FAMILY_PROCESS);
     }
     chdir_inflight.delete(&tid);
@@ -349,6 +371,7 @@ struct sock_args {
     s32 fd;
     u32 addrlen;
     u8 addr[SOCKADDR_SIZE];
+    u32 tcp;       // connect: a TCP handshake started (reported from the state changes)
 };
 BPF_HASH(sock_inflight, u32, struct sock_args, 4096);
 
@@ -381,14 +404,17 @@ static __always_inline int read_sockaddr(u8 *dst, const void *uaddr, u32 len)
 #ifdef FAM_NETWORK
 BPF_RINGBUF_OUTPUT(rb_network, RB_PAGES_NETWORK);
 
-// 56 + 40 bytes
+// 56 + 72 bytes
 struct net_rec {
     struct hdr h;
     s32 fd;
-    u16 kind;
+    u16 proto;       // IPPROTO_TCP when the kernel knows, else 0
     u16 addrlen;
-    u8 addr[SOCKADDR_SIZE];
-    u32 pad;
+    u8 addr[SOCKADDR_SIZE];    // remote
+    u16 laddrlen;
+    u16 pad;
+    u8 laddr[SOCKADDR_SIZE];   // local, when the kernel knows it
+    u32 pad2;
 };
 
 // (tgid, family, port, address): UDP destinations already reported, so that a
@@ -408,8 +434,71 @@ static __always_inline int emit_net(u16 type, s32 fd, s32 ret, const u8 *addr, u
     r.addrlen = addrlen;
     if (addrlen)
         __builtin_memcpy(r.addr, addr, SOCKADDR_SIZE);
-    if (rb_network.ringbuf_output(&r, sizeof(r), 0))
+    if (rb_network.ringbuf_output(&r, sizeof(r), wake_flags()))
         count_lost(FAMILY_NETWORK);
+    return 0;
+}
+
+#define IPPROTO_TCP_ 6
+#define TCP_ESTABLISHED_ 1
+#define TCP_SYN_SENT_ 2
+
+// TCP connects are reported from the socket's state changes, which carry
+// both ends (the source port is only chosen inside connect, out of reach
+// of the syscall tracepoints): the SYN_SENT change runs inside connect(), in
+// the caller's context, and parks the record; the next change (ESTABLISHED,
+// or CLOSE when the attempt failed) completes and sends it.  So a client
+// that exits at once still has its source address and port.
+BPF_TABLE("lru_hash", u64, struct net_rec, tcp_pending, 4096);
+
+static __always_inline void put_sockaddr(u8 *dst, u16 family, u16 port, const u8 *a4, const u8 *a6)
+{
+    __builtin_memset(dst, 0, SOCKADDR_SIZE);
+    dst[0] = family & 0xff;
+    dst[1] = family >> 8;
+    dst[2] = port >> 8;
+    dst[3] = port & 0xff;
+    if (family == AF_INET_)
+        __builtin_memcpy(dst + 4, a4, 4);
+    else
+        __builtin_memcpy(dst + 8, a6, 16);
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != IPPROTO_TCP_)
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    if (args->newstate == TCP_SYN_SENT_) {
+        u32 tid = (u32)bpf_get_current_pid_tgid();
+        struct sock_args *a = sock_inflight.lookup(&tid);
+        if (!a)
+            return 0;   // not a traced connect() (an ignored pid, TCP fast open)
+        a->tcp = 1;
+        struct net_rec r = {};
+        fill_hdr(&r.h, EV_CONNECT);
+        r.fd = a->fd;
+        r.proto = IPPROTO_TCP_;
+        r.addrlen = a->addrlen;
+        __builtin_memcpy(r.addr, a->addr, SOCKADDR_SIZE);
+        tcp_pending.update(&sk, &r);
+        return 0;
+    }
+    if (args->oldstate != TCP_SYN_SENT_)
+        return 0;
+    struct net_rec *r = tcp_pending.lookup(&sk);
+    if (!r)
+        return 0;
+    u16 fam = args->family;
+    put_sockaddr(r->laddr, fam, args->sport, args->saddr, args->saddr_v6);
+    put_sockaddr(r->addr, fam, args->dport, args->daddr, args->daddr_v6);
+    r->laddrlen = SOCKADDR_SIZE;
+    r->addrlen = SOCKADDR_SIZE;
+    // a failed attempt is reported too: an IOC on the destination must see it
+    r->h.aux = args->newstate == TCP_ESTABLISHED_ ? 0 : -1;
+    if (rb_network.ringbuf_output(r, sizeof(*r), wake_flags()))
+        count_lost(FAMILY_NETWORK);
+    tcp_pending.delete(&sk);
     return 0;
 }
 
@@ -487,7 +576,7 @@ static __always_inline int emit_dns(u16 direction, s32 fd, const u8 *addr, const
         return 0;
     r->len = len;
     u64 size = clamp_size(offsetof(struct dns_rec, payload) + len, sizeof(struct dns_rec));
-    if (rb_dns.ringbuf_output(r, size, 0))
+    if (rb_dns.ringbuf_output(r, size, wake_flags()))
         count_lost(FAMILY_DNS);
     return 0;
 }
@@ -587,7 +676,9 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
             mark_dns_fd(a->fd);
 #endif
 #ifdef FAM_NETWORK
-        emit_net(EV_CONNECT, a->fd, ret, a->addr, a->addrlen);
+        // TCP is reported by inet_sock_set_state, with both ends
+        if (!a->tcp)
+            emit_net(EV_CONNECT, a->fd, ret, a->addr, a->addrlen);
 #endif
     }
     sock_inflight.delete(&tid);
@@ -858,7 +949,7 @@ static __always_inline int file_exit(long ret)
         u32 size = sizeof(struct file_rec);
         if (r->path2[0] == 0)
             size = offsetof(struct file_rec, path2);
-        if (rb_file.ringbuf_output(r, size, 0))
+        if (rb_file.ringbuf_output(r, size, wake_flags()))
             count_lost(FAMILY_FILE);
     }
     file_inflight.delete(&tid);
