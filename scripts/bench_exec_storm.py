@@ -9,8 +9,11 @@ process's CPU (% of one core) and its peak RSS.
 
 What is measured:
 
-- ``--agent-cmd "CMD"``: a full agent (e.g. ``.venv/bin/edr run``); captured
-  and lost counts come from its ``health {json}`` log lines when it prints them.
+- ``--agent-cmd "CMD"``: a full agent (e.g. ``.venv/bin/edr run``).  It runs
+  with the event stream on for process_creation only (``[events]``, in a
+  temporary directory): captured is the exact number of recorded execs
+  carrying the rate's marker, so the CPU figure includes recording them.
+  Kernel lost and user-space dropped come from its ``health {json}`` lines.
 - ``--inproc``: this script's own sensor process (EbpfSensor + Decoder +
   Enricher, no trio): exact captured counts by marker.
 - default: the full agent if ``.venv/bin/edr run --help`` works, else ``--inproc``.
@@ -27,9 +30,11 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -138,6 +143,10 @@ class Measured:
         self.health: list[dict[str, Any]] = []
         # a health record every second, so each rate's counters can be read from the agent's log
         env = {**os.environ, "EDR__HEALTH__INTERVAL_SECS": "1"}
+        self.events_dir = Path(tempfile.mkdtemp(prefix="edr-bench-events-"))
+        if not inproc:
+            env.update({"EDR__EVENTS__ENABLED": "true", "EDR__EVENTS__DIRECTORY": str(self.events_dir),
+                        "EDR__EVENTS__CATEGORIES": '["process_creation"]'})
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if inproc else subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
                                      env=env)
@@ -199,6 +208,12 @@ class Measured:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        shutil.rmtree(self.events_dir, ignore_errors=True)
+
+    def recorded(self, marker: str) -> int:
+        """Execs of ``marker`` in the agent's recorded event stream."""
+        needle = f'"{TRUE} {marker}"'.encode()
+        return sum(path.read_bytes().count(needle) for path in self.events_dir.glob("events.json.*"))
 
 
 def _find(obj: Any, key: str) -> list[Any]:
@@ -223,18 +238,6 @@ def _agent_counters(health: list[dict[str, Any]]) -> tuple[int | None, int | Non
     lost = [v for v in _find(last, "lost") if isinstance(v, int)]
     dropped = last.get("dropped_total")
     return (sum(lost) if lost else None), (dropped if isinstance(dropped, int) else None)
-
-
-def _agent_process_records(health: list[dict[str, Any]]) -> int | None:
-    """Process-family records the agent's sensor received, from its latest health record."""
-    if not health:
-        return None
-    fams = [v for v in _find(health[-1], "families") if isinstance(v, dict)]
-    for fam in fams:
-        proc = fam.get("process")
-        if isinstance(proc, dict) and isinstance(proc.get("events"), int):
-            return int(proc["events"])
-    return None
 
 
 def _agent_works() -> bool:
@@ -282,7 +285,6 @@ def bench(args: argparse.Namespace) -> int:
             if before is None:
                 time.sleep(1.5)  # a fresh health record
             lost0 = _lost(before) if before else _agent_counters(measured.health)[0]
-            records0 = None if before else _agent_process_records(measured.health)
             cpu0 = measured.cpu_seconds()
             t0 = time.monotonic()
             # several load processes: one Python spawner tops out near 1,500 exec/s here
@@ -295,32 +297,27 @@ def bench(args: argparse.Namespace) -> int:
                 time.sleep(0.2)
             made = sum(int((load.stdout.read() if load.stdout else "0").strip() or 0) for load in loads)
             wall = time.monotonic() - t0
-            # let the sensor drain what is in flight, then read its counters
-            captured: int | str | None = None
+            # let the agent drain what is in flight; its CPU for that counts too
+            captured: int | None = None
             deadline = time.monotonic() + 10
             while True:
                 time.sleep(0.5)
                 peak = max(peak, measured.rss())
-                after = measured.stats()
-                if after is None:
-                    break
-                seen = int(after["counts"].get(f"{TRUE} {marker}", 0))
-                captured = seen
-                if seen >= made or time.monotonic() > deadline:
+                after = measured.stats() if inproc else None
+                if inproc:
+                    captured = None if after is None else int(after["counts"].get(f"{TRUE} {marker}", 0))
+                else:
+                    captured = measured.recorded(marker)
+                if (captured is not None and captured >= made) or time.monotonic() > deadline:
                     break
             cpu = (measured.cpu_seconds() - cpu0) / wall * 100
             if after is not None:
                 lost: int | None = _lost(after) - (lost0 or 0)
                 dropped: int | None = after["decoder"]["malformed"]
             else:
-                time.sleep(2.5)  # drained, and reported in a health record
+                time.sleep(1.5)  # a health record after the drain
                 lost1, dropped = _agent_counters(measured.health)
                 lost = None if lost1 is None else lost1 - (lost0 or 0)
-                records1 = _agent_process_records(measured.health)
-                if records0 is not None and records1 is not None:
-                    # fork + exec + exit per /bin/true, plus whatever else the host did:
-                    # an estimate, marked with "~"
-                    captured = f"~{(records1 - records0) // 3}"
             row = {"rate": rate or "max", "made": made, "achieved_rate": round(made / args.duration),
                    "captured": captured, "kernel_lost": lost, "userspace_dropped": dropped,
                    "cpu_pct": round(cpu, 1), "peak_rss_mib": round(peak / 2**20, 1)}

@@ -68,6 +68,14 @@ def _non_negative(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> No
         raise ValueError(f"must be 0 or more, not {value!r}")
 
 
+def _known_categories(_inst: Any, attribute: attrs.Attribute[Any], values: list[str]) -> None:
+    from edr.event import CATEGORIES
+
+    unknown = sorted(set(values) - CATEGORIES)
+    if unknown:
+        raise ValueError(f"unknown event categories {unknown} (known: {', '.join(sorted(CATEGORIES))})")
+
+
 _LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical")
 
 
@@ -257,6 +265,10 @@ class EventsConfig:
     enabled: bool = attrs.field(default=False, metadata=_doc("Write every event as NDJSON."))
     directory: str = attrs.field(default="logs", metadata=_doc("Directory of the daily event files."))
     filename: str = attrs.field(default="events.json", metadata=_doc("Event file name; the date is appended."))
+    categories: list[str] = attrs.field(
+        factory=list, validator=_known_categories,
+        metadata=_doc('Only these categories (e.g. ["process_creation"]); empty records every event.'),
+    )
 
 
 @attrs.define
@@ -290,7 +302,15 @@ class SensorConfig:
     )
     max_args: int = attrs.field(default=32, validator=_positive, metadata=_doc("argv entries captured."))
     max_arg_bytes: int = attrs.field(default=4096, validator=_positive, metadata=_doc("argv bytes captured."))
-    page_count: int = attrs.field(default=64, validator=_positive, metadata=_doc("Perf buffer pages per CPU."))
+    page_count: int = attrs.field(
+        default=64, validator=_positive,
+        metadata=_doc("Ring buffer pages per family (the process family gets four times as many)."),
+    )
+    batch_window_ms: int = attrs.field(
+        default=25, validator=_non_negative,
+        metadata=_doc("Under load, gather kernel records for up to this long per batch: "
+                      "fewer, larger batches cost less CPU; it adds at most this much latency."),
+    )
 
 
 @attrs.define

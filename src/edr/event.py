@@ -46,6 +46,15 @@ PS_CLASSIC_START: Final = "ps_classic_start"
 # carry this category and the channel's service in ``Event.service``.
 WINLOG: Final = "winlog"
 
+#: Every category an event can carry.
+CATEGORIES: Final = frozenset({
+    PROCESS_CREATION, PROCESS_TERMINATION, PROCESS_FORK, NETWORK_CONNECTION, FILE_EVENT, FILE_DELETE,
+    FILE_RENAME, FILE_CHANGE, DNS_QUERY, IMAGE_LOAD, DRIVER_LOAD, CREATE_REMOTE_THREAD, RAW_ACCESS_THREAD,
+    PROCESS_ACCESS, REGISTRY_ADD, REGISTRY_SET, REGISTRY_DELETE, REGISTRY_RENAME, REGISTRY_EVENT,
+    CREATE_STREAM_HASH, PIPE_CREATED, WMI_EVENT, PROCESS_TAMPERING, PS_SCRIPT, PS_MODULE, PS_CLASSIC_START,
+    WINLOG,
+})
+
 #: Categories of the priority lane: the process cache depends on them, so
 #: user space never sheds them.
 LIFECYCLE_CATEGORIES: Final = frozenset({PROCESS_CREATION, PROCESS_TERMINATION, PROCESS_FORK})

@@ -201,3 +201,51 @@ def test_bad_lines_are_reported_and_skipped(workdir: Path) -> None:
         line = next(x for x in log.splitlines() if f"{events}:{lineno}: skipped" in x)
         assert reason in line, line
     assert f"{events}:5:" not in log
+
+
+def test_event_stream_records_what_replay_reads(workdir: Path) -> None:
+    """[events]: every event recorded in the replay format; replaying the recording gives the same alerts."""
+    events = setup(workdir)
+    env = clean_env(EDR__EVENTS__ENABLED="true", EDR__EVENTS__DIRECTORY=str(workdir / "rec"))
+    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir, env=env)
+    assert r.returncode == 0, r.stderr
+    recorded = sorted((workdir / "rec").glob("events.json.*"))
+    assert len(recorded) == 1
+    lines = recorded[0].read_bytes().splitlines()
+    assert len(lines) == len(CASES)
+    # the router's two lanes may reorder lifecycle and bulk events; the set is what counts
+    assert sorted(orjson.loads(x)["fields"]["Image"] for x in lines) == sorted(c["fields"]["Image"] for c, _ in CASES)
+    first = read_alerts(workdir / "logs")
+    assert sorted((a["edr.log.line"], a["rule.id"]) for a in first) == expected_pairs()
+
+    (workdir / "edr.toml").write_text((workdir / "edr.toml").read_text()
+                                      + f'[alerts]\ndirectory = "{workdir / "again"}"\n')
+    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(recorded[0])], cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    again = read_alerts(workdir / "again")
+    assert len(again) == len(first)
+
+    def same(alerts: list[dict[str, Any]]) -> list[list[tuple[str, str]]]:
+        # where the event was read from differs; everything about the event must not
+        where = ("log.", "edr.log", "event.created")
+        return sorted(sorted((k, repr(v)) for k, v in a.items() if not k.startswith(where)) for a in alerts)
+
+    assert same(again) == same(first)
+
+
+def test_event_stream_category_filter(workdir: Path) -> None:
+    events = setup(workdir)
+    env = clean_env(EDR__EVENTS__ENABLED="true", EDR__EVENTS__DIRECTORY=str(workdir / "rec"),
+                    EDR__EVENTS__CATEGORIES='["network_connection"]')
+    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = next((workdir / "rec").glob("events.json.*")).read_bytes().splitlines()
+    want = [c for c, _ in CASES if c["category"] == "network_connection"]
+    assert want and len(lines) == len(want)
+    assert {orjson.loads(x)["category"] for x in lines} == {"network_connection"}
+
+    bad = clean_env(EDR__EVENTS__CATEGORIES='["process_creaton"]')
+    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir, env=bad)
+    assert r.returncode != 0
+    assert "events.categories" in r.stderr and "EDR__EVENTS__CATEGORIES" in r.stderr
+    assert "process_creaton" in r.stderr

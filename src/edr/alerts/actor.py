@@ -101,10 +101,12 @@ class EventWriter(ActorBase):
     inputs: ClassVar = ("in",)
     outputs: ClassVar = ()
 
-    def __init__(self, name: str, file: DailyFile | None, log: Any = None) -> None:
+    def __init__(self, name: str, file: DailyFile | None, log: Any = None,
+                 categories: frozenset[str] = frozenset()) -> None:
         super().__init__(name)
         self.file = file
         self.log = log
+        self.categories = categories
         self.events = 0
 
     @classmethod
@@ -112,16 +114,20 @@ class EventWriter(ActorBase):
         """From ``[events]``; disabled means the actor only drains its input."""
         cfg = ctx.config.events
         file = DailyFile(cfg.directory, cfg.filename) if cfg.enabled else None
-        return cls(name, file, ctx.log)
+        return cls(name, file, ctx.log, frozenset(cfg.categories))
 
     async def run(self, ports: Ports) -> None:
-        """Serialize and write each batch."""
+        """Serialize and write each batch (only the configured categories, if any)."""
         dumps = orjson.dumps
         opt = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
         try:
             async for batch in ports.input("in"):
                 if self.file is None:
                     continue
+                if self.categories:
+                    batch = [e for e in batch if e.category in self.categories]
+                    if not batch:
+                        continue
                 lines = [dumps(event_to_record(e), option=opt, default=str) for e in batch]
                 await write_with_retry(self.file, lines, self.name, self.log)
                 self.events += len(lines)

@@ -39,6 +39,16 @@ ECS_FIELD: Final = {
 # (indicator, observed value, Sysmon field it came from)
 _Hit = tuple[Indicator, str, str]
 
+#: distinct values remembered per memo; the same images and command lines
+#: recur all day, so most lookups of free text end in the memo
+MEMO_SIZE: Final = 4096
+
+
+def _remember(memo: dict[str, Any], key: str, value: Any) -> None:
+    if len(memo) >= MEMO_SIZE:
+        memo.clear()  # cheaper than LRU bookkeeping; refills from the recurring values
+    memo[key] = value
+
 
 class IocSet:
     """Atomic indicators (hashes, IPs/CIDRs, domains, path regexes) as a :class:`Detector`.
@@ -62,6 +72,8 @@ class IocSet:
         self.events = 0
         self.matches = 0
         self._plan: tuple[tuple[str, Callable[[Any, str, list[_Hit]], None]], ...] = ()
+        self._text_memo: dict[str, tuple[tuple[Indicator, str], ...]] = {}
+        self._path_memo: dict[str, tuple[Indicator, ...]] = {}
 
     # --- loading -------------------------------------------------------------
 
@@ -143,6 +155,8 @@ class IocSet:
         if any(self.hashes.values()):
             plan.append((F.HASHES, self._check_hashes_field))
         self._plan = tuple(plan)
+        self._text_memo.clear()
+        self._path_memo.clear()
 
     # --- matching --------------------------------------------------------------
 
@@ -211,19 +225,32 @@ class IocSet:
     def _check_text(self, value: Any, field: str, hits: list[_Hit]) -> None:
         if not isinstance(value, str):
             return
+        found = self._text_memo.get(value)
+        if found is None:
+            found = tuple(self._scan_text(value))
+            _remember(self._text_memo, value, found)
+        for ind, candidate in found:
+            hits.append((ind, candidate, field))
+
+    def _scan_text(self, value: str) -> list[tuple[Indicator, str]]:
+        found = []
         if len(self.ips):
             for candidate in ips_in(value):
-                for ind in self.ips.lookup_text(candidate):
-                    hits.append((ind, candidate, field))
+                found.extend((ind, candidate) for ind in self.ips.lookup_text(candidate))
         if len(self.domains):
             for candidate in domains_in(value):
-                for ind in self.domains.lookup_text(candidate):
-                    hits.append((ind, candidate, field))
+                found.extend((ind, candidate) for ind in self.domains.lookup_text(candidate))
+        return found
 
     def _check_path(self, value: Any, field: str, hits: list[_Hit]) -> None:
-        if isinstance(value, str):
-            for index in self._path_set.Match(value) or ():
-                hits.append((self.path_patterns[index], value, field))
+        if not isinstance(value, str):
+            return
+        found = self._path_memo.get(value)
+        if found is None:
+            found = tuple(self.path_patterns[i] for i in self._path_set.Match(value) or ())
+            _remember(self._path_memo, value, found)
+        for ind in found:
+            hits.append((ind, value, field))
 
     def _check_hashes_field(self, value: Any, field: str, hits: list[_Hit]) -> None:
         # Sysmon's "SHA256=AB..,MD5=CD.." (Windows events carry it; Linux does not).

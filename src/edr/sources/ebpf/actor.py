@@ -18,7 +18,8 @@ import trio
 
 from edr.runtime.actor import ActorBase, ActorContext, Ports
 
-POLL_MS = 100
+#: how long a poll waits for a first record; also the source's cancellation latency
+POLL_MS = 250
 
 
 class EbpfSource(ActorBase):
@@ -46,6 +47,7 @@ class EbpfSource(ActorBase):
             max_arg_bytes=cfg.max_arg_bytes,
             page_count=cfg.page_count,
             ignore_pids={os.getpid()},
+            batch_window_ms=cfg.batch_window_ms,
         )
         sensor.open()
         ctx.shared["sensor"] = sensor

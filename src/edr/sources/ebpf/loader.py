@@ -98,8 +98,7 @@ def _pow2_at_least(n: int) -> int:
     return p
 
 
-def cflags(families: frozenset[str], max_args: int, max_arg_bytes: int, page_count: int,
-           wake_every: int = 32) -> list[str]:
+def cflags(families: frozenset[str], max_args: int, max_arg_bytes: int, page_count: int) -> list[str]:
     """The -D flags selecting families and bounds for ``sensor.c``."""
     unknown = set(families) - set(FAMILIES)
     if unknown:
@@ -111,9 +110,7 @@ def cflags(families: frozenset[str], max_args: int, max_arg_bytes: int, page_cou
         raise ValueError("max_arg_bytes must be within 64..12288")
     # ring buffer sizes must be a power-of-two number of pages
     pages = _pow2_at_least(max(page_count, 1))
-    if wake_every < 1:
-        raise ValueError("wake_every must be at least 1")
-    flags = ["-w", f"-DMAX_ARGS={max_args}", f"-DARGS_SIZE={max_arg_bytes}", f"-DWAKE_EVERY={wake_every}"]
+    flags = ["-w", f"-DMAX_ARGS={max_args}", f"-DARGS_SIZE={max_arg_bytes}"]
     for fam in FAMILIES:
         # process events are the lifecycle lane: the process cache breaks
         # without them, so their ring gets 4x the room

@@ -11,9 +11,6 @@ from typing import Any
 from edr.sources.ebpf import loader
 from edr.sources.ebpf.records import FAMILIES, FAMILY_INDEX, RawRecord, record_time
 
-#: longest a record waits in its ring before poll() sees it (ms)
-POLL_TICK_MS = 10
-
 
 class EbpfSensor:
     """Kernel telemetry through bcc: process, network, file and dns families.
@@ -30,7 +27,7 @@ class EbpfSensor:
 
     def __init__(self, *, families: set[str] | None = None, max_args: int = 32,
                  max_arg_bytes: int = 4096, page_count: int = 64,
-                 ignore_pids: set[int] | None = None) -> None:
+                 ignore_pids: set[int] | None = None, batch_window_ms: int = 25) -> None:
         self.families = frozenset(FAMILIES if families is None else families)
         self._flags = loader.cflags(self.families, max_args, max_arg_bytes, page_count)
         self.ignore_pids: set[int] = {os.getpid()} if ignore_pids is None else set(ignore_pids)
@@ -38,6 +35,7 @@ class EbpfSensor:
         self._batches: dict[str, list[RawRecord]] = {f: [] for f in FAMILIES if f in self.families}
         self._events: dict[str, int] = dict.fromkeys(self.families, 0)
         self._callbacks: list[Callable[[Any, int, int], int]] = []
+        self._window = max(batch_window_ms, 0) / 1000
 
     def open(self) -> None:
         """Check the host, compile and attach the programs; raises SensorUnavailable."""
@@ -80,18 +78,19 @@ class EbpfSensor:
         bpf = self._bpf
         if bpf is None:
             raise RuntimeError("EbpfSensor.poll before open")
-        # The kernel wakes us every WAKE_EVERY records per CPU, not per record:
-        # poll in short ticks and drain every ring after each, so a lone
-        # record waits at most one tick.
-        deadline = time.monotonic() + max(timeout_ms, 0) / 1000
+        # The kernel wakes us for the first record written into a drained
+        # ring (adaptive wake-ups, sensor.c), so a lone record is seen at once.
+        bpf.ring_buffer_poll(max(timeout_ms, 0))
+        # poll only consumes the rings that signalled; drain the others too
+        bpf.ring_buffer_consume()
         batches = self._batches.values()
-        while True:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            bpf.ring_buffer_poll(max(0, min(POLL_TICK_MS, remaining_ms)))
-            # poll only consumes the rings that signalled; drain the others too
+        if any(batches) and self._window:
+            # Records come in bursts (a fork, its exec, its exit...) and every
+            # batch costs each actor a scheduling round: let the rings fill
+            # for one window and hand over one larger batch.  This bounds the
+            # batches to 1/window per second whatever the event rate.
+            time.sleep(self._window)
             bpf.ring_buffer_consume()
-            if remaining_ms <= POLL_TICK_MS or any(batches):
-                break
         out: list[RawRecord] = []
         nonempty = 0
         for fam, batch in self._batches.items():

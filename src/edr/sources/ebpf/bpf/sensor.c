@@ -9,7 +9,6 @@
 //   MAX_ARGS        argv entries captured per exec
 //   ARGS_SIZE       argv bytes captured per exec
 //   RB_PAGES_*      ring buffer size (pages) per family
-//   WAKE_EVERY      records per CPU between consumer wake-ups
 
 #include <uapi/linux/ptrace.h>
 
@@ -94,26 +93,12 @@ static __always_inline u64 clamp_size(u64 v, u64 max)
     return v;
 }
 
-// Batched wake-ups: a wake-up per record would wake the consumer thousands
-// of times a second under load.  Each CPU wakes it every WAKE_EVERY records;
-// the consumer polls with a short tick for the rest (sensor.py POLL_TICK_MS),
-// which bounds latency at low rates.
-#define RB_NO_WAKEUP_ 1
-#define RB_FORCE_WAKEUP_ 2
-BPF_PERCPU_ARRAY(wake_ctr, u32, 1);
-
-static __always_inline u64 wake_flags(void)
-{
-    u32 zero = 0;
-    u32 *c = wake_ctr.lookup(&zero);
-    if (!c)
-        return 0;
-    if (++(*c) >= WAKE_EVERY) {
-        *c = 0;
-        return RB_FORCE_WAKEUP_;
-    }
-    return RB_NO_WAKEUP_;
-}
+// Wake-ups: flags 0 is the ring buffer's adaptive mode, where the kernel
+// wakes the consumer only for a record written into an empty (fully
+// consumed) ring.  User space then lets the ring fill for a short batch
+// window before draining it (sensor.py), so under load there is one wake-up
+// per batch, and a lone record at idle still wakes the consumer at once.
+#define WAKE_FLAGS 0
 
 static __always_inline int is_ignored(void)
 {
@@ -248,7 +233,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         n = 0;
     rec->fname_len = n;
     u64 size = clamp_size(offsetof(struct exec_rec, blob) + off + n, sizeof(struct exec_rec));
-    if (rb_process.ringbuf_output(rec, size, wake_flags()))
+    if (rb_process.ringbuf_output(rec, size, WAKE_FLAGS))
         count_lost(FAMILY_PROCESS);
     execs.delete(&old_tid);
     return 0;
@@ -291,7 +276,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     struct hdr h = {};
     fill_hdr(&h, EV_FORK);
     h.aux = child;
-    if (rb_process.ringbuf_output(&h, sizeof(h), wake_flags()))
+    if (rb_process.ringbuf_output(&h, sizeof(h), WAKE_FLAGS))
         count_lost(FAMILY_PROCESS);
     return 0;
 }
@@ -308,7 +293,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         return 0;
     struct hdr h = {};
     fill_hdr(&h, EV_EXIT);
-    if (rb_process.ringbuf_output(&h, sizeof(h), wake_flags()))
+    if (rb_process.ringbuf_output(&h, sizeof(h), WAKE_FLAGS))
         count_lost(FAMILY_PROCESS);
     return 0;
 }
@@ -350,7 +335,7 @@ static __always_inline int chdir_exit(long ret)
         return 0;
     if (ret == 0) {
         fill_hdr(&c->h, EV_CHDIR);
-        if (rb_process.ringbuf_output(c, sizeof(*c), wake_flags()))
+        if (rb_process.ringbuf_output(c, sizeof(*c), WAKE_FLAGS))
             count_lost(FAMILY_PROCESS);
     }
     chdir_inflight.delete(&tid);
@@ -434,7 +419,7 @@ static __always_inline int emit_net(u16 type, s32 fd, s32 ret, const u8 *addr, u
     r.addrlen = addrlen;
     if (addrlen)
         __builtin_memcpy(r.addr, addr, SOCKADDR_SIZE);
-    if (rb_network.ringbuf_output(&r, sizeof(r), wake_flags()))
+    if (rb_network.ringbuf_output(&r, sizeof(r), WAKE_FLAGS))
         count_lost(FAMILY_NETWORK);
     return 0;
 }
@@ -496,7 +481,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     r->addrlen = SOCKADDR_SIZE;
     // a failed attempt is reported too: an IOC on the destination must see it
     r->h.aux = args->newstate == TCP_ESTABLISHED_ ? 0 : -1;
-    if (rb_network.ringbuf_output(r, sizeof(*r), wake_flags()))
+    if (rb_network.ringbuf_output(r, sizeof(*r), WAKE_FLAGS))
         count_lost(FAMILY_NETWORK);
     tcp_pending.delete(&sk);
     return 0;
@@ -576,7 +561,7 @@ static __always_inline int emit_dns(u16 direction, s32 fd, const u8 *addr, const
         return 0;
     r->len = len;
     u64 size = clamp_size(offsetof(struct dns_rec, payload) + len, sizeof(struct dns_rec));
-    if (rb_dns.ringbuf_output(r, size, wake_flags()))
+    if (rb_dns.ringbuf_output(r, size, WAKE_FLAGS))
         count_lost(FAMILY_DNS);
     return 0;
 }
@@ -949,7 +934,7 @@ static __always_inline int file_exit(long ret)
         u32 size = sizeof(struct file_rec);
         if (r->path2[0] == 0)
             size = offsetof(struct file_rec, path2);
-        if (rb_file.ringbuf_output(r, size, wake_flags()))
+        if (rb_file.ringbuf_output(r, size, WAKE_FLAGS))
             count_lost(FAMILY_FILE);
     }
     file_inflight.delete(&tid);
