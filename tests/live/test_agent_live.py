@@ -99,11 +99,7 @@ def test_cron_write_alerts_within_one_second(agent) -> None:
         path.unlink(missing_ok=True)
 
 
-RACE = ("known bug: under load in the test process the file event of a vfork+exec child can be enriched "
-        "before its exec is applied, so Image/ParentImage show the parent (python); open, see closing note")
 
-
-@pytest.mark.xfail(reason=RACE, strict=False)
 def test_cron_write_alert_names_the_writing_process(agent) -> None:
     _proc, logs = agent
     path = Path(f"/etc/cron.d/edr-test-{uuid.uuid4().hex[:8]}")
@@ -117,7 +113,6 @@ def test_cron_write_alert_names_the_writing_process(agent) -> None:
         path.unlink(missing_ok=True)
 
 
-@pytest.mark.xfail(reason=RACE, strict=False)
 def test_whoami_from_a_shell_fires_the_sigma_rule(agent) -> None:
     _proc, logs = agent
     subprocess.run(["/bin/sh", "-c", "/usr/bin/whoami; true"], check=True, capture_output=True)

@@ -20,6 +20,8 @@ from edr.runtime.actor import ActorBase, ActorContext, Ports
 
 #: how long a poll waits for a first record; also the source's cancellation latency
 POLL_MS = 250
+#: how often the normalizer turns DNS queries that got no answer into events
+FLUSH_SECS = 1.0
 
 
 class EbpfSource(ActorBase):
@@ -66,6 +68,13 @@ class EbpfSource(ActorBase):
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.sensor.close)
+            # the last milliseconds the sensor held back for ordering still go
+            # down the (draining) pipeline; bounded so a stuck edge cannot hang shutdown
+            with trio.move_on_after(2) as scope:
+                scope.shield = True
+                records = self.sensor.held()
+                if records:
+                    await out.send(records)
 
     def statistics(self) -> dict[str, Any]:
         """Per-family events and kernel-lost samples."""
@@ -94,21 +103,41 @@ class EbpfNormalizer(ActorBase):
         return cls(name, Decoder(host=LiveHost(), ignore_pids={os.getpid()}), ctx.log)
 
     async def run(self, ports: Ports) -> None:
-        """Decode each batch; a record the decoder rejects is counted, never fatal."""
+        """Decode each batch; a record the decoder rejects is counted, never fatal.
+
+        A second task flushes every FLUSH_SECS the DNS queries whose answer
+        never came (they become answerless dns_query events); at the end of
+        the stream every query still pending is flushed.
+        """
         out = ports.output("out")
         decode = self.decoder.decode
-        async for batch in ports.input("in"):
-            events = []
-            for raw in batch:
-                try:
-                    events.extend(decode(raw))
-                except Exception:
-                    self.errors += 1
-                    if self.errors <= 20:
-                        self.log.exception("ebpf: undecodable %s record skipped", getattr(raw, "family", "?"))
-            if events:
-                self.decoded += len(events)
-                await out.send(events)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._flush_every, out)
+            async for batch in ports.input("in"):
+                events = []
+                for raw in batch:
+                    try:
+                        events.extend(decode(raw))
+                    except Exception:
+                        self.errors += 1
+                        if self.errors <= 20:
+                            self.log.exception("ebpf: undecodable %s record skipped", getattr(raw, "family", "?"))
+                if events:
+                    self.decoded += len(events)
+                    await out.send(events)
+            nursery.cancel_scope.cancel()
+        await self._flush(out, float("inf"))
+
+    async def _flush_every(self, out: Any) -> None:
+        while True:
+            await trio.sleep(FLUSH_SECS)
+            await self._flush(out, None)
+
+    async def _flush(self, out: Any, now: float | None) -> None:
+        events = self.decoder.flush(now)
+        if events:
+            self.decoded += len(events)
+            await out.send(events)
 
     def statistics(self) -> dict[str, Any]:
         """Events decoded, records rejected, and the decoder's own counters."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import os
 import time
@@ -10,6 +11,10 @@ from typing import Any
 
 from edr.sources.ebpf import loader
 from edr.sources.ebpf.records import FAMILIES, FAMILY_INDEX, RawRecord, record_time
+
+#: Records stamped this close to a drain's start may still be on their way
+#: into their ring (stamped, not yet committed): they wait for the next drain.
+HOLD_NS = 2_000_000
 
 
 class EbpfSensor:
@@ -36,6 +41,7 @@ class EbpfSensor:
         self._events: dict[str, int] = dict.fromkeys(self.families, 0)
         self._callbacks: list[Callable[[Any, int, int], int]] = []
         self._window = max(batch_window_ms, 0) / 1000
+        self._held: list[RawRecord] = []
 
     def open(self) -> None:
         """Check the host, compile and attach the programs; raises SensorUnavailable."""
@@ -79,10 +85,13 @@ class EbpfSensor:
         if bpf is None:
             raise RuntimeError("EbpfSensor.poll before open")
         # The kernel wakes us for the first record written into a drained
-        # ring (adaptive wake-ups, sensor.c), so a lone record is seen at once.
-        bpf.ring_buffer_poll(max(timeout_ms, 0))
-        # poll only consumes the rings that signalled; drain the others too
-        bpf.ring_buffer_consume()
+        # ring (adaptive wake-ups, sensor.c), so a lone record is seen at once;
+        # records held back by the last drain are due within one window.
+        held = self._held
+        wait_ms = max(timeout_ms, 0)
+        if held:
+            wait_ms = min(wait_ms, int(self._window * 1000) + 1)
+        bpf.ring_buffer_poll(wait_ms)
         batches = self._batches.values()
         if any(batches) and self._window:
             # Records come in bursts (a fork, its exec, its exit...) and every
@@ -90,19 +99,29 @@ class EbpfSensor:
             # for one window and hand over one larger batch.  This bounds the
             # batches to 1/window per second whatever the event rate.
             time.sleep(self._window)
-            bpf.ring_buffer_consume()
-        out: list[RawRecord] = []
-        nonempty = 0
+        # The rings are drained one after the other, so a record stamped after
+        # the drain began may be missing from a ring drained earlier while a
+        # later record of another ring is here (an exec in the process ring, the
+        # file its program then writes in the file ring).  Only records stamped
+        # before the drain began go out now; the others are merged into the
+        # next batch, so every batch is in kernel time order across families.
+        cut = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - HOLD_NS
+        bpf.ring_buffer_consume()
+        out: list[RawRecord] = held
         for fam, batch in self._batches.items():
             if batch:
-                nonempty += 1
                 self._events[fam] += len(batch)
                 out.extend(batch)
                 batch.clear()
-        if nonempty > 1:
-            # each ring is in order; merge them so that a chdir or fork is
-            # decoded before the file event that depends on it
-            out.sort(key=record_time)
+        out.sort(key=record_time)
+        ready = bisect.bisect_right(out, cut, key=record_time)
+        self._held = out[ready:]
+        del out[ready:]
+        return out
+
+    def held(self) -> list[RawRecord]:
+        """Take the records the last poll held back (at shutdown, after the last poll)."""
+        out, self._held = self._held, []
         return out
 
     def statistics(self) -> dict[str, dict[str, int]]:
