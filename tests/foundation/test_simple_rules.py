@@ -89,3 +89,37 @@ def test_engine_alerts_carry_engine_simple() -> None:
     renamed = Event("file_rename", "linux", {"SourceFilename": "/tmp/x", "TargetFilename": "/etc/cron.d/x"}, 0.0)
     assert [a.rule_id for a in engine.match(renamed)] == ["BUILTIN-CRON"]
     assert engine.match(Event("dns_query", "linux", {"QueryName": "x"}, 0.0)) == []
+
+
+def test_category_gates_never_change_which_rules_match() -> None:
+    """The per-category prefilter is a necessary condition: with or without it, the same alerts."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    repo_rules = Path(__file__).resolve().parents[2] / "rules" / "edr-rules.toml"
+    gated = SimpleEngine(load_rules(repo_rules).rules)
+    plain = SimpleEngine(load_rules(repo_rules).rules)
+    plain._gates = dict.fromkeys(plain._gates)  # no prefilter: every rule runs
+    assert any(g is not None for g in gated._gates.values())
+    paths = st.sampled_from(["/etc/cron.d/x", "/etc/systemd/system/a.service", "/root/.ssh/authorized_keys",
+                             "/home/u/.ssh/authorized_keys2", "/tmp/x", "", "/etc/crontab"])
+    images = st.sampled_from(["/usr/bin/nc", "/bin/sh", "/usr/bin/bash", "/usr/sbin/nginx", "/usr/bin/ls", ""])
+    fields = st.fixed_dictionaries({}, optional={
+        "TargetFilename": paths, "SourceFilename": paths, "Image": images, "ParentImage": images,
+        "DestinationPort": st.sampled_from([4444, "1337", 31337, 80, "x", None]),
+        "Initiated": st.sampled_from(["true", "false"]),
+        "Operation": st.sampled_from(["file_create", "file_write", "file_unlink", "file_chmod"]),
+        "CommandLine": st.text(max_size=20)})
+    categories = st.sampled_from(["process_creation", "network_connection", "file_event", "file_delete",
+                                  "file_rename", "file_change"])
+
+    @settings(max_examples=400, deadline=None)
+    @given(categories, fields)
+    def check(category: str, f: dict) -> None:
+        event = Event(category=category, product="linux", fields=f, timestamp=0.0)
+        assert [a.rule_id for a in gated.match(event)] == [a.rule_id for a in plain.match(event)]
+
+    check()
+    hits = [gated.match(Event(category="file_event", product="linux",
+                              fields={"TargetFilename": "/etc/cron.d/x", "Image": "/bin/sh"}, timestamp=0.0))]
+    assert [a.rule_id for a in hits[0]] == ["BUILTIN-CRON"]

@@ -31,10 +31,9 @@ from __future__ import annotations
 
 import fnmatch
 import ntpath
-import posixpath
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -160,10 +159,50 @@ class SimpleRule:
         return not (self.parent_names is not None and _base(f.get(F.PARENT_IMAGE)) not in self.parent_names)
 
 
+def _gate(rules: list[SimpleRule]) -> Callable[[dict[str, Any]], bool] | None:
+    """A cheap test every event must pass for any of ``rules`` to match, or None.
+
+    Most events match no rule: one check on the union of a matcher that every
+    rule has (path prefixes, ports, process names) rejects them without
+    running each rule.  It is a necessary condition of each rule's own
+    checks, so it never changes which rules match.
+    """
+    if all(r.type == "file" and r.paths is not None for r in rules):
+        prefixes = tuple(dict.fromkeys(p for r in rules for p in r.paths or ()))
+
+        def file_gate(f: dict[str, Any]) -> bool:
+            target = f.get(F.TARGET_FILENAME)
+            if isinstance(target, str) and target.startswith(prefixes):
+                return True
+            source = f.get(F.SOURCE_FILENAME)
+            return isinstance(source, str) and source.startswith(prefixes)
+
+        return file_gate
+    if all(r.type == "network" and r.ports is not None for r in rules):
+        ports = frozenset(p for r in rules for p in r.ports or ())
+
+        def port_gate(f: dict[str, Any]) -> bool:
+            port = f.get(F.DESTINATION_PORT)
+            if type(port) is not int:
+                try:
+                    port = int(port)
+                except (TypeError, ValueError):
+                    return False
+            return port in ports
+
+        return port_gate
+    if all(r.process_names is not None for r in rules):
+        names = frozenset(n for r in rules for n in r.process_names or ())
+        return lambda f: _base(f.get(F.IMAGE)) in names
+    return None
+
+
 def _base(path: Any) -> str:
     if not isinstance(path, str):
         return ""
-    return ntpath.basename(path) if ("\\" in path and "/" not in path) else posixpath.basename(path)
+    if "/" in path or "\\" not in path:
+        return path.rpartition("/")[2]  # posixpath.basename, without the call overhead
+    return ntpath.basename(path)
 
 
 def _strings(value: Any, file: str, rid: str, key: str) -> list[str]:
@@ -322,12 +361,16 @@ class SimpleEngine:
         for rule in self.rules:
             for cat in TYPES[rule.type]:
                 self._by_category.setdefault(cat, []).append(rule)
+        self._gates = {cat: _gate(rules) for cat, rules in self._by_category.items()}
         self.matches = 0
 
     def match(self, event: Event) -> list[Alert]:
         """Alerts for every rule ``event`` satisfies."""
         rules = self._by_category.get(event.category)
         if not rules:
+            return []
+        gate = self._gates[event.category]
+        if gate is not None and not gate(event.fields):
             return []
         out = []
         for rule in rules:

@@ -58,6 +58,13 @@ class ConnectionAggregator:
         due = self.expire(now)
         if event.category != NETWORK_CONNECTION:
             return True, due
+        return self.add(event, now, due)
+
+    def add(self, event: Event, now: float, due: list[Event]) -> tuple[bool, list[Event]]:
+        """:meth:`offer` for a network event without expiring first (the caller did, at ``now``).
+
+        An aggregate evicted to make room is appended to ``due``.
+        """
         key = self._key(event)
         slot = self._slots.get(key)
         if slot is None:

@@ -8,12 +8,13 @@ the graph) sheds under overload and counts what it drops.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import trio
 
 from edr.detect.engines import fields_read, load_engines
-from edr.event import LIFECYCLE_CATEGORIES, Event
+from edr.event import LIFECYCLE_CATEGORIES, NETWORK_CONNECTION, Event
 from edr.runtime.actor import ActorBase, ActorContext, Ports
 from edr.runtime.aggregation import ConnectionAggregator
 
@@ -44,19 +45,25 @@ class Router(ActorBase):
             )
         return cls(name, aggregator)
 
-    def split(self, batch: list[Event], now: float) -> tuple[list[Event], list[Event]]:
+    def split(self, batch: Sequence[Event], now: float) -> tuple[list[Event], list[Event]]:
         """Sans-IO core: (priority, bulk) for one batch."""
-        prio: list[Event] = []
-        bulk: list[Event] = []
+        lifecycle = LIFECYCLE_CATEGORIES
         agg = self.aggregator
+        if agg is None:
+            prio = [e for e in batch if e.category in lifecycle]
+            if not prio:
+                return prio, list(batch)
+            return prio, [e for e in batch if e.category not in lifecycle]
+        prio = []
+        bulk = agg.expire(now)
         for event in batch:
-            if event.category in LIFECYCLE_CATEGORIES:
+            category = event.category
+            if category in lifecycle:
                 prio.append(event)
-            elif agg is None:
+            elif category != NETWORK_CONNECTION:
                 bulk.append(event)
             else:
-                keep, due = agg.offer(event, now)
-                bulk.extend(due)
+                keep, _ = agg.add(event, now, bulk)
                 if keep:
                     bulk.append(event)
         return prio, bulk
@@ -80,7 +87,7 @@ class Router(ActorBase):
                 continue
             if batch is None:
                 break
-            prio, bulk = self.split(list(batch), time.monotonic())
+            prio, bulk = self.split(batch, time.monotonic())
             self.priority += len(prio)
             self.bulk += len(bulk)
             if prio:

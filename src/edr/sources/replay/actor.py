@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import trio
 
 from edr.runtime.actor import ActorBase, ActorContext, Ports
+from edr.runtime.stages import NdjsonLines
 from edr.sources.replay.formats import detect_format
 
 CHUNK = 1 << 20
@@ -84,14 +85,13 @@ class ReplaySource(ActorBase):
                 size = self.batch_size
                 for start in range(0, len(lines), size):
                     part = lines[start:start + size]
-                    batch = [("ndjson", line, path, n) for n, line in enumerate(part, lineno + 1)]
-                    await out.send(batch)
+                    await out.send(NdjsonLines(part, path, lineno + 1))
                     # Counted once sent: on cancellation `records` is exactly what went downstream.
                     lineno += len(part)
                     self.records += len(part)
         if tail.strip():
             lineno += 1
-            await out.send([("ndjson", tail, path, lineno)])
+            await out.send(NdjsonLines([tail], path, lineno))
             self.records += 1
 
     async def _records(self, path: str, fmt: str, out: Any) -> None:

@@ -1,0 +1,103 @@
+"""The router's lanes and the aggregation of repeated network connections (sans-IO cores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edr.detect.sigma import load_sigma
+from edr.event import FILE_EVENT, NETWORK_CONNECTION, PROCESS_CREATION, PROCESS_FORK, PROCESS_TERMINATION, Event
+from edr.runtime.aggregation import ConnectionAggregator
+from edr.runtime.router import Router
+
+
+def ev(category: str, seq: int, **fields: object) -> Event:
+    return Event(category=category, product="linux", fields=dict(fields), timestamp=float(seq), seq=seq)
+
+
+def conn(seq: int, sport: int = 40000, dport: int = 443, **extra: object) -> Event:
+    return ev(NETWORK_CONNECTION, seq, ProcessId=10, Image="/usr/bin/curl", Protocol="tcp", Initiated="true",
+              SourceIp="10.0.0.2", SourcePort=sport, DestinationIp="203.0.113.5", DestinationPort=dport, **extra)
+
+
+def test_lifecycle_events_take_the_priority_lane_in_order() -> None:
+    batch = [ev(PROCESS_FORK, 1), ev(FILE_EVENT, 2), ev(PROCESS_CREATION, 3), conn(4), ev(PROCESS_TERMINATION, 5)]
+    prio, bulk = Router("router", None).split(batch, 0.0)
+    assert [e.seq for e in prio] == [1, 3, 5]
+    assert [e.seq for e in bulk] == [2, 4]
+    prio, bulk = Router("router", None).split([ev(FILE_EVENT, 1)], 0.0)
+    assert prio == [] and [e.seq for e in bulk] == [1]
+
+
+def _aggregator(read: frozenset[str] | None, window: float = 10.0, max_entries: int = 100) -> ConnectionAggregator:
+    return ConnectionAggregator(lambda category: read, window=window, max_entries=max_entries)
+
+
+def test_repeats_are_collapsed_into_one_event_carrying_their_count() -> None:
+    router = Router("router", _aggregator(frozenset({"DestinationPort"})))
+    # the repeats differ only in fields no rule reads (source port, time)
+    _, bulk = router.split([conn(1, sport=40001), conn(2, sport=40002), conn(3, sport=40003)], now=0.0)
+    assert [e.seq for e in bulk] == [1]  # the first passes at once
+    _, bulk = router.split([ev(FILE_EVENT, 4)], now=5.0)
+    assert [e.seq for e in bulk] == [4]  # window still open
+    _, bulk = router.split([ev(FILE_EVENT, 5)], now=10.0)
+    assert [(e.seq, e.count) for e in bulk] == [(3, 2), (5, 1)]  # the aggregate of the two repeats, first
+    assert router.aggregator is not None and router.aggregator.aggregated == 2
+
+
+def test_a_field_a_rule_reads_is_part_of_the_key() -> None:
+    agg = _aggregator(frozenset({"CommandLine"}))
+    router = Router("router", agg)
+    _, bulk = router.split([conn(1, CommandLine="curl a"), conn(2, CommandLine="curl b"), conn(3, dport=80)], 0.0)
+    assert [e.seq for e in bulk] == [1, 2, 3]
+    assert agg.aggregated == 0
+
+
+def test_unknown_fields_read_keys_on_everything_but_source_port_and_time() -> None:
+    agg = _aggregator(None)
+    _, bulk = Router("router", agg).split([conn(1, sport=1), conn(2, sport=2), conn(3, User="x")], 0.0)
+    assert [e.seq for e in bulk] == [1, 3]
+
+
+def test_eviction_emits_the_pending_aggregate_and_flush_emits_the_rest() -> None:
+    agg = _aggregator(frozenset(), max_entries=1)
+    router = Router("router", agg)
+    _, bulk = router.split([conn(1), conn(2), conn(3, dport=22), conn(4, dport=22)], 0.0)
+    assert [(e.seq, e.count) for e in bulk] == [(1, 1), (2, 1), (3, 1)]
+    assert agg.evicted == 1
+    assert [(e.seq, e.count) for e in agg.flush()] == [(4, 1)]
+
+
+def test_sigma_correlation_counts_aggregated_connections(tmp_path: Path) -> None:
+    """An aggregate never hides a detection: its count feeds event_count correlations."""
+    rule = tmp_path / "rules.yml"
+    rule.write_text("""\
+title: Connection to 203.0.113.5
+id: 6e1b2f0a-0000-4000-8000-000000000001
+name: conn_rule
+status: test
+logsource: {category: network_connection, product: linux}
+detection:
+    sel: {DestinationIp: 203.0.113.5}
+    condition: sel
+level: low
+---
+title: Many connections to 203.0.113.5
+id: 6e1b2f0a-0000-4000-8000-000000000002
+status: test
+correlation:
+    type: event_count
+    rules: [conn_rule]
+    group-by: [Image]
+    timespan: 1m
+    condition: {gte: 5}
+level: high
+""")
+    engine, report = load_sigma([str(rule)], cache_dir=None)
+    assert not report.rejected
+    agg = ConnectionAggregator(lambda category: engine.fields_read(category), window=10.0, max_entries=100)
+    router = Router("router", agg)
+    _, first = router.split([conn(i, sport=40000 + i) for i in range(1, 6)], 0.0)
+    _, later = router.split([], 10.0)
+    assert [e.count for e in first + later] == [1, 4]
+    titles = [a.rule_name for e in first + later for a in engine.match(e)]
+    assert titles.count("Many connections to 203.0.113.5") == 1
