@@ -72,9 +72,16 @@ class RouteIndex:
         update = hit.update
         exact = self.exact
         substr = self.substr
+        if self.any_field:
+            # keyword rules need every value lower-cased anyway: do it in one pass,
+            # then the per-field lookups below are plain dict reads
+            ctx.all_low()
+            low = ctx.lows().get
+        else:
+            low = ctx.low
         # the set intersection runs in C: only fields both present and indexed cost anything
         for field in ctx.fields.keys() & self.fields:
-            values = ctx.low(field)
+            values = low(field)
             if not values:
                 continue
             table = exact.get(field)

@@ -103,17 +103,33 @@ class MatchContext:
         return self._all_raw
 
     def all_low(self) -> _Values:
-        """Every value of every field, lower-cased (sharing the per-field cache)."""
+        """Every value of every field, lower-cased (filling the per-field caches in one pass)."""
         if self._all_low is None:
             out: list[str] = []
-            low = self.low
-            for name in self.fields:
-                values = low(name)
+            raws = self._raw
+            lows = self._low
+            for name, value in self.fields.items():
+                values = lows.get(name, _UNSET)
+                if values is _UNSET:
+                    if type(value) is str:  # the common case, without a call
+                        raws[name] = (value,)
+                        values = (value.lower(),)
+                    else:
+                        raw = raws.get(name, _UNSET)
+                        if raw is _UNSET:
+                            raw = to_strings(value)
+                            raws[name] = raw
+                        values = None if raw is None else tuple([v.lower() for v in raw])
+                    lows[name] = values
                 if values:
                     out.extend(values)
             self._all_low = tuple(out)
         return self._all_low
 
+
+    def lows(self) -> dict[str, _Values | None]:
+        """The per-field lower-case cache: complete for every field once :meth:`all_low` ran."""
+        return self._low
 
     def all_low_joined(self) -> str:
         """All lower-cased values joined by NUL: one automaton pass over the event.
