@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="run the detection pipeline over recorded NDJSON/EVTX files")
     _common(p)
-    p.add_argument("files", nargs="+", metavar="FILE", help="edr NDJSON events, .evtx, or evtx_dump JSON")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="edr NDJSON events, .evtx, or evtx_dump JSON; a directory is searched recursively")
     p.add_argument("--stdout", action="store_true", help="also print alerts (NDJSON) to standard output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     p.add_argument("--sigma", action="append", metavar="PATH",
@@ -158,15 +159,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from edr.health import log_health
     from edr.runtime.graph import graph_path, load_graph
     from edr.runtime.supervisor import Supervisor
+    from edr.sources.replay.formats import expand_inputs
 
     extra = {"scanner.sigma_rules_path": args.sigma} if args.sigma else {}
     loaded = _load(args, extra)
     _setup_logs(loaded)
-    missing = [f for f in args.files if not Path(f).is_file()]
+    files, missing = expand_inputs(args.files)
     for f in missing:
-        print(f"edr: replay: {f}: no such file", file=sys.stderr)
+        print(f"edr: replay: {f}: no such file or directory", file=sys.stderr)
     graph = load_graph(graph_path("replay")).with_capacities(loaded.config.pipeline.capacities)
-    ctx = _make_context(loaded, "replay", files=[f for f in args.files if f not in missing], stdout=args.stdout)
+    ctx = _make_context(loaded, "replay", files=files, stdout=args.stdout)
     sup = Supervisor(graph, ctx)
     started = time.monotonic()
     sup.build_actors()

@@ -249,3 +249,19 @@ def test_event_stream_category_filter(workdir: Path) -> None:
     assert r.returncode != 0
     assert "events.categories" in r.stderr and "EDR__EVENTS__CATEGORIES" in r.stderr
     assert "process_creaton" in r.stderr
+
+
+def test_replay_of_a_directory_walks_it_for_recorded_logs(workdir: Path) -> None:
+    events = setup(workdir)
+    tree = workdir / "logs-archive" / "host1"
+    tree.mkdir(parents=True)
+    (tree / "events.json.2026-11-01").write_bytes(events.read_bytes())
+    (tree / "notes.txt").write_text("not a log\n")
+    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(workdir / "logs-archive"), "nope"],
+                cwd=workdir)
+    assert r.returncode == 1  # one argument named nothing
+    assert "nope: no such file or directory" in r.stderr
+    assert "replay: 1 file(s)" in r.stderr
+    alerts = read_alerts(workdir / "logs")
+    assert sorted((a["edr.log.line"], a["rule.id"]) for a in alerts) == expected_pairs()
+    assert {a["log.file.path"] for a in alerts} == {str(tree / "events.json.2026-11-01")}
