@@ -6,7 +6,7 @@
 (b) end to end: ``edr replay FILE... --stdout`` on the same EVTX files, twice:
     with an empty rule cache (a first start) and with the cache it filled.
 
-Usage: .venv/bin/python scripts/bench_sigma.py [--events N] [--shared DIR]
+Usage: .venv/bin/python scripts/bench_sigma.py [--events N] [--passes N] [--shared DIR]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from edr.detect.sigma import load_sigma
+from edr.runtime.supervisor import GC_GEN0_THRESHOLD
 from edr.sources.replay.winlog import iter_winlog_events
 
 
@@ -34,6 +35,7 @@ def peak_rss_mb() -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--passes", type=int, default=3, help="passes of (a) over the events (default 3)")
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[1] / ".." / "shared"))
     args = parser.parse_args()
     shared = Path(args.shared).resolve()
@@ -62,19 +64,34 @@ def main() -> int:
     events = decoded * repeats
     print(f"events: {len(decoded)} decoded from {len(files)} files, x{repeats} = {len(events)}")
 
+    # As the agent's supervisor does once its actors are built: what exists now
+    # (the rule set) lives for the whole run, so keep it out of every later
+    # collection instead of traversing it again and again while matching.
     gc.collect()
-    alerts = 0
-    wall = time.perf_counter()
-    cpu = time.process_time()
-    for event in events:
-        alerts += len(engine.match(event))
-    cpu = time.process_time() - cpu
-    wall = time.perf_counter() - wall
-    stats = engine.statistics()
-    print(f"(a) engine only: {len(events) / cpu:,.0f} events/s CPU time, "
-          f"{len(events) / wall:,.0f} events/s wall (target >= 20,000); {alerts} alerts; "
-          f"{stats['candidates_evaluated'] / stats['events']:.1f} candidate rules per event "
-          f"of {report.loaded + report.inert}")
+    gc.freeze()
+    if GC_GEN0_THRESHOLD is not None:
+        gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+    # Several passes over the same events: this VM's speed drifts from minute
+    # to minute, so each pass is printed, then the best and the median.
+    rates = []
+    for rnd in range(1, max(args.passes, 1) + 1):
+        before = engine.statistics()
+        alerts = 0
+        wall = time.perf_counter()
+        cpu = time.process_time()
+        for event in events:
+            alerts += len(engine.match(event))
+        cpu = time.process_time() - cpu
+        wall = time.perf_counter() - wall
+        stats = engine.statistics()
+        candidates = (stats["candidates_evaluated"] - before["candidates_evaluated"]) / len(events)
+        rates.append(len(events) / cpu)
+        print(f"(a) engine only, pass {rnd}: {len(events) / cpu:,.0f} events/s CPU time, "
+              f"{len(events) / wall:,.0f} events/s wall; {alerts} alerts; "
+              f"{candidates:.1f} candidate rules per event of {report.loaded + report.inert}")
+    ordered = sorted(rates)
+    print(f"(a) engine only: best {ordered[-1]:,.0f}, median {ordered[len(ordered) // 2]:,.0f} events/s CPU time "
+          f"over {len(rates)} passes of {len(events):,} events (target >= 20,000)")
     print(f"peak RSS: {peak_rss_mb():.0f} MB (target <= 300 MB; includes the cold pySigma load)")
 
     edr = shutil.which("edr") or str(Path(sys.executable).with_name("edr"))
