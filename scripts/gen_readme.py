@@ -3,11 +3,17 @@
 `python scripts/gen_readme.py` rewrites README.md in place; `--check` exits 1
 if it is stale (a test runs the check, so the reference never drifts from
 conf/config.toml and the code).
+
+`--rules-check` also regenerates the `rules-check` section: the table of
+`edr rules check ../shared/sigma` (SigmaHQ's rules beside the repository; it
+takes a cold rule load, ~15 s, so the plain run and `--check` leave that
+section alone).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -34,17 +40,42 @@ def cli_reference() -> str:
     return "\n".join(out)
 
 
-def sections() -> dict[str, str]:
-    """Marker name -> generated body."""
+SIGMAHQ = ROOT.parent / "shared" / "sigma"
+
+
+def rules_check_section() -> str:
+    """`edr rules check ../shared/sigma` as the README shows it: totals, then the full table."""
+    from edr.detect.sigma import rules_check
+
+    os.chdir(ROOT)  # the table names files relative to the repository, as the command does
+    text, data, _code = rules_check([os.path.relpath(SIGMAHQ)], placeholders={}, strict=False)
+    lines = text.splitlines()
+    return "\n".join([
+        f"Loaded **{data['loaded']:,}**, inert **{data['inert']:,}**, rejected **{data['rejected']}**, "
+        f"compile failures **{data['compile_failures']}** (of {data['files']:,} files).",
+        "",
+        "<details><summary>The whole table: <code>edr rules check ../shared/sigma</code></summary>",
+        "",
+        "```",
+        *lines,
+        "```",
+        "</details>",
+    ])
+
+
+def sections(rules: bool = False) -> dict[str, str]:
+    """Marker name -> generated body (``rules``: the rules-check section too)."""
     out = {"config": render_reference_markdown(), "cli": cli_reference()}
+    if rules:
+        out["rules-check"] = rules_check_section()
     for mode in ("linux", "replay"):
         out[f"graph-{mode}"] = "```mermaid\n" + render_mermaid(load_graph(graph_path(mode))) + "\n```"
     return out
 
 
-def render(text: str) -> str:
+def render(text: str, rules: bool = False) -> str:
     """``text`` with every generated section replaced."""
-    for name, body in sections().items():
+    for name, body in sections(rules).items():
         pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md has no <!-- BEGIN {name} --> section")
@@ -56,10 +87,14 @@ def main() -> int:
     """Rewrite (or --check) README.md and conf/config.toml."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--rules-check", action="store_true", help=f"also regenerate the table of {SIGMAHQ}")
     args = ap.parse_args()
+    if args.rules_check and not SIGMAHQ.is_dir():
+        print(f"--rules-check: {SIGMAHQ} not found", file=sys.stderr)
+        return 2
     readme = ROOT / "README.md"
     conf = ROOT / "conf" / "config.toml"
-    new_readme, new_conf = render(readme.read_text()), render_default_file()
+    new_readme, new_conf = render(readme.read_text(), args.rules_check and not args.check), render_default_file()
     if args.check:
         stale = [str(p) for p, new in ((readme, new_readme), (conf, new_conf)) if p.read_text() != new]
         if stale:

@@ -229,3 +229,24 @@ def test_iocset_is_a_detector() -> None:
     assert iocs.name == "ioc"
     assert iocs.match(ev("process_creation", Image="/x")) == []
     assert iocs.statistics()["events"] == 1
+
+
+def test_memo_of_recurring_values_is_exact_and_bounded(tmp_path: Path) -> None:
+    from edr.detect.ioc.engine import MEMO_SIZE
+
+    iocs = load_iocs(write_lists(tmp_path))
+    cmd = "curl http://c2.example.invalid/x"
+    for _ in range(3):  # the same value again: the memo answers, with the same alerts and fields
+        [a] = iocs.match(ev("process_creation", CommandLine=cmd))
+        assert a.rule_id == "ioc:domain:c2.example.invalid"
+        assert a.ecs["threat.enrichments.matched.field"] == "process.command_line"
+        [p] = iocs.match(ev("file_event", TargetFilename="/dev/shm/a.bin"))
+        assert p.ecs["threat.enrichments.matched.field"] == "file.path"
+    # the same path under another field reports that field, not the memoized one
+    [q] = iocs.match(ev("process_creation", Image="/dev/shm/a.bin"))
+    assert q.ecs["threat.enrichments.matched.field"] == "process.executable"
+    for i in range(MEMO_SIZE + 10):
+        assert iocs.match(ev("process_creation", CommandLine=f"ls /tmp/{i}", Image=f"/usr/bin/x{i}")) == []
+    assert len(iocs._text_memo) <= MEMO_SIZE and len(iocs._path_memo) <= MEMO_SIZE
+    assert [a.rule_id for a in iocs.match(ev("process_creation", CommandLine=cmd))] == [
+        "ioc:domain:c2.example.invalid"]

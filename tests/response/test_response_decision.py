@@ -76,3 +76,19 @@ def test_image_allowlist_names_full_paths_prefixes_and_windows_case() -> None:
 
 def test_windows_layer_is_import_safe_and_converts_filetime() -> None:
     assert filetime_to_epoch(EPOCH_FILETIME + 10_000_000) == 1.0
+
+
+def test_the_writer_of_a_matching_file_is_not_killed() -> None:
+    """A file that matched when written says nothing bad about its writer (dpkg, cp...): no kill.
+
+    The file's own process is killed when it runs: its exec scan alerts on it.
+    """
+    written = alert("yara", ProcessId=4242, Image="/tmp/dropper")
+    written.ecs.update({"file.path": "/tmp/payload", "edr.scan.object": "written_file"})
+    for prevention in (False, True):
+        d = policy(prevention=prevention).decide(target_of(written))
+        assert (d.action, d.reason) == (SKIP, "written file")
+        assert d.message == 'Active response skipped: written file pid=4242 image="/tmp/dropper" file="/tmp/payload"'
+    executed = alert("yara", ProcessId=4243, Image="/tmp/payload")
+    executed.ecs.update({"file.path": "/tmp/payload", "edr.scan.object": "process_image"})
+    assert policy(prevention=True).decide(target_of(executed)).action == KILL

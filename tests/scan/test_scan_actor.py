@@ -86,6 +86,7 @@ async def test_process_from_marked_executable_raises_yara_alert(tmp_path: Path, 
     assert alert.ecs["file.path"] == str(path) and alert.ecs["file.hash.sha256"] == digest
     assert alert.ecs["edr.yara.rule"] == RULE and alert.ecs["edr.yara.namespace"] == "edr_test_marker"
     assert alert.ecs["edr.yara.tags"] == ["test", "demo"]
+    assert alert.ecs["edr.scan.object"] == "process_image"
     assert alert.debug is not None and alert.debug["strings"][0]["data"] == MARKER.decode()
     stats = actor.statistics()
     assert stats["completed"] == 1 and stats["alerts"] == 1 and stats["yara_scanned"] == 1
@@ -162,6 +163,7 @@ async def test_written_executable_is_scanned_once_it_settles(tmp_path: Path) -> 
     [alert] = run.received
     assert alert.rule_name == RULE and alert.ecs["file.path"] == str(path)
     assert alert.event.category == "file_event"
+    assert alert.ecs["edr.scan.object"] == "written_file"  # the responder never kills the writer (cp) for it
     assert actor.statistics()["not_executable"] == 1
 
 

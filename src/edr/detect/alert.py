@@ -17,6 +17,13 @@ def severity_rank(severity: str) -> int:
     return _RANK.get(severity.lower(), 0)
 
 
+#: ``edr.scan.object`` of alerts on a file a process wrote: the process is the
+#: file's writer, not its program, so active response leaves it alone
+WRITTEN_FILE: Final = "written_file"
+#: ``edr.scan.object`` of alerts on a new process's own executable
+PROCESS_IMAGE: Final = "process_image"
+
+
 @attrs.define(slots=True)
 class Alert:
     """A detection: which rule fired, how severe, on which event.

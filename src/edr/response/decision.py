@@ -20,6 +20,7 @@ import attrs
 from edr.detect.alert import Alert, severity_rank
 from edr.event import F
 from edr.response.allowlist import ImageAllowlist
+from edr.scan.alerts import WRITTEN_FILE
 
 #: PIDs 0..4 are the kernel / idle / System / init-like processes on both platforms.
 MAX_SYSTEM_PID: Final = 4
@@ -67,6 +68,7 @@ class ResponseTarget:
     engine: str
     severity: str
     start_epoch: float | None = None
+    written_file: str | None = None
 
 
 def _start_time(value: Any) -> tuple[int | None, float | None]:
@@ -99,6 +101,8 @@ def target_of(alert: Alert) -> ResponseTarget:
         event_time=event.timestamp if event is not None and event.timestamp > 0 else None,
         rule_id=alert.rule_id, rule_name=alert.rule_name, engine=alert.engine,
         severity=effective_severity(alert),
+        written_file=str(alert.ecs.get("file.path", "")) if alert.ecs.get("edr.scan.object") == WRITTEN_FILE
+        else None,
     )
 
 
@@ -150,6 +154,12 @@ class ResponsePolicy:
         if self.allowlist.match(image):
             return Decision(SKIP, "allowlisted",
                             f"Active response skipped: allowlisted {where}")
+        if target.written_file is not None:
+            # The file matched, not the process: its writer may be a package
+            # manager or a copy.  Killing happens when the file itself runs
+            # (its exec is scanned and alerts on that process).
+            return Decision(SKIP, "written file",
+                            f"Active response skipped: written file {where} file={quote(target.written_file)}")
         if not self.prevention:
             return Decision(DRY_RUN, "",
                             f"Active response would terminate process {where} dry_run=true")

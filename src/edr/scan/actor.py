@@ -198,7 +198,7 @@ class ScanDispatcher(ActorBase):
         if job.kind in ("exec", "written"):
             assert job.path is not None
             verdict = self.scanner.scan_file(job.path, require_executable=job.kind == "written")
-            return file_alerts(verdict, job.event, self.iocs, debug=self.debug)
+            return file_alerts(verdict, job.event, self.iocs, debug=self.debug, written=job.kind == "written")
         assert job.pid is not None
         mem = self.scanner.scan_memory(job.pid)
         if not mem.hits:

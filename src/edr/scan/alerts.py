@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from edr.detect.alert import Alert
+from edr.detect.alert import PROCESS_IMAGE, WRITTEN_FILE, Alert
 from edr.detect.yara_rules import YaraHit
 from edr.event import Event
 from edr.scan.file_scan import FileVerdict, MemoryVerdict
@@ -36,15 +36,18 @@ def yara_alert(hit: YaraHit, event: Event | None, *, debug: bool, ecs: dict[str,
 
 
 def file_alerts(verdict: FileVerdict, event: Event | None, iocs: HashMatcher | None,
-                *, debug: bool) -> list[Alert]:
-    """YARA and hash-IOC alerts for a scanned file."""
-    ecs: dict[str, Any] = {"file.path": verdict.path, "edr.yara.scan_target": "file"}
+                *, debug: bool, written: bool = False) -> list[Alert]:
+    """YARA and hash-IOC alerts for a scanned file (``written``: just written, not executed)."""
+    scanned = WRITTEN_FILE if written else PROCESS_IMAGE
+    ecs: dict[str, Any] = {"file.path": verdict.path, "edr.yara.scan_target": "file", "edr.scan.object": scanned}
     if verdict.hashes:
         for algo, digest in verdict.hashes.items():
             ecs[f"file.hash.{algo}"] = digest
     alerts = [yara_alert(hit, event, debug=debug, ecs=ecs) for hit in verdict.hits]
     if iocs is not None and verdict.hashes:
-        alerts.extend(iocs.match_hashes(verdict.hashes, event, verdict.path))
+        for alert in iocs.match_hashes(verdict.hashes, event, verdict.path):
+            alert.ecs["edr.scan.object"] = scanned
+            alerts.append(alert)
     return alerts
 
 
