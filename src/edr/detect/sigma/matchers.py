@@ -103,29 +103,50 @@ class MatchContext:
         return self._all_raw
 
     def all_low(self) -> _Values:
-        """Every value of every field, lower-cased (filling the per-field caches in one pass)."""
-        if self._all_low is None:
-            out: list[str] = []
-            raws = self._raw
-            lows = self._low
-            for name, value in self.fields.items():
-                values = lows.get(name, _UNSET)
-                if values is _UNSET:
-                    if type(value) is str:  # the common case, without a call
-                        raws[name] = (value,)
-                        values = (value.lower(),)
-                    else:
-                        raw = raws.get(name, _UNSET)
-                        if raw is _UNSET:
-                            raw = to_strings(value)
-                            raws[name] = raw
-                        values = None if raw is None else tuple([v.lower() for v in raw])
-                    lows[name] = values
-                if values:
-                    out.extend(values)
-            self._all_low = tuple(out)
-        return self._all_low
+        """Every value of every field, lower-cased, filling the per-field cache too.
 
+        One ``str.lower`` over all values joined by NUL instead of one call
+        per value; a value that itself holds a NUL (the split would no longer
+        line up) falls back to lowering value by value.
+        """
+        if self._all_low is None:
+            names: list[str] = []
+            texts: list[str] = []
+            multi: list[tuple[str, _Values]] = []
+            lows = self._low
+            raws = self._raw
+            for name, value in self.fields.items():
+                kind = type(value)
+                if kind is str:  # the common cases, without a call
+                    names.append(name)
+                    texts.append(value)
+                    continue
+                if kind is int:
+                    text = str(value)
+                    raws[name] = (text,)
+                    names.append(name)
+                    texts.append(text)
+                    continue
+                raw = self.raw(name)
+                if not raw:
+                    lows[name] = None
+                    continue
+                if len(raw) > 1:
+                    multi.append((name, raw))
+                for text in raw:
+                    names.append(name)
+                    texts.append(text)
+            joined = "\0".join(texts).lower()
+            parts = joined.split("\0")
+            if len(parts) != len(texts):
+                parts = [t.lower() for t in texts]
+                joined = "\0".join(parts)
+            lows.update(zip(names, [(low,) for low in parts], strict=True))
+            for name, raw in multi:  # a list value: all of its elements, not just the last
+                lows[name] = tuple([t.lower() for t in raw])
+            self._all_low = tuple(parts)
+            self._joined = joined
+        return self._all_low
 
     def lows(self) -> dict[str, _Values | None]:
         """The per-field lower-case cache: complete for every field once :meth:`all_low` ran."""

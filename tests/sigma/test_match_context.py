@@ -1,0 +1,38 @@
+"""MatchContext: the lower-cased forms Sigma compares, computed in one pass, equal value by value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edr.detect.sigma.matchers import MatchContext, to_strings
+
+# Letters whose lower case depends on context or changes length are the risky ones
+# for lowering many values in one call: final sigma, dotted capital I, ligatures.
+TRICKY = st.sampled_from(["Σ", "ΑΣ", "İ", "ß", "ﬃ", "\0", "A\0B", "", " ", "Ω", "ǅ"])
+TEXT = st.one_of(st.text(max_size=12), TRICKY, st.lists(TRICKY, max_size=3).map("".join))
+VALUE = st.one_of(TEXT, st.integers(), st.booleans(), st.none(), st.floats(allow_nan=False),
+                  st.lists(TEXT, max_size=3))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.sampled_from(["A", "B", "C", "D", "E"]), VALUE, max_size=5))
+def test_all_low_equals_lowering_each_value(fields: dict[str, Any]) -> None:
+    expected_per_field = {}
+    expected_all: list[str] = []
+    for name, value in fields.items():
+        strings = to_strings(value)
+        lows = None if not strings else tuple(s.lower() for s in strings)
+        expected_per_field[name] = lows
+        expected_all.extend(lows or ())
+    ctx = MatchContext(fields)
+    assert ctx.all_low() == tuple(expected_all)
+    assert ctx.all_low_joined() == "\0".join(expected_all)
+    for name in fields:
+        assert ctx.lows()[name] == expected_per_field[name]
+        assert ctx.low(name) == expected_per_field[name]
+    fresh = MatchContext(fields)  # the per-field route gives the same, before or after
+    assert all(fresh.low(name) == expected_per_field[name] for name in fields)
+    assert fresh.all_low() == tuple(expected_all)
