@@ -4,10 +4,12 @@
 if it is stale (a test runs the check, so the reference never drifts from
 conf/config.toml and the code).
 
-`--rules-check` also regenerates the `rules-check` section: the table of
-`edr rules check ../shared/sigma` (SigmaHQ's rules beside the repository; it
-takes a cold rule load, ~15 s, so the plain run and `--check` leave that
-section alone).
+`--rules-check` also regenerates (with `--check`: also verifies) the
+`rules-check` section: the table of `edr rules check ../shared/sigma`
+(SigmaHQ's rules beside the repository). It takes a cold rule load, ~15 s, and
+needs ../shared, so the plain run and the plain `--check` (the one CI runs)
+leave that section exactly as it is; `--rules-check` without ../shared/sigma
+exits 2 and changes nothing.
 """
 
 from __future__ import annotations
@@ -87,14 +89,15 @@ def main() -> int:
     """Rewrite (or --check) README.md and conf/config.toml."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true")
-    ap.add_argument("--rules-check", action="store_true", help=f"also regenerate the table of {SIGMAHQ}")
+    ap.add_argument("--rules-check", action="store_true",
+                    help=f"also regenerate (with --check: verify) the table of {SIGMAHQ}")
     args = ap.parse_args()
     if args.rules_check and not SIGMAHQ.is_dir():
         print(f"--rules-check: {SIGMAHQ} not found", file=sys.stderr)
         return 2
     readme = ROOT / "README.md"
     conf = ROOT / "conf" / "config.toml"
-    new_readme, new_conf = render(readme.read_text(), args.rules_check and not args.check), render_default_file()
+    new_readme, new_conf = render(readme.read_text(), args.rules_check), render_default_file()
     if args.check:
         stale = [str(p) for p, new in ((readme, new_readme), (conf, new_conf)) if p.read_text() != new]
         if stale:

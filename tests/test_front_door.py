@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +23,42 @@ def test_readme_and_config_file_are_generated_from_the_code() -> None:
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "gen_readme.py"), "--check"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def _gen_readme():
+    spec = importlib.util.spec_from_file_location("gen_readme", REPO / "scripts" / "gen_readme.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_states_the_sigmahq_rules_check() -> None:
+    """The generated SigmaHQ table is there, with its totals and zero compile failures."""
+    text = (REPO / "README.md").read_text()
+    section = re.search(r"<!-- BEGIN rules-check -->\n(.*?)<!-- END rules-check -->", text, re.S)
+    assert section, "README.md has no rules-check section"
+    assert re.search(r"Loaded \*\*[\d,]+\*\*, inert \*\*[\d,]+\*\*, rejected \*\*\d+\*\*, "
+                     r"compile failures \*\*0\*\*", section.group(1))
+    assert "logsource (product/category/service)" in section.group(1)
+    assert "compile failures: 0" in section.group(1)
+
+
+def test_plain_gen_readme_leaves_the_rules_check_section_alone() -> None:
+    """Without --rules-check (CI, no ../shared) the section is kept byte for byte; no rule load."""
+    gen = _gen_readme()
+    text = (REPO / "README.md").read_text()
+    kept = re.sub(r"(<!-- BEGIN rules-check -->\n).*?(<!-- END rules-check -->)",
+                  lambda m: m.group(1) + "anything at all\n" + m.group(2), text, flags=re.S)
+    assert "<!-- BEGIN rules-check -->\nanything at all\n<!-- END rules-check -->" in gen.render(kept)
+    assert "rules-check" not in gen.sections()
+
+
+def test_rules_check_flag_without_sigmahq_exits_2(tmp_path, monkeypatch, capsys) -> None:
+    gen = _gen_readme()
+    monkeypatch.setattr(gen, "SIGMAHQ", tmp_path / "absent")
+    monkeypatch.setattr(sys, "argv", ["gen_readme.py", "--check", "--rules-check"])
+    assert gen.main() == 2
+    assert "not found" in capsys.readouterr().err
 
 
 def test_shipped_config_is_the_defaults() -> None:
