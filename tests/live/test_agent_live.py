@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -14,32 +13,17 @@ import orjson
 import pytest
 
 from tests.conftest import REPO, ebpf_unavailable
+from tests.live.agent import read_alerts, start_agent, wait_for
 
 pytestmark = pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))
 
 
-def _alerts(logs: Path) -> list[dict]:
-    out = []
-    for f in sorted(logs.glob("alerts.json.*")):
-        out += [orjson.loads(line) for line in f.read_bytes().splitlines() if line.strip()]
-    return out
-
-
-def _wait_for(pred, timeout: float, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(step)
-    return pred()
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
     work = tmp_path_factory.mktemp("agent")
-    conf = work / "config.toml"
-    conf.write_text(f"""
+    proc, logs = start_agent(work, f"""
 [scanner]
 sigma_rules_path = "{REPO / 'rules' / 'sigma'}"
 yara_rules_path = "{REPO / 'rules' / 'yara'}"
@@ -59,19 +43,7 @@ directory = "{work / 'logs'}"
 interval_secs = 1
 [sigma]
 cache_dir = "{work / 'cache'}"
-""")
-    proc = subprocess.Popen([sys.executable, "-m", "edr", "run", "--config", str(conf), "--no-console"],
-                            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    logs = work / "logs"
-
-    def started() -> bool:
-        return any("edr started" in f.read_text() for f in logs.glob("edr.log.*"))
-
-    if not _wait_for(started, 120, 0.2):
-        proc.kill()
-        _out, err = proc.communicate()
-        pytest.fail(f"agent did not start: rc={proc.returncode} {err.decode()[-3000:]}")
-    time.sleep(0.5)
+""", timeout=120)
     yield proc, logs
     if proc.poll() is None:
         proc.kill()
@@ -85,9 +57,9 @@ def test_cron_write_alerts_within_one_second(agent) -> None:
     subprocess.run(["/bin/sh", "-c", f"echo '# test' > {path}"], check=True)
     try:
         def found():
-            return [a for a in _alerts(logs) if a.get("file.path") == str(path)]
+            return [a for a in read_alerts(logs) if a.get("file.path") == str(path)]
 
-        hits = _wait_for(found, 5.0)
+        hits = wait_for(found, 5.0)
         latency = time.monotonic() - t0
         assert hits, "no alert for the cron write"
         engines = {a["rule.engine"] for a in hits}
@@ -105,7 +77,7 @@ def test_cron_write_alert_names_the_writing_process(agent) -> None:
     path = Path(f"/etc/cron.d/edr-test-{uuid.uuid4().hex[:8]}")
     subprocess.run(["/bin/sh", "-c", f"echo '# test' > {path}"], check=True)
     try:
-        hits = _wait_for(lambda: [a for a in _alerts(logs) if a.get("file.path") == str(path)
+        hits = wait_for(lambda: [a for a in read_alerts(logs) if a.get("file.path") == str(path)
                                   and a["rule.id"] == "BUILTIN-CRON"], 5.0)
         assert hits
         assert hits[0]["process.executable"] in ("/bin/sh", "/usr/bin/sh", "/usr/bin/dash", "/bin/dash")
@@ -118,9 +90,9 @@ def test_whoami_from_a_shell_fires_the_sigma_rule(agent) -> None:
     subprocess.run(["/bin/sh", "-c", "/usr/bin/whoami; true"], check=True, capture_output=True)
 
     def found():
-        return [a for a in _alerts(logs) if a.get("rule.name") == "User Discovery With Whoami From A Shell"]
+        return [a for a in read_alerts(logs) if a.get("rule.name") == "User Discovery With Whoami From A Shell"]
 
-    hits = _wait_for(found, 5.0)
+    hits = wait_for(found, 5.0)
     assert hits
     a = hits[-1]
     assert a["process.executable"] == "/usr/bin/whoami"
@@ -135,7 +107,7 @@ def test_sigterm_exits_zero_with_final_health_record(agent) -> None:
     def periodic() -> bool:
         return any('health {"final":false' in f.read_text() for f in logs.glob("edr.log.*"))
 
-    assert _wait_for(periodic, 5.0, 0.2), "no periodic health record"
+    assert wait_for(periodic, 5.0, 0.2), "no periodic health record"
     proc.send_signal(signal.SIGTERM)
     rc = proc.wait(timeout=30)
     text = "".join(f.read_text() for f in logs.glob("edr.log.*"))

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from tests.conftest import SHARED, ebpf_unavailable
+from tests.live.agent import read_alerts, start_agent, wait_for
 
 pytestmark = pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))
 
@@ -28,21 +27,6 @@ LINUX_RULES = SHARED / "sigma" / "rules" / "linux"
 SHELLS = ("/bin/sh", "/usr/bin/sh", "/usr/bin/dash", "/bin/dash")
 
 
-def _alerts(logs: Path) -> list[dict[str, Any]]:
-    out = []
-    for f in sorted(logs.glob("alerts.json.*")):
-        out += [orjson.loads(line) for line in f.read_bytes().splitlines() if line.strip()]
-    return out
-
-
-def _wait_for(pred: Any, timeout: float, step: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(step)
-    return pred()
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +34,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess
     if not LINUX_RULES.is_dir():
         pytest.skip(f"SigmaHQ rules not available at {LINUX_RULES}")
     work = tmp_path_factory.mktemp("sigmahq-agent")
-    conf = work / "config.toml"
-    conf.write_text(f"""
+    proc, logs = start_agent(work, f"""
 [scanner]
 sigma_rules_path = "{LINUX_RULES}"
 yara_enabled = false
@@ -63,19 +46,7 @@ directory = "{work / 'logs'}"
 directory = "{work / 'logs'}"
 [sigma]
 cache_dir = "{work / 'cache'}"
-""")
-    proc = subprocess.Popen([sys.executable, "-m", "edr", "run", "--config", str(conf), "--no-console"],
-                            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    logs = work / "logs"
-
-    def started() -> bool:
-        return any("edr started" in f.read_text() for f in logs.glob("edr.log.*"))
-
-    if not _wait_for(started, 180, 0.2):
-        proc.kill()
-        _out, err = proc.communicate()
-        pytest.fail(f"agent did not start: rc={proc.returncode} {err.decode()[-3000:]}")
-    time.sleep(0.5)
+""", timeout=180)
     yield proc, logs
     proc.send_signal(signal.SIGTERM)
     try:
@@ -92,7 +63,7 @@ def test_new_cron_file_fires_sigmahq_rule_within_one_second(agent: tuple[Any, Pa
     t0 = time.monotonic()
     subprocess.run(["/bin/sh", "-c", f"echo '# test' > {path}"], check=True)
     try:
-        hits = _wait_for(lambda: [a for a in _alerts(logs) if a.get("rule.name") == "New Cron File Created"
+        hits = wait_for(lambda: [a for a in read_alerts(logs) if a.get("rule.name") == "New Cron File Created"
                                   and a.get("file.path") == str(path)], 5.0)
         latency = time.monotonic() - t0
         assert hits, "SigmaHQ's 'New Cron File Created' did not fire"
@@ -110,7 +81,7 @@ def test_base64_decode_fires_sigmahq_rule_with_process_context(agent: tuple[Any,
     marker = uuid.uuid4().hex[:8]
     subprocess.run(["/bin/sh", "-c", f"echo ZWRy | /usr/bin/base64 -d > /dev/null; echo {marker} > /dev/null"],
                    check=True)
-    hits = _wait_for(lambda: [a for a in _alerts(logs) if a.get("rule.name") == "Decode Base64 Encoded Text"], 5.0)
+    hits = wait_for(lambda: [a for a in read_alerts(logs) if a.get("rule.name") == "Decode Base64 Encoded Text"], 5.0)
     assert hits, "SigmaHQ's 'Decode Base64 Encoded Text' did not fire"
     a = hits[-1]
     assert a["process.executable"] == "/usr/bin/base64"

@@ -128,15 +128,8 @@ class SimpleRule:
                     return False
             return self._names_match(f)
         if self.type == "network":
-            if self.ports is not None:
-                port = f.get(F.DESTINATION_PORT)
-                if type(port) is not int:
-                    try:
-                        port = int(port)
-                    except (TypeError, ValueError):
-                        return False
-                if port not in self.ports:
-                    return False
+            if self.ports is not None and _port(f) not in self.ports:
+                return False
             if self.direction is not None:
                 initiated = str(f.get(F.INITIATED, "true")).lower() == "true"
                 if initiated != (self.direction == "outbound"):
@@ -182,19 +175,24 @@ def _gate(rules: list[SimpleRule]) -> Callable[[dict[str, Any]], bool] | None:
         ports = frozenset(p for r in rules for p in r.ports or ())
 
         def port_gate(f: dict[str, Any]) -> bool:
-            port = f.get(F.DESTINATION_PORT)
-            if type(port) is not int:
-                try:
-                    port = int(port)
-                except (TypeError, ValueError):
-                    return False
-            return port in ports
+            return _port(f) in ports
 
         return port_gate
     if all(r.process_names is not None for r in rules):
         names = frozenset(n for r in rules for n in r.process_names or ())
         return lambda f: _base(f.get(F.IMAGE)) in names
     return None
+
+
+def _port(f: dict[str, Any]) -> int | None:
+    """``DestinationPort`` as an int (recorded events may carry it as a string); None if it is not one."""
+    port = f.get(F.DESTINATION_PORT)
+    if type(port) is int:
+        return port
+    try:
+        return int(port)
+    except (TypeError, ValueError):
+        return None
 
 
 def _base(path: Any) -> str:

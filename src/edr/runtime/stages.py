@@ -89,22 +89,11 @@ class Normalizer(ActorBase):
         out: list[Event] = []
         append = out.append
         decoders = DECODERS
-        loads = orjson.loads
         for item in batch:
             if type(item) is Event:
                 append(item)
                 continue
             fmt, payload, path, number = item
-            if fmt == "ndjson":
-                # decode_ndjson inlined (the replay hot path); anything unusual takes the full route.
-                try:
-                    event = event_from_record(loads(payload), number)
-                except ValueError:
-                    pass
-                else:
-                    event.origin = {"log.file.path": path, "edr.log.line": number}
-                    append(event)
-                    continue
             try:
                 result = decoders[fmt](payload, path, number)
             except (ValueError, KeyError, TypeError) as exc:
