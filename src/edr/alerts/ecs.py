@@ -212,6 +212,8 @@ def to_ecs(alert: Alert, host: HostInfo) -> dict[str, Any]:
         doc["edr.event.product"] = event.product
         if event.origin:
             doc.update(event.origin)
+        if event.line:
+            doc["edr.log.line"] = event.line
     doc.update(alert.ecs)
     if alert.debug is not None:
         doc["edr.match"] = alert.debug

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from edr.detect.alert import Alert, Detector
 from edr.detect.engines import load_engines
+from edr.event import Event
 from edr.runtime.actor import ActorBase, ActorContext, Ports
 
 
@@ -32,27 +34,58 @@ class DetectActor(ActorBase):
         """Load the engines configured in ``ctx.config``."""
         return cls(name, load_engines(ctx), ctx.log)
 
+    def detect(self, batch: Sequence[Event]) -> list[Alert]:
+        """Sans-IO core: every engine over ``batch``; the alerts in event order.
+
+        An engine with ``match_batch`` gets the whole batch in one call; if
+        that raises, the batch is run again event by event through ``match``
+        so that only the offending event is skipped. Alerts of several engines
+        are merged back into event order (engine order within one event).
+        """
+        alerts: list[Alert] = []
+        engines_with_alerts = 0
+        for engine in self.engines:
+            match_batch = getattr(engine, "match_batch", None)
+            found: list[Alert] | None = None
+            if match_batch is not None:
+                try:
+                    found = match_batch(batch)
+                except Exception:
+                    found = None
+            if found is None:
+                found = self._each(engine, batch)
+            if found:
+                engines_with_alerts += 1
+                alerts.extend(found)
+        if engines_with_alerts > 1:
+            position = {id(e): i for i, e in enumerate(batch)}
+            last = len(batch)
+            alerts.sort(key=lambda a: position.get(id(a.event), last))
+        self.events += len(batch)
+        self.alerts += len(alerts)
+        return alerts
+
+    def _each(self, engine: Detector, batch: Sequence[Event]) -> list[Alert]:
+        out: list[Alert] = []
+        for event in batch:
+            try:
+                found = engine.match(event)
+            except Exception:
+                self.errors += 1
+                if self.errors <= 20:
+                    self.log.exception("engine %s failed on a %s event (seq %s); skipped",
+                                       engine.name, event.category, event.seq)
+                continue
+            if found:
+                out.extend(found)
+        return out
+
     async def run(self, ports: Ports) -> None:
         """Match each batch; send its alerts as one batch."""
         out = ports.output("alerts")
-        engines = [(e.name, e.match) for e in self.engines]
         async for batch in ports.input("in"):
-            alerts: list[Alert] = []
-            for event in batch:
-                for engine_name, match in engines:
-                    try:
-                        found = match(event)
-                    except Exception:
-                        self.errors += 1
-                        if self.errors <= 20:
-                            self.log.exception("engine %s failed on a %s event (seq %s); skipped",
-                                               engine_name, event.category, event.seq)
-                        continue
-                    if found:
-                        alerts.extend(found)
-            self.events += len(batch)
+            alerts = self.detect(batch)
             if alerts:
-                self.alerts += len(alerts)
                 await out.send(alerts)
 
     def statistics(self) -> dict[str, Any]:

@@ -57,7 +57,10 @@ class Detector(Protocol):
     """A sans-IO detection engine: one event in, zero or more alerts out.
 
     Implementations must not raise on odd events (missing fields, wrong
-    types); ``match`` is called once per event, in event order.
+    types); ``match`` is called once per event, in event order. An engine
+    may also offer ``match_batch(events) -> list[Alert]`` (the alerts of
+    ``match`` over ``events``, in event order), which the detection actor
+    prefers: one call per batch instead of one per event.
     """
 
     name: str

@@ -33,7 +33,7 @@ import fnmatch
 import ntpath
 import re
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -370,6 +370,28 @@ class SimpleEngine:
         gate = self._gates[event.category]
         if gate is not None and not gate(event.fields):
             return []
+        return self._fire(rules, event)
+
+    def match_batch(self, events: Sequence[Event]) -> list[Alert]:
+        """:meth:`match` over ``events``; the alerts in event order.
+
+        The loop of :meth:`match` without a call per event: a replay spends
+        most of its detection time on events no rule wants.
+        """
+        by_category = self._by_category
+        gates = self._gates
+        out: list[Alert] = []
+        for event in events:
+            category = event.category
+            rules = by_category.get(category)
+            if rules is None:
+                continue
+            gate = gates[category]
+            if gate is None or gate(event.fields):
+                out.extend(self._fire(rules, event))
+        return out
+
+    def _fire(self, rules: list[SimpleRule], event: Event) -> list[Alert]:
         out = []
         for rule in rules:
             if rule.matches(event):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+import msgspec
 
 from edr.event import NETWORK_CONNECTION, Event, F
 
@@ -82,7 +83,7 @@ class ConnectionAggregator:
 
     def _emit(self, slot: _Slot) -> Event:
         last = slot.last or slot.first
-        return attrs.evolve(last, count=slot.repeats)
+        return msgspec.structs.replace(last, count=slot.repeats)
 
     def expire(self, now: float) -> list[Event]:
         """Aggregates whose window has ended (in arrival order)."""

@@ -7,8 +7,10 @@ the graph) sheds under overload and counts what it drops.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Sequence
+from itertools import compress
 from typing import Any, ClassVar
 
 import trio
@@ -17,6 +19,8 @@ from edr.detect.engines import fields_read, load_engines
 from edr.event import LIFECYCLE_CATEGORIES, NETWORK_CONNECTION, Event
 from edr.runtime.actor import ActorBase, ActorContext, Ports
 from edr.runtime.aggregation import ConnectionAggregator
+
+_category = operator.attrgetter("category")
 
 
 class Router(ActorBase):
@@ -50,10 +54,11 @@ class Router(ActorBase):
         lifecycle = LIFECYCLE_CATEGORIES
         agg = self.aggregator
         if agg is None:
-            prio = [e for e in batch if e.category in lifecycle]
-            if not prio:
-                return prio, list(batch)
-            return prio, [e for e in batch if e.category not in lifecycle]
+            # C-level passes (map, compress): this runs for every event of a replay
+            flags = list(map(lifecycle.__contains__, map(_category, batch)))
+            if not any(flags):
+                return [], batch if type(batch) is list else list(batch)
+            return list(compress(batch, flags)), list(compress(batch, map(operator.not_, flags)))
         prio = []
         bulk = agg.expire(now)
         for event in batch:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from edr.event import Event, RecordError, event_from_record
+from edr.event import RECORD_DECODER, Event, RecordError, event_from_record
 from edr.runtime.actor import ActorBase, ActorContext, Ports
 
 #: A decoder turns one raw record of its format into events; it may raise
@@ -24,8 +24,9 @@ def decode_ndjson(line: bytes, path: str, lineno: int) -> Event | None:
         if not line.strip():  # a blank line (checked only here: the hot path never strips)
             return None
         raise RecordError(f"invalid JSON: {exc}") from None
-    event = event_from_record(record, lineno)
-    event.origin = {"log.file.path": path, "edr.log.line": lineno}
+    event = event_from_record(record)
+    event.origin = {"log.file.path": path}
+    event.line = lineno
     return event
 
 
@@ -76,6 +77,8 @@ class Normalizer(ActorBase):
         self.decoded = 0
         self.rejected = 0
         self._reported: dict[str, int] = {}
+        # one origin per file, shared by its events (the line is Event.line)
+        self._origins: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def build(cls, ctx: ActorContext, name: str) -> Normalizer:
@@ -111,14 +114,17 @@ class Normalizer(ActorBase):
     def _decode_lines(self, batch: NdjsonLines) -> list[Event]:
         out: list[Event] = []
         append = out.append
-        loads = orjson.loads
+        decode = RECORD_DECODER.decode
         path = batch.path
+        origin = self._origins.get(path)
+        if origin is None:
+            origin = self._origins[path] = {"log.file.path": path}
         number = batch.first
         for line in batch:
             try:
-                event = event_from_record(loads(line), number)
+                event = decode(line)
             except ValueError:
-                # blank, malformed or unusual: the full route reports it with file and line
+                # blank, malformed or unusual: the full route says why, with file and line
                 try:
                     slow = decode_ndjson(line, path, number)
                 except (ValueError, KeyError, TypeError) as exc:
@@ -127,7 +133,8 @@ class Normalizer(ActorBase):
                     if slow is not None:
                         append(slow)
             else:
-                event.origin = {"log.file.path": path, "edr.log.line": number}
+                event.origin = origin
+                event.line = number
                 append(event)
             number += 1
         self.decoded += len(out)
