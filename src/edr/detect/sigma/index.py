@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 import ahocorasick
+import ahocorasick_rs
 
 from edr.detect.sigma.literals import ANY_FIELD, Needs
 from edr.detect.sigma.matchers import MatchContext
@@ -27,8 +28,8 @@ class RouteIndex:
     rule is a candidate when all of its clauses are met.
     """
 
-    __slots__ = ("always", "any_field", "clause_rule", "exact", "fields", "required", "rules",
-                 "substr")
+    __slots__ = ("always", "any_field", "clause_rule", "exact", "fields", "keyword_ids", "keyword_words",
+                 "keywords", "required", "rules", "substr")
 
     def __init__(self, entries: Iterable[tuple[int, tuple[Needs, ...] | None]]) -> None:
         exact: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -56,6 +57,13 @@ class RouteIndex:
         self.exact: dict[str, dict[str, tuple[int, ...]]] = {
             f: {v: tuple(dict.fromkeys(c)) for v, c in table.items()} for f, table in exact.items()
         }
+        # Keyword literals are searched in the whole event's text at once, where
+        # ahocorasick_rs (Rust, with a prefilter) costs half of pyahocorasick; on
+        # short per-field values pyahocorasick's cheaper call wins.
+        keywords = substr.pop(ANY_FIELD, {})
+        self.keyword_words: tuple[str, ...] = tuple(keywords)
+        self.keywords = _keyword_automaton(self.keyword_words)
+        self.keyword_ids: tuple[tuple[int, ...], ...] = tuple(tuple(dict.fromkeys(ids)) for ids in keywords.values())
         self.substr: dict[str, ahocorasick.Automaton] = {}
         for field, table in substr.items():
             automaton = ahocorasick.Automaton()
@@ -63,8 +71,18 @@ class RouteIndex:
                 automaton.add_word(text, tuple(dict.fromkeys(ids)))
             automaton.make_automaton()
             self.substr[field] = automaton
-        self.any_field = ANY_FIELD in self.exact or ANY_FIELD in self.substr
+        self.any_field = ANY_FIELD in self.exact or self.keywords is not None
         self.fields = (frozenset(self.exact) | frozenset(self.substr)) - {ANY_FIELD}
+
+    def __getstate__(self) -> dict[str, object]:
+        # the rule cache pickles built indexes; ahocorasick_rs automata do not
+        # pickle, so their words travel instead and are compiled again on load
+        return {name: getattr(self, name) for name in self.__slots__ if name != "keywords"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+        self.keywords = _keyword_automaton(self.keyword_words)
 
     def candidates(self, ctx: MatchContext) -> set[int]:
         """Rule numbers whose clauses the event all meets (plus the unindexed)."""
@@ -103,10 +121,10 @@ class RouteIndex:
                     ids = table.get(value)
                     if ids:
                         update(ids)
-            automaton = substr.get(ANY_FIELD)
-            if automaton is not None:
-                for _end, ids in automaton.iter(ctx.all_low_joined()):
-                    update(ids)
+            if self.keywords is not None:
+                keyword_ids = self.keyword_ids
+                for number, _start, _end in self.keywords.find_matches_as_indexes(ctx.all_low_joined(), True):
+                    update(keyword_ids[number])
         found: set[int] = set(self.always)
         if hit:
             clause_rule = self.clause_rule
@@ -119,3 +137,8 @@ class RouteIndex:
                 if n == required[rule]:
                     found.add(rule)
         return found
+
+
+def _keyword_automaton(words: tuple[str, ...]) -> ahocorasick_rs.AhoCorasick | None:
+    """The keyword automaton (pattern numbers index ``keyword_ids``), or None without words."""
+    return ahocorasick_rs.AhoCorasick(list(words)) if words else None
