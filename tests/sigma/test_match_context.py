@@ -36,3 +36,13 @@ def test_all_low_equals_lowering_each_value(fields: dict[str, Any]) -> None:
     fresh = MatchContext(fields)  # the per-field route gives the same, before or after
     assert all(fresh.low(name) == expected_per_field[name] for name in fields)
     assert fresh.all_low() == tuple(expected_all)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.sampled_from(["A", "B", "C", "D", "E"]), VALUE, max_size=5))
+def test_keyword_text_holds_every_lowered_value(fields: dict[str, Any]) -> None:
+    # the keyword literal search runs on this text: a value it lacked would be a missed rule
+    text = MatchContext(fields).keyword_text()
+    for name, value in fields.items():
+        for low in (s.lower() for s in to_strings(value) or ()):
+            assert low in text, (name, value, text)

@@ -28,7 +28,7 @@ class RouteIndex:
     rule is a candidate when all of its clauses are met.
     """
 
-    __slots__ = ("always", "any_field", "clause_rule", "exact", "fields", "keyword_ids", "keyword_words",
+    __slots__ = ("always", "clause_rule", "exact", "fields", "keyword_ids", "keyword_words",
                  "keywords", "required", "rules", "substr")
 
     def __init__(self, entries: Iterable[tuple[int, tuple[Needs, ...] | None]]) -> None:
@@ -71,7 +71,6 @@ class RouteIndex:
                 automaton.add_word(text, tuple(dict.fromkeys(ids)))
             automaton.make_automaton()
             self.substr[field] = automaton
-        self.any_field = ANY_FIELD in self.exact or self.keywords is not None
         self.fields = (frozenset(self.exact) | frozenset(self.substr)) - {ANY_FIELD}
 
     def __getstate__(self) -> dict[str, object]:
@@ -90,8 +89,9 @@ class RouteIndex:
         update = hit.update
         exact = self.exact
         substr = self.substr
-        if self.any_field:
-            # keyword rules need every value lower-cased anyway: do it in one pass,
+        any_exact = exact.get(ANY_FIELD)
+        if any_exact is not None:
+            # keyword equality needs every value lower-cased anyway: do it in one pass,
             # then the per-field lookups below are plain dict reads
             ctx.all_low()
             low = ctx.lows().get
@@ -113,18 +113,15 @@ class RouteIndex:
                 for value in values:
                     for _end, ids in automaton.iter(value):
                         update(ids)
-        if self.any_field:
-            values = ctx.all_low()
-            table = exact.get(ANY_FIELD)
-            if table is not None:
-                for value in values:
-                    ids = table.get(value)
-                    if ids:
-                        update(ids)
-            if self.keywords is not None:
-                keyword_ids = self.keyword_ids
-                for number, _start, _end in self.keywords.find_matches_as_indexes(ctx.all_low_joined(), True):
-                    update(keyword_ids[number])
+        if any_exact is not None:
+            for value in ctx.all_low():
+                ids = any_exact.get(value)
+                if ids:
+                    update(ids)
+        if self.keywords is not None:
+            keyword_ids = self.keyword_ids
+            for number, _start, _end in self.keywords.find_matches_as_indexes(ctx.keyword_text(), True):
+                update(keyword_ids[number])
         found: set[int] = set(self.always)
         if hit:
             clause_rule = self.clause_rule

@@ -24,6 +24,9 @@ import re2
 
 _Values = tuple[str, ...]
 _UNSET: Any = object()
+#: value types whose ``str`` contains their Sigma string forms (see MatchContext.keyword_text);
+#: not float: ``str(1e16)`` is ``1e+16`` where Sigma's form is ``10000000000000000``
+_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def to_strings(value: Any) -> _Values | None:
@@ -151,6 +154,22 @@ class MatchContext:
     def lows(self) -> dict[str, _Values | None]:
         """The per-field lower-case cache: complete for every field once :meth:`all_low` ran."""
         return self._low
+
+    def keyword_text(self) -> str:
+        """Text holding every value's string form, lower-cased, NUL-separated: for candidate selection.
+
+        Where every value is a scalar this is ``str`` of each value, joined and
+        lower-cased in C without the per-value work of :meth:`all_low`; it may
+        hold more than Sigma's string forms (``none`` for a null), so a
+        literal can be found that no value has (an extra candidate, evaluated
+        exactly), never the reverse. Otherwise it is :meth:`all_low_joined`.
+        """
+        if self._joined is not None:
+            return self._joined
+        values = self.fields.values()
+        if _SCALARS.issuperset(map(type, values)):
+            return "\0".join(map(str, values)).lower()
+        return self.all_low_joined()
 
     def all_low_joined(self) -> str:
         """All lower-cased values joined by NUL: one automaton pass over the event.
