@@ -7,7 +7,7 @@ are written against them; detection engines read ``fields`` directly.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -158,6 +158,14 @@ CATEGORY_FIELDS: Final[dict[str, tuple[str, ...]]] = {
 
 
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+if TYPE_CHECKING:
+    _Category = str
+else:
+    # For msgspec a Literal: decoding returns these very str objects, whose hash is
+    # computed once, instead of a new string per event for every set and dict
+    # lookup downstream to hash again. A category outside the list fails the
+    # fast decode and takes event_from_record, which accepts any category.
+    _Category = Literal[tuple(sorted(CATEGORIES))]
 
 
 class Event(msgspec.Struct, gc=False):
@@ -185,7 +193,7 @@ class Event(msgspec.Struct, gc=False):
     cycle collector need not track millions of them.
     """
 
-    category: _NonEmpty
+    category: _Category
     product: _NonEmpty
     fields: dict[str, Any]
     timestamp: float = msgspec.field(default=0.0, name="ts")

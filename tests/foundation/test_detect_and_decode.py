@@ -33,6 +33,13 @@ def test_lines_decode_to_events_with_their_file_and_line() -> None:
     assert all(e.origin == {"log.file.path": "/x/a.ndjson"} for e in events)
     assert events[0].fields == {"TargetFilename": "/tmp/x"}
     assert type(events[0].timestamp) is float
+    assert events[0].category is FILE_EVENT  # the shared constant, hashed once
+
+
+def test_a_category_this_version_does_not_know_is_kept() -> None:
+    # recorded by a newer agent: the typed fast decode refuses it, the checked route keeps it
+    (event,) = Normalizer("n", LOG).decode(NdjsonLines([line(category="process_hollowing")], "f", 1))
+    assert (event.category, event.line, event.seq) == ("process_hollowing", 1, 7)
 
 
 @pytest.mark.parametrize(("bad", "reason"), [
