@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edr.detect.sigma.matchers import MatchContext, to_strings
+from edr.detect.sigma.matchers import MatchContext, RegexSearch, to_strings
 
 # Letters whose lower case depends on context or changes length are the risky ones
 # for lowering many values in one call: final sigma, dotted capital I, ligatures.
@@ -46,3 +47,21 @@ def test_keyword_text_holds_every_lowered_value(fields: dict[str, Any]) -> None:
     for name, value in fields.items():
         for low in (s.lower() for s in to_strings(value) or ()):
             assert low in text, (name, value, text)
+
+
+PATTERNS = ["foo.*bar", "a|bc", "cmd\\.exe /c (whoami|net user)", "(?i)foo", "X[0-9]+Y", "ΑΣ", "İx",
+            "(?s)ab.c", "^start", "end$", "(?:Foo|BAR)baz", "[a-z]+"]
+PIECES = st.sampled_from(["foo", "FOO", "bar", "a", "bc", "cmd.exe /c ", "whoami", "net user", "X1Y", "ΑΣ",
+                          "ΑΣΒ", "İ", "İx", "x", "\u017f", "ab\nc", "start", "end", "Foobaz", "BARbaz", " ", "\0"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(PATTERNS), st.lists(st.lists(PIECES, max_size=5).map("".join), min_size=1, max_size=3))
+def test_regex_literal_prefilter_never_changes_a_result(pattern: str, values: list[str]) -> None:
+    # the prefilter skips RE2 on values lacking every required literal: it must never skip a match
+    test = RegexSearch(pattern)
+    raws = tuple(values)
+    lows = tuple(v.lower() for v in raws)
+    expected = any(re2.search(pattern, v) is not None for v in raws)
+    assert test.hit(raws, lows, MatchContext({})) == expected
+    assert test.hit(raws, None, MatchContext({})) == expected

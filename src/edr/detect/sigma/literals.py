@@ -19,10 +19,9 @@ literal runs, found with Python's regex parser.
 
 from __future__ import annotations
 
-from typing import Any
-
 from edr.detect.sigma import matchers as m
 from edr.detect.sigma.nodes import And, FieldItem, KeywordItem, Node, Or, Selection
+from edr.detect.sigma.regex_literals import regex_literals
 
 #: Pseudo-field of keyword needs: any value of the event.
 ANY_FIELD = "*"
@@ -144,77 +143,3 @@ def needs(node: Node) -> Needs | None:
     """The single most selective necessary need set of a condition tree, or None."""
     found = clauses(node)
     return found[0] if found else None
-
-
-# --- literals required by a regular expression ------------------------------------
-
-_Alternatives = frozenset[str]
-
-
-def _alt_cost(alternatives: _Alternatives) -> float:
-    return sum(1.0 + 16.0 / max(len(a), 1) for a in alternatives)
-
-
-def _pick(options: list[_Alternatives]) -> _Alternatives | None:
-    options = [o for o in options if o and all(o)]
-    return min(options, key=_alt_cost) if options else None
-
-
-def _sequence_literals(items: Any) -> _Alternatives | None:
-    """Best set of alternative substrings one of which every match contains."""
-    options: list[_Alternatives] = []
-    run: list[str] = []
-
-    def flush() -> None:
-        if run:
-            options.append(frozenset({"".join(run).lower()}))
-            run.clear()
-
-    for op, arg in items:
-        name = str(op)
-        if name == "LITERAL":
-            run.append(chr(arg))
-            continue
-        flush()
-        if name == "SUBPATTERN":
-            inner = _sequence_literals(arg[-1])
-            if inner:
-                options.append(inner)
-        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-            low, _high, inner_items = arg
-            if low >= 1:
-                inner = _sequence_literals(inner_items)
-                if inner:
-                    options.append(inner)
-        elif name == "BRANCH":
-            alternatives: set[str] = set()
-            for branch in arg[1]:
-                inner = _sequence_literals(branch)
-                if not inner:
-                    alternatives = set()
-                    break
-                alternatives |= inner
-            if alternatives:
-                options.append(frozenset(alternatives))
-        elif name == "ATOMIC_GROUP":
-            inner = _sequence_literals(arg)
-            if inner:
-                options.append(inner)
-        # anything else (classes, anchors, lookarounds) only ends a literal run
-    flush()
-    return _pick(options)
-
-
-def regex_literals(pattern: str) -> _Alternatives | None:
-    """Substrings (lower-cased) one of which every match of ``pattern`` contains.
-
-    Uses Python's regex parser on the RE2 pattern; a pattern it cannot parse
-    (RE2-only syntax) yields None, which only makes the rule unindexed.
-    """
-    try:
-        from re import _parser  # type: ignore[attr-defined]
-
-        parsed = _parser.parse(pattern)
-    except Exception:
-        return None
-    return _sequence_literals(list(parsed))

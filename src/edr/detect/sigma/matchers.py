@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 
 import re2
 
+from edr.detect.sigma.regex_literals import regex_literals
+
 _Values = tuple[str, ...]
 _UNSET: Any = object()
 #: value types whose ``str`` contains their Sigma string forms (see MatchContext.keyword_text);
@@ -303,13 +305,53 @@ class _Regex(Test):
 
 
 class RegexSearch(_Regex):
-    """``|re``: unanchored RE2 search, case-sensitive unless the pattern carries ``(?i)``."""
+    """``|re``: unanchored RE2 search, case-sensitive unless the pattern carries ``(?i)``.
 
-    __slots__ = ()
+    For a case-sensitive pattern whose required literals (:func:`regex_literals`,
+    one of which every match contains) are ASCII, ``required`` holds them in
+    lower case: a value whose lower case holds none of them cannot match, and
+    skips the RE2 call. Other patterns have none: RE2's case folding and
+    ``str.lower`` differ outside ASCII (U+017F matches ``(?i)s``), and
+    lowering a non-ASCII literal alone can differ from lowering it in context
+    (a final sigma).
+    """
+
+    __slots__ = ("required",)
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__(pattern)
+        self.required = _required_literals(pattern)
+
+    @property
+    def needs_low(self) -> bool:  # type: ignore[override]
+        return bool(self.required)
+
+    def __setstate__(self, state: str) -> None:
+        super().__setstate__(state)
+        self.required = _required_literals(state)
 
     def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
         search = self._rx.search
+        required = self.required
+        if required and lows is not None and len(lows) == len(raws):
+            for raw, low in zip(raws, lows, strict=True):
+                if any(map(low.__contains__, required)) and search(raw) is not None:
+                    return True
+            return False
         return any(search(value) is not None for value in raws)
+
+
+_FLAG_GROUP = re2.compile(r"\(\?[a-zA-Z]*i")
+
+
+def _required_literals(pattern: str) -> tuple[str, ...]:
+    """ASCII literals (lower case) one of which a match of case-sensitive ``pattern`` contains, or ()."""
+    if _FLAG_GROUP.search(pattern) is not None:
+        return ()
+    found = regex_literals(pattern)
+    if not found or not all(text.isascii() for text in found):
+        return ()
+    return tuple(sorted(found))
 
 
 class WildcardPattern(_Regex):
