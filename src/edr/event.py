@@ -237,9 +237,10 @@ class RecordError(ValueError):
 def event_from_record(record: Any) -> Event:
     """Build an Event from one decoded NDJSON record, validating its shape.
 
-    The slow path of replay, which :data:`RECORD_DECODER` takes for every
-    well-formed line: it exists to give a readable reason for a bad record.
-    A missing ``ts`` is 0, a missing ``seq`` 0, a missing ``count`` 1.
+    Replay's route for the lines :data:`RECORD_DECODER` refuses: it keeps
+    what is acceptable but unusual (a category this version does not know)
+    and gives a readable reason for the rest. A missing ``ts`` is 0, a
+    missing ``seq`` 0, a missing ``count`` 1.
     """
     if not isinstance(record, dict):
         raise RecordError("record is not a JSON object")
