@@ -105,6 +105,7 @@ def test_a_failing_batch_is_rerun_event_by_event_and_only_the_bad_event_skipped(
     # event order, engine order within one event
     assert [(a.event.seq, a.rule_id) for a in alerts if a.event] == [(1, "F"), (1, "E"), (2, "E"), (3, "F"), (3, "E")]
     assert actor.statistics()["errors"] == 1
+    assert actor.statistics()["batch_errors"] == 1
     assert actor.statistics()["events"] == 3 and actor.statistics()["alerts"] == 5
 
 

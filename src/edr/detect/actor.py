@@ -28,6 +28,7 @@ class DetectActor(ActorBase):
         self.events = 0
         self.alerts = 0
         self.errors = 0
+        self.batch_errors = 0
 
     @classmethod
     def build(cls, ctx: ActorContext, name: str) -> DetectActor:
@@ -51,6 +52,10 @@ class DetectActor(ActorBase):
                 try:
                     found = match_batch(batch)
                 except Exception:
+                    self.batch_errors += 1
+                    if self.batch_errors <= 20:
+                        self.log.exception("engine %s failed on a batch of %d events; matching them one by one",
+                                           engine.name, len(batch))
                     found = None
             if found is None:
                 found = self._each(engine, batch)
@@ -90,7 +95,8 @@ class DetectActor(ActorBase):
 
     def statistics(self) -> dict[str, Any]:
         """Events seen, alerts raised, engine errors, and each engine's own counters."""
-        stats: dict[str, Any] = {"events": self.events, "alerts": self.alerts, "errors": self.errors}
+        stats: dict[str, Any] = {"events": self.events, "alerts": self.alerts, "errors": self.errors,
+                                 "batch_errors": self.batch_errors}
         for e in self.engines:
             getter = getattr(e, "statistics", None)
             if getter is not None:
