@@ -24,6 +24,8 @@ class DetectActor(ActorBase):
     def __init__(self, name: str, engines: list[Detector], log: Any) -> None:
         super().__init__(name)
         self.engines = engines
+        # each engine with its batch entry point, or None: looked up once, not per batch
+        self._batch_calls = [(e, getattr(e, "match_batch", None)) for e in engines]
         self.log = log
         self.events = 0
         self.alerts = 0
@@ -45,8 +47,7 @@ class DetectActor(ActorBase):
         """
         alerts: list[Alert] = []
         engines_with_alerts = 0
-        for engine in self.engines:
-            match_batch = getattr(engine, "match_batch", None)
+        for engine, match_batch in self._batch_calls:
             found: list[Alert] | None = None
             if match_batch is not None:
                 try:

@@ -29,7 +29,7 @@ class RouteIndex:
     rule is a candidate when all of its clauses are met.
     """
 
-    __slots__ = ("always", "clause_rule", "exact", "fields", "keyword_ids", "keyword_words",
+    __slots__ = ("always", "any_exact", "clause_rule", "exact", "fields", "keyword_ids", "keyword_words",
                  "keywords", "required", "rules", "substr")
 
     def __init__(self, entries: Iterable[tuple[int, tuple[Needs, ...] | None]]) -> None:
@@ -58,6 +58,8 @@ class RouteIndex:
         self.exact: dict[str, dict[str, tuple[int, ...]]] = {
             f: {v: tuple(dict.fromkeys(c)) for v, c in table.items()} for f, table in exact.items()
         }
+        #: keyword (field-less) equality literals: any value of the event equal to one
+        self.any_exact = self.exact.pop(ANY_FIELD, None)
         # Keyword literals are searched in the whole event's text at once, where
         # ahocorasick_rs takes half the instructions of pyahocorasick (callgrind);
         # on short per-field values pyahocorasick's cheaper call wins.
@@ -72,7 +74,7 @@ class RouteIndex:
                 automaton.add_word(text, tuple(dict.fromkeys(ids)))
             automaton.make_automaton()
             self.substr[field] = automaton
-        self.fields = (frozenset(self.exact) | frozenset(self.substr)) - {ANY_FIELD}
+        self.fields = frozenset(self.exact) | frozenset(self.substr)
 
     def __getstate__(self) -> dict[str, object]:
         # the rule cache pickles built indexes; ahocorasick_rs automata do not
@@ -90,7 +92,7 @@ class RouteIndex:
         update = hit.update
         exact = self.exact
         substr = self.substr
-        any_exact = exact.get(ANY_FIELD)
+        any_exact = self.any_exact
         if any_exact is not None:
             # keyword equality needs every value lower-cased anyway: do it in one pass,
             # then the per-field lookups below are plain dict reads

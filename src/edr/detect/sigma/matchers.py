@@ -93,6 +93,22 @@ class MatchContext:
             self._low[name] = values
         return values  # type: ignore[no-any-return]
 
+    def values(self, name: str, need_low: bool) -> tuple[_Values | None, _Values | None]:
+        """``(raw(name), low(name) if need_low else None)`` in one call.
+
+        What a detection item evaluates on, for every candidate rule: the
+        cached case costs two dict reads instead of two method calls.
+        """
+        raws = self._raw.get(name, _UNSET)
+        if raws is _UNSET:
+            raws = self.raw(name)
+        if not need_low or raws is None:
+            return raws, None
+        lows = self._low.get(name, _UNSET)
+        if lows is _UNSET:
+            lows = self.low(name)
+        return raws, lows
+
     def all_raw(self) -> _Values:
         """Every value of every field, for keyword (field-less) detections."""
         if self._all_raw is None:

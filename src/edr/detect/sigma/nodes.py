@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edr.detect.sigma.matchers import _UNSET, MatchContext, Test
+from edr.detect.sigma.matchers import MatchContext, Test
 
 #: Longest matched value written into full debug output.
 DEBUG_VALUE_LIMIT = 256
@@ -52,21 +52,11 @@ class FieldItem(Node):
         self.needs_low = any(t.needs_low for t in tests)
 
     def ev(self, ctx: MatchContext) -> bool:
-        field = self.field
-        # MatchContext's caches read directly: the two method calls cost more
-        # than the lookups on this path, which runs for every candidate rule
-        raws = ctx._raw.get(field, _UNSET)
-        if raws is _UNSET:
-            raws = ctx.raw(field)
+        raws, lows = ctx.values(self.field, self.needs_low)
         if raws is None:
             if self.all_:
                 return all(t.miss() for t in self.tests)
             return any(t.miss() for t in self.tests)
-        lows = None
-        if self.needs_low:
-            lows = ctx._low.get(field, _UNSET)
-            if lows is _UNSET:
-                lows = ctx.low(field)
         if self.all_:
             for t in self.tests:
                 if not t.hit(raws, lows, ctx):
