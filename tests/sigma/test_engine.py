@@ -208,12 +208,15 @@ def test_catastrophic_regex_and_huge_command_line_in_bounded_time(load_rules: Ru
         rule("sel:\n  CommandLine|re: '(x+x+)+y'\ncondition: sel", title="Nested"),
         rule("sel:\n  CommandLine|contains|all:\n    - 'a'\n    - 'zz'\ncondition: sel", title="Contains"),
         rule("keywords:\n  - 'needle'\ncondition: keywords", title="Keyword"),
+        # SigmaHQ's "Unusually Long PowerShell CommandLine": RE2 needs a thousand states for it
+        rule("sel:\n  CommandLine|re: '.{1000,}'\ncondition: sel", title="Long"),
     )
-    assert report.loaded == 4
+    assert report.loaded == 5
     evil = "a" * 100_000 + "!"
     huge = "x" * (1 << 20)
     started = time.perf_counter()
-    assert fired(engine, {"CommandLine": evil}) == []
-    assert fired(engine, {"CommandLine": huge}) == []
-    assert fired(engine, {"CommandLine": "a" * (1 << 20) + "zz needle"}) == ["Contains", "Keyword"]
+    assert fired(engine, {"CommandLine": evil}) == ["Long"]
+    assert fired(engine, {"CommandLine": huge}) == ["Long"]
+    assert fired(engine, {"CommandLine": "a" * (1 << 20) + "zz needle"}) == ["Contains", "Keyword", "Long"]
+    assert fired(engine, {"CommandLine": ("y" * 999 + "\n") * 1000}) == []
     assert time.perf_counter() - started < 2.0  # backtracking engines take hours on these

@@ -8,7 +8,7 @@ import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edr.detect.sigma.matchers import MatchContext, RegexSearch, to_strings
+from edr.detect.sigma.matchers import LongRun, MatchContext, RegexSearch, long_run, to_strings
 
 # Letters whose lower case depends on context or changes length are the risky ones
 # for lowering many values in one call: final sigma, dotted capital I, ligatures.
@@ -65,3 +65,33 @@ def test_regex_literal_prefilter_never_changes_a_result(pattern: str, values: li
     expected = any(re2.search(pattern, v) is not None for v in raws)
     assert test.hit(raws, lows, MatchContext({})) == expected
     assert test.hit(raws, None, MatchContext({})) == expected
+
+
+RUN_PATTERNS = st.builds(
+    lambda flags, dot, low, upper: f"{flags}{dot}{{{low}{upper}}}",
+    st.sampled_from(["", "(?s)", "(?i)", "(?m)", "(?is)", "(?ms)"]),
+    st.sampled_from([".", "(.)", "(?:.)"]),
+    st.integers(min_value=0, max_value=6),
+    st.sampled_from(["", ",", ",6", ",9"]),
+)
+RUN_TEXT = st.lists(st.sampled_from(["a", "b", "\n", "\r", "Σ", "\u2028", " ", "\0", "\x85"]), max_size=14).map("".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(RUN_PATTERNS, st.lists(RUN_TEXT, min_size=1, max_size=3))
+def test_long_run_equals_re2_search(pattern: str, values: list[str]) -> None:
+    # ".{N,}" is decided by a length test instead of RE2: it must agree with RE2 everywhere,
+    # newlines and the other line separators (which RE2's dot does match) included
+    test = long_run(pattern)
+    assert isinstance(test, LongRun), pattern
+    expected = any(re2.search(pattern, v) is not None for v in values)
+    assert test.hit(tuple(values), None, MatchContext({})) == expected
+
+
+def test_long_run_shape_only() -> None:
+    for pattern in ("^.{3,}", ".{3,}$", "a.{3}", ".{3}a", "[^/]{100,}$", ".+", "x{3}", ".{4,2}"):
+        assert long_run(pattern) is None, pattern
+    run = long_run(".{1000,}")
+    assert run is not None and run.length == 1000 and not run.dotall
+    # beyond RE2's repetition limit of 1000: still exact, and the rule loads
+    assert long_run("(?s).{5000}") is not None

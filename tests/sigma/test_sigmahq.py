@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from edr.detect.sigma import SigmaEngine, load_sigma, rules_check
+from edr.detect.sigma.matchers import MatchContext
 from edr.sources.replay.winlog import iter_evtx, iter_evtx_json, iter_winlog_events, winlog_to_event
 from tests.sigma.conftest import shared_path
 
@@ -96,3 +97,28 @@ def test_attack_samples_replay_without_errors(sigmahq_engine: SigmaEngine) -> No
             sigmahq_engine.match(event)
     assert events > 500
     assert sigmahq_engine.statistics()["errors"] == 0
+
+
+def test_literal_index_never_hides_a_matching_rule(sigmahq_engine: SigmaEngine) -> None:
+    # The index only narrows which rules are evaluated. Evaluating every rule of each
+    # event's route, on every attack-sample and regression-sample event, must find no
+    # match among the rules the index left out (its clauses, anchors and cost model).
+    files = sorted(shared_path("evtx-attack-samples").rglob("*.evtx"))
+    files += sorted(shared_path("sigma-regression").rglob("*.evtx"))
+    rules = sigmahq_engine.rules
+    events = evaluated = 0
+    hidden: list[tuple[str, str]] = []
+    for path in files:
+        for event in iter_winlog_events(path):
+            events += 1
+            index = sigmahq_engine.ruleset.route_index((event.product, event.category, event.service))
+            ctx = MatchContext(event.fields)
+            candidates = index.candidates(ctx)
+            for number in index.rules:
+                if number in candidates:
+                    continue
+                evaluated += 1
+                if rules[number].condition.ev(ctx):
+                    hidden.append((rules[number].meta.title, path.name))
+    assert events > 8000 and evaluated > 1_000_000
+    assert not hidden, hidden[:20]

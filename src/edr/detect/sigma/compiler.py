@@ -203,6 +203,10 @@ class RuleCompiler:
                 pattern = str(regex.regexp)
                 if flags:
                     pattern = f"(?{flags}){pattern}"
+                run = m.long_run(pattern)
+                if run is not None:
+                    yield "test", run
+                    continue
                 try:
                     yield "test", m.RegexSearch(pattern)
                 except Exception as exc:  # re2.error

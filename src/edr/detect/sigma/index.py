@@ -162,5 +162,20 @@ def _anchors(rule_clauses: list[tuple[int, list[int]]], tables: list[dict[str, d
 
 
 def _keyword_automaton(words: tuple[str, ...]) -> ahocorasick_rs.AhoCorasick | None:
-    """The keyword automaton (pattern numbers index ``keyword_ids``), or None without words."""
-    return ahocorasick_rs.AhoCorasick(list(words)) if words else None
+    """The keyword automaton (pattern numbers index ``keyword_ids``), or None without words.
+
+    A DFA: it searches the whole event's text in about two thirds of the time
+    of the default automaton (the text is long, the word lists short).
+    Routes with the same words (every Windows route shares the field-less
+    rules of ``product: windows``) share one automaton.
+    """
+    if not words:
+        return None
+    automaton = _KEYWORD_AUTOMATA.get(words)
+    if automaton is None:
+        automaton = ahocorasick_rs.AhoCorasick(list(words), implementation=ahocorasick_rs.Implementation.DFA)
+        _KEYWORD_AUTOMATA[words] = automaton
+    return automaton
+
+
+_KEYWORD_AUTOMATA: dict[tuple[str, ...], ahocorasick_rs.AhoCorasick] = {}

@@ -10,14 +10,18 @@ lookups and Aho-Corasick automata, so an event only evaluates rules whose
 needs it meets.
 
 Rules: a positive field item needs one literal from each of its OR-linked
-values (from one value if AND-linked); ``and`` needs what its most selective
-child needs; ``or`` needs the union of its children's needs; ``not``, keyword
-items and non-string tests give no need; keyword items need a literal in
-any field (pseudo-field ``*``); regular expressions need their required
-literal runs, found with Python's regex parser.
+values (from one value if AND-linked); ``and`` needs every clause its
+children need; ``or`` needs, for each choice of one clause per branch, the
+union of the chosen clauses; ``not`` and non-string tests give no need;
+keyword items need a literal in any field (pseudo-field ``*``); regular
+expressions need their required literal runs, found with Python's regex
+parser. :func:`clauses` keeps the cheapest few by :func:`_cost`.
 """
 
 from __future__ import annotations
+
+import itertools
+import math
 
 from edr.detect.sigma import matchers as m
 from edr.detect.sigma.nodes import And, FieldItem, KeywordItem, Node, Or, Selection
@@ -31,10 +35,15 @@ Needs = frozenset[Need]
 
 
 def _cost(needs: Needs) -> float:
-    """Expected candidate rate of a need set: short substrings match often."""
+    """Expected candidate rate of a need set: short substrings match often.
+
+    The rate of a substring falls steeply with its length (``.exe`` is in
+    nearly every ``Image``, ``\\edr-freeze`` in almost none), hence the
+    cube: a four-character literal costs as much as sixteen exact values.
+    """
     cost = 0.0
     for _field, kind, text in needs:
-        cost += 1.0 if kind == "eq" else 1.0 + 16.0 / max(len(text), 1)
+        cost += 1.0 if kind == "eq" else 1.0 + 1024.0 / max(len(text), 1) ** 3
     return cost
 
 
@@ -90,8 +99,16 @@ def _best(parts: list[Needs | None]) -> Needs | None:
     return min(options, key=_cost)
 
 
-#: Clauses kept per rule: more make candidates rarer but cost a counter update each.
-MAX_CLAUSES = 3
+#: Clauses kept per rule: more make candidates rarer; the index checks them in one C-level subset test.
+MAX_CLAUSES = 4
+#: Clauses of each ``or`` branch combined into clauses of the ``or`` (the cheapest ones) ...
+OR_BRANCH_CLAUSES = 2
+#: ... while the combinations stay this few (else one per branch).
+MAX_OR_COMBINATIONS = 8
+
+
+def _order(needs: Needs) -> tuple[float, list[Need]]:
+    return _cost(needs), sorted(needs)
 
 
 def _clauses(node: Node) -> list[Needs] | None:
@@ -113,12 +130,18 @@ def _clauses(node: Node) -> list[Needs] | None:
                 out.extend(sub)
         return out or None
     if isinstance(node, Or):
-        parts: list[Needs | None] = []
+        # (a1 and a2) or b == (a1 or b) and (a2 or b): every choice of one clause per
+        # branch unites into a necessary clause of the whole. A branch's cheapest clause
+        # alone can be a common literal (``.exe``) where its second is a rare one.
+        options: list[list[Needs]] = []
         for child in node.children:
             sub = _clauses(child)
-            parts.append(None if sub is None else min(sub, key=_cost))
-        union = _union(parts)
-        return None if union is None else [union]
+            if sub is None:
+                return None
+            options.append(sorted(set(sub), key=_order)[:OR_BRANCH_CLAUSES])
+        if math.prod(map(len, options)) > MAX_OR_COMBINATIONS:
+            options = [option[:1] for option in options]
+        return [frozenset().union(*combo) for combo in itertools.product(*options)]
     return None  # Not: nothing necessary can be said
 
 
@@ -133,7 +156,7 @@ def clauses(node: Node) -> tuple[Needs, ...] | None:
     found = _clauses(node)
     if found is None:
         return None
-    unique = sorted(set(found), key=lambda n: (_cost(n), sorted(n)))
+    unique = sorted(set(found), key=_order)
     if any(not n for n in unique):
         return (frozenset(),)  # an unsatisfiable clause: the rule never matches
     return tuple(unique[:MAX_CLAUSES])

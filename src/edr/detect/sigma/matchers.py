@@ -357,6 +357,55 @@ class RegexSearch(_Regex):
         return any(search(value) is not None for value in raws)
 
 
+class LongRun(Test):
+    """``|re`` of the shape ``.{N}``, ``.{N,}`` or ``.{N,M}``: a run of N characters.
+
+    As an unanchored search such a pattern matches exactly when some N
+    consecutive characters exist (any character with the ``s`` flag, else any
+    but a newline, RE2's ``.``); the shortest run it accepts is N. RE2 runs a
+    counted repetition as N program states, so ``.{1000,}`` (SigmaHQ's "Unusually
+    Long PowerShell CommandLine") costs milliseconds per long command line,
+    where this length test is linear and cheap. :func:`long_run` recognises the
+    shape.
+    """
+
+    __slots__ = ("dotall", "length", "pattern")
+
+    def __init__(self, pattern: str, length: int, dotall: bool) -> None:
+        self.pattern = pattern
+        self.length = length
+        self.dotall = dotall
+
+    def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
+        length = self.length
+        for value in raws:
+            if len(value) < length:
+                continue
+            if self.dotall or "\n" not in value:
+                return True
+            if any(len(line) >= length for line in value.split("\n")):
+                return True
+        return False
+
+    def describe(self) -> str:
+        return f"re({self.pattern[:80]})"
+
+
+#: ``.{N}``, ``.{N,}``, ``.{N,M}`` (the dot alone or as a group), after an optional flag group
+_LONG_RUN = re2.compile(r"(?:\(\?([imsU]*)\))?(?:\.|\(\.\)|\(\?:\.\))\{(\d+)(?:,(\d*))?\}")
+
+
+def long_run(pattern: str) -> LongRun | None:
+    """The :class:`LongRun` equivalent to searching ``pattern``, or None if it has another shape."""
+    found = _LONG_RUN.fullmatch(pattern)
+    if found is None:
+        return None
+    flags, low, high = found.group(1) or "", int(found.group(2)), found.group(3)
+    if high and int(high) < low:
+        return None  # invalid: the regex route reports RE2's error
+    return LongRun(pattern, low, "s" in flags)
+
+
 _FLAG_GROUP = re2.compile(r"\(\?[a-zA-Z]*i")
 
 
