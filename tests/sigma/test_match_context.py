@@ -8,7 +8,7 @@ import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edr.detect.sigma.matchers import LongRun, MatchContext, RegexSearch, long_run, to_strings
+from edr.detect.sigma.matchers import LongRun, MatchContext, RegexSearch, _matcher, long_run, to_strings
 
 # Letters whose lower case depends on context or changes length are the risky ones
 # for lowering many values in one call: final sigma, dotted capital I, ligatures.
@@ -95,3 +95,27 @@ def test_long_run_shape_only() -> None:
     assert run is not None and run.length == 1000 and not run.dotall
     # beyond RE2's repetition limit of 1000: still exact, and the rule loads
     assert long_run("(?s).{5000}") is not None
+
+
+class _PublicOnly:
+    """A compiled pattern seen only through google-re2's public API."""
+
+    def __init__(self, pattern: str) -> None:
+        self.rx = re2.compile(pattern)
+
+    def search(self, value: str) -> object:
+        return self.rx.search(value)
+
+    def fullmatch(self, value: str) -> object:
+        return self.rx.fullmatch(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(PATTERNS), st.lists(PIECES, max_size=5).map("".join))
+def test_direct_re2_call_equals_public_api(pattern: str, value: str) -> None:
+    # the yes/no matcher calls RE2 below the wrapper; it and the fallback must agree with search/fullmatch
+    compiled = re2.compile(pattern)
+    for anchor, public in (("UNANCHORED", compiled.search), ("ANCHOR_BOTH", compiled.fullmatch)):
+        expected = public(value) is not None
+        assert _matcher(compiled, anchor)(value) == expected
+        assert _matcher(_PublicOnly(pattern), anchor)(value) == expected

@@ -17,6 +17,7 @@ plain slotted object so that the compiled rule set pickles into the cache.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -300,21 +301,50 @@ class StrGroup(Test):
                 f"ends={self.ends[:3]}, contains={self.contains[:3]})")
 
 
+def _matcher(rx: Any, anchor: str) -> Callable[[str], bool]:
+    """``value -> bool``: does compiled ``rx`` match (``UNANCHORED`` or ``ANCHOR_BOTH``)?
+
+    The google-re2 wrapper's ``search`` builds a match object and maps byte
+    offsets back to characters in Python, which costs more than RE2's own scan
+    of a command line. A yes/no needs none of it: this calls RE2's ``Match``
+    on the UTF-8 text directly (what the wrapper does inside), and falls back
+    to the public API if a future wrapper moves its internals.
+    """
+    regexp = getattr(rx, "_regexp", None)
+    mode = getattr(getattr(re2, "_Anchor", None), anchor, None)
+    if regexp is None or mode is None or not hasattr(regexp, "Match"):
+        if anchor == "UNANCHORED":
+            return lambda value: rx.search(value) is not None
+        return lambda value: rx.fullmatch(value) is not None
+    match = regexp.Match
+
+    def matches(value: str) -> bool:
+        text = value.encode()
+        return match(mode, text, 0, len(text))[0][0] != -1
+
+    return matches
+
+
 class _Regex(Test):
     """Shared RE2 plumbing: the pattern text pickles, the compiled object does not."""
 
-    __slots__ = ("_rx", "pattern")
+    __slots__ = ("_matches", "_rx", "pattern")
+    _anchor: ClassVar[str] = "UNANCHORED"
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
-        self._rx = re2.compile(pattern)
+        self._compile()
+
+    def _compile(self) -> None:
+        self._rx = re2.compile(self.pattern)
+        self._matches = _matcher(self._rx, self._anchor)
 
     def __getstate__(self) -> str:
         return self.pattern
 
     def __setstate__(self, state: str) -> None:
         self.pattern = state
-        self._rx = re2.compile(state)
+        self._compile()
 
     def describe(self) -> str:
         return f"re({self.pattern[:80]})"
@@ -347,14 +377,14 @@ class RegexSearch(_Regex):
         self.required = _required_literals(state)
 
     def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
-        search = self._rx.search
+        matches = self._matches
         required = self.required
         if required and lows is not None and len(lows) == len(raws):
             for raw, low in zip(raws, lows, strict=True):
-                if any(map(low.__contains__, required)) and search(raw) is not None:
+                if any(map(low.__contains__, required)) and matches(raw):
                     return True
             return False
-        return any(search(value) is not None for value in raws)
+        return any(map(matches, raws))
 
 
 class LongRun(Test):
@@ -423,6 +453,7 @@ class WildcardPattern(_Regex):
     """A string with ``?`` wildcards, as an anchored RE2 match (on lower case unless cased)."""
 
     __slots__ = ("cased", "literals")
+    _anchor: ClassVar[str] = "ANCHOR_BOTH"
 
     def __init__(self, pattern: str, cased: bool, literals: tuple[str, ...]) -> None:
         super().__init__(pattern)
@@ -438,12 +469,11 @@ class WildcardPattern(_Regex):
 
     def __setstate__(self, state: tuple[str, bool, tuple[str, ...]]) -> None:  # type: ignore[override]
         self.pattern, self.cased, self.literals = state
-        self._rx = re2.compile(self.pattern)
+        self._compile()
 
     def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
         values = raws if self.cased or lows is None else lows
-        fullmatch = self._rx.fullmatch
-        return any(fullmatch(value) is not None for value in values)
+        return any(map(self._matches, values))
 
 
 class AnyValue(Test):
