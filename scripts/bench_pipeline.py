@@ -12,6 +12,11 @@ detect + events -> alerts) in-process under the Supervisor, exactly as
     python scripts/bench_pipeline.py --engines all   # Sigma and IOC too, when they are available
     python scripts/bench_pipeline.py --profile out.prof
     python scripts/bench_pipeline.py --repeat 5      # five runs over the same input (default 3)
+    EDR__PIPELINE__BATCH_SIZE=128 python scripts/bench_pipeline.py   # [pipeline] settings apply
+
+Only ``EDR__PIPELINE__*`` variables reach the run (batch size, edge capacities,
+to compare them); other ``EDR__`` settings of the caller are ignored, so the
+figure measures the same graph everywhere.
 
 Target on the reference machine (2 vCPU): at least 200,000 events/s with
 ``--engines simple``.
@@ -148,7 +153,7 @@ def run_once(args: argparse.Namespace, tmp: Path, data: Path, profile: str | Non
     }
     if args.engines == "simple":
         overrides.update({"scanner.sigma_enabled": False, "ioc.enabled": False})
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("EDR__") or k == "EDR__PIPELINE__BATCH_SIZE"}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("EDR__") or k.startswith("EDR__PIPELINE__")}
     config = load_config(None, environ=environ, overrides=overrides).config
     ctx = ActorContext(config=config, mode="replay", options={"files": [str(data)], "stdout": False})
     graph = load_graph(graph_path("replay")).with_capacities(config.pipeline.capacities)
