@@ -92,13 +92,6 @@ def _union(parts: list[Needs | None]) -> Needs | None:
     return frozenset(out)
 
 
-def _best(parts: list[Needs | None]) -> Needs | None:
-    options = [p for p in parts if p is not None]
-    if not options:
-        return None
-    return min(options, key=_cost)
-
-
 #: Clauses kept per rule: more make candidates rarer; the index checks them in one C-level subset test.
 MAX_CLAUSES = 4
 #: Clauses of each ``or`` branch combined into clauses of the ``or`` (the cheapest ones) ...
