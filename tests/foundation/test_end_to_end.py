@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +266,21 @@ def test_replay_of_a_directory_walks_it_for_recorded_logs(workdir: Path) -> None
     alerts = read_alerts(workdir / "logs")
     assert sorted((a["edr.log.line"], a["rule.id"]) for a in alerts) == expected_pairs()
     assert {a["log.file.path"] for a in alerts} == {str(tree / "events.json.2026-11-01")}
+
+
+def test_values_json_writers_refuse_neither_stop_the_agent(workdir: Path) -> None:
+    # A replayed record may hold an integer beyond 64 bits, which orjson will not write; the
+    # alert for it (and the recorded event) must still be written, and the replay end with 0.
+    setup(workdir)
+    huge = file_event("/etc/cron.d/backdoor")
+    huge["fields"]["Inode"] = 10**30
+    events = write_ndjson(workdir / "huge.ndjson", [json.dumps(huge).encode(), file_event("/etc/cron.d/after")])
+    env = clean_env(EDR__EVENTS__ENABLED="true", EDR__EVENTS__DIRECTORY=str(workdir / "rec"))
+    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir, env=env)
+    assert r.returncode == 0, r.stderr
+    alerts = read_alerts(workdir / "logs")
+    assert [(a["edr.log.line"], a["rule.id"]) for a in alerts] == [(1, "BUILTIN-CRON"), (2, "BUILTIN-CRON")]
+    assert alerts[0]["edr.event.Inode"] == str(10**30)
+    recorded = [orjson.loads(x) for f in sorted((workdir / "rec").glob("events.json.*"))
+                for x in f.read_bytes().splitlines()]
+    assert [e["fields"].get("Inode") for e in recorded] == [str(10**30), None]

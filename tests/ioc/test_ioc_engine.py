@@ -153,6 +153,14 @@ def test_path_regexes_are_case_insensitive_re2(tmp_path: Path) -> None:
     assert iocs.match(ev("process_creation", Image="/usr/bin/ls")) == []
 
 
+def test_path_that_is_not_utf8_is_still_matched(tmp_path: Path) -> None:
+    # a live path with a byte that is not UTF-8 arrives surrogate-escaped; RE2's str route
+    # would raise on it and the event would escape every path indicator
+    iocs = load_iocs(write_lists(tmp_path))
+    name = b"/dev/shm/\xff\xfe.bin".decode("utf-8", "surrogateescape")
+    assert [x.rule_id for x in iocs.match(ev("process_creation", Image=name))] == ["ioc:path_regex:^/dev/shm/.*\\.bin$"]
+
+
 def test_match_hashes_for_the_scanner_and_sysmon_hashes_field(tmp_path: Path) -> None:
     iocs = load_iocs(write_lists(tmp_path))
     event = ev("process_creation", Image="/tmp/x", ProcessId=5)

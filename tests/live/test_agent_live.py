@@ -85,6 +85,31 @@ def test_cron_write_alert_names_the_writing_process(agent) -> None:
         path.unlink(missing_ok=True)
 
 
+def test_file_name_that_is_not_utf8_is_alerted_and_the_agent_lives_on(agent) -> None:
+    # A name with bytes that are not UTF-8 used to make RE2, the keyword automaton and
+    # orjson raise: the event escaped Sigma and the alert writer stopped the agent.
+    proc, logs = agent
+    stem = f"edr-test-{uuid.uuid4().hex[:8]}"
+    raw = os.fsencode(f"/etc/cron.d/{stem}-") + b"\xff\xfe"
+    with open(raw, "w") as fh:
+        fh.write("# test\n")
+    try:
+        written = f"/etc/cron.d/{stem}-\\xff\\xfe"  # the bytes spelt out in the alert file
+        hits = wait_for(lambda: [a for a in read_alerts(logs) if a.get("file.path") == written], 5.0)
+        assert hits, "no alert for the cron file with a non-UTF-8 name"
+        assert {"simple", "sigma"} <= {a["rule.engine"] for a in hits}
+        assert proc.poll() is None, "the agent stopped"
+    finally:
+        os.unlink(raw)
+    # and it still alerts afterwards
+    path = Path(f"/etc/cron.d/edr-test-{uuid.uuid4().hex[:8]}")
+    path.write_text("# test\n")
+    try:
+        assert wait_for(lambda: [a for a in read_alerts(logs) if a.get("file.path") == str(path)], 5.0)
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def test_whoami_from_a_shell_fires_the_sigma_rule(agent) -> None:
     _proc, logs = agent
     subprocess.run(["/bin/sh", "-c", "/usr/bin/whoami; true"], check=True, capture_output=True)

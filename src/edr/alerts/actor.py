@@ -11,11 +11,11 @@ from __future__ import annotations
 import sys
 from typing import Any, ClassVar
 
-import orjson
 import trio
 
 from edr.alerts.daily_file import DailyFile
 from edr.alerts.ecs import HostInfo, to_ecs
+from edr.alerts.ndjson import dumps_line
 from edr.detect.alert import Alert
 from edr.event import event_to_record
 from edr.runtime.actor import ActorBase, ActorContext, Ports
@@ -73,8 +73,7 @@ class AlertWriter(ActorBase):
                 lines = []
                 for alert in batch:
                     assert isinstance(alert, Alert)
-                    lines.append(orjson.dumps(to_ecs(alert, self.host), option=orjson.OPT_APPEND_NEWLINE
-                                              | orjson.OPT_NON_STR_KEYS, default=str))
+                    lines.append(dumps_line(to_ecs(alert, self.host)))
                     self.by_rule[alert.rule_name] = self.by_rule.get(alert.rule_name, 0) + 1
                 # A thread write runs to completion even if cancelled meanwhile;
                 # only the retry sleeps of a failing disk are cancellable.
@@ -118,8 +117,6 @@ class EventWriter(ActorBase):
 
     async def run(self, ports: Ports) -> None:
         """Serialize and write each batch (only the configured categories, if any)."""
-        dumps = orjson.dumps
-        opt = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
         try:
             async for batch in ports.input("in"):
                 if self.file is None:
@@ -128,7 +125,7 @@ class EventWriter(ActorBase):
                     batch = [e for e in batch if e.category in self.categories]
                     if not batch:
                         continue
-                lines = [dumps(event_to_record(e), option=opt, default=str) for e in batch]
+                lines = [dumps_line(event_to_record(e)) for e in batch]
                 await write_with_retry(self.file, lines, self.name, self.log)
                 self.events += len(lines)
         finally:

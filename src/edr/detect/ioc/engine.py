@@ -14,6 +14,7 @@ from edr.detect.ioc.extract import dns_answers, domains_in, ips_in
 from edr.detect.ioc.ipset import IpSet, parse_ip, parse_network
 from edr.detect.ioc.lists import Indicator, bad_line, read_list
 from edr.event import Event, F
+from edr.text import utf8
 
 if TYPE_CHECKING:
     from edr.config import IocConfig
@@ -247,7 +248,8 @@ class IocSet:
             return
         found = self._path_memo.get(value)
         if found is None:
-            found = tuple(self.path_patterns[i] for i in self._path_set.Match(value) or ())
+            # as bytes: a path that is not UTF-8 (edr.text) would make RE2's str route raise
+            found = tuple(self.path_patterns[i] for i in self._path_set.Match(utf8(value)) or ())
             _remember(self._path_memo, value, found)
         for ind in found:
             hits.append((ind, value, field))

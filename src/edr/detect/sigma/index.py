@@ -20,6 +20,7 @@ import ahocorasick_rs
 
 from edr.detect.sigma.literals import ANY_FIELD, Needs
 from edr.detect.sigma.matchers import MatchContext
+from edr.text import replaced
 
 
 class RouteIndex:
@@ -133,7 +134,13 @@ class RouteIndex:
                     update(ids)
         if self.keywords is not None:
             keyword_ids = self.keyword_ids
-            for number, _start, _end in self.keywords.find_matches_as_indexes(ctx.keyword_text(), True):
+            text = ctx.keyword_text()
+            try:
+                found_words = self.keywords.find_matches_as_indexes(text, True)
+            except UnicodeEncodeError:
+                # bytes that are not UTF-8 (edr.text) must not hide the keywords around them
+                found_words = self.keywords.find_matches_as_indexes(replaced(text), True)
+            for number, _start, _end in found_words:
                 update(keyword_ids[number])
         found: set[int] = set(self.always)
         if hit:

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import re2
 
 from edr.detect.sigma.regex_literals import regex_literals
+from edr.text import replaced, utf8
 
 _Values = tuple[str, ...]
 _UNSET: Any = object()
@@ -308,18 +309,20 @@ def _matcher(rx: Any, anchor: str) -> Callable[[str], bool]:
     offsets back to characters in Python, which costs more than RE2's own scan
     of a command line. A yes/no needs none of it: this calls RE2's ``Match``
     on the UTF-8 text directly (what the wrapper does inside), and falls back
-    to the public API if a future wrapper moves its internals.
+    to the public API if a future wrapper moves its internals. Text with bytes
+    that are not UTF-8 (:mod:`edr.text`) is searched too, each such byte as
+    U+FFFD, where the wrapper would raise and the event would go unmatched.
     """
     regexp = getattr(rx, "_regexp", None)
     mode = getattr(getattr(re2, "_Anchor", None), anchor, None)
     if regexp is None or mode is None or not hasattr(regexp, "Match"):
         if anchor == "UNANCHORED":
-            return lambda value: rx.search(value) is not None
-        return lambda value: rx.fullmatch(value) is not None
+            return lambda value: rx.search(replaced(value)) is not None
+        return lambda value: rx.fullmatch(replaced(value)) is not None
     match = regexp.Match
 
     def matches(value: str) -> bool:
-        text = value.encode()
+        text = utf8(value)  # a value with bytes that are not UTF-8 still gets searched
         return match(mode, text, 0, len(text))[0][0] != -1
 
     return matches
