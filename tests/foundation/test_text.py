@@ -35,11 +35,11 @@ def test_printable_spells_out_what_is_not_unicode() -> None:
 
 def test_dumps_line_writes_what_orjson_refuses() -> None:
     doc = {"file.path": "/etc/cron.d/x\udcff", "edr.event.Big": 10**30, "neg": -(10**20), "ok": 2**64 - 1,
-           "list": ["\udcfe", 1], "key\udcff": True, "nested": {"k": ("\ud800",)}}
+           "list": ["\udcfe", 1], "key\udcff": True, "nested": {"k": ("\ud800",), 10**25: 1}}
     line = dumps_line(doc)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert orjson.loads(line) == {"file.path": "/etc/cron.d/x\\xff", "edr.event.Big": str(10**30),
                                   "neg": str(-(10**20)), "ok": 2**64 - 1, "list": ["\\xfe", 1], "key\\xff": True,
-                                  "nested": {"k": ["\\ud800"]}}
+                                  "nested": {"k": ["\\ud800"], str(10**25): 1}}
     plain = {"a": "b", "n": 1}
     assert dumps_line(plain) == orjson.dumps(plain, option=orjson.OPT_APPEND_NEWLINE)

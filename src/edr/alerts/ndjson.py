@@ -40,7 +40,7 @@ def _clean(value: Any) -> Any:
     if kind is int:
         return value if _INT_MIN <= value < _INT_END else str(value)
     if kind is dict:
-        return {(_clean(k) if type(k) is str else k): _clean(v) for k, v in value.items()}
+        return {_clean(k): _clean(v) for k, v in value.items()}
     if kind is list or kind is tuple:
         return [_clean(v) for v in value]
     return value
