@@ -131,6 +131,7 @@ class Normalizer(ActorBase):
                     self._reject(path, number, str(exc))
                 else:
                     if slow is not None:
+                        slow.origin = origin
                         append(slow)
             else:
                 event.origin = origin

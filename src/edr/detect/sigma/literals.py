@@ -25,7 +25,7 @@ import math
 
 from edr.detect.sigma import matchers as m
 from edr.detect.sigma.nodes import And, FieldItem, KeywordItem, Node, Or, Selection
-from edr.detect.sigma.regex_literals import regex_literals
+from edr.detect.sigma.regex_literals import regex_literals, substring_cost
 
 #: Pseudo-field of keyword needs: any value of the event.
 ANY_FIELD = "*"
@@ -35,16 +35,8 @@ Needs = frozenset[Need]
 
 
 def _cost(needs: Needs) -> float:
-    """Expected candidate rate of a need set: short substrings match often.
-
-    The rate of a substring falls steeply with its length (``.exe`` is in
-    nearly every ``Image``, ``\\edr-freeze`` in almost none), hence the
-    cube: a four-character literal costs as much as sixteen exact values.
-    """
-    cost = 0.0
-    for _field, kind, text in needs:
-        cost += 1.0 if kind == "eq" else 1.0 + 1024.0 / max(len(text), 1) ** 3
-    return cost
+    """Expected candidate rate of a need set (:func:`substring_cost` per substring, 1 per exact value)."""
+    return sum(1.0 if kind == "eq" else substring_cost(text) for _field, kind, text in needs)
 
 
 def _longest(parts: tuple[str | None, ...] | tuple[str, ...]) -> str:

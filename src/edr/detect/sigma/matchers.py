@@ -331,7 +331,7 @@ def _matcher(rx: Any, anchor: str) -> Callable[[str], bool]:
 class _Regex(Test):
     """Shared RE2 plumbing: the pattern text pickles, the compiled object does not."""
 
-    __slots__ = ("_matches", "_rx", "pattern")
+    __slots__ = ("_matches", "pattern")
     _anchor: ClassVar[str] = "UNANCHORED"
 
     def __init__(self, pattern: str) -> None:
@@ -339,8 +339,7 @@ class _Regex(Test):
         self._compile()
 
     def _compile(self) -> None:
-        self._rx = re2.compile(self.pattern)
-        self._matches = _matcher(self._rx, self._anchor)
+        self._matches = _matcher(re2.compile(self.pattern), self._anchor)
 
     def __getstate__(self) -> str:
         return self.pattern
