@@ -159,6 +159,28 @@ def test_replay_in_process(workdir: Path) -> None:
     assert all(s.dropped == 0 and s.depth == 0 and s.closed for s in sup.statistics().values())
 
 
+def test_replay_lets_one_batch_into_the_graph_at_a_time(workdir: Path) -> None:
+    """Each batch goes through every stage before the next enters (edr.runtime.flight), and nothing is lost."""
+    rounds, batch = 40, 16
+    setup(workdir)
+    events = write_ndjson(workdir / "many.ndjson", [r for _ in range(rounds) for r, _ in CASES])
+    config = load_config("edr.toml", environ={}, overrides={
+        "alerts.directory": str(workdir / "paced"), "pipeline.batch_size": batch}).config
+    ctx = ActorContext(config=config, mode="replay", options={"files": [str(events)]})
+    sup = Supervisor(load_graph(graph_path("replay")), ctx)
+    assert trio.run(functools.partial(sup.run, handle_signals=False)) == 0
+    alerts = read_alerts(workdir / "paced")
+    want = sorted((line + n * len(CASES), rid) for n in range(rounds) for line, rid in expected_pairs())
+    assert sorted((a["edr.log.line"], a["rule.id"]) for a in alerts) == want
+    stats = sup.statistics()
+    event_edges = [s for name, s in stats.items() if not name.endswith("alerts.in")]
+    assert len(event_edges) == 6
+    # with the graph's capacities of 8 batches, a source that did not wait would queue up to 8
+    assert all(s.high_water <= batch for s in event_edges), {s.name: s.high_water for s in event_edges}
+    assert stats["source.out->normalizer.in"].high_water == batch
+    assert sup.flight.count == 0
+
+
 def test_builtin_switched_off_in_rules_file(workdir: Path) -> None:
     events = setup(workdir, '\n[[rules]]\nid = "BUILTIN-CRON"\nenabled = false\n')
     r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir)

@@ -69,12 +69,15 @@ class AlertWriter(ActorBase):
     async def run(self, ports: Ports) -> None:
         """Write each batch, then take the next; flush and close at end of stream."""
         try:
-            async for batch in ports.input("in"):
+            inp = ports.input("in")
+            async for batch in inp:
                 lines = []
                 for alert in batch:
                     assert isinstance(alert, Alert)
                     lines.append(dumps_line(to_ecs(alert, self.host)))
                     self.by_rule[alert.rule_name] = self.by_rule.get(alert.rule_name, 0) + 1
+                # The disk write is no work on the graph: a replay source need not wait for it.
+                inp.done()
                 # A thread write runs to completion even if cancelled meanwhile;
                 # only the retry sleeps of a failing disk are cancellable.
                 await write_with_retry(self.file, lines, self.name, self.log)
@@ -118,7 +121,8 @@ class EventWriter(ActorBase):
     async def run(self, ports: Ports) -> None:
         """Serialize and write each batch (only the configured categories, if any)."""
         try:
-            async for batch in ports.input("in"):
+            inp = ports.input("in")
+            async for batch in inp:
                 if self.file is None:
                     continue
                 if self.categories:
@@ -126,6 +130,7 @@ class EventWriter(ActorBase):
                     if not batch:
                         continue
                 lines = [dumps_line(event_to_record(e)) for e in batch]
+                inp.done()
                 await write_with_retry(self.file, lines, self.name, self.log)
                 self.events += len(lines)
         finally:

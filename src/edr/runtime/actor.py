@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import attrs
+import trio
 
 from edr.runtime.channel import InPort, OutPort
+from edr.runtime.flight import Flight
 
 if TYPE_CHECKING:
     from edr.config import Config
@@ -27,10 +29,11 @@ if TYPE_CHECKING:
 
 @attrs.define
 class Ports:
-    """An actor's ports by name."""
+    """An actor's ports by name, and the in-flight count of its graph."""
 
     inputs: dict[str, InPort]
     outputs: dict[str, OutPort]
+    flight: Flight | None = None
 
     def input(self, name: str) -> InPort:
         """The input port ``name``."""
@@ -39,6 +42,17 @@ class Ports:
     def output(self, name: str) -> OutPort:
         """The output port ``name``."""
         return self.outputs[name]
+
+    async def settled(self) -> None:
+        """Wait until the graph holds no batch in flight (see :mod:`edr.runtime.flight`).
+
+        For a source that paces itself on the graph; returns at once outside
+        a supervised graph. A cancellation point.
+        """
+        if self.flight is None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await self.flight.settled()
 
 
 @attrs.define

@@ -19,6 +19,7 @@ from edr.detect.engines import fields_read, load_engines
 from edr.event import LIFECYCLE_CATEGORIES, NETWORK_CONNECTION, Event
 from edr.runtime.actor import ActorBase, ActorContext, Ports
 from edr.runtime.aggregation import ConnectionAggregator
+from edr.runtime.channel import OutPort
 
 _category = operator.attrgetter("category")
 
@@ -74,9 +75,15 @@ class Router(ActorBase):
         return prio, bulk
 
     async def run(self, ports: Ports) -> None:
-        """Route each batch; emit due aggregates even when input is idle."""
+        """Route each batch; with aggregation, emit due aggregates even when input is idle."""
         inp = ports.input("in")
         prio_out, bulk_out = ports.output("priority"), ports.output("bulk")
+        agg = self.aggregator
+        if agg is None:
+            # Nothing to emit on a timer: no timeout (a cancel scope per batch) needed.
+            async for batch in inp:
+                await self._route(batch, prio_out, bulk_out)
+            return
         tick = 1.0
         while True:
             batch: Any = None
@@ -85,24 +92,25 @@ class Router(ActorBase):
                 batch = await inp.receive()
                 timed_out = False
             if timed_out:
-                if self.aggregator is not None:
-                    due = self.aggregator.expire(time.monotonic())
-                    if due:
-                        await bulk_out.send(due)
+                due = agg.expire(time.monotonic())
+                if due:
+                    await bulk_out.send(due)
                 continue
             if batch is None:
                 break
-            prio, bulk = self.split(batch, time.monotonic())
-            self.priority += len(prio)
-            self.bulk += len(bulk)
-            if prio:
-                await prio_out.send(prio)
-            if bulk:
-                await bulk_out.send(bulk)
-        if self.aggregator is not None:
-            rest = self.aggregator.flush()
-            if rest:
-                await bulk_out.send(rest)
+            await self._route(batch, prio_out, bulk_out)
+        rest = agg.flush()
+        if rest:
+            await bulk_out.send(rest)
+
+    async def _route(self, batch: Sequence[Event], prio_out: OutPort, bulk_out: OutPort) -> None:
+        prio, bulk = self.split(batch, time.monotonic())
+        self.priority += len(prio)
+        self.bulk += len(bulk)
+        if prio:
+            await prio_out.send(prio)
+        if bulk:
+            await bulk_out.send(bulk)
 
     def statistics(self) -> dict[str, Any]:
         """Events per lane and aggregation counters."""

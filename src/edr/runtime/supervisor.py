@@ -26,6 +26,7 @@ import trio
 from edr.runtime.actor import Actor, ActorContext, Ports, resolve_kind
 from edr.runtime.buffer import EdgeStatistics
 from edr.runtime.channel import Edge, InPort, OutPort
+from edr.runtime.flight import Flight
 from edr.runtime.graph import Graph
 
 MAX_RESTARTS = 3
@@ -50,13 +51,15 @@ class Supervisor:
         self.stopping = False
         self._source_scopes: list[trio.CancelScope] = []
         self._root: trio.Nursery | None = None
+        self.flight = Flight()
         for spec in graph.actors:
             self.ports[spec.name] = Ports(
                 inputs={p: InPort(f"{spec.name}.{p}") for p in spec.inputs},
                 outputs={p: OutPort(f"{spec.name}.{p}") for p in spec.outputs},
+                flight=self.flight,
             )
         for e in graph.edges:
-            edge = Edge(e.name, e.capacity, e.policy)
+            edge = Edge(e.name, e.capacity, e.policy, self.flight)
             self.edges[e.name] = edge
             sa, sp = e.src.split(".")
             da, dp = e.dst.split(".")
@@ -109,6 +112,8 @@ class Supervisor:
                     raise
                 except Exception:
                     log.exception("actor %s (%s) crashed", name, spec.kind)
+                    for port in ports.inputs.values():
+                        port.done()  # the batch it died on is not in flight any more
                     if spec.on_error == "restart" and restarts < MAX_RESTARTS and not self.stopping:
                         restarts += 1
                         log.warning("restarting actor %s (%d/%d)", name, restarts, MAX_RESTARTS)
@@ -117,6 +122,8 @@ class Supervisor:
                     self.abort()
                     return
         finally:
+            for port in ports.inputs.values():
+                port.done()
             for out in ports.outputs.values():
                 out.close()
 

@@ -1,9 +1,13 @@
 """The replay source: recorded files in, raw records out, in file order.
 
 File reading happens in worker threads (a chunk or a slice of records at a
-time), so the event loop never blocks on disk. Cancellation (SIGTERM) stops
-between chunks: everything already sent downstream is still processed, so
-the alert file holds every alert of every record read.
+time), so the event loop never blocks on disk; NDJSON is read one chunk
+ahead. Cancellation (SIGTERM) stops between batches: everything already sent
+downstream is still processed, so the alert file holds every alert of every
+record read.
+
+The source lets one batch into the graph at a time: after each send it waits
+until the graph has settled (:mod:`edr.runtime.flight` says why).
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ import contextlib
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import trio
 
 from edr.runtime.actor import ActorBase, ActorContext, Ports
+from edr.runtime.channel import OutPort
 from edr.runtime.stages import NdjsonLines
 from edr.sources.replay.formats import detect_format
 
@@ -60,9 +65,9 @@ class ReplaySource(ActorBase):
             try:
                 fmt = await trio.to_thread.run_sync(detect_format, path)
                 if fmt == "ndjson":
-                    await self._lines(path, out)
+                    await self._lines(path, out, ports)
                 else:
-                    await self._records(path, fmt, out)
+                    await self._records(path, fmt, out, ports)
             except OSError as exc:
                 self.log.error("replay: %s: cannot read: %s", path, exc)
                 self.failed_files.append(path)
@@ -71,43 +76,50 @@ class ReplaySource(ActorBase):
                 self.failed_files.append(path)
             self.files_done += 1
 
-    async def _lines(self, path: str, out: Any) -> None:
+    async def _lines(self, path: str, out: OutPort, ports: Ports) -> None:
         lineno = 0
         tail = b""
         with open(path, "rb") as fh:
-            while True:
-                chunk = await trio.to_thread.run_sync(fh.read, CHUNK)
-                self.bytes_read += len(chunk)
-                if not chunk:
-                    break
-                lines = (tail + chunk).split(b"\n")
-                tail = lines.pop()
-                size = self.batch_size
-                for start in range(0, len(lines), size):
-                    part = lines[start:start + size]
-                    await out.send(NdjsonLines(part, path, lineno + 1))
-                    # Counted once sent: on cancellation `records` is exactly what went downstream.
-                    lineno += len(part)
-                    self.records += len(part)
+            async with trio.open_nursery() as nursery:
+                chunks_in, chunks = trio.open_memory_channel[bytes](1)
+                nursery.start_soon(self._read_ahead, fh, chunks_in)
+                async for chunk in chunks:
+                    self.bytes_read += len(chunk)
+                    lines = (tail + chunk).split(b"\n")
+                    tail = lines.pop()
+                    size = self.batch_size
+                    for start in range(0, len(lines), size):
+                        part = lines[start:start + size]
+                        await out.send(NdjsonLines(part, path, lineno + 1))
+                        # Counted once sent: on cancellation `records` is exactly what went downstream.
+                        lineno += len(part)
+                        self.records += len(part)
+                        await ports.settled()
         if tail.strip():
             lineno += 1
             await out.send(NdjsonLines([tail], path, lineno))
             self.records += 1
 
-    async def _records(self, path: str, fmt: str, out: Any) -> None:
+    @staticmethod
+    async def _read_ahead(fh: BinaryIO, chunks: trio.MemorySendChannel[bytes]) -> None:
+        """Read ``fh`` into ``chunks`` while the graph works on the previous chunk."""
+        async with chunks:
+            while chunk := await trio.to_thread.run_sync(fh.read, CHUNK):
+                await chunks.send(chunk)
+
+    async def _records(self, path: str, fmt: str, out: OutPort, ports: Ports) -> None:
         from edr.sources.replay import winlog
 
         reader: Iterator[dict[str, Any]] = winlog.iter_evtx(path) if fmt == "evtx" else winlog.iter_evtx_json(path)
         number = itertools.count(1)
         size = Path(path).stat().st_size
-        done = 0
         while True:
             records = await trio.to_thread.run_sync(lambda: list(itertools.islice(reader, self.batch_size)))
             if not records:
                 break
             await out.send([(fmt, r, path, next(number)) for r in records])
             self.records += len(records)
-            done += len(records)
+            await ports.settled()
         self.bytes_read += size
 
     def statistics(self) -> dict[str, Any]:
