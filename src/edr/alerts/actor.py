@@ -124,6 +124,7 @@ class EventWriter(ActorBase):
             inp = ports.input("in")
             async for batch in inp:
                 if self.file is None:
+                    del batch  # freed before the wait for the next: see edr.runtime.flight
                     continue
                 if self.categories:
                     batch = [e for e in batch if e.category in self.categories]

@@ -93,6 +93,7 @@ class DetectActor(ActorBase):
             alerts = self.detect(batch)
             if alerts:
                 await out.send(alerts)
+            del batch, alerts  # freed before the wait for the next: see edr.runtime.flight
 
     def statistics(self) -> dict[str, Any]:
         """Events seen, alerts raised, engine errors, and each engine's own counters."""

@@ -45,8 +45,9 @@ class EnricherActor(ActorBase):
             self.events += len(batch)
             if enricher is None:
                 await out.send(batch)
-                continue
-            await out.send([enricher.process(e) for e in batch])
+            else:
+                await out.send([enricher.process(e) for e in batch])
+            del batch  # freed before the wait for the next: see edr.runtime.flight
 
     def statistics(self) -> dict[str, Any]:
         """Events seen and the caches' counters."""

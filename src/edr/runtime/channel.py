@@ -220,8 +220,12 @@ class InPort:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Sequence[Any]]:
-        while (batch := await self.receive()) is not None:
+        while True:
+            batch = await self.receive()
+            if batch is None:
+                return
             yield batch
+            del batch  # not kept alive while waiting for the next (edr.runtime.flight)
 
 
 class OutPort:

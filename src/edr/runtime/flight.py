@@ -14,6 +14,11 @@ matched and freed a few batches later runs the whole replay 1.6 times
 slower than one taken through every stage while its events are still in the
 cache (``scripts/bench_pipeline.py``). Live sources never wait: the kernel's
 buffers, not the graph, decide their pace.
+
+For the same reason the actors on the replay path drop their references to
+a batch before they wait for the next one: the batch is freed at once, and
+the next one is decoded into the memory it leaves, still in the cache,
+instead of into memory last touched a batch earlier.
 """
 
 from __future__ import annotations

@@ -157,6 +157,7 @@ class Normalizer(ActorBase):
             events = self.decode(batch)
             if events:
                 await out.send(events)
+            del batch, events  # freed before the wait for the next: see edr.runtime.flight
 
     def statistics(self) -> dict[str, Any]:
         """Decoded and rejected records."""
