@@ -181,6 +181,23 @@ def test_replay_lets_one_batch_into_the_graph_at_a_time(workdir: Path) -> None:
     assert sup.flight.count == 0
 
 
+def test_lines_split_across_reads_are_joined(workdir: Path, monkeypatch: Any) -> None:
+    """Reads that end mid-line (and lines longer than a read) still give every line, numbered right."""
+    import edr.sources.replay.actor as replay_actor
+
+    events = setup(workdir)
+    size = events.stat().st_size
+    for chunk in (7, 100, size - 1, size, size + 1):
+        monkeypatch.setattr(replay_actor, "CHUNK", chunk)
+        out = workdir / f"chunk-{chunk}"
+        config = load_config("edr.toml", environ={}, overrides={"alerts.directory": str(out)}).config
+        ctx = ActorContext(config=config, mode="replay", options={"files": [str(events)]})
+        sup = Supervisor(load_graph(graph_path("replay")), ctx)
+        assert trio.run(functools.partial(sup.run, handle_signals=False)) == 0
+        assert sup.actors["normalizer"].statistics() == {"decoded": len(CASES), "rejected": 0}, chunk
+        assert sorted((a["edr.log.line"], a["rule.id"]) for a in read_alerts(out)) == expected_pairs(), chunk
+
+
 def test_builtin_switched_off_in_rules_file(workdir: Path) -> None:
     events = setup(workdir, '\n[[rules]]\nid = "BUILTIN-CRON"\nenabled = false\n')
     r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir)
