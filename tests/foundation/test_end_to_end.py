@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -196,6 +198,34 @@ def test_lines_split_across_reads_are_joined(workdir: Path, monkeypatch: Any) ->
         assert trio.run(functools.partial(sup.run, handle_signals=False)) == 0
         assert sup.actors["normalizer"].statistics() == {"decoded": len(CASES), "rejected": 0}, chunk
         assert sorted((a["edr.log.line"], a["rule.id"]) for a in read_alerts(out)) == expected_pairs(), chunk
+
+
+def test_a_read_error_mid_file_keeps_what_was_read_and_reports_the_file(workdir: Path, monkeypatch: Any,
+                                                                         caplog: Any) -> None:
+    import edr.sources.replay.actor as replay_actor
+
+    events = setup(workdir)
+    data = events.read_bytes()
+    first = data.index(b"\n", len(data) // 2) + 1  # whole lines up to the middle, then EIO
+
+    class FailingFile(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            if self.tell() >= first:
+                raise OSError(errno.EIO, "Input/output error")
+            return super().read(min(size if size is not None and size >= 0 else first, first - self.tell()))
+
+    monkeypatch.setattr(replay_actor, "open", lambda path, mode: FailingFile(data), raising=False)
+    config = load_config("edr.toml", environ={}, overrides={"alerts.directory": str(workdir / "eio")}).config
+    ctx = ActorContext(config=config, mode="replay", options={"files": [str(events)]})
+    sup = Supervisor(load_graph(graph_path("replay")), ctx)
+    assert trio.run(functools.partial(sup.run, handle_signals=False)) == 0
+    read = data[:first].count(b"\n")
+    assert 0 < read < len(CASES)
+    assert sup.actors["normalizer"].statistics()["decoded"] == read
+    assert sup.actors["source"].failed_files == [str(events)]
+    assert f"replay: {events}: cannot read: [Errno 5] Input/output error" in caplog.text
+    want = [(line, rid) for line, rid in expected_pairs() if line <= read]
+    assert sorted((a["edr.log.line"], a["rule.id"]) for a in read_alerts(workdir / "eio")) == want
 
 
 def test_builtin_switched_off_in_rules_file(workdir: Path) -> None:

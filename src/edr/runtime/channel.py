@@ -108,12 +108,10 @@ class Edge:
         before = len(self._buffer)
         if not self._buffer.offer(batch):
             return False
-        if self.flight is not None:
-            # +1 when queued; 0 when dropped (drop_newest) or queued in place of
-            # the oldest (drop_oldest): the count follows what the edge holds.
-            queued = len(self._buffer) - before
-            if queued:
-                self.flight.add(queued)
+        # Not when dropped (drop_newest) or queued in place of the oldest
+        # (drop_oldest): the count follows what the edge holds.
+        if self.flight is not None and len(self._buffer) > before:
+            self.flight.add()
         return True
 
     def _wake_receiver(self) -> bool:

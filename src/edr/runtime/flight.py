@@ -39,11 +39,9 @@ class Flight:
         self.count = 0
         self._settled = trio.lowlevel.ParkingLot()
 
-    def add(self, batches: int) -> None:
-        """``batches`` more are in flight (negative: an edge discarded some)."""
-        self.count += batches
-        if self.count == 0 and self._settled:
-            self._settled.unpark_all()
+    def add(self) -> None:
+        """One more batch is in flight."""
+        self.count += 1
 
     def done(self) -> None:
         """One batch has been worked through."""

@@ -83,10 +83,11 @@ class ReplaySource(ActorBase):
     async def _lines(self, path: str, out: OutPort, ports: Ports) -> None:
         lineno = 0
         tail = b""
+        failed: list[OSError] = []
         with open(path, "rb") as fh:
             async with trio.open_nursery() as nursery:
                 chunks_in, chunks = trio.open_memory_channel[bytes](1)
-                nursery.start_soon(self._read_ahead, fh, chunks_in)
+                nursery.start_soon(self._read_ahead, fh, chunks_in, failed)
                 async for chunk in chunks:
                     self.bytes_read += len(chunk)
                     lines = chunk.split(b"\n")
@@ -101,17 +102,27 @@ class ReplaySource(ActorBase):
                         lineno += len(part)
                         self.records += len(part)
                         await ports.settled()
+        if failed:
+            # Raised here, not in the reader task, where the nursery would wrap it in a group.
+            raise failed[0]
         if tail.strip():
             lineno += 1
             await out.send(NdjsonLines([tail], path, lineno))
             self.records += 1
 
     @staticmethod
-    async def _read_ahead(fh: BinaryIO, chunks: trio.MemorySendChannel[bytes]) -> None:
-        """Read ``fh`` into ``chunks`` while the graph works on the previous chunk."""
+    async def _read_ahead(fh: BinaryIO, chunks: trio.MemorySendChannel[bytes], failed: list[OSError]) -> None:
+        """Read ``fh`` into ``chunks`` while the graph works on the previous chunk.
+
+        A read error ends the stream and is left in ``failed``; what was read
+        before it is still replayed.
+        """
         async with chunks:
-            while chunk := await trio.to_thread.run_sync(fh.read, CHUNK):
-                await chunks.send(chunk)
+            try:
+                while chunk := await trio.to_thread.run_sync(fh.read, CHUNK):
+                    await chunks.send(chunk)
+            except OSError as exc:
+                failed.append(exc)
 
     async def _records(self, path: str, fmt: str, out: OutPort, ports: Ports) -> None:
         from edr.sources.replay import winlog
