@@ -84,6 +84,25 @@ def _doc(text: str) -> dict[str, str]:
 
 
 @attrs.define
+class AgentConfig:
+    """[agent]: the agent process itself (edr addition)."""
+
+    state_directory: str = attrs.field(
+        default="state", metadata=_doc("Agent state (the instance lock); created 0700.")
+    )
+    stop_timeout_secs: float = attrs.field(
+        default=10.0, validator=_positive,
+        metadata=_doc("Longest an orderly stop (SIGTERM) may take; alerts still unwritten then are "
+                      "counted and the exit code is 1."),
+    )
+    permissions: str = attrs.field(
+        default="enforce", validator=_one_of("enforce", "warn"),
+        metadata=_doc('As root: "enforce" refuses configuration and rule files other users can write; '
+                      '"warn" only logs them (test rigs).'),
+    )
+
+
+@attrs.define
 class ScannerConfig:
     """[scanner]: which detection engines run and where their rules are."""
 
@@ -164,6 +183,10 @@ class ProcessConfig:
     max_entries: int = attrs.field(
         default=65536, validator=_positive, metadata=_doc("Process records kept when exits are missed.")
     )
+    max_bytes: int = attrs.field(
+        default=32 << 20, validator=_positive,
+        metadata=_doc("Bytes the process records may hold (command lines included); oldest evicted, counted."),
+    )
 
 
 @attrs.define
@@ -213,6 +236,10 @@ class SigmaConfig:
     )
     correlation_max_groups: int = attrs.field(
         default=10000, validator=_positive, metadata=_doc("Correlation groups kept; oldest evicted.")
+    )
+    correlation_max_bytes: int = attrs.field(
+        default=64 << 20, validator=_positive,
+        metadata=_doc("Bytes correlation state may hold (groups, entries, values); oldest evicted, counted."),
     )
     placeholders: dict[str, list[str]] = attrs.field(
         factory=dict, metadata=_doc("Values for %placeholder% names used by the expand modifier.")
@@ -317,6 +344,7 @@ class SensorConfig:
 class Config:
     """The whole effective configuration."""
 
+    agent: AgentConfig = attrs.field(factory=AgentConfig)
     scanner: ScannerConfig = attrs.field(factory=ScannerConfig)
     allowlist: AllowlistConfig = attrs.field(factory=AllowlistConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
@@ -431,7 +459,7 @@ def _resolve_types() -> None:
 
 
 _SECTION_CLASSES = (
-    ScannerConfig, AllowlistConfig, LoggingConfig, AlertsConfig, ResponseConfig, ProcessConfig,
+    AgentConfig, ScannerConfig, AllowlistConfig, LoggingConfig, AlertsConfig, ResponseConfig, ProcessConfig,
     NetworkConfig, IocConfig, SigmaConfig, ScanConfig, SimpleConfig, EventsConfig, PipelineConfig,
     HealthConfig, SensorConfig,
 )
