@@ -51,12 +51,15 @@ class ResponseTarget:
     """The process an alert points at, and how to make sure it is still that process.
 
     The event's ``ProcessStartTime`` is read by type: an integer is
-    ``start_ticks`` (Linux: clock ticks since boot, field 22 of
-    /proc/<pid>/stat; Windows: FILETIME, 100 ns since 1601), compared
-    exactly; a float (or decimal string) is ``start_epoch``, seconds since
-    the epoch, compared within a second (boot time is only known to the
-    second). ``event_time`` is the event's own time, the fallback check when
-    neither is present: the process must have started by then.
+    ``start_ticks``, the kernel's start time of the process (Linux: clock
+    ticks since boot in the unit of field 22 of /proc/<pid>/stat, taken at
+    the fork, so it holds across a late exec, and allowed to be one tick
+    after /proc's value, see :mod:`edr.response.kill_linux`; Windows:
+    FILETIME, 100 ns since 1601, compared exactly); a float (or decimal
+    string) is ``start_epoch``, seconds since the epoch, compared within a
+    second (boot time is only known to the second). ``event_time`` is the
+    event's own time, the fallback check when neither is present: the
+    process must have started by then.
     """
 
     pid: int | None

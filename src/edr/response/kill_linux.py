@@ -7,6 +7,48 @@ executable from /proc, then confirm through the pidfd that the process is
 still alive -- which proves the /proc reads described the pidfd's process,
 since its number cannot be reused while it lives -- and only then signal
 the pidfd.
+
+What identifies the process the alert named
+-------------------------------------------
+
+A PID names a process only while it lives; the kernel's start time of the
+task (``task->start_boottime``, field 22 of /proc/<pid>/stat, clock ticks
+since boot) tells one holder of a number from the next, because a reuse is a
+new fork.  The eBPF decoder stamps ``ProcessStartTime`` with that clock and
+unit: the time of the fork the sensor recorded, or /proc's value for a
+process forked before the sensor started.  It is the *fork* time on
+purpose: an exec keeps the task's start time, so a process that forks,
+waits and only then execs the alerted program (``sh -c 'sleep 3; exec
+evil'``) is still recognised -- the exec time would make it look like a
+reused PID and let it run.
+
+- **One tick of slack, one way.**  The sensor cannot read
+  ``start_boottime`` without kernel struct offsets; it reads the same clock
+  (``bpf_ktime_get_boot_ns``) in ``sched_process_fork``, microseconds after
+  ``copy_process`` set ``start_boottime``.  Truncated to ticks, the stamp is
+  therefore /proc's value or, when a tick boundary fell in between, the
+  next one: ``0 <= stamp - actual <= START_TICKS_SLACK`` (1).  Anything else
+  -- two ticks later, or any tick earlier -- is another process.  (Sources
+  that read /proc themselves, like the memory sweep, stamp the exact value.)
+- **What the slack lets through.**  A different process holding the same
+  number and started in the same or the previous tick would pass the time
+  check.  For that the alerted process must exit and the PID counter wrap
+  around all free PIDs within ~20 ms, which a fork rate cannot do;
+  choosing a PID (``ns_last_pid``, ``clone3`` ``set_tid``) needs
+  CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN over the PID namespace the agent
+  sees, and the executable must match as well.  The start time compared
+  exactly would have the same weakness within one tick.
+- **Exec after exec** keeps the start time, so the time check alone
+  cannot tell ``A`` from ``A; exec B`` in the same process.  The executable
+  check does: /proc/<pid>/exe names the image running now, and it must be
+  the alert's ``Image``.  A process that has since exec'd another program is
+  a mismatch (it no longer runs what was detected); one that exec'd the
+  same program again is killed, rightly, since it runs the detected image.
+  No exec counter is needed for this: the question is "same task, still
+  running that image", and start time plus executable answer both halves.
+- **Epoch and event-time evidence** (a float ``ProcessStartTime`` from older
+  recordings or other sources, or none at all) is still accepted, with the
+  looser checks below; the live Linux pipeline no longer produces it.
 """
 
 from __future__ import annotations
@@ -19,6 +61,8 @@ from typing import Final
 from edr.response import procfs
 from edr.response.outcome import FAILED, GONE, MISMATCH, TERMINATED, KillResult
 
+#: Ticks a recorded start time may exceed /proc's: the sensor stamps the fork just after the kernel did.
+START_TICKS_SLACK: Final = 1
 #: Slack when the only identity evidence is the event time (clock granularity, /proc/stat btime in s).
 START_SLACK_SECS: Final = 2.0
 #: Tolerance comparing an epoch start time with /proc's (btime has one-second resolution).
@@ -37,7 +81,8 @@ def verify_identity(pid: int, image: str, start_ticks: int | None, event_time: f
     btime = procfs.boot_time()
     started = btime + actual / procfs.clock_ticks() if btime is not None else None
     if start_ticks is not None:
-        if actual != start_ticks:
+        # the stamp may be one tick after /proc's, never before (see the module docstring)
+        if not 0 <= start_ticks - actual <= START_TICKS_SLACK:
             return f"start time {actual} != {start_ticks} (pid reused)"
     elif start_epoch is not None:
         if started is None:
