@@ -17,7 +17,9 @@ class FakeHost:
     sockets: dict[tuple[int, int], SocketInfo] = attrs.Factory(dict)
     links: dict[str, str] = attrs.Factory(dict)
     routes: dict[str, str] = attrs.Factory(dict)
+    starts: dict[int, int] = attrs.Factory(dict)
     calls: list[str] = attrs.Factory(list)
+    start_calls: list[int] = attrs.Factory(list)
 
     def cwd(self, pid: int) -> str | None:
         self.calls.append(f"cwd {pid}")
@@ -43,3 +45,7 @@ class FakeHost:
 
     def route_source(self, destination: str) -> str | None:
         return self.routes.get(destination)
+
+    def start_ticks(self, pid: int) -> int | None:
+        self.start_calls.append(pid)
+        return self.starts.get(pid)

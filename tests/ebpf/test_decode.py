@@ -29,6 +29,7 @@ DOCKER = "a" * 64
 
 
 def _decoder(host: FakeHost | None = None, **kw: object) -> Decoder:
+    kw.setdefault("clock_ticks", 100)
     return Decoder(host=host or FakeHost(), boot_offset=rr.BOOT_OFFSET, **kw)  # type: ignore[arg-type]
 
 
@@ -36,7 +37,7 @@ def test_exec_becomes_process_creation() -> None:
     host = FakeHost(cwds={42: "/home/u"}, euids={42: 0}, links={"/bin/sh": "/usr/bin/dash"},
                     cgroups={77: f"/system.slice/docker-{DOCKER}.scope"})
     [ev] = _decoder(host).decode(rr.exec_rec(42, "/bin/sh", ["sh", "-c", "id"], ppid=7, ts_ns=2_500_000_000,
-                                             comm=b"sh"))
+                                             start_ns=1_234_567_890, comm=b"sh"))
     assert ev.category == PROCESS_CREATION and ev.product == "linux"
     assert ev.timestamp == rr.BOOT_OFFSET + 2.5
     f = ev.fields
@@ -47,7 +48,50 @@ def test_exec_becomes_process_creation() -> None:
     assert (f[F.UID], f[F.GID], f[F.EUID], f[F.COMM]) == (1000, 1000, 0, "sh")
     assert f[F.ARGV_TRUNCATED] is False
     assert f[F.CGROUP_ID] == 77 and f[F.CONTAINER_ID] == DOCKER
-    assert f[F.PROCESS_START_TIME] == ev.timestamp
+    assert f[F.PROCESS_START_TIME] == 123  # the fork's boot time in clock ticks, not the exec's
+
+
+def test_exec_start_time_is_the_fork_time_in_clock_ticks() -> None:
+    """The kernel's fork time, in /proc/<pid>/stat's unit (ticks since boot), however late the exec."""
+    host = FakeHost(starts={42: 1})  # never asked: the record carries the fork time
+    d = _decoder(host)
+    [ev] = d.decode(rr.exec_rec(42, "/usr/bin/x", ["x"], ts_ns=900_000_000_000, start_ns=3_009_999_999))
+    assert ev.fields[F.PROCESS_START_TIME] == 300 and type(ev.fields[F.PROCESS_START_TIME]) is int
+    assert ev.timestamp == rr.BOOT_OFFSET + 900.0  # the event keeps its own (exec) time
+    # USER_HZ is whatever the host says: at 250 Hz a tick is 4 ms
+    [ev] = _decoder(host, clock_ticks=250).decode(rr.exec_rec(42, "/usr/bin/x", ["x"], start_ns=3_009_999_999))
+    assert ev.fields[F.PROCESS_START_TIME] == 752
+    assert host.start_calls == []
+
+
+def test_exec_of_a_process_forked_before_the_sensor_reads_its_start_from_proc() -> None:
+    host = FakeHost(starts={42: 150})
+    [ev] = _decoder(host).decode(rr.exec_rec(42, "/usr/bin/x", ["x"], ts_ns=5_000_000_000))
+    assert ev.fields[F.PROCESS_START_TIME] == 150
+    assert host.start_calls == [42]
+
+
+def test_exec_start_from_proc_that_postdates_the_exec_is_not_used() -> None:
+    """/proc answering for a process started after the exec means the pid was reused: no start time."""
+    host = FakeHost(starts={42: 501})
+    d = _decoder(host)
+    [ev] = d.decode(rr.exec_rec(42, "/usr/bin/x", ["x"], ts_ns=5_000_000_000))
+    assert F.PROCESS_START_TIME not in ev.fields
+    host.starts[42] = 500  # the same tick as the exec: possible, and kept
+    [ev] = d.decode(rr.exec_rec(42, "/usr/bin/x", ["x"], ts_ns=5_009_000_000))
+    assert ev.fields[F.PROCESS_START_TIME] == 500
+    # gone from /proc: nothing, and in particular not the exec time
+    [ev] = d.decode(rr.exec_rec(43, "/usr/bin/x", ["x"], ts_ns=5_000_000_000))
+    assert F.PROCESS_START_TIME not in ev.fields
+    assert d.statistics()["start_unknown"] == 2
+
+
+def test_exec_record_layout_matches_the_c_struct() -> None:
+    """struct exec_rec: hdr (56), argc u16, fname_len u16, args_len u32, start_ns u64, blob."""
+    assert (r.HDR_SIZE, r.EXEC_TAIL.size, r.EXEC_BLOB_OFF) == (56, 16, 72)
+    raw = rr.exec_rec(7, "/bin/true", ["true"], start_ns=0x0102030405060708)
+    assert raw.data[64:72] == bytes.fromhex("0807060504030201")
+    assert raw.data[72:77] == b"true\0"
 
 
 def test_exec_relative_filename_and_truncation_flag() -> None:
@@ -66,9 +110,11 @@ def test_fexecve_uses_proc_exe() -> None:
 
 def test_fork_and_exit() -> None:
     d = _decoder()
-    [fork] = d.decode(rr.fork_rec(10, 11))
+    [fork] = d.decode(rr.fork_rec(10, 11, ts_ns=7_654_321_000))
     assert fork.category == PROCESS_FORK
     assert (fork.fields[F.PROCESS_ID], fork.fields[F.PARENT_PROCESS_ID]) == (11, 10)
+    # the fork record is the child's birth: its time is the child's start, in ticks
+    assert fork.fields[F.PROCESS_START_TIME] == 765
     [end] = d.decode(rr.exit_rec(11))
     assert end.category == PROCESS_TERMINATION and end.fields[F.PROCESS_ID] == 11
     assert end.seq > fork.seq

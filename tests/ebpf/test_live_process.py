@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import time
 import uuid
 
-from edr.event import PROCESS_CREATION, PROCESS_TERMINATION, F
+from edr.event import PROCESS_CREATION, PROCESS_FORK, PROCESS_TERMINATION, F
+from edr.response import procfs
 from tests.ebpf.live import LiveCapture
 
 ME = pwd.getpwuid(os.geteuid()).pw_name
@@ -36,7 +38,10 @@ def test_whoami_from_a_shell(live: LiveCapture) -> None:
     assert f[F.ARGV_TRUNCATED] is False
     assert f[F.CURRENT_DIRECTORY] == os.getcwd()
     assert isinstance(f[F.CGROUP_ID], int)
-    assert abs(found[0].timestamp - f[F.PROCESS_START_TIME]) < 1e-6
+    # the fork's time in clock ticks since boot (not an epoch time): before now, on that clock
+    start = f[F.PROCESS_START_TIME]
+    assert type(start) is int
+    assert 0 < start <= time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK")
     # the event time is kernel time converted to the epoch
     assert abs(found[0].timestamp - shell[0].timestamp) < 5
 
@@ -90,3 +95,22 @@ def test_short_argv_is_exact(live: LiveCapture) -> None:
     assert len(found) == 1
     assert found[0].fields[F.COMMAND_LINE] == f"/bin/echo {marker} two words "
     assert found[0].fields[F.ARGV_TRUNCATED] is False
+
+
+def test_start_time_is_the_fork_time_however_late_the_exec(live: LiveCapture) -> None:
+    """The kernel's fork stamp names the process: /proc's start ticks (or one tick later), at fork and exec."""
+    marker = f"edr-{uuid.uuid4().hex}"
+    since = live.mark()
+    proc = subprocess.Popen(["/bin/sh", "-c", f"sleep 1.2; exec /bin/true {marker}"])
+    actual = procfs.start_ticks(proc.pid)
+    assert actual is not None
+    assert proc.wait(timeout=10) == 0
+    [created] = live.wait_for(lambda e: e.category == PROCESS_CREATION
+                              and e.get(F.COMMAND_LINE) == f"/bin/true {marker}", since)
+    [forked] = live.wait_for(lambda e: e.category == PROCESS_FORK and e.get(F.PROCESS_ID) == proc.pid, since)
+    assert created.fields[F.PROCESS_ID] == proc.pid
+    stamp = created.fields[F.PROCESS_START_TIME]
+    assert type(stamp) is int and stamp - actual in (0, 1), (stamp, actual)
+    assert forked.fields[F.PROCESS_START_TIME] == stamp
+    # more than a second passed between fork and exec; the stamp is the fork's
+    assert created.timestamp - forked.timestamp > 1.0

@@ -13,6 +13,16 @@ Choices (documented for rule writers):
   ``CommandLine`` is argv joined by spaces (Sysmon for Linux does the same);
   ``User`` is filled by the enricher from ``Uid`` (real uid).  ``Euid`` is read
   from /proc when the process is still there, else absent.
+- ``ProcessStartTime`` (process_creation, process_fork) is when the process
+  was *forked*, as an integer: clock ticks since boot, the unit and origin of
+  field 22 of /proc/<pid>/stat, so that active response can recognise the
+  process however long it waited between fork and exec.  The sensor's fork
+  record gives it (it may be one tick after /proc's value, see
+  :mod:`edr.response.kill_linux`); for a process forked before the sensor
+  started, /proc/<pid>/stat at decode time does, unless that answer is later
+  than the exec itself (the pid was reused already): then the field is
+  absent, never a guess.  It is not an epoch time; the event's own time is
+  ``Event.timestamp``.
 - ``network_connection``: ``Source*`` is the initiator.  Outbound connect()
   and the first UDP datagram a process sends to a new peer (sendto/sendmsg
   with an address; repeats are filtered in the kernel) are ``Initiated:
@@ -89,16 +99,19 @@ class Decoder:
 
     def __init__(self, *, host: HostView | None = None, ignore_pids: Iterable[int] = (),
                  boot_offset: float | None = None, dns_timeout: float = 2.0,
-                 max_pending_dns: int = 4096, max_tracked_processes: int = 65536) -> None:
+                 max_pending_dns: int = 4096, max_tracked_processes: int = 65536,
+                 clock_ticks: int | None = None) -> None:
         self._host: HostView = host if host is not None else NullHost()
         self.ignore_pids: set[int] = set(ignore_pids)
         self._boot_offset = boot_offset_now() if boot_offset is None else boot_offset
+        # USER_HZ, the unit of /proc/<pid>/stat start times (ProcessStartTime's unit)
+        self._clock_ticks = clock_ticks if clock_ticks is not None else os.sysconf("SC_CLK_TCK")
         self._dns_timeout = dns_timeout
         self._max_pending = max_pending_dns
         self._pending: dict[tuple[int, int, str], _PendingQuery] = {}
         self._seq = 0
         self._stats = {"decoded": 0, "malformed": 0, "ignored": 0, "dns_unanswered": 0,
-                       "dns_unmatched_answers": 0}
+                       "dns_unmatched_answers": 0, "start_from_proc": 0, "start_unknown": 0}
         self._cgroup_paths: dict[int, str | None] = {}
         # pid -> working directory at event time, from exec (/proc), fork
         # (inherited) and chdir records: /proc/pid/cwd is gone once the
@@ -146,7 +159,7 @@ class Decoder:
         ts = ts_ns / 1e9 + self._boot_offset
         comm = r.cstr(comm_raw)
         if typ == r.EV_EXEC:
-            return [self._exec(data, ts, cgid, xflags, pid, uid, gid, aux, comm)]
+            return [self._exec(data, ts, ts_ns, cgid, xflags, pid, uid, gid, aux, comm)]
         if typ == r.EV_FORK:
             parent_cwd = self._cwds.get(pid)
             if parent_cwd is None:
@@ -156,8 +169,12 @@ class Decoder:
                     self._set_cwd(pid, parent_cwd)
             if parent_cwd is not None:
                 self._set_cwd(aux, parent_cwd)
+            # the fork record's time is the child's start (the sensor stores the
+            # same value for the child's exec)
             return [self._event(PROCESS_FORK, {F.PROCESS_ID: aux, F.PARENT_PROCESS_ID: pid,
-                                               F.COMM: comm, F.UID: uid, F.GID: gid}, ts)]
+                                               F.COMM: comm, F.UID: uid, F.GID: gid,
+                                               F.PROCESS_START_TIME: r.boot_ns_to_ticks(
+                                                   ts_ns, self._clock_ticks)}, ts)]
         if typ == r.EV_CHDIR:
             self._chdir(data, pid)
             return []
@@ -212,9 +229,23 @@ class Decoder:
             self._cgroup_paths[cgid] = path
         return path
 
-    def _exec(self, data: bytes, ts: float, cgid: int, xflags: int, pid: int, uid: int, gid: int,
-              ppid: int, comm: str) -> Event:
-        _argc, fname_len, args_len = r.EXEC_TAIL.unpack_from(data, r.HDR_SIZE)
+    def _start_ticks(self, pid: int, start_ns: int, exec_ns: int) -> int | None:
+        """The process's start in clock ticks since boot: the fork the sensor saw, else /proc."""
+        if start_ns:
+            return r.boot_ns_to_ticks(start_ns, self._clock_ticks)
+        # forked before the sensor was loaded (or its fork entry was evicted)
+        ticks = self._host.start_ticks(pid)
+        if ticks is not None and ticks <= r.boot_ns_to_ticks(exec_ns, self._clock_ticks):
+            self._stats["start_from_proc"] += 1
+            return ticks
+        # gone, or /proc describes a later holder of the pid: no start time
+        # rather than a wrong one (the responder then checks the event time)
+        self._stats["start_unknown"] += 1
+        return None
+
+    def _exec(self, data: bytes, ts: float, ts_ns: int, cgid: int, xflags: int, pid: int, uid: int,
+              gid: int, ppid: int, comm: str) -> Event:
+        _argc, fname_len, args_len, start_ns = r.EXEC_TAIL.unpack_from(data, r.HDR_SIZE)
         end = r.EXEC_BLOB_OFF + args_len
         if len(data) < end + fname_len or fname_len < 2:
             raise ValueError("exec record shorter than its lengths")
@@ -246,9 +277,11 @@ class Decoder:
             F.GID: gid,
             F.COMM: comm,
             F.CGROUP_ID: cgid,
-            F.PROCESS_START_TIME: ts,
             F.ARGV_TRUNCATED: bool(xflags & r.XF_ARGV_TRUNCATED),
         }
+        start = self._start_ticks(pid, start_ns, ts_ns)
+        if start is not None:
+            fields[F.PROCESS_START_TIME] = start
         if cwd is not None:
             fields[F.CURRENT_DIRECTORY] = cwd
         if ppid > 0:

@@ -1,4 +1,4 @@
-"""What the decoder asks the live host: working directories, fd paths, sockets.
+"""What the decoder asks the live host: working directories, fd paths, sockets, start times.
 
 The kernel programs capture what they can (pointers are only valid during the
 syscall); the rest is read from /proc after the fact, when the process may
@@ -61,6 +61,14 @@ class HostView(Protocol):
         """The local address the routing table picks to reach ``destination``."""
         ...
 
+    def start_ticks(self, pid: int) -> int | None:
+        """When ``pid`` started, in clock ticks since boot (field 22 of /proc/<pid>/stat).
+
+        For processes the sensor saw no fork of.  The answer is about whoever
+        holds ``pid`` now, which the caller must weigh against the event's time.
+        """
+        ...
+
 
 class NullHost:
     """A host that knows nothing: decoding from the records alone."""
@@ -94,6 +102,10 @@ class NullHost:
         return path
 
     def route_source(self, destination: str) -> str | None:
+        """Unknown."""
+        return None
+
+    def start_ticks(self, pid: int) -> int | None:
         """Unknown."""
         return None
 
@@ -158,6 +170,20 @@ class LiveHost:
         try:
             return os.readlink(f"{self._proc}/{pid}/exe")
         except OSError:
+            return None
+
+    def start_ticks(self, pid: int) -> int | None:
+        """Field 22 of /proc/pid/stat (starttime, clock ticks since boot)."""
+        try:
+            with open(f"{self._proc}/{pid}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        # comm (field 2) may hold spaces and parentheses: the fields follow the last ")"
+        rest = data[data.rfind(b")") + 2:].split()
+        try:
+            return int(rest[19])  # field 3 is rest[0], so field 22 is rest[19]
+        except (IndexError, ValueError):
             return None
 
     def euid(self, pid: int, uid: int) -> int | None:

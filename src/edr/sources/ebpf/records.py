@@ -52,9 +52,11 @@ PATH_SIZE: Final = 512
 #: ts, cgroup_id, type, xflags, pid, tid, uid, gid, aux, comm
 HDR: Final = struct.Struct("<QQHHIIIIi16s")
 HDR_SIZE: Final = HDR.size  # 56
-#: argc, fname_len, args_len (then argv blob[args_len], filename[fname_len])
-EXEC_TAIL: Final = struct.Struct("<HHI")
-EXEC_BLOB_OFF: Final = 64
+#: argc, fname_len, args_len, start_ns (then argv blob[args_len], filename[fname_len]).
+#: ``start_ns``: the process's fork time (CLOCK_BOOTTIME ns) from the sensor's
+#: fork record, 0 when the process was forked before the sensor was loaded.
+EXEC_TAIL: Final = struct.Struct("<HHIQ")
+EXEC_BLOB_OFF: Final = HDR_SIZE + EXEC_TAIL.size  # 72
 #: fd, pad (then path[512])
 CHDIR_TAIL: Final = struct.Struct("<iI")
 CHDIR_PATH_OFF: Final = 64
@@ -102,6 +104,19 @@ _TS: Final = struct.Struct("<Q")
 def record_time(rec: RawRecord) -> int:
     """The record's kernel timestamp (ns since boot): the sort key merging families."""
     return _TS.unpack_from(rec.data)[0] if len(rec.data) >= 8 else 0
+
+
+NSEC_PER_SEC: Final = 1_000_000_000
+
+
+def boot_ns_to_ticks(ns: int, clock_ticks: int) -> int:
+    """CLOCK_BOOTTIME nanoseconds as clock ticks since boot, truncated as the kernel does.
+
+    This is the unit and rounding of field 22 of /proc/<pid>/stat
+    (``nsec_to_clock_t(task->start_boottime)``); ``clock_ticks`` is USER_HZ
+    (``sysconf(_SC_CLK_TCK)``), 100 on every mainstream kernel.
+    """
+    return ns // (NSEC_PER_SEC // clock_ticks)
 
 
 def parse_header(data: bytes) -> Header:

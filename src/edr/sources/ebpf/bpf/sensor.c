@@ -113,11 +113,13 @@ BPF_RINGBUF_OUTPUT(rb_process, RB_PAGES_PROCESS);
 
 // Compact: the record carries only the bytes used, argv (NUL-separated)
 // then the filename, so a typical exec is ~150 bytes, not ~5 KiB.
+// 72 bytes before the blob: "<HHIQ" after the header in records.py.
 struct exec_rec {
     struct hdr h;
     u16 argc;
     u16 fname_len;   // bytes of the filename after the argv, NUL included
     u32 args_len;
+    u64 start_ns;    // the process's fork time (parents map), 0 if forked before the sensor
     // argv then filename.  Twice ARGS_SIZE (+ a path) so that a read of up
     // to ARGS_SIZE bytes at any offset below ARGS_SIZE stays inside the
     // buffer, which is what the verifier checks.
@@ -127,9 +129,24 @@ struct exec_rec {
 BPF_PERCPU_ARRAY(exec_heap, struct exec_rec, 1);
 // in-flight execve argv per tid, consumed by sched_process_exec
 BPF_HASH(execs, u32, struct exec_rec, 512);
-// child tgid -> parent tgid, from sched_process_fork (parents from fork, as
-// task->real_parent would need struct offsets)
-BPF_TABLE("lru_hash", u32, u32, parents, 65536);
+// What a fork tells about the child, kept until the child's exec or exit.
+// The parent: task->real_parent would need struct offsets.  The fork time:
+// the identity active response checks is the kernel's start time of the task
+// (task->start_boottime, field 22 of /proc/<pid>/stat in clock ticks), which
+// copy_process() sets a few microseconds before sched_process_fork runs;
+// reading it from the task would need struct offsets too, so the fork's own
+// bpf_ktime_get_boot_ns() (the same clock, CLOCK_BOOTTIME) stands for it.  It
+// is at most one clock tick later once both are truncated to ticks, the slack
+// the responder allows (edr/response/kill_linux.py).  An exec keeps the start
+// time (even from a non-leader thread, which takes the leader's), so the exec
+// record carries the fork's time, however long after the fork the exec comes.
+struct parent_rec {
+    u32 ppid;        // parent tgid
+    u32 pad;
+    u64 fork_ns;     // bpf_ktime_get_boot_ns() at the fork
+};
+// child tgid -> its parent and fork time, from sched_process_fork
+BPF_TABLE("lru_hash", u32, struct parent_rec, parents, 65536);
 // tid -> clone flags of the clone()/clone3() in flight: tells threads from processes
 BPF_HASH(clone_flags, u32, u64, 4096);
 
@@ -224,8 +241,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     }
     fill_hdr(&rec->h, EV_EXEC);
     rec->h.xflags = xflags;
-    u32 *pp = parents.lookup(&rec->h.pid);
-    rec->h.aux = pp ? *pp : 0;
+    struct parent_rec *pp = parents.lookup(&rec->h.pid);
+    rec->h.aux = pp ? pp->ppid : 0;
+    rec->start_ns = pp ? pp->fork_ns : 0;
     u64 off = clamp_size(rec->args_len, ARGS_SIZE);
     long n = bpf_probe_read_kernel_str(&rec->blob[off], PATH_SIZE,
                                        (char *)args + (args->data_loc_filename & 0xFFFF));
@@ -270,12 +288,17 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     if (thread || ptgid == 2)
         return 0;
     u32 child = args->child_pid;
-    parents.update(&child, &ptgid);
     // reported even when the parent is ignored (the agent): the record is
-    // about the child, whose working directory and parent it establishes
+    // about the child, whose working directory, parent and start it establishes
     struct hdr h = {};
     fill_hdr(&h, EV_FORK);
     h.aux = child;
+    // the child has not run yet (it is woken after this tracepoint), so its
+    // exec cannot look the entry up before it exists
+    struct parent_rec pr = {};
+    pr.ppid = ptgid;
+    pr.fork_ns = h.ts;
+    parents.update(&child, &pr);
     if (rb_process.ringbuf_output(&h, sizeof(h), WAKE_FLAGS))
         count_lost(FAMILY_PROCESS);
     return 0;
