@@ -46,6 +46,10 @@ reused PID and let it run.
   same program again is killed, rightly, since it runs the detected image.
   No exec counter is needed for this: the question is "same task, still
   running that image", and start time plus executable answer both halves.
+- **Clock.**  /proc shows start times shifted by the reader's time
+  namespace (its boottime offset); the BPF clock is the host's.  The agent
+  runs in the initial time namespace, where both agree; run in another one,
+  every tick comparison would fail: nothing is killed, never the wrong process.
 - **Epoch and event-time evidence** (a float ``ProcessStartTime`` from older
   recordings or other sources, or none at all) is still accepted, with the
   looser checks below; the live Linux pipeline no longer produces it.

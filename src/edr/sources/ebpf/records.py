@@ -54,7 +54,8 @@ HDR: Final = struct.Struct("<QQHHIIIIi16s")
 HDR_SIZE: Final = HDR.size  # 56
 #: argc, fname_len, args_len, start_ns (then argv blob[args_len], filename[fname_len]).
 #: ``start_ns``: the process's fork time (CLOCK_BOOTTIME ns) from the sensor's
-#: fork record, 0 when the process was forked before the sensor was loaded.
+#: fork record, 0 when there is none (forked before the sensor was loaded, or the
+#: map entry was evicted or removed when the group leader exited early).
 EXEC_TAIL: Final = struct.Struct("<HHIQ")
 EXEC_BLOB_OFF: Final = HDR_SIZE + EXEC_TAIL.size  # 72
 #: fd, pad (then path[512])
