@@ -16,8 +16,12 @@ Two questions, two answers:
   checked: it and every directory above it must pass the trust check, and
   it must itself not be writable by group or others, sticky or not (a
   sticky ``/tmp`` still lets anyone create the next day's file name as a
-  symbolic link first). Files are then opened relative to the directory's
-  descriptor with ``O_NOFOLLOW | O_CLOEXEC`` and created 0600, and checked
+  symbolic link first). A symbolic link on the way to it must be owned by
+  root or the agent's user and sit in a directory others cannot write (or
+  a sticky one): otherwise whoever created the configured name first, in
+  ``/tmp`` say, could point it at any directory root may write. Files are
+  then opened relative to the directory's descriptor with
+  ``O_NOFOLLOW | O_CLOEXEC`` and created 0600, and checked
   after opening (a regular file, owned by the agent's user, a single link),
   so neither a renamed-away directory nor a planted link can send a write
   anywhere else. A directory that is removed or replaced while the agent
@@ -44,6 +48,8 @@ from typing import Final
 #: Flags of every file the agent opens for writing.
 _WRITE_FLAGS: Final = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(
     os, "O_CLOEXEC", 0)
+#: The same, readable too: a writer that checks what the file ends with before it appends.
+_READ_WRITE_FLAGS: Final = (_WRITE_FLAGS & ~os.O_WRONLY) | os.O_RDWR
 _DIR_FLAGS: Final = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o700
@@ -127,6 +133,36 @@ def check_trusted_tree(path: str | os.PathLike[str]) -> None:
                 raise UnsafePath(entry, problem.format(path=entry))
 
 
+def _check_links(path: Path, depth: int = 0) -> None:
+    """Refuse a symbolic link on the way to ``path`` that a user other than root (or the agent's) could change.
+
+    :func:`check_trusted` checks the directories a path resolves to; the
+    links on the way are entries too. A link owned by another user, or in a
+    directory others may write without the sticky bit, lets that user point
+    the agent's writes at any directory root may write (in a sticky ``/tmp``,
+    whoever creates the configured name first owns it). The links a link's
+    target goes through are checked the same way. ``path`` is absolute.
+    """
+    if depth > 40:  # the kernel gives up sooner (ELOOP)
+        raise UnsafePath(path, "has too many levels of symbolic links")
+    for component in (*reversed(path.parents), path):
+        try:
+            st = os.lstat(component)
+        except OSError:
+            return  # missing: it is created below by the agent, or the open fails and says why
+        if not stat.S_ISLNK(st.st_mode):
+            continue
+        if not _owner_ok(st):
+            raise UnsafePath(path, f"{component} is a symbolic link owned by {_who(st.st_uid)}: "
+                                   f"remove it, or name the real directory")
+        holder = os.stat(component.parent)
+        problem = _problem(holder, sticky_ok=True)
+        if problem:
+            raise UnsafePath(path, f"{component} is a symbolic link in {component.parent}, which is "
+                                   f"{problem.format(path=component.parent)}")
+        _check_links(Path(os.path.normpath(component.parent / os.readlink(component))), depth + 1)
+
+
 def _make_dirs(path: Path) -> None:
     """Create ``path`` and any missing directory above it with mode 0700."""
     missing: list[Path] = []
@@ -163,6 +199,8 @@ class PrivateDir:
         if self._fd is not None and not self.stale():
             return self._fd
         self.close()
+        absolute = Path(os.path.abspath(self.path))
+        _check_links(absolute)
         if self.create:
             _make_dirs(self.path)
         fd = os.open(self.path, _DIR_FLAGS)
@@ -193,17 +231,19 @@ class PrivateDir:
             return True
         return (st.st_dev, st.st_ino) != self._ino
 
-    def open_append(self, name: str) -> int:
+    def open_append(self, name: str, *, readable: bool = False) -> int:
         """A descriptor appending to ``name`` in this directory, created 0600 (raises OSError).
 
         Refuses a symbolic link (``O_NOFOLLOW``), anything but a regular file,
-        a file of another user and a file with other hard links.
+        a file of another user and a file with other hard links. With
+        ``readable``, the descriptor can also read (``O_RDWR``), for a writer
+        that checks how the file ends before it appends.
         """
         if os.sep in name or name in ("", ".", ".."):
             raise UnsafePath(self.path / name, "is not a plain file name")
         dirfd = self.fd()
         try:
-            fd = os.open(name, _WRITE_FLAGS, FILE_MODE, dir_fd=dirfd)
+            fd = os.open(name, _READ_WRITE_FLAGS if readable else _WRITE_FLAGS, FILE_MODE, dir_fd=dirfd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise UnsafePath(self.path / name, "is a symbolic link: refusing to write through it") from None
