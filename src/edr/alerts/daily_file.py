@@ -5,16 +5,37 @@ A failed write raises and leaves the pending lines with the caller, who
 retries them; a line is written whole or the batch is retried, and the file
 is reopened (and the directory recreated) on the next attempt, so a removed
 directory or a full disk that frees up loses nothing.
+
+Every file is opened through a :class:`~edr.safe_files.PrivateDir`: the
+directory is created 0700 and must be one only root (or the agent's user)
+can change, the file is opened without following links and created 0600,
+and a planted link, a hard link or a file of another user is refused with
+:class:`~edr.safe_files.UnsafePath`, which is a write failure like any other.
+
+The files stay parseable through any crash. A line that was only partly
+written when a write failed (a full disk) is taken back at once, and a file
+that does not end with a newline when it is opened (a crash, a power cut)
+has its partial last line cut off before anything is appended to it, so a
+new line is never merged into half of an old one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from edr.safe_files import PrivateDir, UnsafePath
+
+_DAY = 86_400.0  # POSIX time has no leap seconds: every UTC day is this long
+_READ_BACK = 65_536  # bytes read per step when looking back for the last newline
+
+_log = logging.getLogger(__name__)
 
 
 def utc_day(ts: float) -> str:
@@ -22,20 +43,61 @@ def utc_day(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
-class DailyFile:
-    """One family of daily files, rotated at UTC midnight by the injected clock."""
+def trim_partial_line(fd: int) -> int:
+    """Cut the file open on ``fd`` (readable and writable) back to just after its last newline.
 
-    def __init__(self, directory: str | Path, filename: str, *, mode: int = 0o600,
-                 clock: Callable[[], float] = time.time) -> None:
+    Returns the number of bytes removed: 0 when the file is empty or ends
+    with a newline, the whole size when it holds no newline at all. Reads
+    back from the end in steps, so a long partial line costs a few reads and
+    a whole file is never read.
+    """
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return 0
+    end = size
+    keep = 0
+    while end > 0:
+        start = max(0, end - _READ_BACK)
+        at = os.pread(fd, end - start, start).rfind(b"\n")
+        if at >= 0:
+            keep = start + at + 1
+            break
+        end = start
+    os.ftruncate(fd, keep)
+    return size - keep
+
+
+def _log_truncation(path: Path, removed: int) -> None:
+    _log.warning("%s: removed %d bytes of a partial last line (left by a crash or a full disk) before "
+                 "appending", path, removed)
+
+
+class DailyFile:
+    """One family of daily files, rotated at UTC midnight by the injected clock.
+
+    Not thread-safe: one writer uses it from one thread at a time.
+    ``on_truncate(path, removed_bytes)`` is called when a file is found
+    ending in a partial line and cut back (by default a warning on the
+    ``edr.alerts.daily_file`` logger).
+    """
+
+    def __init__(self, directory: str | Path, filename: str, *, clock: Callable[[], float] = time.time,
+                 on_truncate: Callable[[Path, int], None] = _log_truncation) -> None:
         self.directory = Path(directory)
         self.filename = filename
-        self.mode = mode
         self.clock = clock
+        self.on_truncate = on_truncate
+        self._dir = PrivateDir(self.directory)
         self._fd: int | None = None
-        self._day: str | None = None
+        self._path = ""  # the open file's path, as a string for a cheap lstat
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
+        self._day_start = self._day_end = 0.0  # the UTC day [start, end) of the open file
         self.lines_written = 0
         self.bytes_written = 0
         self.errors = 0
+        self.refused = 0
+        self.partial_lines_truncated = 0
+        self.partial_bytes_truncated = 0
         self._pending = bytearray()
         self._pending_lines = 0
 
@@ -48,38 +110,31 @@ class DailyFile:
         """The file the next write goes to."""
         return self.path_for(utc_day(self.clock()))
 
-    def _open(self, day: str) -> int:
-        if self._fd is not None and self._day == day and self._still_linked():
-            return self._fd
-        self.close()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.path_for(day)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.mode)
-        # O_CREAT's mode is filtered by umask and ignored for an existing file.
-        os.fchmod(fd, self.mode)
-        self._fd, self._day = fd, day
-        return fd
-
-    def _still_linked(self) -> bool:
-        # A file whose directory was removed keeps accepting writes that no one
-        # will ever read: notice and reopen.
-        try:
-            return os.fstat(self._fd).st_nlink > 0 if self._fd is not None else False
-        except OSError:
-            return False
-
     @property
     def pending(self) -> int:
         """Bytes accepted but not yet written (after a failure)."""
         return len(self._pending)
 
+    def statistics(self) -> dict[str, Any]:
+        """Counters: lines and bytes written, bytes pending, write errors (of which refusals), partial lines cut."""
+        return {
+            "lines_written": self.lines_written,
+            "bytes_written": self.bytes_written,
+            "pending_bytes": len(self._pending),
+            "write_errors": self.errors,
+            "refused": self.refused,
+            "partial_lines_truncated": self.partial_lines_truncated,
+            "partial_bytes_truncated": self.partial_bytes_truncated,
+        }
+
     def write(self, lines: Sequence[bytes]) -> None:
         """Accept ``lines`` (each ending in a newline) and write everything pending.
 
-        Raises OSError on failure. Accepted bytes are never dropped: what was
-        not written stays pending, and the next :meth:`write` or
-        :meth:`flush` continues exactly where the failed one stopped, so a
-        line is never duplicated or left half-written.
+        Raises OSError on failure (:class:`~edr.safe_files.UnsafePath` when
+        the file or its directory is refused). Accepted bytes are never
+        dropped: what was not written stays pending, and the next
+        :meth:`write` or :meth:`flush` writes it, so a line is never
+        duplicated, lost or left half-written.
         """
         if lines:
             self._pending += b"".join(lines)
@@ -87,30 +142,88 @@ class DailyFile:
         self.flush()
 
     def flush(self) -> None:
-        """Write whatever is pending; raises OSError, keeping the rest pending."""
+        """Write whatever is pending; raises OSError, keeping the rest pending.
+
+        The cost on success is one ``lstat`` of the current file (to notice it
+        was removed, or its directory removed or renamed) and the writes.
+        """
         if not self._pending:
             return
+        sent = 0
+        fd: int | None = None
         try:
-            fd = self._open(utc_day(self.clock()))
-            while self._pending:
-                n = os.write(fd, self._pending)
-                self.bytes_written += n
-                del self._pending[:n]
-        except OSError:
+            fd = self._current_fd()
+            while sent < len(self._pending):
+                sent += os.write(fd, self._pending[sent:] if sent else self._pending)
+        except OSError as exc:
             self.errors += 1
+            if isinstance(exc, UnsafePath):
+                self.refused += 1
+            whole = self._pending.rfind(b"\n", 0, sent) + 1
+            if sent > whole and fd is not None:
+                # Part of a line reached the file (a full disk): take it back now, so that this file
+                # ends on a whole line even if the next attempt goes to another day's file. If that
+                # fails too, the next open of this file cuts it off.
+                with contextlib.suppress(OSError):
+                    trim_partial_line(fd)
+            del self._pending[:whole]
+            self.bytes_written += whole
             self.close()
             raise
+        self.bytes_written += sent
+        self._pending.clear()
         self.lines_written += self._pending_lines
         self._pending_lines = 0
+
+    def discard_pending(self) -> int:
+        """Drop what is pending (for a writer that cannot keep it, such as a log); returns the lines dropped."""
+        dropped = self._pending_lines
+        self._pending.clear()
+        self._pending_lines = 0
+        return dropped
+
+    def _current_fd(self) -> int:
+        now = self.clock()
+        if self._fd is not None and self._day_start <= now < self._day_end:
+            # Still the file its path names? It was not deleted, nor its directory removed or renamed.
+            with contextlib.suppress(OSError):
+                st = os.stat(self._path, follow_symlinks=False)
+                if (st.st_dev, st.st_ino) == self._identity:
+                    return self._fd
+        return self._open(now)
+
+    def _open(self, now: float) -> int:
+        self._close_file()
+        path = self.path_for(utc_day(now))
+        fd = self._dir.open_append(path.name, readable=True)
+        try:
+            removed = trim_partial_line(fd)
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd, self._path, self._identity = fd, os.fspath(path), (st.st_dev, st.st_ino)
+        self._day_start = now - now % _DAY
+        self._day_end = self._day_start + _DAY
+        if removed:
+            self.partial_lines_truncated += 1
+            self.partial_bytes_truncated += removed
+            self.on_truncate(path, removed)
+        return fd
 
     def fsync(self) -> None:
         """Push written data to stable storage."""
         if self._fd is not None:
             os.fsync(self._fd)
 
-    def close(self) -> None:
-        """Close the current file (the next write reopens)."""
+    def _close_file(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+            self._identity = None
+
+    def close(self) -> None:
+        """Close the current file and directory (the next write opens and checks them again)."""
+        self._close_file()
+        self._dir.close()
