@@ -77,13 +77,16 @@ class DailyFileHandler(logging.Handler):
                                  f"{self._since()} ({self._last_reason})")))
         try:
             self.file.write(lines)
-            if self._notes:  # a partial last line was cut off when the file was opened: say so in it
-                notes, self._notes = self._notes, []
-                self.file.write([self._line(n) for n in notes])
         except OSError as exc:
             self.file.discard_pending()
             self._failed(str(exc))
             return
+        if self._notes:  # a partial last line was cut off when the file was opened: say so in it
+            notes, self._notes = self._notes, []
+            try:
+                self.file.write([self._line(n) for n in notes])
+            except OSError:
+                self.file.discard_pending()  # the record itself was written; the next failure is reported
         if self.dropped:
             self._say(f"edr: operational log in {self.directory} writable again; {self.dropped} records were "
                       f"not written")
