@@ -55,7 +55,8 @@ class DailyFileHandler(logging.Handler):
         self.stream = stream
         self._created = 0.0  # the time of the record being written: it decides the day's file
         self._notes: list[str] = []
-        self.file = DailyFile(self.directory, filename, clock=lambda: self._created, on_truncate=self._truncated)
+        self.file = DailyFile(self.directory, filename, clock=lambda: self._created,
+                              on_partial_line=self._partial_line)
         self.dropped = 0  # records not written since writing last worked
         self.dropped_total = 0
         self._failing_since: float | None = None
@@ -103,11 +104,12 @@ class DailyFileHandler(logging.Handler):
         note.msecs = (self._created % 1) * 1000
         return self.format(note)
 
-    def _truncated(self, path: Path, removed: int) -> None:
+    def _partial_line(self, path: Path, partial: int, cut: bool) -> None:
         # Called while the file is being opened: logging it now would re-enter this handler.
+        what = (f"removed {partial} bytes of a partial last line" if cut else
+                f"ended a partial last line of {partial} bytes with a newline (append-only file)")
         self._notes.append(self._format_note(
-            logging.WARNING, f"{path}: removed {removed} bytes of a partial last line (left by a crash or a "
-                             f"full disk) before appending"))
+            logging.WARNING, f"{path}: {what} (left by a crash or a full disk) before appending"))
 
     def _since(self) -> str:
         started = self._failing_since if self._failing_since is not None else time.time()

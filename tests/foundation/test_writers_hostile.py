@@ -252,6 +252,24 @@ def test_partial_line_without_any_newline_and_beyond_one_read(tmp_path: Path) ->
     assert g.statistics()["partial_bytes_truncated"] == len(b'{"never":"finished')
 
 
+@as_root
+def test_partial_line_of_an_append_only_file_is_ended_not_merged(tmp_path: Path) -> None:
+    f = DailyFile(tmp_path, "alerts.json")
+    path = f.current_path
+    path.write_bytes(b'{"a":1}\n{"a":2,"cut')
+    path.chmod(0o600)
+    if subprocess.run(["chattr", "+a", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("no chattr +a on this file system")
+    try:
+        f.write(lines("x", 1))
+        f.close()
+    finally:
+        subprocess.run(["chattr", "-a", str(path)], check=True)
+    assert path.read_bytes() == b'{"a":1}\n{"a":2,"cut\n' + b"".join(lines("x", 1))
+    stats = f.statistics()
+    assert stats["partial_lines_terminated"] == 1 and stats["partial_lines_truncated"] == 0
+
+
 @pytest.fixture
 def small_disks(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     """Mounts real 256 KiB tmpfs file systems (disks that fill up); all unmounted at the end."""

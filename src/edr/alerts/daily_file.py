@@ -15,13 +15,15 @@ and a planted link, a hard link or a file of another user is refused with
 The files stay parseable through any crash. A line that was only partly
 written when a write failed (a full disk) is taken back at once, and a file
 that does not end with a newline when it is opened (a crash, a power cut)
-has its partial last line cut off before anything is appended to it, so a
-new line is never merged into half of an old one.
+has its partial last line cut off before anything is appended to it (or,
+in an append-only file, ended with a newline), so a new line is never merged
+into half of an old one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -43,50 +45,65 @@ def utc_day(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
-def trim_partial_line(fd: int) -> int:
-    """Cut the file open on ``fd`` (readable and writable) back to just after its last newline.
+def partial_line(fd: int) -> tuple[int, int]:
+    """``(size, partial)`` of the file open on ``fd`` (readable): ``partial`` bytes follow its last newline.
 
-    Returns the number of bytes removed: 0 when the file is empty or ends
-    with a newline, the whole size when it holds no newline at all. Reads
-    back from the end in steps, so a long partial line costs a few reads and
-    a whole file is never read.
+    ``partial`` is 0 when the file is empty or ends with a newline, the whole
+    size when it holds no newline at all. Reads back from the end in steps,
+    so a long partial line costs a few reads and a whole file is never read.
     """
     size = os.fstat(fd).st_size
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-        return 0
+        return size, 0
     end = size
-    keep = 0
     while end > 0:
         start = max(0, end - _READ_BACK)
         at = os.pread(fd, end - start, start).rfind(b"\n")
         if at >= 0:
-            keep = start + at + 1
-            break
+            return size, size - (start + at + 1)
         end = start
-    os.ftruncate(fd, keep)
-    return size - keep
+    return size, size
 
 
-def _log_truncation(path: Path, removed: int) -> None:
-    _log.warning("%s: removed %d bytes of a partial last line (left by a crash or a full disk) before "
-                 "appending", path, removed)
+def trim_partial_line(fd: int) -> int:
+    """Cut the file open on ``fd`` (readable and writable) back to just after its last newline.
+
+    Returns the number of bytes removed; raises OSError if the file cannot
+    be cut (an append-only file, ``chattr +a``).
+    """
+    size, partial = partial_line(fd)
+    if partial:
+        os.ftruncate(fd, size - partial)
+    return partial
+
+
+def _log_partial_line(path: Path, partial: int, cut: bool) -> None:
+    if cut:
+        _log.warning("%s: removed %d bytes of a partial last line (left by a crash or a full disk) before "
+                     "appending", path, partial)
+    else:
+        _log.warning("%s: ends with a partial line of %d bytes (left by a crash or a full disk) that cannot be "
+                     "removed (append-only file): ended it with a newline before appending", path, partial)
 
 
 class DailyFile:
     """One family of daily files, rotated at UTC midnight by the injected clock.
 
     Not thread-safe: one writer uses it from one thread at a time.
-    ``on_truncate(path, removed_bytes)`` is called when a file is found
-    ending in a partial line and cut back (by default a warning on the
-    ``edr.alerts.daily_file`` logger).
+    ``on_partial_line(path, nbytes, cut)`` is called when a file is opened
+    that ends in a partial line of ``nbytes``: ``cut`` is True when it was
+    removed, False when the file is append-only (``chattr +a``) and the line
+    was ended with a newline instead, so that the next line is not merged
+    into it. By default it is a warning on the ``edr.alerts.daily_file``
+    logger.
     """
 
     def __init__(self, directory: str | Path, filename: str, *, clock: Callable[[], float] = time.time,
-                 on_truncate: Callable[[Path, int], None] = _log_truncation) -> None:
+                 on_partial_line: Callable[[Path, int, bool], None] = _log_partial_line) -> None:
         self.directory = Path(directory)
         self.filename = filename
         self.clock = clock
-        self.on_truncate = on_truncate
+        self.on_partial_line = on_partial_line
         self._dir = PrivateDir(self.directory)
         self._fd: int | None = None
         self._path = ""  # the open file's path, as a string for a cheap lstat
@@ -98,6 +115,7 @@ class DailyFile:
         self.refused = 0
         self.partial_lines_truncated = 0
         self.partial_bytes_truncated = 0
+        self.partial_lines_terminated = 0
         self._pending = bytearray()
         self._pending_lines = 0
 
@@ -116,7 +134,7 @@ class DailyFile:
         return len(self._pending)
 
     def statistics(self) -> dict[str, Any]:
-        """Counters: lines and bytes written, bytes pending, write errors (of which refusals), partial lines cut."""
+        """Counters: lines and bytes written, bytes pending, write errors (of which refusals), partial lines found."""
         return {
             "lines_written": self.lines_written,
             "bytes_written": self.bytes_written,
@@ -125,6 +143,7 @@ class DailyFile:
             "refused": self.refused,
             "partial_lines_truncated": self.partial_lines_truncated,
             "partial_bytes_truncated": self.partial_bytes_truncated,
+            "partial_lines_terminated": self.partial_lines_terminated,
         }
 
     def write(self, lines: Sequence[bytes]) -> None:
@@ -197,7 +216,17 @@ class DailyFile:
         path = self.path_for(utc_day(now))
         fd = self._dir.open_append(path.name, readable=True)
         try:
-            removed = trim_partial_line(fd)
+            size, partial = partial_line(fd)
+            cut = True
+            if partial:
+                try:
+                    os.ftruncate(fd, size - partial)
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.EACCES):
+                        raise
+                    # An append-only file cannot be cut: end the partial line, so nothing is merged into it.
+                    cut = False
+                    os.write(fd, b"\n")
             st = os.fstat(fd)
         except BaseException:
             os.close(fd)
@@ -205,10 +234,13 @@ class DailyFile:
         self._fd, self._path, self._identity = fd, os.fspath(path), (st.st_dev, st.st_ino)
         self._day_start = now - now % _DAY
         self._day_end = self._day_start + _DAY
-        if removed:
-            self.partial_lines_truncated += 1
-            self.partial_bytes_truncated += removed
-            self.on_truncate(path, removed)
+        if partial:
+            if cut:
+                self.partial_lines_truncated += 1
+                self.partial_bytes_truncated += partial
+            else:
+                self.partial_lines_terminated += 1
+            self.on_partial_line(path, partial, cut)
         return fd
 
     def fsync(self) -> None:
