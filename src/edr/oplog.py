@@ -44,8 +44,9 @@ class DailyFileHandler(logging.Handler):
     """Writes records to the file of the current UTC day, switching at midnight.
 
     Each record is written at once (a crash must not lose it). A record that
-    cannot be written is dropped and counted (see the module's docstring);
-    ``stream`` (standard error by default) is where that is reported.
+    cannot be written is dropped and counted (see the module's docstring):
+    ``dropped`` since writing last worked, ``dropped_total`` in all; ``stream``
+    (standard error by default) is where that is reported.
     """
 
     def __init__(self, directory: str | Path, filename: str, *, stream: TextIO | None = None) -> None:

@@ -213,7 +213,8 @@ class DailyFile:
 
     def _open(self, now: float) -> int:
         self._close_file()
-        path = self.path_for(utc_day(now))
+        day_start = now - now % _DAY
+        path = self.path_for(utc_day(day_start))  # named from the range it serves, rounding cannot disagree
         fd = self._dir.open_append(path.name, readable=True)
         try:
             size, partial = partial_line(fd)
@@ -232,8 +233,7 @@ class DailyFile:
             os.close(fd)
             raise
         self._fd, self._path, self._identity = fd, os.fspath(path), (st.st_dev, st.st_ino)
-        self._day_start = now - now % _DAY
-        self._day_end = self._day_start + _DAY
+        self._day_start, self._day_end = day_start, day_start + _DAY
         if partial:
             if cut:
                 self.partial_lines_truncated += 1
