@@ -418,13 +418,17 @@ def test_replay_never_writes_through_links_planted_for_alerts_and_events(tmp_pat
     proc = subprocess.Popen([*EDR, "replay", "--config", str(cfg), "--no-progress", str(events)], cwd=tmp_path,
                             env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: _oplog(log_dir).count("owned by nobody") >= 2, 60, "both writers to refuse", proc)
+        def both_refused(reason: str) -> bool:
+            log = _oplog(log_dir).splitlines()
+            return all(any(f"{name}: writing {out}/{name}.json.{day} failed ({out}" in x and reason in x
+                           for x in log) for name in ("alerts", "events"))
+
+        wait_for(lambda: both_refused(f"{out}: owned by nobody"), 60, "both writers to refuse the directory", proc)
         assert_untouched(victim)
         repair(out)  # the links stay: the next retries must refuse them by name
-        wait_for(lambda: _oplog(log_dir).count("is a symbolic link") >= 2, 60, "the links to be refused", proc)
+        wait_for(lambda: both_refused(".json." + day + ": is a symbolic link"), 60, "the links to be refused", proc)
         assert_untouched(victim)
         for name in ("alerts", "events"):
-            assert f"{out}/{name}.json.{day}: is a symbolic link" in _oplog(log_dir)
             (out / f"{name}.json.{day}").unlink()
         _, err = proc.communicate(timeout=60)
     finally:
@@ -569,7 +573,8 @@ def test_oplog_of_a_live_process_reopens_after_its_directory_is_removed(tmp_path
             except FileNotFoundError:
                 return []
 
-        shutil.rmtree(log_dir)
+        while log_dir.exists():  # rm -rf racing the live writer may find one more file: try again, as a person would
+            shutil.rmtree(log_dir, ignore_errors=True)
         wait_for(lambda: len(ticks()) >= 3, 30, "a new file after the directory was removed", proc)
         assert ticks()[0] > 0, "the new file holds the records logged after the removal"
         assert mode(log_dir) == 0o700 and mode(current) == 0o600
@@ -577,7 +582,7 @@ def test_oplog_of_a_live_process_reopens_after_its_directory_is_removed(tmp_path
         wait_for(lambda: len(ticks()) >= 3, 30, "a new file after the directory was renamed", proc)
         moved = tmp_path / "var" / "moved" / current.name
         last_moved = int(moved.read_text().splitlines()[-1].rsplit(" ", 1)[1])
-        assert ticks()[0] > last_moved - 2  # a record or two may race the rename, no more
+        assert ticks()[0] == last_moved + 1  # each record is in one of the two files: none lost, none twice
         current.unlink()
         wait_for(lambda: len(ticks()) >= 3, 30, "a new file after the file was deleted", proc)
         assert mode(current) == 0o600
