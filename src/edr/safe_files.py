@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import Final
@@ -294,7 +293,7 @@ class PrivateDir:
     def write_atomic(self, name: str, data: bytes) -> None:
         """Replace ``name`` with ``data`` in one step: a new 0600 file beside it, fsync, rename."""
         dirfd = self.fd()
-        tmp_name = f".{name}.{secrets.token_hex(8)}.tmp"
+        tmp_name = f".{name}.{os.urandom(8).hex()}.tmp"
         # O_EXCL | O_NOFOLLOW relative to the checked directory: never a planted file or link
         fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                      | getattr(os, "O_CLOEXEC", 0), FILE_MODE, dir_fd=dirfd)
