@@ -121,6 +121,7 @@ REGISTRY: dict[str, str] = {
     "etw_source": "edr.sources.etw.actor:EtwSource",
     "normalizer": "edr.runtime.stages:Normalizer",
     "ebpf_normalizer": "edr.sources.ebpf.actor:EbpfNormalizer",
+    "etw_normalizer": "edr.sources.etw.actor:EtwNormalizerActor",
     "router": "edr.runtime.router:Router",
     "enricher": "edr.enrich.actor:EnricherActor",
     "detect": "edr.detect.actor:DetectActor",

@@ -17,11 +17,15 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
 from edr.sources.etw.caches import BoundedMap
+from edr.sources.etw.pe_info import PeInfoCache
+
+if TYPE_CHECKING:
+    from edr.sources.etw.settings import EtwConfig
 
 log = logging.getLogger("edr.etw")
 
@@ -222,3 +226,30 @@ def _int_or_none(value: object) -> int | None:
 
 def _float_or_none(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@attrs.define
+class WindowsHost:
+    """Everything the normalizer asks of Windows, in one injectable object.
+
+    :meth:`live` builds the real one (``QueryDosDevice``, ``LookupAccountSid``,
+    psutil, a PE cache reading the images); tests build one from tables.
+    """
+
+    devices: DeviceMap
+    sids: SidResolver
+    facts: ProcessFacts
+    pe: PeInfoCache | None = None
+
+    @classmethod
+    def live(cls, cfg: EtwConfig) -> WindowsHost:
+        """This machine's host facts (on another platform: empty tables, no process facts)."""
+        facts: ProcessFacts = PsutilProcessFacts() if sys.platform == "win32" else NoProcessFacts()
+        pe = PeInfoCache(capacity=cfg.pe_cache_entries, workers=cfg.pe_workers,
+                         max_bytes=cfg.pe_max_file_mb << 20) if sys.platform == "win32" else None
+        return cls(DeviceMap(query_dos_devices()), SidResolver(lookup_account_sid, cfg.sid_cache_entries), facts, pe)
+
+    def close(self) -> None:
+        """Stop the PE workers."""
+        if self.pe is not None:
+            self.pe.close()

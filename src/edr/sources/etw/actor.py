@@ -1,0 +1,198 @@
+"""Actors of the live Windows sensor: the ETW source and its normalizer.
+
+The source owns one real-time ETW session (:mod:`edr.sources.etw.session`)
+whose callback feeds the bounded :mod:`edr.sources.etw.bridge`; it forwards
+what the bridge gathered in batches of ``pipeline.batch_size``. It never
+sheds in user space beyond the bridge: when the pipeline falls behind the
+bridge overflows, counted per provider, and ETW itself counts what its
+buffers could not hold; both are in the source's statistics (the health
+record), like the eBPF families' ``lost``.
+
+The normalizer runs the sans-IO :class:`~edr.sources.etw.normalize.EtwNormalizer`
+one batch at a time in a worker thread: on Windows it reads live processes
+(psutil) and waits a bounded time for PE hashes, which must not hold the
+event loop.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from typing import Any, ClassVar, Final
+
+import trio
+
+from edr.runtime.actor import ActorBase, ActorContext, Ports
+from edr.sources.etw.bridge import CallbackBridge
+from edr.sources.etw.host import WindowsHost
+from edr.sources.etw.normalize import EtwNormalizer, NormalizerLimits
+from edr.sources.etw.providers import PROVIDERS
+from edr.sources.etw.session import EtwSession, EtwUnavailable
+from edr.sources.etw.settings import etw_config
+
+#: how often the normalizer reports script blocks whose remaining parts never came
+FLUSH_SECS: Final = 1.0
+#: longest the source spends sending what the bridge still held at shutdown
+DRAIN_SECS: Final = 2.0
+#: ``ActorContext.options`` key of an injected :class:`WindowsHost`
+HOST_OPTION: Final = "windows_host"
+
+
+def import_pywintrace() -> Any:
+    """pywintrace's ``etw`` module; raises :class:`EtwUnavailable` with the fix when it cannot load."""
+    try:
+        return importlib.import_module("etw")
+    except Exception as exc:  # ImportError, or OSError/AttributeError from ctypes.windll off Windows
+        raise EtwUnavailable(
+            f"pywintrace (the etw module) cannot be loaded: {exc}. The ETW sensor runs on Windows only; "
+            "install edr there with its Windows dependencies (pip install edr installs pywintrace and pywin32)"
+        ) from exc
+
+
+class EtwSource(ActorBase):
+    """Starts the ETW session when it runs; forwards the bridge's batches until cancelled."""
+
+    inputs: ClassVar = ()
+    outputs: ClassVar = ("out",)
+    is_source: ClassVar = True
+
+    def __init__(self, name: str, session: EtwSession, bridge: CallbackBridge, batch_size: int) -> None:
+        super().__init__(name)
+        self.session = session
+        self.bridge = bridge
+        self.batch_size = batch_size
+        self.sent = 0
+
+    @classmethod
+    def build(cls, ctx: ActorContext, name: str) -> EtwSource:
+        """Load pywintrace (raises :class:`EtwUnavailable` with the fix); the session starts in :meth:`run`."""
+        cfg = etw_config(ctx.config)
+        etw = import_pywintrace()
+        bridge = CallbackBridge(cfg.bridge_records)
+        session = EtwSession(etw, name=cfg.session_name, providers=[PROVIDERS[p] for p in cfg.providers],
+                             callback=bridge.callback, buffer_kb=cfg.buffer_kb, min_buffers=cfg.min_buffers,
+                             max_buffers=cfg.max_buffers)
+        ctx.shared["etw_session"] = session
+        return cls(name, session, bridge, ctx.config.pipeline.batch_size)
+
+    async def run(self, ports: Ports) -> None:
+        """Start the session, forward batches; on cancellation stop it and send what was left.
+
+        Starting and stopping run in a worker thread (they block on Win32).
+        Cancelled while starting, the start completes and is then undone.
+        The session is stopped on every exit, and once it is stopped (its
+        consumer thread joined) whatever the bridge still holds goes down the
+        draining pipeline, bounded by DRAIN_SECS.
+        """
+        out = ports.output("out")
+        self.bridge.attach()
+        try:
+            await trio.to_thread.run_sync(self.session.start)
+            while True:
+                records = await self.bridge.receive()
+                await self._send(out, records)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.session.stop)
+            self.bridge.close()
+            with trio.move_on_after(DRAIN_SECS) as scope:
+                scope.shield = True
+                await self._send(out, self.bridge.drain())
+
+    async def _send(self, out: Any, records: list[Any]) -> None:
+        size = self.batch_size
+        for i in range(0, len(records), size):
+            chunk = records[i:i + size]
+            await out.send(chunk)
+            self.sent += len(chunk)
+
+    def statistics(self) -> dict[str, Any]:
+        """Per provider the records the bridge had to drop (``lost``), ETW's own loss counters, the bridge's."""
+        bridge = self.bridge.statistics()
+        return {
+            "sent": self.sent,
+            "providers": {name: {"lost": n} for name, n in bridge["overflow"].items()},
+            "session": self.session.statistics(),
+            "bridge": bridge,
+        }
+
+
+class EtwNormalizerActor(ActorBase):
+    """pywintrace records -> Sysmon-shaped Events, in arrival order."""
+
+    inputs: ClassVar = ("in",)
+    outputs: ClassVar = ("out",)
+
+    def __init__(self, name: str, normalizer: EtwNormalizer, host: WindowsHost | None = None) -> None:
+        super().__init__(name)
+        self.normalizer = normalizer
+        self.host = host
+        self.batches = 0
+        self._last_flush = time.monotonic()
+
+    @classmethod
+    def build(cls, ctx: ActorContext, name: str) -> EtwNormalizerActor:
+        """Host facts from ``ctx.options['windows_host']`` when given (tests), else this machine's."""
+        cfg = etw_config(ctx.config)
+        host = ctx.options.get(HOST_OPTION)
+        if not isinstance(host, WindowsHost):
+            host = WindowsHost.live(cfg)
+        limits = NormalizerLimits(
+            processes=ctx.config.process.max_entries, file_objects=cfg.pointer_cache_entries,
+            file_keys=cfg.pointer_cache_entries, key_objects=cfg.pointer_cache_entries,
+            script_block_timeout=cfg.script_block_timeout_secs,
+        )
+        normalizer = EtwNormalizer(devices=host.devices, sids=host.sids, facts=host.facts, pe=host.pe,
+                                   pe_wait=cfg.pe_wait_ms / 1000, limits=limits, ignore_pids={os.getpid()})
+        return cls(name, normalizer, host)
+
+    def _work(self, batch: Any) -> list[Any]:
+        """Normalize one batch (None: only the periodic flush); runs in a worker thread."""
+        events = self.normalizer.normalize_batch(batch) if batch else []
+        now = time.monotonic()
+        if now - self._last_flush >= FLUSH_SECS:
+            self._last_flush = now
+            events.extend(self.normalizer.flush(time.time()))
+        return events
+
+    async def run(self, ports: Ports) -> None:
+        """Normalize each batch in a worker thread; at the end flush the script blocks still pending.
+
+        One batch at a time, so the normalizer's state is only ever touched
+        by one thread. With no input for FLUSH_SECS the flush runs alone.
+        """
+        inp, out = ports.input("in"), ports.output("out")
+        try:
+            while True:
+                batch: Any = None
+                idle = True
+                with trio.move_on_after(FLUSH_SECS):
+                    batch = await inp.receive()
+                    idle = False
+                if not idle and batch is None:
+                    break
+                events = await trio.to_thread.run_sync(self._work, batch)
+                self.batches += 1
+                if events:
+                    await out.send(events)
+                del batch, events  # freed before the wait for the next: see edr.runtime.flight
+            rest = self.normalizer.flush(None)
+            if rest:
+                await out.send(rest)
+        finally:
+            if self.host is not None:
+                self.host.close()
+
+    def statistics(self) -> dict[str, Any]:
+        """The normalizer's counters and the PE cache's."""
+        for _ in range(3):
+            try:  # the worker thread may be updating a counter right now
+                stats = self.normalizer.statistics()
+                if self.host is not None and self.host.pe is not None:
+                    stats["pe"] = self.host.pe.statistics()
+                stats["batches"] = self.batches
+                return stats
+            except RuntimeError:
+                continue
+        return {"batches": self.batches}
