@@ -229,7 +229,7 @@ def render(in_type: str | None, typed: dict[str, Any], ints_as_text: bool) -> An
     if kind == "string":
         return value
     number = int(value)
-    if in_type == _PTR or in_type == _HEX32:
+    if in_type in (_PTR, _HEX32):
         return f"0x{number:X}"
     if in_type == _FT:
         return filetime_iso(number)
