@@ -87,11 +87,14 @@ class ProviderParameters:
 
 
 def make_module(table: SessionTable, feed: Callable[[], Sequence[tuple[int, dict[str, Any]]]],
-                *, fail_provider: str | None = None) -> types.ModuleType:
+                *, fail_provider: str | None = None, start_gate: threading.Event | None = None,
+                starting: threading.Event | None = None) -> types.ModuleType:
     """A module object named ``etw``; each started session replays ``feed()``.
 
     ``fail_provider`` (a provider name) makes enabling that provider fail after
-    the session was created, as EnableTraceEx2 can.
+    the session was created, as EnableTraceEx2 can. With ``start_gate``,
+    ``start`` sets ``starting`` and then blocks until the gate is set (a slow
+    StartTrace), so a test can stop the agent during startup.
     """
 
     class ETW:
@@ -115,6 +118,10 @@ def make_module(table: SessionTable, feed: Callable[[], Sequence[tuple[int, dict
             self.events_lost = 0
 
         def start(self) -> None:
+            if start_gate is not None:
+                if starting is not None:
+                    starting.set()
+                start_gate.wait()
             with table.lock:
                 if self.session_name in table.running and not self.ignore_exists_error:
                     raise WindowsError_(ERROR_ALREADY_EXISTS, "Cannot create a file when that file already exists.")

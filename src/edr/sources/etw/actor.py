@@ -63,6 +63,7 @@ class EtwSource(ActorBase):
         self.bridge = bridge
         self.batch_size = batch_size
         self.sent = 0
+        self._unsent: list[Any] = []
 
     @classmethod
     def build(cls, ctx: ActorContext, name: str) -> EtwSource:
@@ -81,30 +82,37 @@ class EtwSource(ActorBase):
 
         Starting and stopping run in a worker thread (they block on Win32).
         Cancelled while starting, the start completes and is then undone.
-        The session is stopped on every exit, and once it is stopped (its
-        consumer thread joined) whatever the bridge still holds goes down the
-        draining pipeline, bounded by DRAIN_SECS.
+        The session is stopped on every exit; once it is stopped (its
+        consumer thread joined), the part of a batch whose send was cancelled
+        and whatever the bridge still holds go down the draining pipeline,
+        bounded by DRAIN_SECS. Records taken from the bridge are never dropped
+        by a cancellation.
         """
         out = ports.output("out")
         self.bridge.attach()
         try:
             await trio.to_thread.run_sync(self.session.start)
             while True:
-                records = await self.bridge.receive()
-                await self._send(out, records)
+                self._unsent = await self.bridge.receive()
+                await self._send(out)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.session.stop)
             self.bridge.close()
+            self._unsent.extend(self.bridge.drain())
             with trio.move_on_after(DRAIN_SECS) as scope:
                 scope.shield = True
-                await self._send(out, self.bridge.drain())
+                await self._send(out)
 
-    async def _send(self, out: Any, records: list[Any]) -> None:
+    async def _send(self, out: Any) -> None:
+        """Send ``_unsent`` in batches; what a cancellation interrupts stays in ``_unsent``."""
         size = self.batch_size
-        for i in range(0, len(records), size):
-            chunk = records[i:i + size]
+        while self._unsent:
+            chunk = self._unsent[:size]
+            # an edge raises Cancelled before it queues, never after (with fan-out, an edge
+            # that already took the chunk would get it again; the source has one edge)
             await out.send(chunk)
+            del self._unsent[:size]
             self.sent += len(chunk)
 
     def statistics(self) -> dict[str, Any]:
