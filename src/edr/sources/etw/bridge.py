@@ -63,6 +63,7 @@ class CallbackBridge:
         self.batches = 0
         self.late = 0
         self.wakeups = 0
+        self.wakes_scheduled = 0
         self.high_water = 0
         self.overflow: Counter[str] = Counter()
 
@@ -82,6 +83,7 @@ class CallbackBridge:
             if self._wake_pending or self._token is None:
                 return
             self._wake_pending = True
+            self.wakes_scheduled += 1
             token = self._token
         # Trio may have gone: whoever closes the bridge takes what is left with drain()
         with contextlib.suppress(trio.RunFinishedError):
@@ -146,5 +148,5 @@ class CallbackBridge:
             "capacity": self.capacity, "accepted": self.accepted, "delivered": self.delivered,
             "pending": len(self._buffer), "overflow": dict(self.overflow),
             "overflow_total": sum(self.overflow.values()), "late": self.late, "batches": self.batches,
-            "wakeups": self.wakeups, "high_water": self.high_water,
+            "wakeups": self.wakeups, "wakes_scheduled": self.wakes_scheduled, "high_water": self.high_water,
         }
