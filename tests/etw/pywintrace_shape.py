@@ -138,6 +138,8 @@ EVENTS: Final[dict[str, dict[int, tuple[str, int, int, list[tuple[str, str]], st
         2: ("ProcessStop", 2, 0x10, _PROCESS_STOP, "Process %1 (which started at time %3) stopped at time %4 "
             "with exit code %5."),
         5: ("ImageLoad", 5, 0x40, _IMAGE_LOAD, "Process %3 had an image loaded with name %7."),
+        10: ("IoPriorityChange", 10, 0x100, [("ProcessID", _U32), ("ThreadID", _U32), ("OldPriority", "UInt8"),
+                                            ("NewPriority", "UInt8")], ""),
     },
     KF: {
         10: ("NameCreate", 10, 0x10, _NAME, ""), 11: ("NameDelete", 11, 0x10, _NAME, ""),
@@ -147,6 +149,8 @@ EVENTS: Final[dict[str, dict[int, tuple[str, int, int, list[tuple[str, str]], st
         30: ("CreateNewFile", 30, 0x1000, _CREATE, ""),
     },
     KN: {
+        10: ("KERNEL_NETWORK_TASK_TCPIP", 10, 0x10, [*_UDP4[:6], ("startime", _U32), ("endtime", _U32), *_UDP4[6:]],
+             "TCPv4: %2 bytes transmitted from %4:%6 to %3:%5."),
         12: ("KERNEL_NETWORK_TASK_TCPIP", 10, 0x10, _TCP4, "TCPv4: Connection attempted between %4:%6 and %3:%5."),
         15: ("KERNEL_NETWORK_TASK_TCPIP", 10, 0x10, _TCP4, "TCPv4: Connection established between %4:%6 and %3:%5."),
         28: ("KERNEL_NETWORK_TASK_TCPIP", 10, 0x20, _TCP6, "TCPv6: Connection attempted between %4:%6 and %3:%5."),
