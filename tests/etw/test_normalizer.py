@@ -353,3 +353,39 @@ def test_unknown_providers_are_ignored() -> None:
     eid, data = record("process", 1, {"ProcessID": 1})
     data["EventHeader"] = dict(data["EventHeader"], ProviderId="{11111111-2222-3333-4444-555555555555}")
     assert n.normalize((eid, data)) is None and n.ignored == 1
+
+
+@pytest.mark.parametrize(("kernel_name", "sysmon_name"), [
+    ("\\REGISTRY\\MACHINE\\SYSTEM\\ControlSet001\\Services\\evil\\ImagePath",
+     "HKLM\\System\\CurrentControlSet\\Services\\evil\\ImagePath"),
+    ("\\REGISTRY\\MACHINE\\SOFTWARE\\Classes\\exefile\\shell\\open\\command\\(Default)",
+     "HKCR\\exefile\\shell\\open\\command\\(Default)"),
+    ("\\REGISTRY\\MACHINE\\SYSTEM\\ControlSet002\\Services\\x\\Start",
+     "HKLM\\SYSTEM\\ControlSet002\\Services\\x\\Start"),  # not the current set: as the kernel names it
+    ("\\REGISTRY\\USER\\S-1-5-21-1-2-3-1001_Classes\\ms-settings\\x",
+     "HKU\\S-1-5-21-1-2-3-1001_Classes\\ms-settings\\x"),
+])
+def test_target_objects_use_sysmons_names_for_the_current_control_set_and_classes(
+        kernel_name: str, sysmon_name: str) -> None:
+    n = make()
+    key, _, value = kernel_name.rpartition("\\")
+    n.normalize(open_key(2, 0x40, key))
+    ev = one(n.normalize(set_value(0x40, "" if value == "(Default)" else value, 4, b"\x01\0\0\0")))
+    assert ev.fields["TargetObject"] == sysmon_name
+
+
+@pytest.mark.parametrize(("user", "sid", "logon_id"), [
+    ("NT AUTHORITY\\SYSTEM", None, "0x3e7"),
+    ("NT AUTHORITY\\LOCAL SERVICE", None, "0x3e5"),
+    ("NT AUTHORITY\\NETWORK SERVICE", None, "0x3e4"),
+    (None, "S-1-5-18", "0x3e7"),  # a localized name (AUTORITE NT\Système): the SID says it
+    ("lab-windows\\theo-rdp", None, None),  # an interactive logon's id is not known to ETW
+])
+def test_the_logon_id_of_the_well_known_service_accounts(user: str | None, sid: str | None,
+                                                         logon_id: str | None) -> None:
+    facts = Facts({7004: LiveProcess(user=user)}) if user else None
+    n = EtwNormalizer(devices=DeviceMap(LAB_DEVICES), sids=SidResolver({"S-1-5-18": "AUTORITE NT\\Système"}.get),
+                      facts=facts)
+    extended = {"SID": sid} if sid else None
+    ev = one(n.normalize(start(7004, 600, "\\Windows\\System32\\cmd.exe", extended=extended)))
+    assert ev.fields.get("LogonId") == logon_id

@@ -4,7 +4,8 @@
   ``CreateTime``, ``ImageName`` (an NT device path), ``MandatoryLabel`` (the
   token's integrity SID). No command line, directory or user: those are read
   from the live process (:class:`~edr.sources.etw.host.ProcessFacts`), which
-  a process that exits within milliseconds may no longer allow.
+  a process that exits within milliseconds may no longer allow. ``LogonId``
+  is known only for the service accounts, whose logon sessions are fixed.
 - Event 2 (ProcessStop, opcode 2): ``ProcessID`` and the short image name.
 - Event 5 (ImageLoad): ``ProcessID``, ``ImageName``. Windows 11 sends it with
   opcode 0; builds that still use the classic image-load type send opcode 10,
@@ -40,6 +41,15 @@ INTEGRITY_LEVELS: Final = {
     12288: "High",
     16384: "System",
     20480: "Protected",
+}
+
+
+#: The fixed logon sessions of the service accounts (their LUIDs never change), by SID and by
+#: the English account name psutil reports; Sysmon's ``LogonId`` for any other logon is not in ETW.
+WELL_KNOWN_LOGONS: Final = {
+    "S-1-5-18": "0x3e7", "S-1-5-19": "0x3e5", "S-1-5-20": "0x3e4",
+    "nt authority\\system": "0x3e7", "nt authority\\local service": "0x3e5",
+    "nt authority\\network service": "0x3e4",
 }
 
 
@@ -113,17 +123,21 @@ def _start(n: EtwNormalizer, h: Header, d: dict[str, Any]) -> list[Event]:
         command_line, cwd, user = live.command_line, live.current_directory, live.user
     else:
         n.counts["describe_missed"] += 1
-    if not user:
+    sid = extended_sid(d)
+    if not user and sid:
         # the SID ETW attached is the creating thread's: the child's too unless it ran as someone else
-        sid = extended_sid(d)
-        if sid:
-            user = n.sids.name(sid)
+        user = n.sids.name(sid)
+    logon_id = WELL_KNOWN_LOGONS.get(user.lower()) if user else None
+    if logon_id is None and sid:
+        logon_id = WELL_KNOWN_LOGONS.get(sid)
     if command_line is not None:
         fields[F.COMMAND_LINE] = command_line
     if cwd:
         fields[F.CURRENT_DIRECTORY] = cwd
     if user:
         fields[F.USER] = user
+    if logon_id:
+        fields[F.LOGON_ID] = logon_id
     if ppid:
         fields[F.PARENT_PROCESS_ID] = ppid
         parent = n.process(ppid, h.timestamp)

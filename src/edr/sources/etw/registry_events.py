@@ -16,7 +16,8 @@ anchored on ``HKLM\\``/``HKU\\`` do not.
 
 Events, as Sysmon reports them: ``registry_add`` (``EventType`` CreateKey, for
 a key created new: ``Disposition`` 1), ``registry_set`` (SetValue, with
-``Details``), ``registry_delete`` (DeleteValue, DeleteKey).
+``Details``), ``registry_delete`` (DeleteValue, DeleteKey). ``TargetObject`` uses Sysmon's
+names (``HKLM``, ``HKU``, ``HKCR``, ``HKLM\\System\\CurrentControlSet``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 from edr import event as ev
 from edr.event import Event, F
 from edr.sources.etw.record import Header, as_bytes, as_int, as_str
-from edr.sources.etw.registry_values import UNKNOWN_BASE, join_key, sysmon_key, value_details
+from edr.sources.etw.registry_values import UNKNOWN_BASE, join_key, sysmon_key, sysmon_target, value_details
 
 if TYPE_CHECKING:
     from edr.sources.etw.normalize import EtwNormalizer
@@ -67,6 +68,7 @@ def handle(n: EtwNormalizer, h: Header, d: dict[str, Any]) -> list[Event] | None
 
 
 def _event(n: EtwNormalizer, h: Header, d: dict[str, Any], category: str, fields: dict[str, Any]) -> Event:
+    fields[F.TARGET_OBJECT] = sysmon_target(fields[F.TARGET_OBJECT])
     n.subject(h.pid, h, d, fields)
     return n.event(category, fields, h)
 

@@ -27,6 +27,14 @@ REG_LINK: Final = 6
 REG_MULTI_SZ: Final = 7
 REG_QWORD: Final = 11
 
+#: Sysmon's names for two kernel keys (lower case, after :func:`sysmon_key`): the current
+#: control set (ControlSet001 on practically every machine: ``HKLM\SYSTEM\Select\Current``)
+#: and the machine's classes root.
+_ALIASES: Final = (
+    ("hklm\\system\\controlset001", "HKLM\\System\\CurrentControlSet"),
+    ("hklm\\software\\classes", "HKCR"),
+)
+
 #: Prefix the normalizer puts before a key name whose base key it never saw
 #: opened (it was opened before the session started): the part of the path
 #: above the relative name is unknown.
@@ -39,6 +47,15 @@ def sysmon_key(name: str) -> str:
     for prefix, root in _ROOTS:
         if lower.startswith(prefix) and (len(name) == len(prefix) or name[len(prefix)] == "\\"):
             return root + name[len(prefix):]
+    return name
+
+
+def sysmon_target(name: str) -> str:
+    """A Sysmon-form key name with Sysmon's aliases: ``HKLM\\System\\CurrentControlSet``, ``HKCR``."""
+    lower = name.lower()
+    for prefix, alias in _ALIASES:
+        if lower.startswith(prefix) and (len(name) == len(prefix) or name[len(prefix)] == "\\"):
+            return alias + name[len(prefix):]
     return name
 
 
