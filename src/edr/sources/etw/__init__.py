@@ -1,1 +1,15 @@
-"""edr.sources.etw."""
+"""The Windows sensor: ETW through pywintrace, normalized into Sysmon-shaped events.
+
+- :mod:`~edr.sources.etw.providers`: the providers, GUIDs and keywords enabled.
+- :mod:`~edr.sources.etw.session`: one real-time session over pywintrace's ``etw``.
+- :mod:`~edr.sources.etw.bridge`: the consumer thread's callback -> Trio, in batches.
+- :mod:`~edr.sources.etw.record`: reading pywintrace's ``(event_id, dict)`` records.
+- :mod:`~edr.sources.etw.normalize` and the ``*_events`` modules: records -> Events (sans-IO).
+- :mod:`~edr.sources.etw.host`, :mod:`~edr.sources.etw.pe_info`: what is asked of Windows
+  (drive letters, accounts, live processes, PE files), injectable.
+- :mod:`~edr.sources.etw.settings`: the ``[etw]`` section.
+- :mod:`~edr.sources.etw.actor`: the source and normalizer actors of ``actors/windows.toml``.
+
+Nothing here imports pywintrace or pywin32 at module level: it all imports on Linux,
+where the tests drive it with recorded ETW events.
+"""

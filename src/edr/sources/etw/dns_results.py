@@ -9,6 +9,7 @@ address as is, ``;`` after each).
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import attrs
 
@@ -23,8 +24,34 @@ class Answers:
     other: tuple[str, ...] = ()
 
 
+_memo: dict[str, Answers] = {}
+_MEMO_MAX = 1024
+
+
 def parse_query_results(text: str) -> Answers:
-    """Split a ``QueryResults`` string; IPv4-mapped addresses come back as plain IPv4."""
+    """Split a ``QueryResults`` string; IPv4-mapped addresses come back as plain IPv4.
+
+    Answers repeat (the same names are resolved again and again), so recent
+    ones are remembered.
+    """
+    hit = _memo.get(text)
+    if hit is not None:
+        return hit
+    answers = _parse(text)
+    if len(_memo) >= _MEMO_MAX:
+        _memo.clear()
+    _memo[text] = answers
+    return answers
+
+
+def _ipv4(text: str) -> str | None:
+    try:
+        return socket.inet_ntoa(socket.inet_aton(text)) if text.count(".") == 3 else None
+    except OSError:
+        return None
+
+
+def _parse(text: str) -> Answers:
     aliases: list[str] = []
     addresses: list[str] = []
     other: list[str] = []
@@ -41,6 +68,11 @@ def parse_query_results(text: str) -> Answers:
             else:
                 other.append(part)
             continue
+        if part[:7].lower() == "::ffff:" and "." in part:
+            v4 = _ipv4(part[7:])  # the common case, without ipaddress's cost
+            if v4 is not None:
+                addresses.append(v4)
+                continue
         try:
             address = ipaddress.ip_address(part)
         except ValueError:

@@ -58,15 +58,30 @@ FILE_BASIC_INFORMATION: Final = 4
 
 
 class OpenFile:
-    """One open file object: its name, how it was opened, whether it was reported."""
+    """One open file object: its name as the kernel gave it, how it was opened, whether it was reported.
 
-    __slots__ = ("directory", "disposition", "name", "reported")
+    Most opens are of existing files and never named in an event, so the
+    drive-letter form is made only when asked for (:meth:`dos`).
+    """
 
-    def __init__(self, name: str, disposition: int, directory: bool) -> None:
-        self.name = name
+    __slots__ = ("_dos", "directory", "disposition", "raw", "reported")
+
+    def __init__(self, raw: str, disposition: int, directory: bool) -> None:
+        self.raw = raw
         self.disposition = disposition
         self.directory = directory
         self.reported = False
+        self._dos: str | None = None
+
+    def dos(self, n: EtwNormalizer) -> str:
+        """The name with its drive letter."""
+        if self._dos is None:
+            self._dos = n.devices.to_dos(self.raw)
+        return self._dos
+
+    def rename(self, dos: str) -> None:
+        """The file now has this (drive-letter) name."""
+        self.raw = self._dos = dos
 
 
 def handle(n: EtwNormalizer, h: Header, d: dict[str, Any]) -> list[Event] | None:
@@ -75,19 +90,20 @@ def handle(n: EtwNormalizer, h: Header, d: dict[str, Any]) -> list[Event] | None
     if eid in (CREATE, CREATE_NEW_FILE):
         return _create(n, h, d, eid == CREATE_NEW_FILE)
     if eid == CLOSE:
-        fo = as_int(d.get("FileObject"))
+        # pointers are only ever map keys: used as delivered (all one form in a session)
+        fo = d.get("FileObject")
         if fo is not None:
             n.file_objects.pop(fo)
         return None
     if eid == WRITE:
         return _write(n, h, d)
     if eid == NAME_CREATE:
-        key = as_int(d.get("FileKey"))
+        key = d.get("FileKey")
         if key is not None:
-            n.file_keys.set(key, n.devices.to_dos(as_str(d.get("FileName"))))
+            n.file_keys.set(key, as_str(d.get("FileName")))
         return None
     if eid == NAME_DELETE:
-        key = as_int(d.get("FileKey"))
+        key = d.get("FileKey")
         if key is not None:
             n.file_keys.pop(key)
         return None
@@ -111,15 +127,15 @@ def handle(n: EtwNormalizer, h: Header, d: dict[str, Any]) -> list[Event] | None
 
 
 def _name(n: EtwNormalizer, d: dict[str, Any]) -> str:
-    """The name of the file a record is about: its open, else its FileKey's cached name."""
-    fo = as_int(d.get("FileObject"))
+    """The drive-letter name of the file a record is about: its open, else its FileKey's cached name."""
+    fo = d.get("FileObject")
     if fo is not None:
         entry = n.file_objects.get(fo)
         if entry is not None:
-            return entry.name
-    key = as_int(d.get("FileKey"))
+            return entry.dos(n)
+    key = d.get("FileKey")
     if key is not None:
-        return n.file_keys.get(key) or ""
+        return n.devices.to_dos(n.file_keys.get(key) or "")
     return ""
 
 
@@ -129,30 +145,30 @@ def _event(n: EtwNormalizer, h: Header, d: dict[str, Any], category: str, fields
 
 
 def _create(n: EtwNormalizer, h: Header, d: dict[str, Any], new_file: bool) -> list[Event] | None:
-    fo = as_int(d.get("FileObject"))
+    fo = d.get("FileObject")
     options = as_int(d.get("CreateOptions")) or 0
-    name = n.devices.to_dos(as_str(d.get("FileName")))
+    raw = as_str(d.get("FileName"))
     disposition = FILE_CREATE if new_file else (options >> 24) & 0xFF
     entry = n.file_objects.get(fo) if fo is not None else None
-    if entry is None or entry.name != name:
-        entry = OpenFile(name, disposition, bool(options & FILE_DIRECTORY_FILE) or name.endswith("\\"))
+    if entry is None or entry.raw != raw:
+        entry = OpenFile(raw, disposition, bool(options & FILE_DIRECTORY_FILE) or raw.endswith("\\"))
         if fo is not None:
             n.file_objects.set(fo, entry)
-    if entry.reported or entry.directory or not name:
+    if entry.reported or entry.directory or not raw:
         return None
     if new_file or disposition in CREATING_DISPOSITIONS:
         entry.reported = True
-        return [_event(n, h, d, ev.FILE_EVENT, {F.TARGET_FILENAME: name})]
+        return [_event(n, h, d, ev.FILE_EVENT, {F.TARGET_FILENAME: entry.dos(n)})]
     return None
 
 
 def _write(n: EtwNormalizer, h: Header, d: dict[str, Any]) -> list[Event] | None:
-    fo = as_int(d.get("FileObject"))
+    fo = d.get("FileObject")
     entry = n.file_objects.get(fo) if fo is not None else None
     if entry is None or entry.reported or entry.directory or entry.disposition != FILE_OPEN_IF:
         return None
     entry.reported = True
-    return [_event(n, h, d, ev.FILE_EVENT, {F.TARGET_FILENAME: entry.name})]
+    return [_event(n, h, d, ev.FILE_EVENT, {F.TARGET_FILENAME: entry.dos(n)})]
 
 
 def _rename(n: EtwNormalizer, h: Header, d: dict[str, Any]) -> list[Event] | None:
@@ -166,8 +182,8 @@ def _rename(n: EtwNormalizer, h: Header, d: dict[str, Any]) -> list[Event] | Non
         fields[F.SOURCE_FILENAME] = old
     else:
         n.counts["rename_source_unknown"] += 1
-    fo = as_int(d.get("FileObject"))
+    fo = d.get("FileObject")
     entry = n.file_objects.get(fo) if fo is not None else None
     if entry is not None:
-        entry.name = new
+        entry.rename(new)
     return [_event(n, h, d, ev.FILE_RENAME, fields)]

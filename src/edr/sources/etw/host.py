@@ -48,12 +48,18 @@ class DeviceMap:
         self._table = sorted(((dev.rstrip("\\"), drive.rstrip("\\")) for dev, drive in table.items()),
                              key=lambda item: -len(item[0]))
         self._lower = [(dev.lower(), drive) for dev, drive in self._table]
+        # \Device\<name> -> drive, for the one-lookup path taken by nearly every file name
+        self._by_device = {dev: drive for dev, drive in self._lower if dev.count("\\") == 2}
         self.misses = 0
 
     def to_dos(self, path: str) -> str:
         """``path`` with its device prefix replaced by the drive letter, when one matches."""
         if not path or path[0] != "\\":
             return path
+        end = path.find("\\", 8)
+        drive = self._by_device.get(path[:end].lower() if end > 0 else path.lower())
+        if drive is not None:
+            return drive + path[end:] if end > 0 else drive
         lower = path.lower()
         if lower.startswith("\\device\\"):
             for dev, drive in self._lower:

@@ -108,14 +108,15 @@ class EtwNormalizer:
         self.ignore_pids = frozenset(ignore_pids)
         self.processes = ProcessCache(max_entries=limits.processes, exit_linger=limits.exit_linger)
         self.dns = DnsCache(max_entries=limits.dns)
-        self.file_objects: BoundedMap[int, file_events.OpenFile] = BoundedMap(limits.file_objects)
-        self.file_keys: BoundedMap[int, str] = BoundedMap(limits.file_keys)
+        # keyed by the pointers as delivered (int or "0x..." text: one form per session)
+        self.file_objects: BoundedMap[Any, file_events.OpenFile] = BoundedMap(limits.file_objects)
+        self.file_keys: BoundedMap[Any, str] = BoundedMap(limits.file_keys)
         self.keys: BoundedMap[int, str] = BoundedMap(limits.key_objects)
         self.script_blocks = powershell_events.ScriptBlocks(limits.script_blocks, limits.script_block_timeout)
         self._described: BoundedMap[int, float] = BoundedMap(4096)
         self._deadline = 0.0
         self.seq = 0
-        self.records: Counter[str] = Counter()
+        self.records: dict[str, int] = {}
         self.events = 0
         self.ignored = 0
         self.rejected = 0
@@ -131,23 +132,48 @@ class EtwNormalizer:
             providers.TASK_SCHEDULER: channel_events.handle,
             providers.WMI_ACTIVITY: channel_events.handle,
         }
+        self.records = dict.fromkeys(self._handlers, 0)
         # System (pid 4) and Idle never start during a session; name them as Sysmon does.
         self.processes.put(ProcessInfo(4, 0, "System", "", user="NT AUTHORITY\\SYSTEM"))
 
     # --- the entry points ------------------------------------------------------
     def normalize_batch(self, records: Iterable[Any]) -> list[Event]:
-        """Every record of one batch, in order; PE reads for the batch share one ``pe_wait`` deadline."""
+        """Every record of one batch, in order; PE reads for the batch share one ``pe_wait`` deadline.
+
+        The same as :meth:`normalize` per record, with the loop kept tight:
+        this is the sensor's hot path.
+        """
         self._deadline = self.clock() + self.pe_wait
         out: list[Event] = []
         extend = out.extend
-        last = 0.0
+        handlers = self._handlers
+        ignore = self.ignore_pids
+        counts = self.records
         for item in records:
-            events = self.normalize(item)
+            try:
+                event_id, data = item
+                header = parse_header(event_id, data)
+            except (RecordError, TypeError, ValueError) as exc:
+                self._reject(exc)
+                continue
+            provider = header.provider
+            handler = handlers.get(provider)
+            if handler is None:
+                self.ignored += 1
+                continue
+            counts[provider] += 1
+            if header.pid in ignore:
+                continue
+            try:
+                events = handler(self, header, data)
+            except Exception:
+                self._failed(header)
+                continue
             if events:
                 extend(events)
-                last = events[-1].timestamp
-        if last:
-            self.processes.expire(last)
+        if out:
+            self.events += len(out)
+            self.processes.expire(out[-1].timestamp)
         return out
 
     def normalize(self, item: Any) -> list[Event] | None:
@@ -156,9 +182,7 @@ class EtwNormalizer:
             event_id, data = item
             header = parse_header(event_id, data)
         except (RecordError, TypeError, ValueError) as exc:
-            self.rejected += 1
-            if self.rejected <= MAX_REPORTED:
-                log.warning("etw: record skipped: %s", exc)
+            self._reject(exc)
             return None
         handler = self._handlers.get(header.provider)
         if handler is None:
@@ -170,16 +194,24 @@ class EtwNormalizer:
         try:
             events = handler(self, header, data)
         except Exception:
-            # a record of an unexpected shape (a manifest version this code does not
-            # know) must not stop the sensor: counted, reported a few times, skipped
-            self.errors += 1
-            if self.errors <= MAX_REPORTED:
-                log.exception("etw: %s event %d (version %d) could not be normalized; skipped",
-                              providers.provider_name(header.provider), header.event_id, header.version)
+            self._failed(header)
             return None
         if events:
             self.events += len(events)
         return events
+
+    def _reject(self, exc: Exception) -> None:
+        self.rejected += 1
+        if self.rejected <= MAX_REPORTED:
+            log.warning("etw: record skipped: %s", exc)
+
+    def _failed(self, header: Header) -> None:
+        # a record of an unexpected shape (a manifest version this code does not
+        # know) must not stop the sensor: counted, reported a few times, skipped
+        self.errors += 1
+        if self.errors <= MAX_REPORTED:
+            log.exception("etw: %s event %d (version %d) could not be normalized; skipped",
+                          providers.provider_name(header.provider), header.event_id, header.version)
 
     def flush(self, now: float | None) -> list[Event]:
         """Script blocks whose parts stopped coming (all of them when ``now`` is None: end of stream)."""
@@ -249,7 +281,7 @@ class EtwNormalizer:
     def statistics(self) -> dict[str, Any]:
         """Records per provider, events per category, cache sizes and evictions."""
         return {
-            "records": {providers.provider_name(k): v for k, v in self.records.items()},
+            "records": {providers.provider_name(k): v for k, v in self.records.items() if v},
             "events": self.events,
             "ignored": self.ignored,
             "rejected": self.rejected,

@@ -24,8 +24,6 @@ from __future__ import annotations
 import binascii
 from typing import Any, Final
 
-import attrs
-
 #: 100-ns ticks between 1601-01-01 and 1970-01-01.
 FILETIME_EPOCH: Final = 116_444_736_000_000_000
 
@@ -34,17 +32,28 @@ class RecordError(ValueError):
     """A callback payload that is not pywintrace's shape; the message says what is wrong."""
 
 
-@attrs.frozen(slots=True)
 class Header:
-    """The parts of ``EventHeader`` the normalizer uses."""
+    """The parts of ``EventHeader`` the normalizer uses (``timestamp`` in epoch seconds).
 
-    provider: str
-    event_id: int
-    opcode: int
-    version: int
-    pid: int
-    tid: int
-    timestamp: float
+    A plain slotted class rather than an attrs one: one is built per record,
+    on the sensor's hottest path.
+    """
+
+    __slots__ = ("event_id", "opcode", "pid", "provider", "tid", "timestamp", "version")
+
+    def __init__(self, provider: str, event_id: int, opcode: int, version: int, pid: int, tid: int,
+                 timestamp: float) -> None:
+        self.provider = provider
+        self.event_id = event_id
+        self.opcode = opcode
+        self.version = version
+        self.pid = pid
+        self.tid = tid
+        self.timestamp = timestamp
+
+    def __repr__(self) -> str:
+        return (f"Header(provider={self.provider!r}, event_id={self.event_id}, opcode={self.opcode}, "
+                f"version={self.version}, pid={self.pid}, tid={self.tid}, timestamp={self.timestamp})")
 
 
 def normalize_guid(text: str) -> str:
@@ -57,6 +66,7 @@ def filetime_to_epoch(ticks: int) -> float:
     return (ticks - FILETIME_EPOCH) / 10_000_000
 
 
+#: ProviderId text -> normalized GUID (a session has a handful of providers)
 _guid_memo: dict[str, str] = {}
 
 
@@ -66,28 +76,42 @@ def parse_header(event_id: Any, data: Any) -> Header:
     ``event_id`` is the first element of the tuple (pywintrace passes
     ``EventDescriptor.Id`` there too); the descriptor's own id wins.
     """
-    if not isinstance(data, dict):
-        raise RecordError(f"payload is {type(data).__name__}, not a dict")
-    head = data.get("EventHeader")
-    if not isinstance(head, dict):
-        raise RecordError("no EventHeader")
-    desc = head.get("EventDescriptor")
-    if not isinstance(desc, dict):
-        raise RecordError("no EventHeader.EventDescriptor")
-    raw_guid = head.get("ProviderId")
-    if not isinstance(raw_guid, str):
-        raise RecordError("no EventHeader.ProviderId")
+    try:
+        head = data["EventHeader"]
+        desc = head["EventDescriptor"]
+        raw_guid = head["ProviderId"]
+        eid = desc["Id"]
+        stamp = head["TimeStamp"]
+    except (KeyError, TypeError, IndexError):
+        raise RecordError(_what_is_missing(data)) from None
     guid = _guid_memo.get(raw_guid)
     if guid is None:
+        if not isinstance(raw_guid, str):
+            raise RecordError("EventHeader.ProviderId is not a string")
         guid = normalize_guid(raw_guid)
         if len(_guid_memo) < 1024:
             _guid_memo[raw_guid] = guid
-    eid = desc.get("Id", event_id)
-    stamp = head.get("TimeStamp")
-    if not isinstance(eid, int) or not isinstance(stamp, int):
+    if type(eid) is not int or type(stamp) is not int:
         raise RecordError("EventDescriptor.Id or EventHeader.TimeStamp is not an integer")
-    return Header(guid, eid, int(desc.get("Opcode") or 0), int(desc.get("Version") or 0),
-                  int(head.get("ProcessId") or 0), int(head.get("ThreadId") or 0), filetime_to_epoch(stamp))
+    get = desc.get
+    hget = head.get
+    return Header(guid, eid, get("Opcode") or 0, get("Version") or 0, hget("ProcessId") or 0,
+                  hget("ThreadId") or 0, (stamp - FILETIME_EPOCH) / 10_000_000)
+
+
+def _what_is_missing(data: Any) -> str:
+    if not isinstance(data, dict):
+        return f"payload is {type(data).__name__}, not a dict"
+    head = data.get("EventHeader")
+    if not isinstance(head, dict):
+        return "no EventHeader"
+    desc = head.get("EventDescriptor")
+    if not isinstance(desc, dict):
+        return "no EventHeader.EventDescriptor"
+    for key in ("ProviderId", "TimeStamp"):
+        if key not in head:
+            return f"no EventHeader.{key}"
+    return "no EventHeader.EventDescriptor.Id"
 
 
 def as_int(value: Any) -> int | None:

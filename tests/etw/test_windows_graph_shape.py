@@ -1,0 +1,24 @@
+"""actors/windows.toml: the Linux graph's lanes and policies, with the ETW source and normalizer."""
+
+from __future__ import annotations
+
+from edr.runtime.actor import resolve_kind
+from edr.runtime.graph import graph_path, load_graph
+from edr.sources.etw.actor import EtwNormalizerActor, EtwSource
+
+
+def test_windows_graph_has_the_linux_lanes_and_policies() -> None:
+    linux, windows = load_graph(graph_path("linux")), load_graph(graph_path("windows"))
+    assert [(e.src, e.dst, e.capacity, e.policy) for e in windows.edges] == \
+        [(e.src, e.dst, e.capacity, e.policy) for e in linux.edges]
+    kinds = {a.name: a.kind for a in windows.actors}
+    assert kinds == {**{a.name: a.kind for a in linux.actors}, "source": "etw_source", "normalizer": "etw_normalizer"}
+    # process lifecycle never shed: the priority lane and everything before it block
+    blocking = {e.name for e in windows.edges if e.policy.value == "block"}
+    assert {"source.out->normalizer.in", "normalizer.out->router.in", "router.priority->enricher.in"} <= blocking
+
+
+def test_the_registry_names_the_etw_actors() -> None:
+    assert resolve_kind("etw_source") is EtwSource
+    assert resolve_kind("etw_normalizer") is EtwNormalizerActor
+    assert EtwSource.is_source and EtwSource.outputs == ("out",)
