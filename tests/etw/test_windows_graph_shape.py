@@ -22,3 +22,15 @@ def test_the_registry_names_the_etw_actors() -> None:
     assert resolve_kind("etw_source") is EtwSource
     assert resolve_kind("etw_normalizer") is EtwNormalizerActor
     assert EtwSource.is_source and EtwSource.outputs == ("out",)
+
+
+def test_the_etw_package_imports_without_linux_only_modules() -> None:
+    """What a Windows run imports of the sensor loads with pwd, resource, fcntl and bcc unavailable."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "for m in ('pwd', 'resource', 'fcntl', 'bcc'): sys.modules[m] = None\n"
+            "import edr.sources.etw.actor, edr.sources.etw.normalize\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
