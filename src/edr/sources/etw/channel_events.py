@@ -17,14 +17,15 @@ from edr import event as ev
 from edr.event import Event, F
 from edr.sources.etw import providers
 from edr.sources.etw.record import Header
+from edr.sources.replay.winlog_channels import channel_service
 
 if TYPE_CHECKING:
     from edr.sources.etw.normalize import EtwNormalizer
 
-#: provider GUID -> (Sigma service, provider name as the channel shows it)
-SERVICES: Final[dict[str, tuple[str, str]]] = {
-    providers.TASK_SCHEDULER: ("taskscheduler", "Microsoft-Windows-TaskScheduler"),
-    providers.WMI_ACTIVITY: ("wmi", "Microsoft-Windows-WMI-Activity"),
+#: provider GUID -> (Sigma service of its channel, as replay routes it; provider name as the channel shows it)
+SERVICES: Final[dict[str, tuple[str | None, str]]] = {
+    guid: (channel_service(providers.CHANNELS[guid]), providers.provider_name(guid))
+    for guid in (providers.TASK_SCHEDULER, providers.WMI_ACTIVITY)
 }
 WMI_BINDING: Final = 5861
 #: pywintrace's own keys beside the properties

@@ -20,17 +20,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from edr import event as ev
 from edr.event import Event
 from edr.sources.etw import providers
 from edr.sources.etw.record import Header, as_int, as_str
+from edr.sources.replay.winlog_channels import POWERSHELL_CATEGORIES, channel_service
 
 if TYPE_CHECKING:
     from edr.sources.etw.normalize import EtwNormalizer
 
 MODULE_LOGGING: Final = 4103
 SCRIPT_BLOCK: Final = 4104
-SERVICE: Final = "powershell"
+#: the service and categories replay gives the Operational channel's records
+SERVICE: Final = channel_service(providers.CHANNELS[providers.POWERSHELL])
+MODULE_CATEGORY: Final = POWERSHELL_CATEGORIES[MODULE_LOGGING]
+SCRIPT_CATEGORY: Final = POWERSHELL_CATEGORIES[SCRIPT_BLOCK]
 PROVIDER_NAME: Final = "Microsoft-Windows-PowerShell"
 
 
@@ -108,7 +111,7 @@ class ScriptBlocks:
             fields["Path"] = path
         if not complete:
             fields["ScriptBlockIncomplete"] = "true"
-        return n.event(ev.PS_SCRIPT, fields, h, SERVICE)
+        return n.event(SCRIPT_CATEGORY, fields, h, SERVICE)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -128,5 +131,5 @@ def handle(n: EtwNormalizer, h: Header, d: dict[str, Any]) -> list[Event] | None
             value = d.get(name)
             if isinstance(value, str):
                 fields[name] = value
-        return [n.event(ev.PS_MODULE, fields, h, SERVICE)]
+        return [n.event(MODULE_CATEGORY, fields, h, SERVICE)]
     return None
