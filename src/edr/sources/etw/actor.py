@@ -74,7 +74,6 @@ class EtwSource(ActorBase):
         session = EtwSession(etw, name=cfg.session_name, providers=[PROVIDERS[p] for p in cfg.providers],
                              callback=bridge.callback, buffer_kb=cfg.buffer_kb, min_buffers=cfg.min_buffers,
                              max_buffers=cfg.max_buffers)
-        ctx.shared["etw_session"] = session
         return cls(name, session, bridge, ctx.config.pipeline.batch_size)
 
     async def run(self, ports: Ports) -> None:

@@ -31,7 +31,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import attrs
 
@@ -63,12 +63,12 @@ MAX_REPORTED: Final = 20
 Handler = Callable[["EtwNormalizer", Header, dict[str, Any]], "list[Event] | None"]
 
 
-class PeLookup:
+class PeLookup(Protocol):
     """What the normalizer needs of :class:`~edr.sources.etw.pe_info.PeInfoCache`."""
 
-    def lookup(self, path: str, wait: float) -> PeInfo | None:  # pragma: no cover - protocol
-        """PE info of ``path``, waiting at most ``wait`` seconds."""
-        raise NotImplementedError
+    def lookup(self, path: str, wait: float) -> PeInfo | None:
+        """PE info of ``path``, waiting at most ``wait`` seconds; never raises."""
+        ...
 
 
 @attrs.frozen
@@ -94,7 +94,7 @@ class EtwNormalizer:
     """
 
     def __init__(self, *, devices: DeviceMap | None = None, sids: SidResolver | None = None,
-                 facts: ProcessFacts | None = None, pe: PeLookup | Any | None = None, pe_wait: float = 0.1,
+                 facts: ProcessFacts | None = None, pe: PeLookup | None = None, pe_wait: float = 0.1,
                  limits: NormalizerLimits | None = None, ignore_pids: Iterable[int] = (),
                  clock: Callable[[], float] = time.monotonic) -> None:
         limits = limits or NormalizerLimits()
