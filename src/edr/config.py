@@ -13,7 +13,9 @@ their own sections (``events``, ``pipeline``, ``health``, ``simple``,
 
 from __future__ import annotations
 
+import math
 import os
+import stat
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -27,6 +29,13 @@ from edr.detect.alert import SEVERITIES
 
 ENV_PREFIX: Final = "EDR__"
 DEFAULT_CONFIG_PATH: Final = Path("conf/config.toml")
+#: What a ConfigError about the configuration file as a whole (not one key) names as its key.
+FILE_KEY: Final = "(file)"
+#: A documented configuration is ~10 KiB; anything near this is not one (and is not read whole).
+MAX_CONFIG_BYTES: Final = 4 << 20
+#: Upper bound of every duration in seconds: beyond an hour a timeout is a typo, and the
+#: values reach C code (YARA's timeout is an int) where a huge number overflows.
+MAX_SECONDS: Final = 3600.0
 
 LINUX_TRUSTED_PATHS: Final = (
     "/usr/bin/", "/usr/sbin/", "/usr/lib/", "/usr/lib64/", "/usr/libexec/",
@@ -41,10 +50,18 @@ def platform_trusted_paths() -> list[str]:
 
 
 class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the key and its source."""
+    """A configuration value that cannot be used; the message names the key and its source.
+
+    A problem with the configuration file itself (missing, not a regular file,
+    unreadable, not UTF-8, not TOML) has ``key`` :data:`FILE_KEY` and the
+    file's path as ``source``.
+    """
 
     def __init__(self, key: str, source: str, reason: str) -> None:
-        super().__init__(f"configuration {key} (from {source}): {reason}")
+        if key == FILE_KEY:
+            super().__init__(f"configuration file {source}: {reason}")
+        else:
+            super().__init__(f"configuration {key} (from {source}): {reason}")
         self.key = key
         self.source = source
         self.reason = reason
@@ -66,6 +83,18 @@ def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 def _non_negative(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value < 0:
         raise ValueError(f"must be 0 or more, not {value!r}")
+
+
+def _seconds(*, zero_ok: bool) -> Any:
+    """A duration: more than 0 (or 0 with ``zero_ok``) and at most :data:`MAX_SECONDS`."""
+
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        low_ok = value >= 0 if zero_ok else value > 0
+        if not low_ok or value > MAX_SECONDS:
+            low = "from 0" if zero_ok else "more than 0"
+            raise ValueError(f"must be {low} and at most {MAX_SECONDS:g} seconds, not {value!r}")
+
+    return check
 
 
 def _known_categories(_inst: Any, attribute: attrs.Attribute[Any], values: list[str]) -> None:
@@ -91,7 +120,7 @@ class AgentConfig:
         default="state", metadata=_doc("Agent state (the instance lock); created 0700.")
     )
     stop_timeout_secs: float = attrs.field(
-        default=10.0, validator=_positive,
+        default=10.0, validator=_seconds(zero_ok=False),
         metadata=_doc("Longest an orderly stop (SIGTERM) may take; alerts still unwritten then are "
                       "counted and the exit code is 1."),
     )
@@ -254,7 +283,9 @@ class ScanConfig:
     queue_capacity: int = attrs.field(
         default=1024, validator=_positive, metadata=_doc("Queued scan requests; overflow dropped, counted.")
     )
-    timeout_secs: float = attrs.field(default=10.0, validator=_positive, metadata=_doc("Per-scan timeout."))
+    timeout_secs: float = attrs.field(
+        default=10.0, validator=_seconds(zero_ok=False), metadata=_doc("Per-scan timeout.")
+    )
     yara_max_file_size_mb: int = attrs.field(
         default=64, validator=_positive, metadata=_doc("Larger files are not YARA-scanned (counted).")
     )
@@ -262,7 +293,8 @@ class ScanConfig:
         default=16384, validator=_positive, metadata=_doc("Scan results cached by file identity.")
     )
     settle_secs: float = attrs.field(
-        default=1.0, validator=_non_negative, metadata=_doc("Quiet time before a written executable is scanned.")
+        default=1.0, validator=_seconds(zero_ok=True),
+        metadata=_doc("Quiet time before a written executable is scanned."),
     )
     memory_enabled: bool = attrs.field(default=False, metadata=_doc("YARA-scan new processes' memory."))
     memory_max_mb: int = attrs.field(
@@ -399,6 +431,9 @@ def _structure_value(value: Any, typ: Any, key: str, source: str) -> Any:
             raise ConfigError(key, source, f"expected an integer, got {v!r}")
         if t is float and (not isinstance(v, (int, float)) or isinstance(v, bool)):
             raise ConfigError(key, source, f"expected a number, got {v!r}")
+        if t is float and isinstance(v, float) and not math.isfinite(v):
+            # TOML has inf and nan; no setting means "forever" or "undefined" by them.
+            raise ConfigError(key, source, f"must be a finite number, not {v!r}")
         if t is str and not isinstance(v, str):
             raise ConfigError(key, source, f"expected a string, got {v!r}")
         if origin is list:
@@ -501,12 +536,71 @@ def env_layer(environ: Mapping[str, str]) -> list[tuple[dict[str, Any], str]]:
 
 
 def find_config_file(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
-    """``--config``, else ``EDR_CONFIG``, else ``conf/config.toml`` if it exists."""
+    """``--config``, else ``EDR_CONFIG``, else ``conf/config.toml`` if anything is there.
+
+    Anything at the default path counts (a directory, a FIFO, a dangling
+    link): it is then reported by :func:`read_config_file`, not silently passed over.
+    """
     if explicit:
         return Path(explicit)
     if environ.get("EDR_CONFIG"):
         return Path(environ["EDR_CONFIG"])
-    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+    return DEFAULT_CONFIG_PATH if os.path.lexists(DEFAULT_CONFIG_PATH) else None
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The TOML document in ``path``; a :class:`ConfigError` naming the path for anything else.
+
+    The file is checked before it is read: opening a FIFO would wait for a
+    writer, and a device may never end. It is opened non-blocking and checked
+    again through the descriptor, so a file swapped for a FIFO in between is
+    refused too, never waited on.
+    """
+    source = str(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(FILE_KEY, source, "file not found") from None
+    except OSError as exc:
+        raise ConfigError(FILE_KEY, source, f"cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(FILE_KEY, source, f"is {_kind(st.st_mode)}, not a regular file")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise ConfigError(FILE_KEY, source, f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(FILE_KEY, source, f"is {_kind(st.st_mode)}, not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(FILE_KEY, source, f"cannot be read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(FILE_KEY, source, f"is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a configuration file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(FILE_KEY, source, f"is not UTF-8 text (line {line}, byte offset {exc.start}: "
+                          f"{data[exc.start:exc.start + 1]!r})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(FILE_KEY, source, f"invalid TOML: {exc}") from None
 
 
 def load_config(
@@ -525,13 +619,7 @@ def load_config(
     sources: dict[str, str] = {}
     file = find_config_file(path, environ)
     if file is not None:
-        try:
-            with open(file, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError("--config", str(file), "file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("(file)", str(file), f"invalid TOML: {exc}") from None
+        data = read_config_file(file)
         for key, value in data.items():
             if not isinstance(value, dict):
                 raise ConfigError(key, str(file), "expected a [section] table")
