@@ -29,6 +29,7 @@ from edr.detect.alert import Alert
 from edr.detect.yara_rules import YaraRuleSet, compile_rules
 from edr.event import FILE_CHANGE, FILE_DELETE, FILE_EVENT, FILE_RENAME, LINUX, PROCESS_CREATION, Event, F
 from edr.response import procfs
+from edr.rule_trust import YARA_FILES_KEY
 from edr.runtime.actor import ActorBase, ActorContext, Ports
 from edr.runtime.channel import OutPort
 from edr.scan.alerts import HashMatcher, file_alerts, memory_alerts
@@ -71,7 +72,8 @@ def load_yara(ctx: ActorContext) -> YaraRuleSet | None:
         return None
     rules = ctx.shared.get("yara_rules")
     if rules is None:
-        rules = compile_rules(ctx.config.scanner.yara_rules_path)
+        # only the files edr.rule_trust found trustworthy, when it refused some
+        rules = compile_rules(ctx.config.scanner.yara_rules_path, ctx.shared.get(YARA_FILES_KEY))
         for err in rules.errors:
             log.warning("yara: %s", err)
         log.info("yara: %s", rules.summary())

@@ -51,7 +51,12 @@ class ListLine:
 
 
 def read_list(path: str, errors: list[str]) -> Iterator[ListLine]:
-    """The value lines of ``path``; a missing or unreadable file is one error, not an exception."""
+    """The value lines of ``path``; a missing or unreadable file is one error, not an exception.
+
+    An empty ``path`` is no list (``edr.rule_trust`` gives that for a list it refused).
+    """
+    if not path:
+        return
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             text = fh.read()
