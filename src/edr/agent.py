@@ -1,4 +1,11 @@
-"""The live agent: pick this platform's sensor, check it can start, run the graph."""
+"""The live agent: pick this platform's sensor, check it can start, run the graph.
+
+Start-up order, each step before anything slower: the sensor's
+preconditions (exit 3), the instance lock (exit 2 when another agent runs
+on this configuration), the rule paths' permissions (refusals logged, the
+agent runs on the rest), then the rules and the sensor are loaded and the
+graph runs until SIGINT/SIGTERM, stopping within ``agent.stop_timeout_secs``.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +18,13 @@ import trio
 
 from edr.config import LoadedConfig
 from edr.health import health_task, log_health, watchdog_task
+from edr.instance_lock import InstanceLock, InstanceLocked, acquire
+from edr.rule_trust import YARA_FILES_KEY, check_rules
 from edr.runtime.actor import ActorContext
 from edr.runtime.graph import graph_path, load_graph
 from edr.runtime.supervisor import Supervisor
 from edr.service import systemd
+from edr.shutdown import hard_exit, report_unwritten
 
 log = logging.getLogger("edr")
 
@@ -37,6 +47,16 @@ def preflight_linux() -> str | None:
     return None
 
 
+def take_instance_lock(loaded: LoadedConfig) -> InstanceLock | str:
+    """The instance lock of this configuration, or why it cannot be had (a message for exit 2)."""
+    try:
+        return acquire(loaded.config.agent.state_directory)
+    except InstanceLocked as exc:
+        return str(exc)
+    except OSError as exc:  # UnsafePath's message says what is wrong and the fix
+        return f"cannot take the instance lock in {loaded.config.agent.state_directory} (agent.state_directory): {exc}"
+
+
 def run_live(loaded: LoadedConfig) -> int:
     """Run the live pipeline of this platform until SIGINT/SIGTERM; returns the exit code."""
     mode = "windows" if sys.platform == "win32" else "linux"
@@ -46,9 +66,25 @@ def run_live(loaded: LoadedConfig) -> int:
             log.error("cannot start the live sensor: %s", problem)
             print(f"edr: cannot start the live sensor: {problem}", file=sys.stderr)
             return 3
+    lock = take_instance_lock(loaded)
+    if isinstance(lock, str):
+        log.error("%s", lock)
+        print(f"edr: {lock}", file=sys.stderr)
+        return 2
+    try:
+        return _run_locked(loaded, mode)
+    finally:
+        lock.release()
+
+
+def _run_locked(loaded: LoadedConfig, mode: str) -> int:
+    trust = check_rules(loaded.config)
+    trust.log_refusals()
     graph = load_graph(graph_path(mode)).with_capacities(loaded.config.pipeline.capacities)
-    ctx = ActorContext(config=loaded.config, mode=mode, log=log)
-    sup = Supervisor(graph, ctx)
+    ctx = ActorContext(config=trust.config, mode=mode, log=log)
+    if trust.yara_files is not None:
+        ctx.shared[YARA_FILES_KEY] = list(trust.yara_files)
+    sup = Supervisor(graph, ctx, stop_timeout=loaded.config.agent.stop_timeout_secs)
     try:
         sup.build_actors()
     except Exception as exc:  # a sensor that fails to load is reported, not a traceback
@@ -64,8 +100,10 @@ def run_live(loaded: LoadedConfig) -> int:
     if loaded.config.health.watchdog:
         background.append(watchdog_task)
     code = trio.run(functools.partial(sup.run, background=background,
-                                      on_started=lambda: systemd.notify("READY=1")))
+                                      on_started=lambda: systemd.notify("READY=1"),
+                                      on_stuck=hard_exit(sup, lambda: log_health(sup, final=True))))
     systemd.notify("STOPPING=1")
     log_health(sup, final=True)
+    report_unwritten(sup)
     log.info("edr stopped (exit %d)", code)
     return code

@@ -1,8 +1,17 @@
 """Command line: ``edr run | replay | rules check | config show|init | graph | version``.
 
-Exit codes: 0 success (including an orderly shutdown on SIGINT/SIGTERM),
-1 an actor failed or a check found problems, 2 bad usage or configuration,
-3 the live sensor cannot start here (the message says why and how to fix it).
+Exit codes:
+
+- 0 success, including an orderly stop on SIGINT/SIGTERM that wrote everything.
+- 1 an actor failed, a check found problems, or a stop lost data: the stop
+  timeout (``agent.stop_timeout_secs``, counted from the first signal) passed,
+  or a second signal cancelled the stop, before every alert was written; the
+  count of unwritten alerts is on standard error, in the operational log and
+  in the final health record.
+- 2 bad usage or configuration: an invalid key or value, a configuration file
+  that cannot be read or that other users can change while running as root,
+  or (``edr run``) another agent already running on the same configuration.
+- 3 the live sensor cannot start here (the message says why and how to fix it).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from edr import __version__
 from edr.config import ConfigError, LoadedConfig, load_config
 from edr.oplog import setup_logging
 
+#: See the module's docstring: EXIT_FAILED also means "a stop left alerts unwritten".
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 log = logging.getLogger("edr")
 
@@ -34,6 +44,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     con.add_argument("--no-console", dest="console", action="store_false", help="do not log to the console")
 
 
+def _permissions(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--permissions", choices=["enforce", "warn"],
+                   help="override agent.permissions: as root, refuse (enforce) or only warn about "
+                        "configuration and rule files other users can change")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI in the README)."""
     parser = argparse.ArgumentParser(prog="edr", description="Endpoint detection and response agent.")
@@ -41,9 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the live agent in the foreground (Linux: eBPF; Windows: ETW)")
     _common(p)
+    _permissions(p)
 
     p = sub.add_parser("replay", help="run the detection pipeline over recorded NDJSON/EVTX files")
     _common(p)
+    _permissions(p)
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="edr NDJSON events, .evtx, or evtx_dump JSON; a directory is searched recursively")
     p.add_argument("--stdout", action="store_true", help="also print alerts (NDJSON) to standard output")
@@ -55,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
     p = rsub.add_parser("check", help="load and compile rules; report loaded, inert and rejected per logsource")
     _common(p)
+    _permissions(p)
     p.add_argument("paths", nargs="*", metavar="PATH", help="Sigma rule files/directories (default: configured)")
     p.add_argument("--strict", action="store_true", help="exit 1 on any rejected rule")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -82,7 +101,18 @@ def _load(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Load
         overrides["logging.level"] = args.log_level
     if getattr(args, "console", None) is not None:
         overrides["logging.console_output"] = args.console
+    if getattr(args, "permissions", None):
+        overrides["agent.permissions"] = args.permissions
     return load_config(getattr(args, "config", None), overrides=overrides)
+
+
+def _load_trusted(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> LoadedConfig:
+    """:func:`_load` for the commands that load rules: as root, the file must be trusted (else exit 2)."""
+    from edr.rule_trust import check_config_file
+
+    loaded = _load(args, extra)
+    check_config_file(loaded)
+    return loaded
 
 
 def _setup_logs(loaded: LoadedConfig, *, file: bool = True) -> None:
@@ -126,13 +156,18 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_rules_check(args: argparse.Namespace) -> int:
     """``edr rules check``."""
     from edr.detect.sigma import rules_check
+    from edr.rule_trust import RuleTrust, trusted_sigma_paths
 
-    loaded = _load(args)
     setup_logging("warn", None, "", True)
-    paths = args.paths or loaded.config.sigma_paths()
+    loaded = _load_trusted(args)
+    enforced = loaded.config.agent.permissions == "enforce"
+    paths, refusals = trusted_sigma_paths(args.paths or loaded.config.sigma_paths(), enforced=enforced,
+                                          key="PATH" if args.paths else "scanner.sigma_rules_path")
+    RuleTrust(loaded.config, refusals, enforced=enforced).log_refusals()
     text, data, code = rules_check(paths, placeholders=loaded.config.sigma.placeholders, strict=args.strict)
     print(json.dumps(data, indent=2) if args.json else text)
-    return code
+    # a rule path refused for its permissions is a problem this check found
+    return code or (EXIT_FAILED if refusals and enforced else EXIT_OK)
 
 
 def _make_context(loaded: LoadedConfig, mode: str, **options: Any) -> Any:
@@ -157,19 +192,25 @@ async def _progress(source: Any, sup: Any) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     """``edr replay FILE...``: exit 0 when every file was read (alerts or not)."""
     from edr.health import log_health
+    from edr.rule_trust import check_rules
     from edr.runtime.graph import graph_path, load_graph
     from edr.runtime.supervisor import Supervisor
+    from edr.shutdown import hard_exit, report_unwritten
     from edr.sources.replay.formats import expand_inputs
 
     extra = {"scanner.sigma_rules_path": args.sigma} if args.sigma else {}
-    loaded = _load(args, extra)
+    loaded = _load_trusted(args, extra)
     _setup_logs(loaded)
+    # the replay graph has no scanner: YARA rules are not loaded, so not checked
+    trust = check_rules(loaded.config, yara=False, sigma_key="--sigma" if args.sigma else "scanner.sigma_rules_path")
+    trust.log_refusals()
+    loaded = LoadedConfig(config=trust.config, sources=loaded.sources, file=loaded.file)
     files, missing = expand_inputs(args.files)
     for f in missing:
         print(f"edr: replay: {f}: no such file or directory", file=sys.stderr)
     graph = load_graph(graph_path("replay")).with_capacities(loaded.config.pipeline.capacities)
     ctx = _make_context(loaded, "replay", files=files, stdout=args.stdout)
-    sup = Supervisor(graph, ctx)
+    sup = Supervisor(graph, ctx, stop_timeout=loaded.config.agent.stop_timeout_secs)
     started = time.monotonic()
     sup.build_actors()
     load_secs = time.monotonic() - started
@@ -177,7 +218,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     background = []
     if sys.stderr.isatty() and not args.no_progress:
         background.append(functools.partial(_progress, source))
-    code = trio.run(functools.partial(sup.run, background=background))
+    code = trio.run(functools.partial(sup.run, background=background,
+                                      on_stuck=hard_exit(sup, lambda: log_health(sup, final=True))))
     elapsed = time.monotonic() - started - load_secs
     log_health(sup, final=True)
     writer = sup.actors["alerts"]
@@ -191,9 +233,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     ]
     for rule, n in sorted(writer.by_rule.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {n:>7}  {rule}")
-    if sup.stopping:
+    if sup.cancelled and not sup.failed:
+        lines.append(f"replay: interrupted; the stop was cancelled ({sup.cancelled}) before the pipeline drained")
+    elif sup.stopping:
         lines.append("replay: interrupted; every record read before the signal was processed")
     print("\n".join(lines), file=sys.stderr)
+    report_unwritten(sup)
     if code:
         return EXIT_FAILED
     return EXIT_FAILED if (missing or source.failed_files) else EXIT_OK
@@ -203,7 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``edr run``: the live agent."""
     from edr.agent import run_live
 
-    loaded = _load(args)
+    loaded = _load_trusted(args)
     _setup_logs(loaded)
     return run_live(loaded)
 

@@ -3,6 +3,9 @@
 A record is one log line ``health {json}`` at ``[health] interval_secs``
 and a final one at shutdown: events per actor, kernel-lost per sensor
 family, per-edge sent/dropped/high-water, cache sizes, RSS and CPU seconds.
+``unwritten`` counts, per kind (alerts, events), what the writers were given
+and have not written; in the final record of a stop that had to cancel
+(``cancelled`` says why) that is what was lost.
 """
 
 from __future__ import annotations
@@ -36,18 +39,22 @@ def health_record(sup: Supervisor, final: bool = False) -> dict[str, Any]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     edges = {
         name: {"sent": s.sent, "received": s.received, "dropped": s.dropped, "depth": s.depth,
-               "high_water": s.high_water}
+               "high_water": s.high_water, "abandoned": sup.edges[name].abandoned}
         for name, s in sup.statistics().items()
     }
-    return {
+    record: dict[str, Any] = {
         "final": final,
         "actors": sup.actor_statistics(),
         "edges": edges,
         "dropped_total": sum(e["dropped"] for e in edges.values()),
+        "unwritten": sup.unwritten(),
         "rss_bytes": _rss_bytes(),
         "peak_rss_bytes": usage.ru_maxrss * 1024,
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
     }
+    if final:
+        record["cancelled"] = sup.cancelled
+    return record
 
 
 def log_health(sup: Supervisor, final: bool = False) -> None:

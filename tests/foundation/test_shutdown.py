@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -15,8 +16,16 @@ import orjson
 import pytest
 import trio
 
+import edr.alerts.actor as alerts_actor
+from edr.alerts.actor import AlertWriter
+from edr.alerts.daily_file import DailyFile
+from edr.alerts.ecs import HostInfo
 from edr.config import Config
+from edr.detect.alert import Alert
+from edr.event import Event
 from edr.runtime.actor import REGISTRY, ActorBase, ActorContext, Ports
+from edr.runtime.buffer import Policy
+from edr.runtime.channel import Edge, InPort
 from edr.runtime.graph import parse_graph
 from edr.runtime.supervisor import Supervisor
 
@@ -237,3 +246,331 @@ def test_replay_of_missing_file_exits_1(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "nope.ndjson: no such file" in r.stderr
     assert os.path.isdir(tmp_path / "logs")
+
+
+# --- bounded stop: a writer that cannot write ------------------------------------------------------------------
+
+STOP_SECS = 2.0
+#: What a process may take beyond its stop timeout to exit: interpreter start-up is before the signal,
+#: but after the graph has ended the final health record, the summary and interpreter teardown remain.
+EXIT_SLACK = 1.0
+
+
+def _alerting_events(path: Path, n: int) -> Path:
+    """``n`` connections to port 4444: each one raises BUILTIN-SUSPICIOUS-PORT."""
+    with open(path, "wb") as fh:
+        for i in range(n):
+            fh.write(orjson.dumps({
+                "ts": 1_763_000_000.0 + i, "seq": i, "category": "network_connection", "product": "linux",
+                "fields": {"ProcessId": 100 + i, "Image": "/usr/bin/nc", "User": "root", "Initiated": "true",
+                           "DestinationIp": "203.0.113.9", "DestinationPort": 4444}}) + b"\n")
+    return path
+
+
+def _wait_for_log(log_dir: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(text in f.read_text() for f in log_dir.glob("edr.log.*")):
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"edr exited early ({proc.returncode}): {proc.communicate()[1].decode()}")
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"no {text!r} in the operational log within {timeout}s")
+
+
+def _start_failing_replay(work: Path, alerts_dir: str, n_events: int, extra: str = "",
+                          stop_secs: float = STOP_SECS) -> subprocess.Popen[bytes]:
+    """A real `edr replay` whose every alert write fails, once the writer has reported a failure."""
+    (work / "edr.toml").write_text(BASE_CONFIG + f'[alerts]\ndirectory = "{alerts_dir}"\n'
+                                   f"[agent]\nstop_timeout_secs = {stop_secs}\n" + extra)
+    events = _alerting_events(work / "events.ndjson", n_events)
+    proc = subprocess.Popen([*EDR, "replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=work,
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for_log(work / "logs", "alerts: writing", proc)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes], *signals: int, gap: float = 0.2) -> tuple[float, str]:
+    """Send ``signals`` (``gap`` apart); seconds from the first until the process ended, and its stderr."""
+    t0 = time.monotonic()
+    for i, signum in enumerate(signals):
+        if i:
+            time.sleep(gap)
+        proc.send_signal(signum)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"still running 30s after {len(signals)} signal(s): {err.decode()[-2000:]}")
+    return time.monotonic() - t0, err.decode()
+
+
+@pytest.fixture
+def immutable_dir(tmp_path: Path) -> Any:
+    """A directory even root cannot create files in (chattr +i), removed again afterwards."""
+    d = tmp_path / "alerts"
+    d.mkdir(mode=0o700)
+    if os.geteuid() != 0 or subprocess.run(["chattr", "+i", str(d)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i needs root and a file system that supports it")
+    yield d
+    subprocess.run(["chattr", "-i", str(d)], check=True)
+
+
+@pytest.mark.parametrize("how", ["under a regular file", "immutable directory"])
+def test_sigterm_with_unwritable_alerts_ends_within_the_stop_timeout(tmp_path: Path, how: str,
+                                                                      request: pytest.FixtureRequest) -> None:
+    if how == "under a regular file":
+        (tmp_path / "blocker").write_text("a file where the alerts directory's parent should be")
+        alerts_dir = "blocker/alerts"
+    else:
+        alerts_dir = str(request.getfixturevalue("immutable_dir"))
+    proc = _start_failing_replay(tmp_path, alerts_dir, 5)
+    elapsed, err = _stop(proc, signal.SIGTERM)
+    print(f"{how}: ended {elapsed:.2f}s after SIGTERM (stop timeout {STOP_SECS}s)")
+    assert elapsed <= STOP_SECS + EXIT_SLACK, err
+    assert proc.returncode == 1, err
+    assert "edr: 5 alerts not written: the stop timeout of 2s (agent.stop_timeout_secs) passed" in err
+    assert "0 alerts" in err and "the stop was cancelled (stop timeout)" in err
+    health = _health(tmp_path / "logs")
+    assert health["unwritten"] == {"alerts": 5} and health["cancelled"] == "stop timeout"
+    assert health["actors"]["detect"]["alerts"] == 5 and health["actors"]["alerts"]["alerts"] == 0
+    oplog = "".join(f.read_text() for f in (tmp_path / "logs").glob("edr.log.*"))
+    assert "stop timeout: alerts still running" in oplog
+    assert "ERROR edr: 5 alerts not written" in oplog
+
+
+def test_count_includes_alerts_queued_on_the_writers_edge(tmp_path: Path) -> None:
+    """One alert per batch and an alert edge of one batch: the writer holds one alert, its edge one more
+    (replay paces itself on the batches in flight, so detection then waits). Both are counted."""
+    (tmp_path / "blocker").write_text("x")
+    proc = _start_failing_replay(tmp_path, "blocker/alerts", 40,
+                                 '[pipeline]\nbatch_size = 1\ncapacities = { "detect.alerts->alerts.in" = 1 }\n')
+    elapsed, err = _stop(proc, signal.SIGTERM)
+    assert elapsed <= STOP_SECS + EXIT_SLACK and proc.returncode == 1, err
+    health = _health(tmp_path / "logs")
+    assert health["edges"]["detect.alerts->alerts.in"]["depth"] == 1
+    raised = health["actors"]["detect"]["alerts"]
+    assert raised == 2, health["actors"]["detect"]
+    assert health["unwritten"] == {"alerts": raised}
+    assert f"edr: {raised} alerts not written" in err
+
+
+def test_second_signal_cancels_at_once_and_still_reports_the_loss(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("x")
+    proc = _start_failing_replay(tmp_path, "blocker/alerts", 5, stop_secs=60)
+    elapsed, err = _stop(proc, signal.SIGTERM, signal.SIGTERM)
+    assert elapsed < 5, err  # the second signal, not the 60 s stop timeout, ended it
+    assert proc.returncode == 1, err
+    assert "edr: 5 alerts not written: a second signal cancelled the stop" in err
+    assert _health(tmp_path / "logs")["cancelled"] == "second signal"
+
+
+def test_sigint_is_bounded_too(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("x")
+    proc = _start_failing_replay(tmp_path, "blocker/alerts", 5)
+    elapsed, err = _stop(proc, signal.SIGINT)
+    assert elapsed <= STOP_SECS + EXIT_SLACK and proc.returncode == 1, err
+    assert "edr: 5 alerts not written" in err
+
+
+# --- the same, in process: the supervisor's deadline and the unwritten protocol --------------------------------
+
+
+class Hoard(ActorBase):
+    """A sink that takes batches and never delivers them: what it holds is unwritten."""
+
+    inputs: ClassVar = ("in",)
+    outputs: ClassVar = ()
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.held = 0
+
+    @classmethod
+    def build(cls, ctx: ActorContext, name: str) -> Hoard:
+        return cls(name)
+
+    async def run(self, ports: Ports) -> None:
+        async for batch in ports.input("in"):
+            self.held += len(batch)
+            await trio.sleep_forever()  # "retrying a failing disk"
+
+    def unwritten(self) -> dict[str, int]:
+        return {"things": self.held}
+
+
+class Sleeper(ActorBase):
+    """A sink whose work is a thread that cancellation cannot interrupt (a hung system call)."""
+
+    inputs: ClassVar = ("in",)
+    outputs: ClassVar = ()
+
+    @classmethod
+    def build(cls, ctx: ActorContext, name: str) -> Sleeper:
+        return cls(name)
+
+    async def run(self, ports: Ports) -> None:
+        async for _batch in ports.input("in"):
+            await trio.to_thread.run_sync(time.sleep, 1.5)
+
+
+class Raise(ActorBase):
+    """Detection stand-in: every number in becomes one alert out."""
+
+    inputs: ClassVar = ("in",)
+    outputs: ClassVar = ("alerts",)
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.alerts = 0
+
+    @classmethod
+    def build(cls, ctx: ActorContext, name: str) -> Raise:
+        return cls(name)
+
+    async def run(self, ports: Ports) -> None:
+        async for batch in ports.input("in"):
+            alerts = [_alert(i) for i in batch]
+            self.alerts += len(alerts)
+            await ports.output("alerts").send(alerts)
+
+
+@pytest.fixture
+def stop_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
+    for kind, cls in {"t_counter": "Counter", "t_hoard": "Hoard", "t_sleeper": "Sleeper", "t_raise": "Raise"}.items():
+        monkeypatch.setitem(REGISTRY, kind, f"{__name__}:{cls}")
+
+
+def _pair(sink: str) -> Any:
+    return parse_graph({
+        "actors": {"src": {"kind": "t_counter"}, "sink": {"kind": sink}},
+        "edges": [{"from": "src.out", "to": "sink.in", "capacity": 2, "policy": "block"}],
+    }, "test-graph.toml", "test")
+
+
+async def _stop_after(delay: float, s: Supervisor) -> None:
+    await trio.sleep(delay)
+    s.stop()
+
+
+async def test_stop_timeout_cancels_a_sink_that_never_drains(stop_kinds: None) -> None:
+    sup = Supervisor(_pair("t_hoard"), ActorContext(config=Config(), mode="test"), stop_timeout=0.4)
+    t0 = trio.current_time()
+    with trio.fail_after(5):
+        code = await sup.run(handle_signals=False, background=[lambda s: _stop_after(0.05, s)])
+    # stopped at 0.05 s; what was left is cancelled at 0.05 + 0.4 - 0.1 (the grace), within the 0.4 s bound
+    assert 0.35 <= trio.current_time() - t0 < 0.45 + 0.2
+    assert sup.cancelled == "stop timeout"
+    # the hoard holds one batch, the edge two more (the counter's were cancelled while blocked: abandoned)
+    s = sup.statistics()["src.out->sink.in"]
+    edge = sup.edges["src.out->sink.in"]
+    assert s.depth == 2 and edge.abandoned == 1
+    assert sup.unwritten() == {"things": 1}
+    assert code == 1  # something was never delivered: never exit 0
+
+
+async def test_without_anything_unwritten_a_timed_out_stop_returns_0(kinds: None) -> None:
+    sup = Supervisor(_graph("t_boom", "t_stuck"), ActorContext(config=Config(), mode="test"), stop_timeout=0.3)
+    sup.actors = {"src": Counter("src"), "mid": Stuck("mid"), "sink": Stuck("sink")}
+    with trio.fail_after(5):
+        code = await sup.run(handle_signals=False, background=[lambda s: _stop_after(0.05, s)])
+    assert sup.cancelled == "stop timeout" and sup.unwritten() == {} and code == 0
+
+
+async def test_stuck_thread_calls_on_stuck_when_the_stop_timeout_is_up(stop_kinds: None) -> None:
+    sup = Supervisor(_pair("t_sleeper"), ActorContext(config=Config(), mode="test"), stop_timeout=0.4)
+    calls: list[tuple[float, list[str]]] = []
+    t0 = time.monotonic()
+    with trio.fail_after(10):
+        await sup.run(handle_signals=False, background=[lambda s: _stop_after(0.05, s)],
+                      on_stuck=lambda running: calls.append((time.monotonic() - t0, running)))
+    # cancelled at 0.05 + 0.3, given up on at 0.05 + 0.4: while the thread still sleeps (until 1.5 s)
+    assert len(calls) == 1, calls
+    at, running = calls[0]
+    assert running == ["sink"] and 0.4 < at < 0.9, calls
+
+
+async def test_edge_counts_a_batch_abandoned_by_a_cancelled_sender() -> None:
+    edge = Edge("a.out->b.in", 1, Policy.BLOCK)
+    InPort("b.in").attach(edge)
+    await edge.send([1, 2])
+    with trio.move_on_after(0.05):
+        await edge.send([3, 4, 5])  # full: waits, then is cancelled
+    s = edge.statistics()
+    assert edge.abandoned == 3 and s.sent == 2 and s.depth == 2 and s.dropped == 0
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await edge.send([6])  # cancelled before it could be queued
+    assert edge.abandoned == 4
+
+
+async def test_alert_writer_counts_exactly_what_a_short_write_left(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """4 alerts; the disk takes 1.5 lines, then is full: 3 alerts are unwritten (the cut one included),
+    plus the 2 queued on the writer's edge, while it retries and after it is cancelled."""
+    monkeypatch.setattr(alerts_actor, "_RETRY_FIRST", 0.01)
+    monkeypatch.setattr(alerts_actor, "_RETRY_MAX", 0.02)
+    file = DailyFile(tmp_path / "logs", "alerts.json")
+    writer = AlertWriter("alerts", file, HostInfo("h", "linux"), log=logging.getLogger("edr.test.unwritten"))
+    edge = Edge("detect.alerts->alerts.in", 4, Policy.BLOCK)
+    port = InPort("alerts.in")
+    port.attach(edge)
+    real_write = os.write
+    first_line: list[int] = []
+
+    def disk(fd: int, data: bytes) -> int:
+        if not first_line:
+            first_line.append(bytes(data).index(b"\n") + 1)
+            return real_write(fd, bytes(data[: first_line[0] * 3 // 2]))  # one line and a half
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            monkeypatch.setattr(os, "write", disk)
+            nursery.start_soon(writer.run, Ports(inputs={"in": port}, outputs={}))
+            await edge.send([_alert(i) for i in range(4)])
+            await edge.send([_alert(4), _alert(5)])
+            while file.errors < 3:
+                await trio.sleep(0.01)
+            assert writer.unwritten() == {"alerts": 3 + 2}
+            nursery.cancel_scope.cancel()
+    monkeypatch.setattr(os, "write", real_write)
+    assert writer.unwritten() == {"alerts": 5} and writer.alerts == 0
+    assert writer.statistics()["unwritten"] == 5
+    assert writer.by_rule == {}  # counted per rule only once written
+    on_disk = file.current_path.read_bytes()
+    assert on_disk.count(b"\n") == 1 and len(on_disk) == first_line[0] * 3 // 2  # the half line counts unwritten
+
+
+def _alert(i: int) -> Alert:
+    event = Event("network_connection", "linux", {"ProcessId": i, "Image": "/usr/bin/nc", "DestinationPort": 4444},
+                  1_763_000_000.0 + i, seq=i, origin={"log.file.path": "x.ndjson", "edr.log.line": i})
+    return Alert(rule_id="R-1", rule_name="test rule", severity="high", engine="simple", event=event)
+
+
+async def test_alerts_abandoned_by_blocked_detection_are_counted(stop_kinds: None, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Live sources do not wait for the graph: with the alert writer stuck, detection blocks on the full
+    alert edge holding a batch. The stop timeout cancels it; that batch is counted, so the count is
+    exactly every alert detection raised."""
+    monkeypatch.setattr(alerts_actor, "_RETRY_FIRST", 0.01)
+    monkeypatch.setattr(alerts_actor, "_RETRY_MAX", 0.02)
+    (tmp_path / "blocker").write_text("x")
+    file = DailyFile(tmp_path / "blocker" / "alerts", "alerts.json")
+    graph = parse_graph({
+        "actors": {"src": {"kind": "t_counter"}, "detect": {"kind": "t_raise"}, "alerts": {"kind": "alerts"}},
+        "edges": [{"from": "src.out", "to": "detect.in", "capacity": 2, "policy": "block"},
+                  {"from": "detect.alerts", "to": "alerts.in", "capacity": 2, "policy": "block"}],
+    }, "test-graph.toml", "test")
+    writer = AlertWriter("alerts", file, HostInfo("h", "linux"), log=logging.getLogger("edr.test.abandoned"))
+    sup = Supervisor(graph, ActorContext(config=Config(), mode="test"), {"alerts": writer}, stop_timeout=0.5)
+    with trio.fail_after(5):
+        code = await sup.run(handle_signals=False, background=[lambda s: _stop_after(0.1, s)])
+    edge = sup.edges["detect.alerts->alerts.in"]
+    assert edge.abandoned == 1 and edge.statistics().depth == 2  # one batch of one alert given up on
+    raised = sup.actors["detect"].alerts
+    assert raised == 1 + 2 + 1  # held by the writer, queued, abandoned
+    assert sup.unwritten() == {"alerts": raised} and writer.alerts == 0
+    assert code == 1 and sup.cancelled == "stop timeout"

@@ -57,6 +57,8 @@ class Edge:
         self._not_full = trio.lowlevel.ParkingLot()
         self._port: InPort | None = None
         self.flight = flight
+        #: Items of batches whose sender was cancelled before the batch was queued (lost, not dropped).
+        self.abandoned = 0
 
     @property
     def policy(self) -> Policy:
@@ -76,19 +78,28 @@ class Edge:
 
         Raises :class:`trio.ClosedResourceError` after :meth:`close`. A
         cancellation point always; a schedule point unless it woke a waiting
-        receiver (see the module's notes). Cancellation while waiting leaves
-        nothing queued.
+        receiver (see the module's notes). Cancellation before the batch is
+        queued leaves nothing queued and counts its items in
+        :attr:`abandoned`, so that a sink can tell what never reached it.
         """
         if self._closed:
             raise trio.ClosedResourceError(f"edge {self.name} is closed")
-        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except trio.Cancelled:
+            self.abandoned += len(batch)
+            raise
         if self._offer(batch):
             if not self._wake_receiver():
                 # Queued: a cancellation now must not make the caller think it was not.
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return
         while True:
-            await self._not_full.park()
+            try:
+                await self._not_full.park()
+            except trio.Cancelled:
+                self.abandoned += len(batch)
+                raise
             if self._closed:
                 raise trio.ClosedResourceError(f"edge {self.name} is closed")
             if self._offer(batch):
