@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -9,7 +13,7 @@ import pytest
 
 from edr.config import Config, ConfigError, load_config, unstructure
 
-from .conftest import clean_env, run_edr
+from .conftest import EDR, clean_env, run_edr
 
 
 def test_defaults(workdir: Path) -> None:
@@ -203,3 +207,137 @@ def test_config_init_writes_the_defaults(workdir: Path) -> None:
     r = run_edr(["config", "init", str(path)], cwd=workdir)
     assert r.returncode == 2 and "exists" in r.stderr
     assert run_edr(["config", "init", "--force", str(path)], cwd=workdir).returncode == 0
+
+
+# --- floats: finite and in range ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", "+inf", "-nan"])
+@pytest.mark.parametrize("key", ["scan.timeout_secs", "agent.stop_timeout_secs", "scan.settle_secs"])
+def test_non_finite_float_from_the_file_is_rejected(workdir: Path, key: str, text: str) -> None:
+    section, name = key.split(".")
+    f = workdir / "c.toml"
+    f.write_text(f"[{section}]\n{name} = {text}\n")  # TOML's own inf/nan literals
+    with pytest.raises(ConfigError) as info:
+        load_config(str(f), environ={})
+    assert info.value.key == key and info.value.source == str(f)
+    assert "must be a finite number" in str(info.value) and key in str(info.value) and str(f) in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan"])
+def test_non_finite_float_from_the_environment_is_rejected(workdir: Path, text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={"EDR__SCAN__TIMEOUT_SECS": text})
+    assert info.value.key == "scan.timeout_secs"
+    assert info.value.source == "environment variable EDR__SCAN__TIMEOUT_SECS"
+    assert "must be a finite number" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_float_from_the_command_line_is_rejected(workdir: Path, value: float) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={}, overrides={"agent.stop_timeout_secs": value})
+    assert info.value.key == "agent.stop_timeout_secs" and info.value.source == "command line"
+
+
+@pytest.mark.parametrize(("key", "value", "ok"), [
+    ("scan.timeout_secs", "0", False), ("scan.timeout_secs", "-1", False), ("scan.timeout_secs", "1e300", False),
+    ("scan.timeout_secs", "3601", False), ("scan.timeout_secs", "3600", True), ("scan.timeout_secs", "0.5", True),
+    ("agent.stop_timeout_secs", "0", False), ("agent.stop_timeout_secs", "1e9", False),
+    ("agent.stop_timeout_secs", "2", True), ("scan.settle_secs", "0", True), ("scan.settle_secs", "-0.1", False),
+])
+def test_float_range(workdir: Path, key: str, value: str, ok: bool) -> None:
+    var = "EDR__" + key.upper().replace(".", "__")
+    if ok:
+        section, name = key.split(".")
+        assert getattr(getattr(load_config(None, environ={var: value}).config, section), name) == float(value)
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={var: value})
+    assert info.value.key == key and var in str(info.value) and "at most 3600 seconds" in str(info.value)
+
+
+def test_inf_timeout_exits_2_naming_key_and_variable(workdir: Path) -> None:
+    """The review's case: EDR__SCAN__TIMEOUT_SECS=inf silently disabled every YARA scan."""
+    r = run_edr(["config", "show"], cwd=workdir, env=clean_env(EDR__SCAN__TIMEOUT_SECS="inf"))
+    assert r.returncode == 2, r.stderr
+    assert "scan.timeout_secs" in r.stderr and "EDR__SCAN__TIMEOUT_SECS" in r.stderr and "finite" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+# --- a configuration path that is not a readable UTF-8 TOML file ------------------------------------------------
+
+
+def _expect_file_error(path: Path, words: str, cwd: Path) -> None:
+    """In process and through the CLI: a ConfigError naming the path and the problem; exit 2, no traceback."""
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), environ={})
+    assert info.value.source == str(path) and words in str(info.value), str(info.value)
+    assert str(info.value).startswith(f"configuration file {path}: ")
+    for command in (["config", "show"], ["replay", "--no-progress", str(cwd / "none.ndjson")]):
+        r = run_edr([*command, "--config", str(path)], cwd=cwd, timeout=30)
+        assert r.returncode == 2, (command, r.stderr)
+        assert str(path) in r.stderr and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_config_path_that_is_a_directory(workdir: Path) -> None:
+    (workdir / "conf.d").mkdir()
+    _expect_file_error(workdir / "conf.d", "is a directory, not a regular file", workdir)
+
+
+def test_config_path_that_is_a_fifo_is_refused_without_blocking(workdir: Path) -> None:
+    fifo = workdir / "edr.toml.fifo"
+    os.mkfifo(fifo)
+    # no writer ever opens it: opening it for reading would wait forever (run_edr's timeout would fail the test)
+    _expect_file_error(fifo, "is a FIFO (named pipe), not a regular file", workdir)
+
+
+def test_default_config_path_that_is_a_fifo_is_reported_not_ignored(workdir: Path) -> None:
+    (workdir / "conf").mkdir()
+    os.mkfifo(workdir / "conf" / "config.toml")
+    r = run_edr(["config", "show"], cwd=workdir, timeout=30)
+    assert r.returncode == 2 and "conf/config.toml" in r.stderr and "FIFO" in r.stderr, r.stderr
+
+
+def test_config_path_that_is_not_utf8(workdir: Path) -> None:
+    f = workdir / "latin1.toml"
+    f.write_bytes(b'[logging]\nlevel = "info"\n# caf\xe9\n')
+    _expect_file_error(f, "is not UTF-8 text (line 3", workdir)
+
+
+def test_config_path_that_is_not_toml(workdir: Path) -> None:
+    f = workdir / "bad.toml"
+    f.write_text("[logging\nlevel = 'info'\n")
+    _expect_file_error(f, "invalid TOML", workdir)
+
+
+def test_config_path_that_does_not_exist(workdir: Path) -> None:
+    _expect_file_error(workdir / "absent.toml", "file not found", workdir)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_config_file_unreadable_as_nobody(tmp_path: Path) -> None:
+    """A 0600 root file read by `nobody`: a named error, exit 2, not a traceback."""
+    work = Path(tempfile.mkdtemp(prefix="edr-conf-"))
+    try:
+        work.chmod(0o755)
+        f = work / "edr.toml"
+        f.write_text('[logging]\nlevel = "info"\n')
+        f.chmod(0o600)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            *EDR, "config", "show", "--config", str(f)],
+                           cwd=work, capture_output=True, text=True, timeout=60,
+                           env=clean_env(PYTHONPATH=os.environ.get("PYTHONPATH", "")))
+        assert r.returncode == 2, r.stderr
+        assert f"configuration file {f}: cannot be read (Permission denied)" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        shutil.rmtree(work)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 file")
+def test_config_file_mode_000_as_a_user(workdir: Path) -> None:
+    f = workdir / "locked.toml"
+    f.write_text('[logging]\nlevel = "info"\n')
+    f.chmod(0)
+    _expect_file_error(f, "cannot be read (Permission denied)", workdir)
