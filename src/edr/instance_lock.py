@@ -96,7 +96,7 @@ def acquire(state_directory: str | os.PathLike[str]) -> InstanceLock:
     says what is wrong and how to fix it) when the directory or the file
     cannot be used.
     """
-    directory = PrivateDir(state_directory)
+    directory = PrivateDir(os.path.abspath(state_directory))  # messages name the file wherever it was started
     try:
         fd = directory.open_append(LOCK_NAME)
         try:
