@@ -79,7 +79,7 @@ def run_live(loaded: LoadedConfig) -> int:
 
 def _run_locked(loaded: LoadedConfig, mode: str) -> int:
     trust = check_rules(loaded.config)
-    trust.log_refusals()
+    trust.log_refusals(echo=not loaded.config.logging.console_output)
     graph = load_graph(graph_path(mode)).with_capacities(loaded.config.pipeline.capacities)
     ctx = ActorContext(config=trust.config, mode=mode, log=log)
     if trust.yara_files is not None:

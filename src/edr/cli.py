@@ -106,12 +106,23 @@ def _load(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Load
     return load_config(getattr(args, "config", None), overrides=overrides)
 
 
-def _load_trusted(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> LoadedConfig:
-    """:func:`_load` for the commands that load rules: as root, the file must be trusted (else exit 2)."""
+def _load_trusted(args: argparse.Namespace, extra: dict[str, Any] | None = None, *,
+                  logs: bool = True) -> LoadedConfig:
+    """:func:`_load` for the commands that load rules, then their logging (``logs``).
+
+    As root the file must be trusted (else ConfigError: exit 2) before anything
+    in it is used, the log directory included; a "warn" is logged once logging is up.
+    """
     from edr.rule_trust import check_config_file
 
     loaded = _load(args, extra)
-    check_config_file(loaded)
+    warning = check_config_file(loaded)
+    if logs:
+        _setup_logs(loaded)
+    if warning:
+        log.warning("%s", warning)
+        if logs and not loaded.config.logging.console_output:  # else the console log shows it
+            print(f"edr: {warning}", file=sys.stderr)
     return loaded
 
 
@@ -159,7 +170,7 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     from edr.rule_trust import RuleTrust, trusted_sigma_paths
 
     setup_logging("warn", None, "", True)
-    loaded = _load_trusted(args)
+    loaded = _load_trusted(args, logs=False)
     enforced = loaded.config.agent.permissions == "enforce"
     paths, refusals = trusted_sigma_paths(args.paths or loaded.config.sigma_paths(), enforced=enforced,
                                           key="PATH" if args.paths else "scanner.sigma_rules_path")
@@ -200,10 +211,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     extra = {"scanner.sigma_rules_path": args.sigma} if args.sigma else {}
     loaded = _load_trusted(args, extra)
-    _setup_logs(loaded)
     # the replay graph has no scanner: YARA rules are not loaded, so not checked
     trust = check_rules(loaded.config, yara=False, sigma_key="--sigma" if args.sigma else "scanner.sigma_rules_path")
-    trust.log_refusals()
+    trust.log_refusals(echo=not loaded.config.logging.console_output)
     loaded = LoadedConfig(config=trust.config, sources=loaded.sources, file=loaded.file)
     files, missing = expand_inputs(args.files)
     for f in missing:
@@ -249,7 +259,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edr.agent import run_live
 
     loaded = _load_trusted(args)
-    _setup_logs(loaded)
     return run_live(loaded)
 
 

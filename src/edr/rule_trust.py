@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
@@ -106,13 +107,13 @@ class RuleTrust:
     #: The YARA rule files to compile (None: everything under ``scanner.yara_rules_path``).
     yara_files: tuple[Path, ...] | None = None
 
-    def log_refusals(self) -> None:
-        """Log every refusal: an error when enforced, else a warning."""
+    def log_refusals(self, *, echo: bool = False) -> None:
+        """Log every refusal: an error when enforced, else a warning; ``echo`` prints them to stderr too."""
         for refusal in self.refusals:
-            if self.enforced:
-                log.error("%s", refusal.message(True))
-            else:
-                log.warning("%s", refusal.message(False))
+            text = refusal.message(self.enforced)
+            log.log(logging.ERROR if self.enforced else logging.WARNING, "%s", text)
+            if echo:
+                print(f"edr: {text}", file=sys.stderr)
 
 
 def _problem(path: str | os.PathLike[str]) -> str | None:
@@ -128,22 +129,23 @@ def _problem(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def check_config_file(loaded: LoadedConfig) -> None:
+def check_config_file(loaded: LoadedConfig) -> str | None:
     """As root, refuse (ConfigError, exit 2) a configuration file that other users can change.
 
     With ``agent.permissions = "warn"`` from the environment or the command
-    line, log a warning instead. Nothing to check without a file or when not root.
+    line, return the warning to log instead (the caller logs it once logging
+    is set up: nothing of the file is acted on before this check). None when
+    there is nothing to say: no file, not root, or a trusted file.
     """
     if loaded.file is None or not running_as_root():
-        return
+        return None
     problem = _problem(loaded.file)
     if problem is not None:
         source = loaded.sources.get("agent.permissions", "default")
         warn_only = loaded.config.agent.permissions == "warn" and source != str(loaded.file)
         if warn_only:
-            log.warning("configuration file %s: %s; loaded anyway (agent.permissions = \"warn\" from %s)",
-                        loaded.file, problem, source)
-            return
+            return (f"configuration file {loaded.file}: {problem}; loaded anyway "
+                    f'(agent.permissions = "warn" from {source})')
         hint = ("; agent.permissions in the file itself does not count for the file"
                 if loaded.config.agent.permissions == "warn" else "")
         raise ConfigError(
@@ -151,6 +153,7 @@ def check_config_file(loaded: LoadedConfig) -> None:
             f"{problem}; refusing to run as root on a configuration other users can change "
             f"(for a test rig only: EDR__AGENT__PERMISSIONS=warn or --permissions warn{hint})",
         ) from None
+    return None
 
 
 def _trusted_files(key: str, root: str, suffixes: tuple[str, ...],
