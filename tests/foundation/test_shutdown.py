@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -574,3 +575,58 @@ async def test_alerts_abandoned_by_blocked_detection_are_counted(stop_kinds: Non
     assert raised == 1 + 2 + 1  # held by the writer, queued, abandoned
     assert sup.unwritten() == {"alerts": raised} and writer.alerts == 0
     assert code == 1 and sup.cancelled == "stop timeout"
+
+
+STUCK_SCRIPT = """
+import functools, sys, time, trio
+from edr.config import Config
+from edr.runtime.actor import REGISTRY, ActorContext
+from edr.runtime.graph import parse_graph
+from edr.runtime.supervisor import Supervisor
+from edr.shutdown import hard_exit
+from edr.oplog import setup_logging
+
+REGISTRY.update(t_counter="tests.foundation.test_shutdown:Counter", t_hoard="tests.foundation.test_shutdown:Hoard",
+                t_stuck_thread="tests.foundation.test_shutdown:StuckThread")
+setup_logging("info", sys.argv[1], "edr.log", False)
+graph = parse_graph({
+    "actors": {"src": {"kind": "t_counter"}, "hung": {"kind": "t_stuck_thread"}, "sink": {"kind": "t_hoard"}},
+    "edges": [{"from": "src.out", "to": "hung.in", "capacity": 2, "policy": "block"},
+              {"from": "src.out", "to": "sink.in", "capacity": 2, "policy": "block"}],
+}, "stuck.toml", "test")
+sup = Supervisor(graph, ActorContext(config=Config(), mode="test"), stop_timeout=float(sys.argv[2]))
+print("running", flush=True)
+sys.exit(trio.run(functools.partial(sup.run, on_stuck=hard_exit(sup))))
+"""
+
+
+class StuckThread(ActorBase):
+    """A sink whose thread never returns in time (a write to a hung disk); cancellation cannot reach it."""
+
+    inputs: ClassVar = ("in",)
+    outputs: ClassVar = ()
+
+    @classmethod
+    def build(cls, ctx: ActorContext, name: str) -> StuckThread:
+        return cls(name)
+
+    async def run(self, ports: Ports) -> None:
+        async for _batch in ports.input("in"):
+            await trio.to_thread.run_sync(time.sleep, 600)
+
+
+def test_a_thread_stuck_past_the_stop_timeout_still_ends_the_process(tmp_path: Path) -> None:
+    """The last resort: after the stop timeout a watchdog thread reports and ends the process with 1."""
+    root = Path(__file__).resolve().parents[2]
+    env = clean_env(PYTHONPATH=os.pathsep.join([os.environ.get("PYTHONPATH", ""), str(root)]))
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_SCRIPT, str(tmp_path), str(STOP_SECS)], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"running\n"
+    time.sleep(0.3)  # the hoard holds a batch, the hung actor sits in its thread
+    elapsed, err = _stop(proc, signal.SIGTERM)
+    assert elapsed <= STOP_SECS + EXIT_SLACK, err
+    assert proc.returncode == 1, err
+    assert "edr: stop timeout: hung still running after being cancelled" in err
+    assert re.search(r"exiting now with \d+ things not written", err), err
+    oplog = "".join(f.read_text() for f in tmp_path.glob("edr.log.*"))
+    assert "stop timeout: hung, sink still running" in oplog and "CRITICAL" in oplog
