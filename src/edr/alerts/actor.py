@@ -101,11 +101,6 @@ class Outbox:
         self._accepted = []
 
 
-async def write_with_retry(file: DailyFile, lines: list[bytes], what: str, log: Any) -> None:
-    """Write ``lines``; on error log and retry with backoff until it succeeds (or cancellation)."""
-    await Outbox(file, what, log).write(lines)
-
-
 def _queued(port: InPort | None) -> int:
     """Items on ``port``'s edges that never reached its actor: still queued, or abandoned by a cancelled sender."""
     if port is None:
