@@ -104,6 +104,6 @@ def _run_locked(loaded: LoadedConfig, mode: str) -> int:
                                       on_stuck=hard_exit(sup, lambda: log_health(sup, final=True))))
     systemd.notify("STOPPING=1")
     log_health(sup, final=True)
-    report_unwritten(sup)
+    report_unwritten(sup, echo=not loaded.config.logging.console_output)
     log.info("edr stopped (exit %d)", code)
     return code

@@ -248,7 +248,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     elif sup.stopping:
         lines.append("replay: interrupted; every record read before the signal was processed")
     print("\n".join(lines), file=sys.stderr)
-    report_unwritten(sup)
+    report_unwritten(sup, echo=not loaded.config.logging.console_output)
     if code:
         return EXIT_FAILED
     return EXIT_FAILED if (missing or source.failed_files) else EXIT_OK

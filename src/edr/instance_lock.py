@@ -15,15 +15,15 @@ checked, the file opened without following links), so another user can
 neither plant the lock file as a link to something of root's nor hold the
 lock in the agent's place.
 
-POSIX only (``fcntl.flock``); the Windows service is single-instance by
-its service manager.
+POSIX only (``fcntl.flock``, and :class:`PrivateDir` needs ``dir_fd``);
+``fcntl`` is imported when the lock is taken, so importing this module (and
+``edr.agent``) stays safe on Windows, whose agent will need its own lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import time
 from pathlib import Path
@@ -96,6 +96,8 @@ def acquire(state_directory: str | os.PathLike[str]) -> InstanceLock:
     says what is wrong and how to fix it) when the directory or the file
     cannot be used.
     """
+    import fcntl
+
     directory = PrivateDir(os.path.abspath(state_directory))  # messages name the file wherever it was started
     try:
         fd = directory.open_append(LOCK_NAME)

@@ -49,13 +49,14 @@ def stop_message(sup: Supervisor) -> str | None:
     return f"{lost} not written: {why} before they reached the disk (see the operational log for the cause)"
 
 
-def report_unwritten(sup: Supervisor) -> bool:
-    """Log and print (standard error) what was not written; True if anything was."""
+def report_unwritten(sup: Supervisor, *, echo: bool = True) -> bool:
+    """Log what was not written and, with ``echo`` (no console log), print it to stderr; True if anything was."""
     message = stop_message(sup)
     if message is None:
         return False
     log.error("%s", message)
-    print(f"edr: {message}", file=sys.stderr, flush=True)
+    if echo:
+        print(f"edr: {message}", file=sys.stderr, flush=True)
     return True
 
 
