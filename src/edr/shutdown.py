@@ -4,8 +4,9 @@ The supervisor bounds the stop (:mod:`edr.runtime.supervisor`) and counts
 what its writers were given and never wrote; this module turns that into
 what an operator sees: one error line in the operational log and on
 standard error naming the counts, and, if a worker thread is stuck in a
-system call past the stop timeout, a hard exit with status 1 after the
-same report.
+system call past the stop timeout, a hard exit after the same report: status
+1 when anything was not written, 0 when only a slow clean-up (say, the eBPF
+sensor detaching its programs) was cut short.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edr")
 
-#: The process exit status of a stop that lost data or had to be forced (the CLI's EXIT_FAILED).
+#: The process exit status of a stop that lost data (the CLI's EXIT_FAILED).
 EXIT_LOST: Final = 1
 #: How long the hard exit waits for the log handlers (a hung disk may hold their locks).
 _LOG_GRACE_SECS: Final = 0.5
@@ -61,7 +62,7 @@ def report_unwritten(sup: Supervisor, *, echo: bool = True) -> bool:
 
 
 def hard_exit(sup: Supervisor, final: Callable[[], None] | None = None) -> Callable[[list[str]], None]:
-    """The ``on_stuck`` hook for :meth:`Supervisor.run`: report, then ``os._exit(1)``.
+    """The ``on_stuck`` hook for :meth:`Supervisor.run`: report, then ``os._exit`` (1 if anything was lost).
 
     Runs in the supervisor's watchdog thread while the event loop waits on a
     stuck worker thread. Standard error is written first and directly (no
@@ -70,12 +71,13 @@ def hard_exit(sup: Supervisor, final: Callable[[], None] | None = None) -> Calla
     """
 
     def on_stuck(running: list[str]) -> None:
-        lost = describe(sup.unwritten()) or "nothing"
+        lost = describe(sup.unwritten())
+        code = EXIT_LOST if lost else 0
         text = (f"edr: stop timeout: {', '.join(running) or 'the graph'} still running after being cancelled "
-                f"(a thread stuck in a system call); exiting now with {lost} not written\n")
+                f"(a thread stuck in a system call); exiting now with {lost or 'nothing'} not written\n")
         with contextlib.suppress(OSError):
             os.write(2, text.encode())
-        killer = threading.Timer(_LOG_GRACE_SECS, os._exit, args=(EXIT_LOST,))
+        killer = threading.Timer(_LOG_GRACE_SECS, os._exit, args=(code,))
         killer.daemon = True
         killer.start()
         try:
@@ -84,6 +86,6 @@ def hard_exit(sup: Supervisor, final: Callable[[], None] | None = None) -> Calla
                 final()
             logging.shutdown()
         finally:
-            os._exit(EXIT_LOST)
+            os._exit(code)
 
     return on_stuck
