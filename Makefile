@@ -35,4 +35,4 @@ bench: setup
 	$(VENV)/bin/python scripts/bench_scan.py
 
 clean:
-	rm -rf $(VENV) logs cache .pytest_cache
+	rm -rf $(VENV) logs cache state .pytest_cache

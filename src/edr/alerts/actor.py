@@ -169,9 +169,9 @@ class AlertWriter(ActorBase):
         return {"alerts": self.outbox.unwritten + _queued(self._port)}
 
     def statistics(self) -> dict[str, Any]:
-        """Alerts written, write errors, alerts not (yet) written."""
+        """Alerts written, write errors, alerts not (yet) written, and the file's own counters."""
         return {"alerts": self.alerts, "write_errors": self.file.errors,
-                "unwritten": self.unwritten()["alerts"]}
+                "unwritten": self.unwritten()["alerts"], "file": self.file.statistics()}
 
 
 class EventWriter(ActorBase):
@@ -229,5 +229,8 @@ class EventWriter(ActorBase):
         return {"events": self.outbox.unwritten + _queued(self._port)}
 
     def statistics(self) -> dict[str, Any]:
-        """Events written."""
-        return {"events": self.events}
+        """Events written, and the file's own counters when the stream is on."""
+        stats: dict[str, Any] = {"events": self.events}
+        if self.file is not None:
+            stats["file"] = self.file.statistics()
+        return stats
