@@ -11,6 +11,7 @@ import pytest
 
 from edr.detect.sigma import LoadReport, SigmaEngine, load_sigma
 from edr.event import Event
+from tests.sigma.structure import differences
 
 #: The repository's sibling ``shared`` directory (reference data, may be absent).
 SHARED = (Path(__file__).resolve().parents[2] / ".." / "shared").resolve()
@@ -35,9 +36,14 @@ def make_event(fields: dict[str, Any], category: str = "process_creation",
 RuleLoader = Callable[..., tuple[SigmaEngine, LoadReport]]
 
 
-@pytest.fixture
-def load_rules(tmp_path: Path) -> RuleLoader:
-    """Write YAML documents to files under tmp_path and load them."""
+@pytest.fixture(params=["source", "cache"])
+def load_rules(request: pytest.FixtureRequest, tmp_path: Path) -> RuleLoader:
+    """Write YAML documents to files under tmp_path and load them.
+
+    Every test that uses it runs twice: on rules compiled from source, and on
+    the same rules decoded from the rule cache (compiled, stored, loaded
+    again: the engine a restart gets), which must be structurally equal.
+    """
     counter = iter(range(10_000))
 
     def load(*documents: str, **kwargs: Any) -> tuple[SigmaEngine, LoadReport]:
@@ -45,7 +51,14 @@ def load_rules(tmp_path: Path) -> RuleLoader:
         directory.mkdir()
         for i, doc in enumerate(documents):
             (directory / f"rule_{i}.yml").write_text(textwrap.dedent(doc))
-        return load_sigma([str(directory)], **kwargs)
+        if request.param == "source":
+            return load_sigma([str(directory)], **kwargs)
+        cache_dir = str(tmp_path / f"cache_{directory.name}")
+        compiled, first = load_sigma([str(directory)], cache_dir=cache_dir, **kwargs)
+        engine, report = load_sigma([str(directory)], cache_dir=cache_dir, **kwargs)
+        assert not first.cached and report.cached
+        assert differences(compiled.ruleset, engine.ruleset) == []
+        return engine, report
 
     return load
 

@@ -215,24 +215,14 @@ def load_sigma(
     are counted inert. Bad rules are reported in the returned
     :class:`LoadReport`, never raised.
     """
-    from edr.detect.sigma.loader import find_rule_files
     from edr.detect.sigma.ruleset import build_ruleset
 
     started = time.perf_counter()
     fed_set = frozenset(ALL_FED if fed is None else fed)
-    ruleset: RuleSet | None = None
-    key = ""
     if cache_dir:
-        files, _missing = find_rule_files(paths)
-        key = rule_cache.cache_key(files, placeholders, fed_set, extra="\0".join(paths))
-        cached = rule_cache.load(cache_dir, key)
-        if isinstance(cached, RuleSet):
-            ruleset = cached
-            ruleset.report.cached = True
-    if ruleset is None:
+        ruleset = rule_cache.load_ruleset(paths, placeholders=placeholders, fed=fed_set, cache_dir=cache_dir)
+    else:
         ruleset = build_ruleset(paths, placeholders=placeholders, fed=fed_set)
-        if cache_dir:
-            rule_cache.store(cache_dir, key, ruleset)
     ruleset.report.seconds = time.perf_counter() - started
     engine = SigmaEngine(ruleset, match_mode=match_mode, match_debug=match_debug,
                          max_groups=max_groups)

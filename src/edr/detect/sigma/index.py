@@ -87,16 +87,6 @@ class RouteIndex:
             self.substr[field] = automaton
         self.fields = frozenset(self.exact) | frozenset(self.substr)
 
-    def __getstate__(self) -> dict[str, object]:
-        # the rule cache pickles built indexes; ahocorasick_rs automata do not
-        # pickle, so their words travel instead and are compiled again on load
-        return {name: getattr(self, name) for name in self.__slots__ if name != "keywords"}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        for name, value in state.items():
-            setattr(self, name, value)
-        self.keywords = _keyword_automaton(self.keyword_words)
-
     def candidates(self, ctx: MatchContext) -> set[int]:
         """Rule numbers whose clauses the event all meets (plus the unindexed)."""
         hit: set[int] = set()

@@ -11,7 +11,9 @@ unless ``cased``; ``*`` and ``?`` are wildcards (pySigma has already resolved
 escapes into literal text); regular expressions are unanchored,
 case-sensitive searches unless flagged, run on RE2; a missing field never
 equals a value; ``null`` matches a missing or empty field. Every test is a
-plain slotted object so that the compiled rule set pickles into the cache.
+plain slotted object whose constructor takes plain values only (strings,
+numbers, booleans, tuples of them): the rule cache stores those values and
+rebuilds each test through its constructor (:mod:`edr.detect.sigma.codec`).
 """
 
 from __future__ import annotations
@@ -259,13 +261,16 @@ class StrGroup(Test):
 
     __slots__ = ("cased", "contains", "ends", "exact", "globs", "starts")
 
-    def __init__(self, cased: bool) -> None:
+    def __init__(self, cased: bool, *, exact: frozenset[str] = frozenset(), starts: tuple[str, ...] = (),
+                 ends: tuple[str, ...] = (), contains: tuple[str, ...] = (),
+                 globs: tuple[tuple[str | None, ...], ...] = ()) -> None:
         self.cased = cased
-        self.exact: frozenset[str] = frozenset()
-        self.starts: tuple[str, ...] = ()
-        self.ends: tuple[str, ...] = ()
-        self.contains: tuple[str, ...] = ()
-        self.globs: tuple[tuple[str | None, ...], ...] = ()
+        self.exact = exact
+        self.starts = starts
+        self.ends = ends
+        self.contains = contains
+        #: literal parts with None for each ``*``, anchored at both ends
+        self.globs = globs
 
     @property
     def needs_low(self) -> bool:  # type: ignore[override]
@@ -329,7 +334,7 @@ def _matcher(rx: Any, anchor: str) -> Callable[[str], bool]:
 
 
 class _Regex(Test):
-    """Shared RE2 plumbing: the pattern text pickles, the compiled object does not."""
+    """Shared RE2 plumbing: the pattern text is the test's data, the compiled matcher is derived from it."""
 
     __slots__ = ("_matches", "pattern")
     _anchor: ClassVar[str] = "UNANCHORED"
@@ -340,13 +345,6 @@ class _Regex(Test):
 
     def _compile(self) -> None:
         self._matches = _matcher(re2.compile(self.pattern), self._anchor)
-
-    def __getstate__(self) -> str:
-        return self.pattern
-
-    def __setstate__(self, state: str) -> None:
-        self.pattern = state
-        self._compile()
 
     def describe(self) -> str:
         return f"re({self.pattern[:80]})"
@@ -373,10 +371,6 @@ class RegexSearch(_Regex):
     @property
     def needs_low(self) -> bool:  # type: ignore[override]
         return bool(self.required)
-
-    def __setstate__(self, state: str) -> None:
-        super().__setstate__(state)
-        self.required = _required_literals(state)
 
     def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
         matches = self._matches
@@ -465,13 +459,6 @@ class WildcardPattern(_Regex):
     @property
     def needs_low(self) -> bool:  # type: ignore[override]
         return not self.cased
-
-    def __getstate__(self) -> tuple[str, bool, tuple[str, ...]]:  # type: ignore[override]
-        return (self.pattern, self.cased, self.literals)
-
-    def __setstate__(self, state: tuple[str, bool, tuple[str, ...]]) -> None:  # type: ignore[override]
-        self.pattern, self.cased, self.literals = state
-        self._compile()
 
     def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
         values = raws if self.cased or lows is None else lows
@@ -583,13 +570,6 @@ class Cidr(Test):
     def __init__(self, cidr: str) -> None:
         self.cidr = cidr
         self.network = ipaddress.ip_network(cidr, strict=False)
-
-    def __getstate__(self) -> str:
-        return self.cidr
-
-    def __setstate__(self, state: str) -> None:
-        self.cidr = state
-        self.network = ipaddress.ip_network(state, strict=False)
 
     def hit(self, raws: _Values, lows: _Values | None, ctx: MatchContext) -> bool:
         for value in raws:

@@ -39,7 +39,10 @@ class LoadReport:
     rejections: list[Rejection] = attrs.field(factory=list)
     warnings: list[dict[str, str]] = attrs.field(factory=list)
     correlations: int = 0
+    #: True when the whole compiled set came from the rule cache
     cached: bool = False
+    #: rule files pySigma parsed for this load (0 on a cache hit; 1 after editing one file)
+    files_parsed: int = 0
     seconds: float = 0.0
 
     def count(self, logsource: str, kind: str) -> None:
