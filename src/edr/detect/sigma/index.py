@@ -58,7 +58,9 @@ class RouteIndex:
             clause_count += len(clauses)
             rule_clauses.append((rule, ids))
             for clause_id, clause in zip(ids, clauses, strict=True):
-                for field, kind, text in clause:
+                # sorted: a frozenset iterates in an order that varies with the hash seed, and the
+                # tables and automata built here should be the same for the same rules
+                for field, kind, text in sorted(clause):
                     (exact if kind == "eq" else substr)[field][text].append(clause_id)
         #: every rule of the route, in load order
         self.rules: tuple[int, ...] = tuple(rules)
