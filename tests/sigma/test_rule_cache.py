@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from edr.detect.sigma import cache as rule_cache
@@ -210,11 +211,12 @@ def test_decoding_checks_types_and_tags_and_names_the_place() -> None:
         codec.decode(codec.encode({"config": "c", "key": "k", "files": "not a list", "correlations": [],
                                    "correlation_failures": []}))
     wire_rule = ["field", "A", [["os.system", "id"]], False]  # a tag no wire form has
-    with pytest.raises(codec.CodecError, match=r"Invalid value 'os\.system'"):
-        codec.decode(codec.encode({"config": "c", "key": "k", "correlations": [], "correlation_failures": [],
-                                   "files": [["p", "d", [[
-                                       ["i", "t", None, "low", [], "", "p", [None, None, None], [], ""],
-                                       wire_rule, None, [], False, []]], [], [], 0, 0]]}))
+    payload = codec.decode(codec.encode({
+        "config": "c", "key": "k", "correlations": [], "correlation_failures": [],
+        "files": [["p", "d", [[["i", "t", None, "low", [], "", "p", [None, None, None], [], ""],
+                               wire_rule, None, [], False, []]], [], [], 0, 0]]}))
+    with pytest.raises(codec.CodecError, match=r"rule file entry 0: Invalid value 'os\.system' - at `\$\[2\]"):
+        payload.build()
     with pytest.raises(codec.CodecError):
         codec.decode(pickle.dumps(object()))
 
@@ -279,6 +281,14 @@ def _repacked(payload: bytes) -> Callable[[bytes], bytes]:
     return lambda data: rule_cache.pack(payload, data[20:52])
 
 
+def _bad_file_entry(data: bytes) -> bytes:
+    """The same payload with a malformed first file entry, behind a sound header."""
+    stored = codec.decode(data[rule_cache.HEADER.size:])
+    payload = codec.encode({"config": stored.config, "key": stored.key, "files": [[1, 2]], "correlations": [],
+                            "correlation_failures": []})
+    return rule_cache.pack(payload, data[20:52])
+
+
 DAMAGE: dict[str, tuple[Callable[[bytes], bytes], str]] = {
     "payload byte flipped": (_flip_payload_byte, "SHA-256 does not match"),
     "format version 1": (_version, "format version 1, this agent reads version 2"),
@@ -289,6 +299,7 @@ DAMAGE: dict[str, tuple[Callable[[bytes], bytes], str]] = {
     "a pickle": (lambda d: pickle.dumps({"x": 1}), "truncated"),
     "not msgpack": (_repacked(b"\xc1\xc1\xc1"), "undecodable payload"),
     "wrong shape": (_repacked(codec.encode({"files": 3})), "undecodable payload"),
+    "wrong shape in a file entry": (_bad_file_entry, "rule file entry 0: Expected `array` of at least length 7"),
 }
 
 
@@ -529,3 +540,13 @@ def test_sigmahq_round_trips_to_an_equal_set_with_equal_matches(tmp_path: Path) 
             evaluated += len(a_index.rules)
             matched += len(a_hits)
     assert events > 8000 and evaluated > 1_000_000 and matched > 1000
+
+
+def test_a_reused_file_is_stored_as_it_was_read_not_encoded_again(tmp_path: Path) -> None:
+    paths = [write_rules(tmp_path / "rules", _numbered(2))]
+    source = build_ruleset(paths, placeholders=None, fed=ALL_FED)
+    first = source.files[0]
+    marker = msgspec.Raw(codec.encode(codec.Payload("x", "y", (), (), ())))  # any bytes: copied, not read
+    payload = codec.Payload.of(source, config="c", key="k", known={(first.path, first.digest): marker})
+    assert payload.files[0] is marker and payload.files[1] is not marker
+    assert codec.Payload.of(source, config="c", key="k").files[0] != marker

@@ -27,6 +27,9 @@ What is reused: when every rule file's path and content digest and the
 configuration match (the payload's ``key``), the whole set; otherwise each
 rule file whose path and content digest are unchanged, so editing one rule
 file recompiles that file only (:func:`edr.detect.sigma.ruleset.compile_sources`).
+Each rule file's entry is a msgpack document of its own inside the payload:
+it is checked and decoded on its own, and the entry of an unchanged file is
+copied into the next cache file as it was read, not encoded again.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Final
+
+import msgspec
 
 from edr.detect.sigma import codec
 from edr.detect.sigma.logsources import Route
@@ -230,6 +235,7 @@ def load_ruleset(paths: list[str], *, placeholders: dict[str, list[str]] | None,
     name = file_name(config)
     engine = engine_digest()
     reuse: dict[tuple[str, str], RuleFile] = {}
+    known: dict[tuple[str, str], msgspec.Raw] = {}
     with _collector_paused():
         stored = load(cache_dir, name, engine)
         if stored is not None and stored.config == config:
@@ -244,13 +250,14 @@ def load_ruleset(paths: list[str], *, placeholders: dict[str, list[str]] | None,
                     ruleset.report.cached = True
                     return ruleset
                 reuse = {(f.path, f.digest): f for f in files if f.digest}
+                known = {(f.path, f.digest): raw for f, raw in zip(files, stored.files, strict=True) if f.digest}
         del stored  # the wire forms: only the objects built from them are kept
     ruleset, stable = compile_sources(sources, placeholders=placeholders, fed=fed, reuse=reuse)
     if not stable:
         log.info("Sigma rule files changed while they were compiled: not caching this rule set")
         return ruleset
     try:
-        payload = codec.encode(codec.Payload.of(ruleset, config=config, key=key))
+        payload = codec.encode(codec.Payload.of(ruleset, config=config, key=key, known=known))
     except codec.CodecError as exc:
         log.warning("not writing Sigma rule cache %s: %s", Path(cache_dir) / name, exc)
         return ruleset

@@ -25,6 +25,7 @@ file around the payload.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final, Union
 
 import msgspec
@@ -582,42 +583,70 @@ class Payload(msgspec.Struct, frozen=True, gc=False):
     config: str
     #: digest of ``config`` and every rule file's path and content (see :mod:`.cache`)
     key: str
-    files: tuple[WFile, ...]
+    #: one encoded :class:`WFile` per rule file, in file order: each is decoded (and checked)
+    #: on its own, and a file compiled again unchanged is copied into the next payload as it is
+    files: tuple[msgspec.Raw, ...]
     correlations: tuple[WCorrelation, ...]
     #: correlations that did not compile (they refer to rules of any file)
     correlation_failures: tuple[WRejection, ...]
 
     @classmethod
-    def of(cls, ruleset: RuleSet, *, config: str, key: str) -> Payload:
-        """What the cache stores of ``ruleset`` (raises :class:`CodecError` for a class with no wire form)."""
+    def of(cls, ruleset: RuleSet, *, config: str, key: str,
+           known: Mapping[tuple[str, str], msgspec.Raw] | None = None) -> Payload:
+        """What the cache stores of ``ruleset`` (raises :class:`CodecError` for a class with no wire form).
+
+        ``known`` holds encoded files by (path, content digest): what the same
+        engine compiled from the same content, so it is not encoded again.
+        """
+        known = known or {}
+        files = []
+        for entry in ruleset.files:
+            raw = known.get((entry.path, entry.digest)) if entry.digest else None
+            files.append(raw if raw is not None else msgspec.Raw(_encode(WFile.of(entry))))
         failures = [r for r in ruleset.report.rejections if r.stage == "correlation"]
-        return cls(config, key, tuple(map(WFile.of, ruleset.files)), tuple(map(WCorrelation.of, ruleset.correlations)),
+        return cls(config, key, tuple(files), tuple(map(WCorrelation.of, ruleset.correlations)),
                    tuple(map(WRejection.of, failures)))
 
     def build(self) -> tuple[list[RuleFile], list[CompiledCorrelation], list[Rejection]]:
-        """New rule files, correlations and correlation failures, each made by its class's constructor.
+        """New rule files (in the order of ``files``), correlations and correlation failures.
 
-        Raises :class:`CodecError` when a constructor refuses a value (a
-        pattern RE2 rejects, a malformed network): data no encoder of this
-        version writes.
+        Each object is made by its class's constructor. Raises
+        :class:`CodecError` for a file entry that does not fit its wire form,
+        and when a constructor refuses a value (a pattern RE2 rejects, a
+        malformed network): data no encoder of this version writes.
         """
-        try:
-            return ([w.build() for w in self.files], [w.build() for w in self.correlations],
-                    [w.build() for w in self.correlation_failures])
-        except Exception as exc:  # whatever a constructor raises on a value it refuses
-            raise CodecError(f"a stored value is refused: {type(exc).__name__}: {exc}") from exc
+        files: list[RuleFile] = []
+        for number, raw in enumerate(self.files):
+            try:
+                wire = _FILE_DECODER.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise CodecError(f"rule file entry {number}: {exc}") from exc
+            files.append(_built(wire))
+        return (files, [_built(w) for w in self.correlations], [_built(w) for w in self.correlation_failures])
+
+
+def _built(wire: WFile | WCorrelation | WRejection) -> Any:
+    try:
+        return wire.build()
+    except Exception as exc:  # whatever a constructor raises on a value it refuses
+        raise CodecError(f"a stored value is refused: {type(exc).__name__}: {exc}") from exc
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder(order="deterministic")
 _DECODER: Final = msgspec.msgpack.Decoder(Payload)
+_FILE_DECODER: Final = msgspec.msgpack.Decoder(WFile)
+
+
+def _encode(value: Any) -> bytes:
+    try:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(f"cannot encode the rule set: {exc}") from exc
 
 
 def encode(payload: Payload) -> bytes:
     """The msgpack bytes of ``payload``; equal inputs give equal bytes (sets are written sorted)."""
-    try:
-        return _ENCODER.encode(payload)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise CodecError(f"cannot encode the rule set: {exc}") from exc
+    return _encode(payload)
 
 
 def decode(data: bytes) -> Payload:
