@@ -16,8 +16,8 @@ import ahocorasick
 import ahocorasick_rs
 import attrs
 
-#: Facts about one load, not about what was loaded.
-LOAD_FACTS = frozenset({"seconds", "cached", "files_parsed"})
+#: Facts about one load, not about what was loaded (a rule file's digest is taken only to key a cache).
+LOAD_FACTS = frozenset({"seconds", "cached", "files_parsed", "digest"})
 
 
 def _slots(cls: type) -> list[str]:

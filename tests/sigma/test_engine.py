@@ -185,7 +185,8 @@ def test_cache_skips_pysigma_and_tracks_changes(tmp_path: Path, monkeypatch: pyt
         raise AssertionError("pySigma should not run on a cache hit")
 
     with monkeypatch.context() as patch:
-        patch.setattr(ruleset_module, "build_ruleset", fail)
+        patch.setattr(ruleset_module, "parse_files", fail)
+        patch.setattr(ruleset_module, "compile_rule", fail)
         engine, report = load_sigma([str(rules_dir)], cache_dir=cache)
     assert report.cached and fired(engine, {"A": "x"}) == ["One"]
     (rules_dir / "r.yml").write_text(rule("sel:\n  A: 'y'\ncondition: sel", title="Two"))

@@ -21,7 +21,7 @@ from edr.detect.sigma import nodes as n
 from edr.detect.sigma.logsources import ALL_FED
 from edr.detect.sigma.matchers import MatchContext
 from edr.detect.sigma.rules import CompiledRule
-from edr.detect.sigma.ruleset import RuleSet, Sources, assemble, build_ruleset
+from edr.detect.sigma.ruleset import RuleSet, Sources, assemble, build_ruleset, compile_sources
 from tests.sigma.conftest import fired, make_event, rule, shared_path
 from tests.sigma.structure import differences
 
@@ -544,8 +544,9 @@ def test_sigmahq_round_trips_to_an_equal_set_with_equal_matches(tmp_path: Path) 
 
 def test_a_reused_file_is_stored_as_it_was_read_not_encoded_again(tmp_path: Path) -> None:
     paths = [write_rules(tmp_path / "rules", _numbered(2))]
-    source = build_ruleset(paths, placeholders=None, fed=ALL_FED)
+    source, _stable = compile_sources(Sources.find(paths), placeholders=None, fed=ALL_FED)
     first = source.files[0]
+    assert first.digest
     marker = msgspec.Raw(codec.encode(codec.Payload("x", "y", (), (), ())))  # any bytes: copied, not read
     payload = codec.Payload.of(source, config="c", key="k", known={(first.path, first.digest): marker})
     assert payload.files[0] is marker and payload.files[1] is not marker

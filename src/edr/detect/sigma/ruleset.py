@@ -3,8 +3,8 @@
 A set is built per rule file first (:class:`RuleFile`: what one file compiles
 to on its own, whatever the other files and the fed routes), then assembled
 (:func:`assemble`): rules numbered in file order, correlations compiled
-across files, the load report counted for the fed routes, route indexes
-built. The rule cache (:mod:`edr.detect.sigma.cache`) stores the per-file
+across files, the load report counted for the fed routes (route indexes are
+built per route, on its first event). The rule cache (:mod:`edr.detect.sigma.cache`) stores the per-file
 parts and the correlations as data (:mod:`edr.detect.sigma.codec`) and hands
 back the files whose content is unchanged (``reuse``), so that editing one
 rule file recompiles that file only.
@@ -52,17 +52,17 @@ class Sources:
 
     #: rule files, as :func:`~edr.detect.sigma.loader.find_rule_files` names them, sorted
     files: tuple[str, ...]
-    #: SHA-256 (hex) of each file's content when found, "" when unreadable
+    #: SHA-256 (hex) of each file's content when found, "" when unreadable (or not digested)
     digests: tuple[str, ...]
     #: configured paths that do not exist
     missing: tuple[Rejection, ...]
 
     @classmethod
-    def find(cls, paths: list[str]) -> Sources:
-        """Find and digest every rule file under ``paths`` (reads each file once)."""
+    def find(cls, paths: list[str], *, digests: bool = True) -> Sources:
+        """Find every rule file under ``paths`` and digest it (reads each file; not without ``digests``)."""
         found, missing = find_rule_files(paths)
         files = tuple(str(path) for path in found)
-        return cls(files, tuple(map(file_digest, files)), tuple(missing))
+        return cls(files, tuple(map(file_digest, files)) if digests else ("",) * len(files), tuple(missing))
 
 
 @attrs.define
@@ -126,7 +126,8 @@ def _label(route: Route) -> str:
 def build_ruleset(paths: list[str], *, placeholders: dict[str, list[str]] | None,
                   fed: Iterable[Route]) -> RuleSet:
     """Parse and compile every rule under ``paths``; never raises for a bad rule."""
-    ruleset, _stable = compile_sources(Sources.find(paths), placeholders=placeholders, fed=fed)
+    # without a cache to key, the files need not be digested
+    ruleset, _stable = compile_sources(Sources.find(paths, digests=False), placeholders=placeholders, fed=fed)
     return ruleset
 
 
@@ -163,7 +164,7 @@ def compile_sources(sources: Sources, *, placeholders: dict[str, list[str]] | No
     ruleset.report.files_parsed = len(wanted)
     ruleset.report.seconds = time.perf_counter() - started
     digests = dict(zip(sources.files, sources.digests, strict=True))
-    stable = all(file_digest(path) == digests[path] for path in wanted)
+    stable = all(file_digest(path) == digests[path] for path in wanted if digests[path])
     return ruleset, stable
 
 
