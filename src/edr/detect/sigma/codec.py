@@ -10,9 +10,10 @@ and :data:`WireNode`, nothing else. Nothing in the data names a Python class,
 function or module, and decoding never imports or calls anything the data
 chooses, so a payload can at worst describe other rules, never run code.
 
-msgspec checks the whole payload against these declarations while it
-decodes it (in C): a wrong type or an unknown tag raises :class:`CodecError`
-naming the place (``$.files[12].rules[3].condition...``). What can be derived
+msgspec checks the payload against these declarations as it decodes it (in
+C), and each rule file's entry when that entry is built: a wrong type or an
+unknown tag raises :class:`CodecError` naming the place (``rule file entry
+12: Invalid value 'x' - at `$[2][0][1]...```). What can be derived
 is not stored: rule numbers and ``emits`` are set when a set is assembled
 (:func:`edr.detect.sigma.ruleset.assemble`), route indexes are rebuilt, and
 compiled regular expressions are compiled again by their tests' constructors.
