@@ -17,10 +17,11 @@ pytestmark = [pytest.mark.shared, pytest.mark.slow]
 
 
 @pytest.fixture(scope="session")
-def sigmahq_engine(pytestconfig: pytest.Config) -> SigmaEngine:
-    """All of ../shared/sigma, through the persistent compiled-rule cache."""
+def sigmahq_engine(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> SigmaEngine:
+    """All of ../shared/sigma, through the persistent compiled-rule cache (a session's own with -p no:cacheprovider)."""
     rules = shared_path("sigma")
-    cache_dir = pytestconfig.cache.mkdir("edr-sigma-cache")
+    cache = getattr(pytestconfig, "cache", None)
+    cache_dir = cache.mkdir("edr-sigma-cache") if cache is not None else tmp_path_factory.mktemp("edr-sigma-cache")
     engine, report = load_sigma([str(rules)], cache_dir=str(cache_dir))
     assert report.loaded > 2500
     return engine
