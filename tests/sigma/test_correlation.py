@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import textwrap
+import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -234,3 +239,154 @@ def test_bounded_entries_in_one_group(load_rules: RuleLoader, monkeypatch: pytes
     group = next(iter(engine.correlation.groups.values()))
     assert len(group.entries) == 500
     assert engine.statistics()["correlation_dropped_entries"] == 700
+
+
+# --- the byte budget (sigma.correlation_max_bytes) ---------------------------------------
+
+NEVER = "    condition:\n        gte: 1000000000"
+
+
+def traced_growth(feed_events: Any) -> int:
+    """Bytes still allocated after ``feed_events()`` ran (tracemalloc, after a collection).
+
+    The events are made inside, so the field strings a state keeps are counted
+    with it; everything the feed frees again is not.
+    """
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        feed_events()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def assert_within(engine: SigmaEngine, budget: int) -> dict[str, Any]:
+    """The tracked total is under ``budget`` and equals a recount of the whole state."""
+    corr = engine.correlation
+    stats = engine.statistics()
+    assert stats["correlation_bytes"] == corr.bytes <= budget
+    assert corr.recount_bytes() == corr.bytes
+    return stats
+
+
+def test_byte_budget_holds_under_a_flood_of_distinct_groups(load_rules: RuleLoader) -> None:
+    budget = 256 << 10
+    engine, _ = load_rules(base("login"), correlation("event_count", ["login"], NEVER),
+                           max_groups=10**9, max_bytes=budget)
+    engine.match(make_event({"Kind": "login", "User": "warm-up"}))  # route index built outside the measurement
+
+    def flood() -> None:
+        for i in range(20_000):
+            engine.match(make_event({"Kind": "login", "User": f"attacker-{i:012d}"}, timestamp=float(i)))
+            if i % 1000 == 0:
+                assert engine.correlation.bytes <= budget
+
+    real = traced_growth(flood)
+    stats = assert_within(engine, budget)
+    assert stats["correlation_evictions"] == 0  # max_groups is far away: every eviction is for bytes
+    assert stats["correlation_byte_evictions"] == 20_001 - stats["correlation_groups"] > 15_000
+    # what the interpreter really holds for the state stays within the budget too
+    assert real <= budget * 1.05, (real, budget)
+    # the newest groups were kept: one of them still correlates
+    engine2, _ = load_rules(base("login"), correlation("event_count", ["login"], COUNT3),
+                            max_groups=10**9, max_bytes=budget)
+    for i in range(20_000):
+        engine2.match(make_event({"Kind": "login", "User": f"attacker-{i:012d}"}, timestamp=float(i)))
+    recent = {"Kind": "login", "User": "attacker-000000019999"}
+    assert feed(engine2, [(20_000, recent), (20_001, recent)]) == ["Corr event_count"]
+    assert_within(engine2, budget)
+
+
+def test_byte_budget_holds_under_huge_group_values(load_rules: RuleLoader) -> None:
+    budget = 1 << 20
+    engine, _ = load_rules(base("login"), correlation("event_count", ["login"], NEVER),
+                           max_groups=10**9, max_bytes=budget)
+    engine.match(make_event({"Kind": "login", "User": "warm-up"}))
+
+    def flood() -> None:
+        for i in range(400):  # 400 groups of 64 KiB each: 25 MiB unbounded
+            engine.match(make_event({"Kind": "login", "User": f"{i:06d}" + "A" * (64 << 10)}, timestamp=float(i)))
+
+    real = traced_growth(flood)
+    stats = assert_within(engine, budget)
+    assert stats["correlation_groups"] == 15 and stats["correlation_byte_evictions"] == 401 - 15
+    assert real <= budget * 1.05, (real, budget)
+
+
+def test_byte_budget_trims_one_huge_group_oldest_first(load_rules: RuleLoader) -> None:
+    budget = 1 << 20
+    cond = "    condition:\n        gte: 1000000000\n        field: Payload"
+    engine, _ = load_rules(base("x"), correlation("value_count", ["x"], cond, timespan="1d"), max_bytes=budget)
+    engine.match(make_event({"Kind": "x", "User": "warm-up", "Payload": "w"}))
+
+    def flood() -> None:
+        for i in range(300):  # one group, 300 distinct 32 KiB values: 9.4 MiB unbounded
+            engine.match(make_event({"Kind": "x", "User": "u", "Payload": f"{i:06d}" + "B" * (32 << 10)},
+                                    timestamp=float(i)))
+
+    real = traced_growth(flood)
+    stats = assert_within(engine, budget)
+    assert real <= budget * 1.05, (real, budget)
+    group = engine.correlation.groups[next(k for k in engine.correlation.groups if k[1] == ("u",))]
+    kept = [e[3] for e in group.entries]
+    assert len(kept) == 31 and stats["correlation_byte_dropped_entries"] == 300 - 31
+    assert kept[-1].startswith("000299") and kept[0].startswith("000269")  # the newest, in order
+
+
+def test_non_ascii_values_are_never_understated(load_rules: RuleLoader) -> None:
+    cond = "    condition:\n        gte: 1000000000\n        field: Payload"
+    engine, _ = load_rules(base("x"), correlation("value_count", ["x"], cond, timespan="1d"),
+                           max_groups=10**9)
+    engine.match(make_event({"Kind": "x", "User": "warm-up", "Payload": "w"}))
+    texts = ["é" * 3000, "中" * 3000, "\U0001f600" * 3000]
+    # What RE2, ahocorasick-rs or orjson do to a str: ask for its UTF-8 form, which CPython then keeps.
+    as_utf8 = ctypes.pythonapi.PyUnicode_AsUTF8AndSize
+    as_utf8.argtypes, as_utf8.restype = [ctypes.py_object, ctypes.c_void_p], ctypes.c_void_p
+
+    def feed_wide() -> None:
+        for i in range(300):
+            value = texts[i % 3] + str(i)
+            as_utf8(value, None)
+            engine.match(make_event({"Kind": "x", "User": f"user-{i}", "Payload": value}, timestamp=float(i)))
+
+    real = traced_growth(feed_wide)
+    assert engine.correlation.bytes >= real > 0
+
+
+def test_a_correlation_completed_by_the_match_that_crosses_the_budget_fires(load_rules: RuleLoader) -> None:
+    from edr.detect.sigma.correlation import ENTRY_BYTES, GROUP_BYTES
+    from edr.footprint import value_bytes
+
+    user = "U" * 1000
+    two_entries = GROUP_BYTES + value_bytes((user,)) + 2 * ENTRY_BYTES
+    engine, _ = load_rules(base("login"), correlation("event_count", ["login"], COUNT3),
+                           max_bytes=two_entries + 10)
+    ev = {"Kind": "login", "User": user}
+    assert feed(engine, [(0, ev), (1, ev)]) == []
+    assert engine.correlation.bytes == two_entries
+    assert feed(engine, [(2, ev)]) == ["Corr event_count"]  # evaluated before the budget is enforced
+    assert engine.correlation.bytes == 0 and engine.statistics()["correlation_byte_dropped_entries"] == 0
+    # without the firing, the third match is shed from the oldest end and the group goes on
+    assert feed(engine, [(3, ev), (4, ev)]) == []
+    engine.correlation.max_bytes = two_entries - 1
+    assert feed(engine, [(5, {"Kind": "login", "User": "other"})]) == []
+    stats = assert_within(engine, two_entries - 1)
+    assert stats["correlation_byte_evictions"] == 1 and stats["correlation_groups"] == 1
+
+
+def test_budget_comes_from_the_configuration(tmp_path: Path) -> None:
+    from edr.config import Config, IocConfig, ScannerConfig, SigmaConfig, SimpleConfig
+    from edr.detect.engines import load_engines
+    from edr.runtime.actor import ActorContext
+
+    (tmp_path / "rule.yml").write_text(textwrap.dedent(base("login")))
+    cfg = Config(scanner=ScannerConfig(sigma_rules_path=str(tmp_path), yara_enabled=False),
+                 sigma=SigmaConfig(cache_dir="", correlation_max_groups=7, correlation_max_bytes=12345),
+                 ioc=IocConfig(enabled=False), simple=SimpleConfig(enabled=False))
+    [engine] = load_engines(ActorContext(config=cfg, mode="replay"))
+    assert isinstance(engine, SigmaEngine)
+    assert (engine.correlation.max_groups, engine.correlation.max_bytes) == (7, 12345)
+    assert engine.statistics()["correlation_bytes"] == 0

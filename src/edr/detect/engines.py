@@ -32,6 +32,7 @@ def load_engines(ctx: ActorContext) -> list[Detector]:
             match_mode=cfg.scanner.sigma_match_mode,
             match_debug=cfg.alerts.match_debug,
             max_groups=cfg.sigma.correlation_max_groups,
+            max_bytes=cfg.sigma.correlation_max_bytes,
         )
         for rej in report.rejections:
             log.warning("sigma: %s: rule %s rejected (%s): %s", rej.path, rej.title or rej.rule_id or "?",

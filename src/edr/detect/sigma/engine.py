@@ -36,7 +36,7 @@ class SigmaEngine:
     name = "sigma"
 
     def __init__(self, ruleset: RuleSet, *, match_mode: str = "all", match_debug: str = "off",
-                 max_groups: int = 10_000) -> None:
+                 max_groups: int = 10_000, max_bytes: int = 64 << 20) -> None:
         if match_mode not in MATCH_MODES:
             raise ValueError(f"match_mode must be one of {MATCH_MODES}, not {match_mode!r}")
         if match_debug not in DEBUG_MODES:
@@ -45,7 +45,7 @@ class SigmaEngine:
         self.rules = ruleset.rules
         self.match_mode = match_mode
         self.match_debug = match_debug
-        self.correlation = CorrelationEngine(ruleset.correlations, max_groups)
+        self.correlation = CorrelationEngine(ruleset.correlations, max_groups, max_bytes)
         self._correlated = frozenset(
             number for kind, number in self.correlation.by_ref if kind == "r")
         self._fields_read: dict[tuple[str, str | None], frozenset[str]] = {}
@@ -204,12 +204,15 @@ def load_sigma(
     match_mode: str = "all",
     match_debug: str = "off",
     max_groups: int = 10_000,
+    max_bytes: int = 64 << 20,
     fed: Iterable[Route] | None = None,
 ) -> tuple[SigmaEngine, LoadReport]:
     """Load every Sigma rule under ``paths`` into a :class:`SigmaEngine`.
 
     ``placeholders`` resolves ``|expand`` placeholders (name without ``%``
-    -> values). ``cache_dir`` enables the compiled-set cache. ``fed`` is the
+    -> values). ``cache_dir`` enables the compiled-set cache. ``max_groups``
+    and ``max_bytes`` bound the correlation state (groups kept, estimated
+    bytes; see :mod:`edr.detect.sigma.correlation`). ``fed`` is the
     set of (product, category, service) routes the collectors produce (default
     :data:`~edr.detect.sigma.logsources.ALL_FED`); rules reaching none of them
     are counted inert. Bad rules are reported in the returned
@@ -225,5 +228,5 @@ def load_sigma(
         ruleset = build_ruleset(paths, placeholders=placeholders, fed=fed_set)
     ruleset.report.seconds = time.perf_counter() - started
     engine = SigmaEngine(ruleset, match_mode=match_mode, match_debug=match_debug,
-                         max_groups=max_groups)
+                         max_groups=max_groups, max_bytes=max_bytes)
     return engine, ruleset.report
