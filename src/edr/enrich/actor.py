@@ -25,13 +25,14 @@ class EnricherActor(ActorBase):
 
     @classmethod
     def build(cls, ctx: ActorContext, name: str) -> EnricherActor:
-        """Live Linux: a process cache seeded from /proc; replay: pass-through."""
+        """Live Linux: a process cache (``[process]`` bounds) seeded from /proc; replay: pass-through."""
         if ctx.mode != "linux":
             return cls(name, None)
         from edr.enrich.enricher import Enricher
         from edr.enrich.process_cache import ProcessCache
 
-        enricher = Enricher(processes=ProcessCache(max_entries=ctx.config.process.max_entries))
+        limits = ctx.config.process
+        enricher = Enricher(processes=ProcessCache(max_entries=limits.max_entries, max_bytes=limits.max_bytes))
         seeded = enricher.seed_from_proc()
         ctx.log.info("enricher: %d running processes loaded from /proc", seeded)
         ctx.shared["enricher"] = enricher

@@ -169,12 +169,14 @@ class Enricher:
             self.dns.add(address, name, ttl, ts)
 
     def statistics(self) -> dict[str, int]:
-        """Cache sizes, evictions, events seen and enrichment errors."""
+        """Cache sizes (process cache: records and estimated bytes), evictions, events seen, errors."""
         return {
             "events": self._events,
             "errors": self._errors,
             "process_cache_size": len(self.processes),
+            "process_cache_bytes": self.processes.bytes,
             "process_cache_evictions": self.processes.evictions,
+            "process_cache_byte_evictions": self.processes.byte_evictions,
             "user_cache_size": len(self.users),
             "dns_cache_size": len(self.dns),
             "dns_cache_evictions": self.dns.evictions,

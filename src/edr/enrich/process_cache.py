@@ -8,8 +8,11 @@ millisecond of its exec still has its parent and command line.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import attrs
+
+from edr.footprint import ASCII_STR_BYTES, FLOAT_BYTES, INT_BYTES, SLOT_BYTES, value_bytes
 
 
 @attrs.define(slots=True)
@@ -30,6 +33,38 @@ class ProcessInfo:
     exited_at: float | None = None
 
 
+#: One record without its strings: the slotted object (12 slots, header, GC
+#: link), pid, ppid, uid and cgroup id ints, start and exit time floats, and its
+#: share of the dict (key, value, hash, index, spare room): the estimate does
+#: not depend on which scalar fields are set, so ``exit`` may set ``exited_at``.
+ENTRY_BYTES = (32 + 12 * SLOT_BYTES) + 4 * INT_BYTES + 2 * FLOAT_BYTES + 64
+
+
+def _text(value: Any) -> int:
+    """Estimated bytes of a text field: 0 when empty or None, else :func:`edr.footprint.value_bytes`."""
+    if type(value) is str:
+        if not value:
+            return 0  # "" is shared
+        if value.isascii():  # the common case, inline: this runs per exec and fork
+            return ASCII_STR_BYTES + len(value)
+    elif value is None:
+        return 0
+    return value_bytes(value)
+
+
+def entry_bytes(info: ProcessInfo) -> int:
+    """Estimated bytes of one cached process: :data:`ENTRY_BYTES` plus its text fields.
+
+    Strings are counted by length (exact for ASCII, an upper bound for other
+    text; see :mod:`edr.footprint`). A forked child shares its parent's
+    strings and is charged for them again: an overestimate by at most its
+    strings' size, never an underestimate, as the child may outlive the
+    parent's record.
+    """
+    return (ENTRY_BYTES + _text(info.image) + _text(info.command_line) + _text(info.user) + _text(info.cwd)
+            + _text(info.cgroup_path) + _text(info.container_id))
+
+
 class ProcessCache:
     """pid -> :class:`ProcessInfo`, bounded, with delayed removal on exit.
 
@@ -41,14 +76,25 @@ class ProcessCache:
       events of its children) are still enriched; :meth:`expire` removes it.
     - Over ``max_entries`` the least recently exec'd/forked entry is evicted
       (counted in ``evictions``).
+    - Over ``max_bytes`` of estimated memory (:func:`entry_bytes`; a running
+      total kept on every insert and removal) the least recently exec'd/forked
+      entries are evicted too (counted in ``byte_evictions``). A record larger
+      than the whole budget is not stored (counted the same way).
+
+    Records are treated as immutable once stored, except ``exited_at``: the
+    running total subtracts the same estimate it added.
     """
 
-    def __init__(self, max_entries: int = 65536, exit_linger: float = 5.0) -> None:
+    def __init__(self, max_entries: int = 65536, exit_linger: float = 5.0, max_bytes: int = 32 << 20) -> None:
         self._procs: dict[int, ProcessInfo] = {}
         self._exits: deque[tuple[float, int]] = deque()
         self._max = max_entries
+        self._max_bytes = max_bytes
         self._linger = exit_linger
         self.evictions = 0
+        self.byte_evictions = 0
+        #: sum of entry_bytes over the records held
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._procs)
@@ -58,13 +104,31 @@ class ProcessCache:
         return self._procs.get(pid)
 
     def put(self, info: ProcessInfo) -> None:
-        """Insert or replace an entry (most recent)."""
+        """Insert or replace an entry (most recent); evict the oldest over either bound."""
         procs = self._procs
-        procs.pop(info.pid, None)
+        old = procs.pop(info.pid, None)
+        if old is not None:
+            self.bytes -= entry_bytes(old)
+        size = entry_bytes(info)
+        if size > self._max_bytes:
+            self.byte_evictions += 1
+            return
         procs[info.pid] = info
+        self.bytes += size
         while len(procs) > self._max:
-            del procs[next(iter(procs))]
+            self._evict_oldest()
             self.evictions += 1
+        while self.bytes > self._max_bytes:  # ends before the new record: it fits alone
+            self._evict_oldest()
+            self.byte_evictions += 1
+
+    def _evict_oldest(self) -> None:
+        procs = self._procs
+        self.bytes -= entry_bytes(procs.pop(next(iter(procs))))
+
+    def recount_bytes(self) -> int:
+        """The estimate of every record, recomputed from scratch (a check on ``bytes``; walks the cache)."""
+        return sum(entry_bytes(info) for info in self._procs.values())
 
     def fork(self, ppid: int, pid: int, ts: float) -> ProcessInfo:
         """Record that ``ppid`` created ``pid`` at ``ts``."""
@@ -118,9 +182,11 @@ class ProcessCache:
             # the pid may have been reused by a new process since: keep that one
             if info is not None and info.exited_at is not None and info.exited_at + self._linger <= now:
                 del self._procs[pid]
+                self.bytes -= entry_bytes(info)
                 removed += 1
         return removed
 
     def statistics(self) -> dict[str, int]:
-        """Size, evictions and exits waiting for removal."""
-        return {"size": len(self._procs), "evictions": self.evictions, "exiting": len(self._exits)}
+        """Size (records, estimated bytes), evictions (over entries, over bytes), exits waiting for removal."""
+        return {"size": len(self._procs), "bytes": self.bytes, "evictions": self.evictions,
+                "byte_evictions": self.byte_evictions, "exiting": len(self._exits)}
