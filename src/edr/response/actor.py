@@ -7,6 +7,12 @@ by response). One worker takes requests in order, applies the safety
 checks and, in prevention mode, kills in a thread through the platform
 layer, which re-checks the identity of the process first.
 
+The agent, its parent chain, its service manager and PID 1 are never
+killed (:mod:`edr.response.protected`). The set is logged at start and
+gathered again, in a thread, before every decision, so that it follows the
+agent when it is reparented and never protects a dead ancestor's PID that a
+new process has taken; a change is logged.
+
 Everything is logged through ``logging.getLogger("edr.response")``: with the
 operational log format (``%(asctime)s %(levelname)s %(name)s: %(message)s``)
 a line reads ``... INFO edr.response: Active response would terminate process
@@ -28,11 +34,13 @@ from edr.response.allowlist import ImageAllowlist
 from edr.response.decision import DRY_RUN, KILL, ResponsePolicy, ResponseTarget, quote, target_of
 from edr.response.kill import terminate_target
 from edr.response.outcome import GONE, MISMATCH, TERMINATED, KillResult
+from edr.response.protected import ProtectedProcess, describe, gather_protected, roles_by_pid
 from edr.runtime.actor import ActorBase, ActorContext, Ports
 
 log = logging.getLogger("edr.response")
 
 Terminator = Callable[[ResponseTarget], KillResult]
+Gatherer = Callable[[], tuple[ProtectedProcess, ...]]
 
 
 class Responder(ActorBase):
@@ -42,11 +50,15 @@ class Responder(ActorBase):
     outputs: ClassVar = ()
 
     def __init__(self, name: str, policy: ResponsePolicy, capacity: int,
-                 terminator: Terminator = terminate_target) -> None:
+                 terminator: Terminator = terminate_target, gatherer: Gatherer = gather_protected) -> None:
         super().__init__(name)
         self.policy = policy
         self.capacity = capacity
         self.terminator = terminator
+        self.gatherer = gatherer
+        #: the protected processes the policy was last given (empty until the worker starts)
+        self.protected: tuple[ProtectedProcess, ...] = ()
+        self.protected_changes = 0
         self.received = 0
         self.below_severity = 0
         self.queued = 0
@@ -64,6 +76,7 @@ class Responder(ActorBase):
         cfg = ctx.config
         allow = ImageAllowlist(cfg.response.allowlist_images,
                                cfg.trusted_paths(cfg.response.allowlist_paths))
+        # Until the worker has gathered the whole protected set, this process at least.
         policy = ResponsePolicy(enabled=cfg.response.enabled, prevention=cfg.response.prevention_enabled,
                                 min_severity=cfg.response.min_severity, allowlist=allow,
                                 protected_pids=frozenset({os.getpid()}))
@@ -91,8 +104,29 @@ class Responder(ActorBase):
             async for target in receive:
                 await self.handle(target)
 
+    async def refresh_protected(self) -> None:
+        """Gather the protected processes again (in a thread) and hand them to the policy.
+
+        A change after the first gathering (the agent reparented, an
+        ancestor gone) is logged and counted. If gathering fails, the last
+        set stays in force.
+        """
+        try:
+            protected = await trio.to_thread.run_sync(self.gatherer)
+        except Exception as exc:  # gather_protected never raises; an injected gatherer might
+            log.warning("Active response could not gather protected processes, keeping the last set: %s", exc)
+            return
+        if protected == self.protected:
+            return
+        if self.protected:
+            self.protected_changes += 1
+            log.info("Active response protected processes changed: %s", describe(protected))
+        self.protected = protected
+        self.policy.protect(roles_by_pid(protected))
+
     async def handle(self, target: ResponseTarget) -> None:
         """Apply the policy to one request: skip, log a dry run, or kill and log the outcome."""
+        await self.refresh_protected()
         decision = self.policy.decide(target)
         if decision.action == DRY_RUN:
             self.dry_run += 1
@@ -123,6 +157,9 @@ class Responder(ActorBase):
         """Queue admitted alerts without waiting; one worker handles them in order."""
         mode = ("prevention" if self.policy.prevention else "dry-run") if self.policy.enabled else "disabled"
         log.info("Active response worker started mode=%s min_severity=%s", mode, self.policy.min_severity)
+        if self.policy.enabled:
+            await self.refresh_protected()
+            log.info("Active response protected processes: %s", describe(self.protected))
         send, receive = trio.open_memory_channel[ResponseTarget](self.capacity)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._worker, receive)
@@ -138,5 +175,6 @@ class Responder(ActorBase):
             "received": self.received, "below_severity": self.below_severity, "queued": self.queued,
             "dropped": self.dropped, "dry_run": self.dry_run, "terminated": self.terminated,
             "identity_mismatch": self.mismatched, "already_exited": self.gone, "failed": self.failed,
-            "skipped": dict(self.skipped),
+            "skipped": dict(self.skipped), "protected": len(self.protected),
+            "protected_changes": self.protected_changes,
         }

@@ -126,7 +126,14 @@ class Decision:
 
 
 class ResponsePolicy:
-    """The configured response: mode, severity floor, allowlists, protected pids."""
+    """The configured response: mode, severity floor, allowlists, protected pids.
+
+    The protected processes are injected, never looked up here: ``protected_pids``
+    at construction (default: this process), then :meth:`protect` whenever the
+    caller has gathered them again (the responder does before each decision,
+    see :mod:`edr.response.protected`). PIDs 0..``MAX_SYSTEM_PID`` are always
+    protected.
+    """
 
     def __init__(self, *, enabled: bool, prevention: bool, min_severity: str, allowlist: ImageAllowlist,
                  protected_pids: frozenset[int] | None = None) -> None:
@@ -136,6 +143,13 @@ class ResponsePolicy:
         self.min_rank = severity_rank(min_severity)
         self.allowlist = allowlist
         self.protected_pids = protected_pids if protected_pids is not None else frozenset({os.getpid()})
+        #: pid -> why it is protected ("parent", "ancestor+init"...), for the skip message
+        self.protected_roles: dict[int, str] = {}
+
+    def protect(self, roles: dict[int, str]) -> None:
+        """Replace the protected set: exactly the pids of ``roles`` (pid -> why), named in skip messages."""
+        self.protected_roles = dict(roles)
+        self.protected_pids = frozenset(self.protected_roles)
 
     def admits(self, alert: Alert) -> bool:
         """Whether ``alert`` is worth queueing: response enabled and severity at least the floor."""
@@ -149,8 +163,9 @@ class ResponsePolicy:
             return Decision(SKIP, "missing pid",
                             f"Active response skipped: missing pid rule={quote(target.rule_name)}")
         if pid <= MAX_SYSTEM_PID or pid in self.protected_pids:
+            role = self.protected_roles.get(pid)
             return Decision(SKIP, "protected pid",
-                            f"Active response skipped: protected pid {where}")
+                            f"Active response skipped: protected pid {where}" + (f" role={role}" if role else ""))
         if image is None:
             return Decision(SKIP, "missing image",
                             f"Active response skipped: missing image {where} rule={quote(target.rule_name)}")
