@@ -35,9 +35,10 @@ class ProcessInfo:
 
 #: One record without its strings: the slotted object (12 slots, header, GC
 #: link), pid, ppid, uid and cgroup id ints, start and exit time floats, and its
-#: share of the dict (key, value, hash, index, spare room): the estimate does
-#: not depend on which scalar fields are set, so ``exit`` may set ``exited_at``.
-ENTRY_BYTES = (32 + 12 * SLOT_BYTES) + 4 * INT_BYTES + 2 * FLOAT_BYTES + 64
+#: share of the dict at its largest (rebuilt at 3x the live items, grown until
+#: evictions fill it: up to 6 index slots and 4 entries an item). The estimate
+#: does not depend on which scalar fields are set, so ``exit`` may set ``exited_at``.
+ENTRY_BYTES = (32 + 12 * SLOT_BYTES) + 4 * INT_BYTES + 2 * FLOAT_BYTES + 128
 
 
 def _text(value: Any) -> int:

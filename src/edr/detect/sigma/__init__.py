@@ -6,7 +6,7 @@ Public API::
     from edr.detect.sigma.logsources import ALL_FED, WINDOWS_EVENTLOG_FED, LINUX_EBPF_FED
 
     engine, report = load_sigma(paths, placeholders=None, cache_dir=None, match_mode="all",
-                                match_debug="off", max_groups=10000, fed=None)
+                                match_debug="off", max_groups=10000, max_bytes=64 << 20, fed=None)
     alerts = engine.match(event)            # list[edr.detect.alert.Alert]
     engine.statistics(); engine.fields_read("process_creation")
 
