@@ -28,8 +28,8 @@ another host). PIDs 0-4 are protected separately by
 
 The set changes: the agent is reparented when its parent dies (to PID 1 or
 to a subreaper). The responder therefore gathers it again before every
-decision (a handful of /proc reads, in a worker thread), never trusting a
-list made at start.
+decision (about a millisecond of /proc reads, in a worker thread), never
+trusting a list made at start.
 """
 
 from __future__ import annotations
