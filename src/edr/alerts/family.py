@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from datetime import date
 from typing import Final
 
-_DAY: Final = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+# [0-9], not \d: \d also matches other scripts' digits (U+FF11, fullwidth 1), which no daily file name holds
+_DAY: Final = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 
 
 def family_day(name: str, filename: str) -> date | None:
