@@ -127,7 +127,8 @@ ENGINE_KEY_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "simple": (),
 }
 _SOURCE_PROCESS: Final = frozenset({PROCESS_ACCESS, CREATE_REMOTE_THREAD})
-_ENTRY_OVERHEAD: Final = 400  # bytes of an entry beyond its strings: the entry, the key tuple, the heap item
+_ENTRY_OVERHEAD: Final = 600  # bytes of a window beyond its fields: the window, the key tuple, the heap item
+_FIELD_OVERHEAD: Final = 120  # a field: its dict slot, its key (shared), its value object
 
 
 def _freeze(value: Any) -> Any:
@@ -192,22 +193,18 @@ def _engine_values(ecs: dict[str, Any], wanted: tuple[str, ...]) -> Iterable[Any
             yield _freeze(ecs.get(name))
 
 
-def _weight(key: tuple[Any, ...], alert: Alert) -> int:
-    """Approximate bytes an entry holds: the key's and the first alert's strings, plus overhead."""
-    total = _ENTRY_OVERHEAD + _size(key) + len(alert.rule_name) + len(alert.description) + _size(alert.ecs)
-    if alert.event is not None:
-        total += _size(alert.event.fields)
+def _weight(alert: Alert) -> int:
+    """Approximate bytes a window holds: its first alert's strings by length, a fixed cost per field.
+
+    Flat on purpose (one pass over the event's fields and the alert's ecs):
+    it runs for every alert that opens a window, and the key's strings are
+    the event's own, not copies.
+    """
+    total = _ENTRY_OVERHEAD + len(alert.rule_name) + len(alert.description)
+    for mapping in (alert.ecs, alert.event.fields if alert.event is not None else None):
+        if mapping:
+            total += _FIELD_OVERHEAD * len(mapping) + sum([len(v) for v in mapping.values() if type(v) is str])
     return total
-
-
-def _size(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value) + 49
-    if isinstance(value, dict):
-        return 64 + sum(_size(k) + _size(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return 56 + sum(_size(v) for v in value)
-    return 32
 
 
 class _Window:
@@ -328,7 +325,7 @@ class AlertDeduplicator:
 
     def _open(self, key: tuple[Any, ...], alert: Alert, t: float, out: list[Alert]) -> None:
         self._serial += 1
-        win = _Window(alert, t, t + self.window, self._serial, _weight(key, alert))
+        win = _Window(alert, t, t + self.window, self._serial, _weight(alert))
         self._windows[key] = win
         self._bytes += win.weight
         heapq.heappush(self._heap, (win.end, win.serial, key))
