@@ -58,6 +58,7 @@ nearly all of it the hash itself (``scripts/bench_chain.py``).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import os
@@ -66,6 +67,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
+import orjson
 
 from edr.alerts.ndjson import dumps_line
 from edr.safe_files import UnsafePath, check_trusted
@@ -119,7 +121,7 @@ def load_chain_key(path: str | os.PathLike[str], *, private: bool = True) -> byt
     except FileNotFoundError:
         raise ChainKeyError(path, "does not exist") from None
     except OSError as exc:
-        if private and exc.errno == getattr(os, "ELOOP", 40):
+        if private and exc.errno == errno.ELOOP:
             raise ChainKeyError(path, "is a symbolic link: name the key file itself") from None
         raise ChainKeyError(path, f"cannot be opened: {exc.strerror}") from None
     try:
@@ -196,19 +198,12 @@ class ChainedLine:
         return hmac.compare_digest(link_hash(prev, self.canonical, key), self.hash)
 
 
-def parse_line(line: bytes, loads: Any = None) -> ChainedLine:
-    """Split one whole line (ending in a newline) into its chain parts; raises :class:`ChainFormatError`.
-
-    ``loads`` parses JSON (default :func:`orjson.loads`).
-    """
+def parse_line(line: bytes) -> ChainedLine:
+    """Split one whole line (ending in a newline) into its chain parts; raises :class:`ChainFormatError`."""
     if not line.endswith(b"\n"):
         raise ChainFormatError("no newline at its end (a partial line left by a crash or a full disk?)")
-    if loads is None:
-        import orjson
-
-        loads = orjson.loads
     try:
-        doc = loads(line)
+        doc = orjson.loads(line)
     except ValueError as exc:
         raise ChainFormatError(f"not JSON ({exc})") from None
     if not isinstance(doc, dict):
