@@ -52,8 +52,8 @@ snippet is run by the tests)::
 up by one, reporting the first broken, missing or reordered line.)
 
 Cost, on top of the serialization the writer does anyway: about 3.5 µs per
-1.5 KB alert with SHA-256 and 8 µs with HMAC on the project's 2-core VM,
-nearly all of it the hash itself (``scripts/bench_chain.py``).
+1.5 KB alert with SHA-256 and 5 to 9 µs with HMAC on the project's shared
+2-core VM, nearly all of it the hash itself (``scripts/bench_chain.py``).
 """
 
 from __future__ import annotations
