@@ -1,0 +1,112 @@
+"""Progress of an install or an update: a small callback, drawn by tqdm on a terminal only.
+
+The commands report phases through :class:`Progress` (``begin``,
+``advance``, ``end``) and know nothing of terminals, so they stay testable
+and the same calls serve a CLI, a service log or nothing
+(:class:`NullProgress`). :func:`terminal_progress` gives a tqdm bar on
+standard error when it is a terminal and :class:`NullProgress` otherwise:
+a pipe, a log file or a ``--json`` consumer never sees control characters.
+
+Phases, in order: ``download`` (bytes; ``update`` only), ``read`` (files
+read, hashed and written), ``validate`` (loading every rule with edr's
+Sigma loader: no count is known, so the bar shows the time spent, ticking
+on its own), then ``activate``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Protocol, TextIO
+
+from tqdm import tqdm
+
+
+class Progress(Protocol):
+    """Receives the progress of a long operation. Calls come from one thread, in order."""
+
+    def begin(self, phase: str, total: int | None = None, unit: str = "") -> None:
+        """A phase starts; ``total`` units are expected (None: unknown)."""
+        ...
+
+    def advance(self, amount: int = 1) -> None:
+        """``amount`` more units of the current phase are done."""
+        ...
+
+    def end(self) -> None:
+        """The current phase is over (also called when it failed)."""
+        ...
+
+
+class NullProgress:
+    """Progress that shows nothing."""
+
+    def begin(self, phase: str, total: int | None = None, unit: str = "") -> None:
+        """See :class:`Progress`."""
+
+    def advance(self, amount: int = 1) -> None:
+        """See :class:`Progress`."""
+
+    def end(self) -> None:
+        """See :class:`Progress`."""
+
+
+_LABELS = {"download": "downloading", "read": "reading pack", "validate": "validating rules",
+           "activate": "activating"}
+
+
+class TqdmProgress:
+    """Progress drawn by tqdm on ``stream``; a phase with no total shows its elapsed time, refreshed twice a second."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._bar: tqdm | None = None
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def begin(self, phase: str, total: int | None = None, unit: str = "") -> None:
+        """See :class:`Progress`."""
+        self.end()
+        label = _LABELS.get(phase, phase)
+        if unit == "B":
+            self._bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+                             file=self.stream, leave=True, dynamic_ncols=True)
+        elif total is None:
+            self._bar = tqdm(total=None, desc=label, file=self.stream, leave=True,
+                             bar_format="{desc}: {elapsed}")
+            self._stop.clear()
+            self._ticker = threading.Thread(target=self._tick, args=(self._bar,), daemon=True,
+                                            name="edr-progress")
+            self._ticker.start()
+        else:
+            self._bar = tqdm(total=total, desc=label, unit=f" {unit}" if unit else "it", file=self.stream,
+                             leave=True, dynamic_ncols=True)
+
+    def _tick(self, bar: tqdm) -> None:
+        while not self._stop.wait(0.5):
+            bar.refresh()
+
+    def advance(self, amount: int = 1) -> None:
+        """See :class:`Progress`."""
+        if self._bar is not None:
+            self._bar.update(amount)
+
+    def end(self) -> None:
+        """See :class:`Progress`."""
+        if self._ticker is not None:
+            self._stop.set()
+            self._ticker.join()
+            self._ticker = None
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def terminal_progress(stream: TextIO | None = None) -> Progress:
+    """tqdm progress on ``stream`` (standard error by default) if it is a terminal, else :class:`NullProgress`."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        interactive = stream.isatty()
+    except (AttributeError, ValueError):
+        interactive = False
+    return TqdmProgress(stream) if interactive else NullProgress()
