@@ -78,7 +78,14 @@ class Staging:
         ``O_EXCL | O_NOFOLLOW`` make sure nothing already there is written.
         """
         path = self.path / name
-        os.makedirs(path.parent, mode=DIR_MODE, exist_ok=True)
+        # os.makedirs gives its mode to the last directory only; every one must be 0700
+        missing = []
+        parent = path.parent
+        while not parent.is_dir():
+            missing.append(parent)
+            parent = parent.parent
+        for directory in reversed(missing):
+            os.mkdir(directory, DIR_MODE)
         return os.open(path, _CREATE_FLAGS, FILE_MODE)
 
     def discard(self) -> None:
