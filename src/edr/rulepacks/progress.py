@@ -15,6 +15,7 @@ on its own), then ``activate``.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Protocol, TextIO
@@ -64,13 +65,21 @@ class TqdmProgress:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
+    def _width(self) -> dict[str, object]:
+        """tqdm's width options: follow the terminal, or 80 columns if it reports none (a serial console)."""
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            columns = 0
+        return {"dynamic_ncols": True} if columns else {"ncols": 80}
+
     def begin(self, phase: str, total: int | None = None, unit: str = "") -> None:
         """See :class:`Progress`."""
         self.end()
         label = _LABELS.get(phase, phase)
         if unit == "B":
             self._bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
-                             file=self.stream, leave=True, dynamic_ncols=True)
+                             file=self.stream, leave=True, **self._width())
         elif total is None:
             self._bar = tqdm(total=None, desc=label, file=self.stream, leave=True,
                              bar_format="{desc}: {elapsed}")
@@ -80,7 +89,7 @@ class TqdmProgress:
             self._ticker.start()
         else:
             self._bar = tqdm(total=total, desc=label, unit=f" {unit}" if unit else "it", file=self.stream,
-                             leave=True, dynamic_ncols=True)
+                             leave=True, **self._width())
 
     def _tick(self, bar: tqdm) -> None:
         while not self._stop.wait(0.5):
