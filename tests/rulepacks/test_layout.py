@@ -117,7 +117,7 @@ def test_duplicates_and_files_used_as_directories_are_refused() -> None:
 
 def test_limits_on_entries_and_declared_sizes() -> None:
     small = Limits(max_files=3, max_unpacked_bytes=100, max_file_bytes=60)
-    with pytest.raises(PackError, match="more than rules.max_files") as info:
+    with pytest.raises(PackError, match=r"more than rules\.max_files") as info:
         plan_pack(files("rules/a.yml", "rules/b.yml", "rules/c.yml", "rules/d.yml"), small)
     assert info.value.kind == "limit"
     with pytest.raises(PackError, match="one file of a pack may hold") as info:

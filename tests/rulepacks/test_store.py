@@ -167,7 +167,7 @@ def test_rejected_rules_are_reported_and_refuse_the_pack_only_when_strict(tmp_pa
     files = {**sigmahq_like(2), "rules/windows/broken.yml": BROKEN_RULE}
     archive = make_zip(tmp_path / "a.zip", files)
     strict = settings(tmp_path, strict=True)
-    with pytest.raises(PackError, match="rules.strict") as info:
+    with pytest.raises(PackError, match=r"rules\.strict") as info:
         install(archive, strict.store_directory, strict)
     assert info.value.kind == "strict"
     assert pack_entries(tmp_path / "store") == []
@@ -237,6 +237,23 @@ def test_rollback_refuses_a_pack_changed_since_it_was_installed(tmp_path: Path) 
     victim.unlink()
     with pytest.raises(PackError, match="added after"):
         rollback(cfg.store_directory, cfg)
+    (victim.parent / "new.yml").unlink()
+    victim.write_bytes(sigmahq_like(2, tag="a")["rules-emerging-threats/2026/et_a.yml"])
+    (victim.parent / "elsewhere").symlink_to(tmp_path)
+    with pytest.raises(PackError, match="symbolic link added after") as info:
+        rollback(cfg.store_directory, cfg)
+    assert info.value.member == "rules-emerging-threats/2026/elsewhere"
+    (victim.parent / "elsewhere").unlink()
+    assert rollback(cfg.store_directory, cfg).active.id == first.pack_id  # restored exactly: accepted again
+
+
+def test_active_paths_stay_inside_the_pack(tmp_path: Path) -> None:
+    cfg = settings(tmp_path)
+    result = install(make_zip(tmp_path / "a.zip", sigmahq_like(1)), cfg.store_directory, cfg)
+    manifest = tmp_path / "store" / "packs" / result.pack_id / "pack.json"
+    manifest.write_text(manifest.read_text().replace('"rules-emerging-threats"', '"../../../../etc"'))
+    with pytest.raises(PackError, match="not inside the pack"):
+        active_paths(cfg.store_directory)
 
 
 def test_leftovers_of_an_interrupted_install_are_removed(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ from edr.rulepacks.integrity import (
     parse_sums,
     tree_digest,
 )
-from edr.rulepacks.layout import PackPlan, plan_pack
+from edr.rulepacks.layout import PackPlan, normalize_name, plan_pack
 from edr.rulepacks.manifest import FORMAT, PackManifest, RejectionRecord, SignatureRecord
 from edr.rulepacks.progress import NullProgress, Progress
 from edr.rulepacks.results import InstallResult, ListResult, PackInfo, RollbackResult
@@ -91,6 +91,14 @@ def active_paths(store: PackStore | str | os.PathLike[str]) -> list[str]:
         return []
     manifest = store.manifest(pack_id)
     content = Path(os.path.realpath(store.pack_dir(pack_id))) / CONTENT_DIR
+    for directory in manifest.rule_dirs:
+        try:
+            clean = normalize_name(directory)
+        except PackError:
+            clean = None
+        if clean != directory:
+            raise PackError("store", f"manifest names rule directory {directory!r}, which is not inside the pack",
+                            pack=pack_id, member="pack.json")
     paths = [str(content / d) if d else str(content) for d in manifest.rule_dirs]
     for path in paths:
         if not os.path.isdir(path):

@@ -172,7 +172,12 @@ class PackStore:
         except OSError as exc:
             raise _store_error(exc, "trust", pack_id) from None
         seen: set[str] = set()
-        for top, _dirs, files in os.walk(content):
+        for top, dirs, files in os.walk(content):
+            for name in dirs:  # os.walk lists a link to a directory here, and does not enter it
+                if os.path.islink(os.path.join(top, name)):
+                    rel = os.path.relpath(os.path.join(top, name), content).replace(os.sep, "/")
+                    raise PackError("integrity", "is a symbolic link added after the pack was installed",
+                                    pack=pack_id, member=rel)
             for name in files:
                 rel = os.path.relpath(os.path.join(top, name), content).replace(os.sep, "/")
                 expected = manifest.files.get(rel)
