@@ -198,6 +198,16 @@ def test_http_only_when_the_url_says_so_and_never_by_redirect(
         handler.send_header("Content-Length", "0")
         handler.end_headers()
 
+    def moved(handler: BaseHTTPRequestHandler) -> None:  # as GitHub's releases/latest/download answers
+        handler.send_response(302)
+        handler.send_header("Location", https.url("/p.zip"))
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    https.routes.update({"/p.zip": pack, "/latest.zip": moved})
+    followed = update(cfg.store_directory, cfg, url=https.url("/latest.zip"))
+    assert followed.download is not None and followed.download.final_url == https.url("/p.zip")
+
     https.routes["/moved.zip"] = downgrade
     with pytest.raises(PackError, match="not HTTPS: refused") as info:
         update(cfg.store_directory, cfg, url=https.url("/moved.zip"))
