@@ -41,7 +41,6 @@ from edr.rulepacks.archive import open_source
 from edr.rulepacks.download import Downloaded, download
 from edr.rulepacks.errors import PackError
 from edr.rulepacks.integrity import (
-    SignatureInfo,
     check_signature,
     check_sums,
     load_public_key,
@@ -422,4 +421,4 @@ def rollback(store: PackStore | str | os.PathLike[str], settings: RulesConfig, *
                           rule_dirs=active_paths(store))
 
 
-__all__ = ["NO_PACK_HINT", "SignatureInfo", "active_paths", "install", "list_packs", "rollback", "update"]
+__all__ = ["NO_PACK_HINT", "active_paths", "install", "list_packs", "rollback", "update"]
