@@ -134,6 +134,7 @@ def test_directories_outside_the_managed_roots_become_read_write_paths() -> None
     ({"writable": ("/var/log/../../etc",)}, "no spaces, quotes, '%', '\\$' or '..'"),
     ({"user": "Bad User"}, "user 'Bad User' is not a valid user name"),
     ({"watchdog_secs": 0}, "watchdog_secs must be a positive whole number of seconds, not 0"),
+    ({"stop_timeout_secs": True}, "stop_timeout_secs must be a positive whole number of seconds, not True"),
 ])
 def test_facts_that_cannot_go_into_a_unit(kw: dict[str, object], message: str) -> None:
     base: dict[str, object] = {"executable": "/usr/local/bin/edr", "config": "/etc/edr/config.toml",
@@ -157,6 +158,21 @@ def test_facts_from_a_configuration(tmp_path: Path) -> None:
     assert d["ReadWritePaths"] == ["/etc/edr/events /srv/edr-alerts"]
     defaults = facts_from_config(Config(), config_path="/etc/edr/config.toml", executable="/usr/local/bin/edr")
     assert PurePosixPath("/etc/edr/cache") in defaults.writable  # the compiled-rule cache, when enabled
+
+
+def test_watchdog_and_stop_timeout_follow_the_configuration(tmp_path: Path) -> None:
+    conf = tmp_path / "config.toml"
+    conf.write_text('[agent]\nstop_timeout_secs = 44.5\n[health]\nwatchdog = false\n')
+    facts = facts_from_config(load_config(str(conf), environ={}).config, config_path="/etc/edr/config.toml",
+                              executable="/usr/local/bin/edr")
+    text = render_unit(facts)
+    d = service_directives(text)
+    # no pings are sent, so a WatchdogSec= would kill a healthy agent
+    assert "WatchdogSec" not in d and "No WatchdogSec=: health.watchdog is off" in text
+    assert d["TimeoutStopSec"] == ["65"]  # the agent's own limit, rounded up, plus 20 s
+    defaults = service_directives(render_unit(facts_from_config(Config(), config_path="/etc/edr/config.toml",
+                                                                executable="/usr/local/bin/edr")))
+    assert defaults["WatchdogSec"] == ["60"] and defaults["TimeoutStopSec"] == ["30"]
 
 
 @needs_analyze

@@ -18,6 +18,7 @@ the repository's copy (a test fails when it is stale).
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Iterable
@@ -28,6 +29,9 @@ import attrs
 
 if TYPE_CHECKING:
     from edr.config import Config
+
+#: Without a ping for this long, systemd restarts the agent (the event loop pings every half of it).
+DEFAULT_WATCHDOG_SECS: Final = 60
 
 #: The exit codes of ``edr run`` that a restart cannot fix (see :mod:`edr.cli`):
 #: 2 is a configuration error, 3 a sensor that cannot start on this host.
@@ -111,7 +115,9 @@ class UnitFacts:
     agent runs as: ``root`` (the default) keeps uid 0 with only
     :data:`CAPABILITIES`; any other user gets them as ambient capabilities.
     ``legacy_kernel`` (see :func:`kernel_lacks_bpf_capabilities`) adds
-    CAP_SYS_ADMIN for kernels older than 5.8.  The durations are in seconds.
+    CAP_SYS_ADMIN for kernels older than 5.8.  The durations are in seconds;
+    ``watchdog_secs=None`` leaves the watchdog off (the agent then sends no
+    pings, and a WatchdogSec= would have it killed).
     """
 
     executable: PurePosixPath = attrs.field(converter=PurePosixPath)
@@ -120,7 +126,7 @@ class UnitFacts:
     writable: tuple[PurePosixPath, ...] = attrs.field(default=(), converter=_paths)
     user: str = "root"
     legacy_kernel: bool = False
-    watchdog_secs: int = 60
+    watchdog_secs: int | None = DEFAULT_WATCHDOG_SECS
     start_timeout_secs: int = 300
     stop_timeout_secs: int = 30
     restart_secs: int = 5
@@ -136,7 +142,9 @@ class UnitFacts:
             raise UnitError(f"user {self.user!r} is not a valid user name")
         for name in ("watchdog_secs", "start_timeout_secs", "stop_timeout_secs", "restart_secs"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if name == "watchdog_secs" and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UnitError(f"{name} must be a positive whole number of seconds, not {value!r}")
 
 
@@ -153,19 +161,23 @@ DEFAULT_FACTS: Final = UnitFacts(
 
 
 def facts_from_config(config: Config, *, config_path: str | PurePosixPath, executable: str | PurePosixPath,
-                      user: str = "root") -> UnitFacts:
+                      user: str = "root", legacy_kernel: bool = False) -> UnitFacts:
     """The facts for the directories ``config`` writes to.
 
     Relative directories are taken relative to the configuration file's
     directory, which is also the unit's ``WorkingDirectory``: the two agree
     whether the agent resolves them against its working directory or against
-    its configuration file.
+    its configuration file.  systemd's stop timeout leaves 20 s beyond the
+    agent's own (``agent.stop_timeout_secs``); the watchdog follows
+    ``health.watchdog``.
     """
     base = PurePosixPath(config_path).parent
     dirs = [config.logging.directory, config.alerts.directory, config.events.directory]
     if config.sigma.cache_dir:
         dirs.append(config.sigma.cache_dir)
-    return UnitFacts(executable=executable, config=config_path, user=user,
+    return UnitFacts(executable=executable, config=config_path, user=user, legacy_kernel=legacy_kernel,
+                     stop_timeout_secs=math.ceil(config.agent.stop_timeout_secs) + 20,
+                     watchdog_secs=DEFAULT_WATCHDOG_SECS if config.health.watchdog else None,
                      state_directory=base / config.agent.state_directory,
                      writable=tuple(base / d for d in dirs))
 
@@ -205,6 +217,10 @@ def render_unit(facts: UnitFacts) -> str:
         not_kept = ("# Not kept: CAP_SYS_ADMIN (CAP_BPF and CAP_PERFMON cover the sensor since\n"
                     "# Linux 5.8) and CAP_SYS_RESOURCE (BPF maps are charged to the memory cgroup\n"
                     "# since 5.11; before that, LimitMEMLOCK below is all they need).")
+    watchdog = ("# The event loop pings every WatchdogSec/2; a loop stuck longer is restarted.\n"
+                f"WatchdogSec={facts.watchdog_secs}")
+    if facts.watchdog_secs is None:
+        watchdog = "# No WatchdogSec=: health.watchdog is off in the configuration, the agent sends no pings."
     managed, other = split_writable((facts.state_directory, *facts.writable))
     dirs = []
     for directive, _root in _MANAGED_ROOTS:
@@ -224,7 +240,7 @@ def render_unit(facts: UnitFacts) -> str:
     return _TEMPLATE.format(
         exe=facts.executable, config=facts.config, workdir=facts.config.parent, user=user,
         state=facts.state_directory,
-        watchdog=facts.watchdog_secs, start_timeout=facts.start_timeout_secs,
+        watchdog=watchdog, start_timeout=facts.start_timeout_secs,
         stop_timeout=facts.stop_timeout_secs, restart=facts.restart_secs,
         exit_config=EXIT_CONFIG, exit_unavailable=EXIT_UNAVAILABLE,
         caps=caps, cap_lines=cap_lines, ambient=ambient, not_kept=not_kept, sys_lines=sys_lines,
@@ -254,8 +270,7 @@ WorkingDirectory={workdir}
 TimeoutStartSec={start_timeout}
 # SIGTERM drains the pipeline and flushes the alerts before the exit.
 TimeoutStopSec={stop_timeout}
-# The event loop pings every WatchdogSec/2; a loop stuck longer is restarted.
-WatchdogSec={watchdog}
+{watchdog}
 Restart=on-failure
 RestartSec={restart}
 # Exit {exit_config}: the configuration is wrong; exit {exit_unavailable}: the sensor cannot run on this
