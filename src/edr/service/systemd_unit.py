@@ -332,11 +332,11 @@ SystemCallFilter=@system-service {syscalls}
 SystemCallFilter=~@obsolete @swap @reboot @raw-io @cpu-emulation @module @mount
 SystemCallErrorNumber=EPERM
 # bcc's LLVM emits BPF byte code, not native code: it needs no writable and
-# executable memory.  ctypes' callbacks (bcc's ring-buffer readers) do: libffi
-# asks for an anonymous W+X page, and when that is refused maps a deleted file
-# twice, once writable and once executable, which this allows.  LIBFFI_TMPDIR
-# puts that file in the agent's own directory rather than in the first writable
-# one libffi finds (/dev/shm, often mounted noexec).
+# executable memory.  ctypes' callbacks (bcc's ring-buffer readers) ask for it:
+# libffi tries an anonymous W+X page and, refused, maps a memfd twice, once
+# writable and once executable, which this allows.  Should the memfd fail,
+# libffi uses a file in LIBFFI_TMPDIR instead: the agent's own directory, not
+# the first writable one it finds (/dev/shm, often mounted noexec).
 MemoryDenyWriteExecute=yes
 Environment=LIBFFI_TMPDIR={state}
 
