@@ -230,8 +230,8 @@ def render_unit(facts: UnitFacts) -> str:
     if other:
         dirs.append("ReadWritePaths=" + " ".join(other))
     if facts.user == "root":
-        user = ("# uid 0 with the capabilities below only: edr checks that its configuration and rule\n"
-                "# files are not writable by other users, which needs their owner to be root.\n"
+        user = ("# uid 0, but with only the capabilities below: `edr run` wants uid 0 before it loads\n"
+                "# the sensor, and the files it trusts (configuration, rules) are root's.\n"
                 "User=root")
         ambient = ""
     else:
