@@ -99,7 +99,10 @@ class Tree:
 
     def ask(self, pid: int) -> dict[str, Any]:
         """Send an alert at ``pid`` (its real image and start time: a kill would pass the identity check)."""
-        image = procfs.executable(pid)
+        try:
+            image = procfs.executable(pid)
+        except PermissionError:  # init of another user namespace (this VM's PID 1)
+            image = None
         if image is None and pid == 1:
             image = "/sbin/init"  # init's executable may be unreadable (a container's, another namespace's)
         request = {"pid": pid, "image": image, "start": procfs.start_ticks(pid)}

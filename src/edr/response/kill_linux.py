@@ -115,7 +115,11 @@ def terminate(pid: int, image: str, start_ticks: int | None, event_time: float |
     except OSError as exc:
         return KillResult(FAILED, f"pidfd_open: {exc.strerror or exc}")
     try:
-        reason = verify_identity(pid, image, start_ticks, event_time, start_epoch)
+        try:
+            reason = verify_identity(pid, image, start_ticks, event_time, start_epoch)
+        except PermissionError as exc:
+            return KillResult(FAILED, f"cannot confirm the process's identity ({exc.strerror or exc}: "
+                                      "reading another user's /proc/PID/exe needs CAP_SYS_PTRACE)")
         try:
             signal.pidfd_send_signal(fd, 0)
         except ProcessLookupError:

@@ -44,9 +44,15 @@ def start_ticks(pid: int) -> int | None:
 
 
 def executable(pid: int) -> str | None:
-    """The target of /proc/<pid>/exe without a " (deleted)" suffix; None for kernel threads or if gone."""
+    """The target of /proc/<pid>/exe without a " (deleted)" suffix; None for kernel threads or if gone.
+
+    Raises PermissionError when the link exists but may not be read (another
+    user's process without CAP_SYS_PTRACE): that is not a process gone.
+    """
     try:
         exe = os.readlink(f"/proc/{pid}/exe")
+    except PermissionError:
+        raise
     except OSError:
         return None
     return exe.removesuffix(_DELETED)

@@ -292,7 +292,10 @@ def _running_pids() -> list[int]:
 def _sweep_event(pid: int) -> Event:
     """The event a memory-sweep alert carries, so the responder can identify the process."""
     fields: dict[str, Any] = {F.PROCESS_ID: pid}
-    exe = procfs.executable(pid)
+    try:
+        exe = procfs.executable(pid)
+    except PermissionError:
+        exe = None
     if exe:
         fields[F.IMAGE] = exe
     ticks = procfs.start_ticks(pid)
