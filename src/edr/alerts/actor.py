@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import trio
 
 from edr.alerts.daily_file import DailyFile
-from edr.alerts.ecs import HostInfo, to_ecs
+from edr.alerts.ecs import HostInfo, alert_line
 from edr.alerts.ndjson import dumps_line
 from edr.detect.alert import Alert
 from edr.event import event_to_record
@@ -143,7 +143,7 @@ class AlertWriter(ActorBase):
                 rules = []
                 for alert in batch:
                     assert isinstance(alert, Alert)
-                    lines.append(dumps_line(to_ecs(alert, self.host)))
+                    lines.append(alert_line(alert, self.host))
                     rules.append(alert.rule_name)
                 # The disk write is no work on the graph: a replay source need not wait for it.
                 inp.done()

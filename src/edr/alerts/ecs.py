@@ -1,24 +1,35 @@
-"""Alert -> ECS document (flat dotted keys), sans-IO.
+"""Alert -> ECS document (flat dotted keys) -> NDJSON line, sans-IO.
 
 Only ECS fields appear at the top level, plus ``rule.severity`` and
 ``rule.engine`` which Rustinel's alert format carries and SIEM content built
 for it expects; everything else lives under ``edr.``. Event fields with no
 ECS home are kept as ``edr.event.<SysmonName>`` so nothing seen is lost.
+
+No event content can stop an alert from being written (:func:`alert_line`):
+a field of an unexpected type is copied as it is rather than mapped, and a
+time no date can hold (NaN, or outside years 1 to 9999) is kept as text
+under ``edr.event.timestamp`` (or ``edr.alert.timestamp``), ``@timestamp``
+being then the time the alert was written, because a SIEM drops a document
+whose ``@timestamp`` is no date.
 """
 
 from __future__ import annotations
 
+import logging
 import ntpath
 import posixpath
 import socket
-from datetime import UTC, datetime
+import time
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from edr import __version__
+from edr.alerts.ndjson import dumps_line
 from edr.detect.alert import Alert, severity_rank
 from edr.event import Event, F
 
 ECS_VERSION: Final = "8.17.0"
+log = logging.getLogger("edr.alerts")
 
 _CATEGORY: Final[dict[str, tuple[list[str], list[str]]]] = {
     "process_creation": (["process"], ["start"]),
@@ -75,9 +86,29 @@ _CONSUMED: Final = frozenset(
 )
 
 
-def iso_time(ts: float) -> str:
-    """RFC 3339 UTC with milliseconds, as ``@timestamp`` wants."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+_EPOCH: Final = datetime(1970, 1, 1)
+
+
+def iso_time(ts: float) -> str | None:
+    """RFC 3339 UTC with milliseconds, as ``@timestamp`` wants; None for a time no date can hold.
+
+    Computed from the epoch rather than by ``datetime.fromtimestamp``, which
+    refuses times before 1970 on Windows and writes years before 1000 with
+    fewer than four digits.
+    """
+    try:
+        moment = _EPOCH + timedelta(seconds=ts)
+    except (OverflowError, ValueError, TypeError):  # beyond years 1-9999, NaN, not a number
+        return None
+    return moment.isoformat(timespec="milliseconds") + "Z"
+
+
+def _raw_time(ts: Any) -> str:
+    """A time that :func:`iso_time` refused, as text."""
+    try:
+        return repr(ts)
+    except ValueError:  # an integer beyond Python's digit limit
+        return hex(ts) if isinstance(ts, int) else type(ts).__name__
 
 
 def _basename(path: str) -> str:
@@ -93,15 +124,17 @@ def _as_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
+    if not isinstance(value, str):
+        return None
     try:
-        return int(str(value), 0)
-    except ValueError:
+        return int(value, 0)
+    except ValueError:  # not a number, or more digits than Python converts
         return None
 
 
-def _hashes(value: Any, prefix: str, doc: dict[str, Any]) -> None:
+def _hashes(value: str, prefix: str, doc: dict[str, Any]) -> None:
     # Sysmon writes "SHA256=AB..,MD5=CD.."
-    for part in str(value).split(","):
+    for part in value.split(","):
         algo, sep, digest = part.partition("=")
         if sep and digest:
             doc[f"{prefix}.hash.{algo.strip().lower()}"] = digest.strip().lower()
@@ -155,14 +188,15 @@ def event_fields_to_ecs(event: Event, doc: dict[str, Any]) -> None:
     if isinstance(proto, str) and proto:
         doc["network.transport"] = proto.lower()
     initiated = f.get(F.INITIATED)
-    if initiated is not None:
+    if isinstance(initiated, (str, bool)):
         doc["network.direction"] = "egress" if str(initiated).lower() == "true" else "ingress"
-    if f.get(F.HASHES):
-        _hashes(f[F.HASHES], "process", doc)
+    hashes = f.get(F.HASHES)
+    if isinstance(hashes, str) and hashes:
+        _hashes(hashes, "process", doc)
     results = f.get(F.QUERY_RESULTS)
-    if results:
-        items = results if isinstance(results, list) else str(results).replace(";", " ").split()
-        ips = [x.removeprefix("::ffff:") for x in items if x and not x.startswith("type:")]
+    if results and isinstance(results, (str, list)):
+        items = results if isinstance(results, list) else results.replace(";", " ").split()
+        ips = [x.removeprefix("::ffff:") for x in items if isinstance(x, str) and x and not x.startswith("type:")]
         if ips:
             doc["dns.resolved_ip"] = ips
     for key, value in f.items():
@@ -171,13 +205,21 @@ def event_fields_to_ecs(event: Event, doc: dict[str, Any]) -> None:
 
 
 def to_ecs(alert: Alert, host: HostInfo) -> dict[str, Any]:
-    """The ECS document of ``alert`` (flat dotted keys, JSON-ready)."""
+    """The ECS document of ``alert`` (flat dotted keys, JSON-ready).
+
+    Whatever its event holds; :func:`~edr.alerts.ndjson.dumps_line` writes
+    every value the document may then carry.
+    """
     event = alert.event
+    stamp = iso_time(alert.time)
     doc: dict[str, Any] = {
-        "@timestamp": iso_time(alert.time),
+        # the time the alert is written: the only date it can carry then
+        "@timestamp": stamp if stamp is not None else iso_time(time.time()),
         "ecs.version": ECS_VERSION,
         "event.kind": "alert",
     }
+    if stamp is None and alert.timestamp is not None:
+        doc["edr.alert.timestamp"] = _raw_time(alert.timestamp)
     category = event.category if event is not None else "none"
     cats, types = _CATEGORY.get(category, (["host"], ["info"]))
     doc["event.category"] = cats
@@ -202,7 +244,11 @@ def to_ecs(alert: Alert, host: HostInfo) -> dict[str, Any]:
     if alert.tags:
         doc["tags"] = list(alert.tags)
     if event is not None:
-        doc["event.created"] = iso_time(event.timestamp)
+        created = iso_time(event.timestamp)
+        if created is not None:
+            doc["event.created"] = created
+        else:
+            doc["edr.event.timestamp"] = _raw_time(event.timestamp)
         doc["event.sequence"] = event.seq
         if event.count != 1:
             doc["event.count"] = event.count
@@ -210,7 +256,7 @@ def to_ecs(alert: Alert, host: HostInfo) -> dict[str, Any]:
         if event.service:
             doc["edr.event.service"] = event.service
         doc["edr.event.product"] = event.product
-        if event.origin:
+        if isinstance(event.origin, dict):
             doc.update(event.origin)
         if event.line:
             doc["edr.log.line"] = event.line
@@ -218,6 +264,40 @@ def to_ecs(alert: Alert, host: HostInfo) -> dict[str, Any]:
     if alert.debug is not None:
         doc["edr.match"] = alert.debug
     return doc
+
+
+def alert_line(alert: Alert, host: HostInfo) -> bytes:
+    """``alert`` as its line of the alert file (ECS NDJSON); never raises, so no alert is lost.
+
+    :func:`to_ecs` maps any event content and :func:`dumps_line` writes any
+    document. Should either raise all the same (a bug), the error is logged
+    and the line holds what identifies the alert (rule, severity, time) and
+    the error under ``edr.error``, rather than no line at all.
+    """
+    try:
+        return dumps_line(to_ecs(alert, host))
+    except Exception as exc:
+        log.exception("alert of rule %r written without its event: its document failed", alert.rule_id)
+        return dumps_line(_bare_alert(alert, host, exc))
+
+
+def _bare_alert(alert: Alert, host: HostInfo, exc: Exception) -> dict[str, Any]:
+    try:
+        error = f"{type(exc).__name__}: {exc}"
+    except Exception:  # an exception whose str() fails
+        error = type(exc).__name__
+    return {
+        "@timestamp": iso_time(time.time()),
+        "ecs.version": ECS_VERSION,
+        "event.kind": "alert",
+        "rule.id": alert.rule_id,
+        "rule.name": alert.rule_name,
+        "rule.severity": alert.severity,
+        "rule.engine": alert.engine,
+        "host.name": host.name,
+        "host.os.type": host.os_type,
+        "edr.error": error,
+    }
 
 
 def severity_at_least(severity: str, floor: str) -> bool:
