@@ -7,7 +7,7 @@ are written against them; detection engines read ``fields`` directly.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, NamedTuple
 
 import msgspec
 
@@ -157,22 +157,42 @@ CATEGORY_FIELDS: Final[dict[str, tuple[str, ...]]] = {
 }
 
 
+#: The times an event may carry, in seconds since the epoch: 0001-01-01T00:00:00Z
+#: to 9999-12-31T23:59:59Z, what a datetime (and so an alert's ``@timestamp``)
+#: can represent. A recorded event outside them is rejected at decode.
+MIN_TIMESTAMP: Final = -62_135_596_800.0
+MAX_TIMESTAMP: Final = 253_402_300_799.0
+#: How deeply a field value may nest JSON arrays and objects (a scalar is 0,
+#: ``["a"]`` is 1). Sysmon's values are scalars or lists of them; a recorded
+#: event with a deeper value is rejected at decode, so no engine or writer
+#: meets one (JSON encoders and recursive code have limits of their own).
+MAX_FIELD_DEPTH: Final = 16
+
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 if TYPE_CHECKING:
     _Category = str
+    _Fields = dict[str, Any]
+    _Timestamp = float
 else:
     # For msgspec a Literal: decoding returns these very str objects, whose hash is
     # computed once, instead of a new string per event for every set and dict
     # lookup downstream to hash again. A category outside the list fails the
     # fast decode and takes event_from_record, which accepts any category.
     _Category = Literal[tuple(sorted(CATEGORIES))]
+    # The fast decode takes what Sysmon's fields hold (scalars and lists of them:
+    # depth 1 at most, checked in C); any other value takes event_from_record, which
+    # checks MAX_FIELD_DEPTH and says why it refuses. Same for a time out of range.
+    _Scalar = str | int | float | bool | None
+    _Fields = dict[str, _Scalar | list[_Scalar]]
+    _Timestamp = Annotated[float, msgspec.Meta(ge=MIN_TIMESTAMP, le=MAX_TIMESTAMP)]
 
 
 class Event(msgspec.Struct, gc=False):
     """One normalized observation.
 
     ``fields`` maps Sysmon field names to values (str, int, bool, or a list of
-    str); ``timestamp`` is the event's own time in seconds since the epoch
+    str; a recorded value may nest up to :data:`MAX_FIELD_DEPTH` levels);
+    ``timestamp`` is the event's own time in seconds since the epoch
     (kernel time for live events, the recorded time for replay), which is what
     correlation windows use. ``seq`` is a per-source sequence number.
 
@@ -195,8 +215,8 @@ class Event(msgspec.Struct, gc=False):
 
     category: _Category
     product: _NonEmpty
-    fields: dict[str, Any]
-    timestamp: float = msgspec.field(default=0.0, name="ts")
+    fields: _Fields
+    timestamp: _Timestamp = msgspec.field(default=0.0, name="ts")
     seq: int = 0
     service: str | None = None
     origin: dict[str, Any] | None = None
@@ -231,7 +251,48 @@ def event_to_record(event: Event) -> dict[str, Any]:
 
 
 class RecordError(ValueError):
-    """A line of the NDJSON event format that cannot become an Event."""
+    """A recorded record (NDJSON line, Windows event) that cannot become an Event; the message says why."""
+
+
+class RejectedRecord(NamedTuple):
+    """Stands in a batch for a record its reader could not read, so that it is reported and counted like the rest.
+
+    A replay reader yields it where a record was unreadable (an EVTX record the
+    parser refuses, text of an evtx JSON dump that is no JSON object, a line
+    too long to hold); the normalizer logs ``reason`` with the file and the
+    record's place and counts it as rejected.
+    """
+
+    reason: str
+
+
+def timestamp_in_range(ts: float) -> bool:
+    """Whether ``ts`` lies within :data:`MIN_TIMESTAMP`..:data:`MAX_TIMESTAMP` (NaN does not)."""
+    return MIN_TIMESTAMP <= ts <= MAX_TIMESTAMP
+
+
+def nesting_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists/dicts more than ``limit`` levels deep (a scalar is 0).
+
+    Iterative, so no depth of input can exhaust the stack; it stops at the
+    first container beyond ``limit``.
+    """
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        kind = type(node)
+        if kind is dict:
+            children: Any = node.values()
+        elif kind is list or kind is tuple:
+            children = node
+        else:
+            continue
+        depth += 1
+        if depth > limit:
+            return True
+        stack.extend((child, depth) for child in children
+                     if type(child) is dict or type(child) is list or type(child) is tuple)
+    return False
 
 
 def event_from_record(record: Any) -> Event:
@@ -240,7 +301,10 @@ def event_from_record(record: Any) -> Event:
     Replay's route for the lines :data:`RECORD_DECODER` refuses: it keeps
     what is acceptable but unusual (a category this version does not know)
     and gives a readable reason for the rest. A missing ``ts`` is 0, a
-    missing ``seq`` 0, a missing ``count`` 1.
+    missing ``seq`` 0, a missing ``count`` 1. A ``ts`` outside
+    :data:`MIN_TIMESTAMP`..:data:`MAX_TIMESTAMP` and a field value nested
+    deeper than :data:`MAX_FIELD_DEPTH` are refused: no alert could carry the
+    one, and the other is no Sysmon value.
     """
     if not isinstance(record, dict):
         raise RecordError("record is not a JSON object")
@@ -256,6 +320,9 @@ def event_from_record(record: Any) -> Event:
     ts = record.get("ts", 0.0)
     if not isinstance(ts, (int, float)) or isinstance(ts, bool):
         raise RecordError("'ts' is not a number")
+    if not timestamp_in_range(ts):
+        shown = f" {ts!r}" if type(ts) is float else ""  # repr of a huge int may itself raise
+        raise RecordError(f"'ts'{shown} is outside the representable times (years 1 to 9999)")
     count = record.get("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise RecordError("'count' is not a positive integer")
@@ -265,4 +332,7 @@ def event_from_record(record: Any) -> Event:
     seq = record.get("seq", 0)
     if not isinstance(seq, int) or isinstance(seq, bool):
         raise RecordError("'seq' is not an integer")
+    for name, value in fields.items():
+        if (type(value) is dict or type(value) is list) and nesting_depth_exceeds(value, MAX_FIELD_DEPTH):
+            raise RecordError(f"field {name!r:.80} is nested deeper than {MAX_FIELD_DEPTH} levels")
     return Event(category, product, fields, float(ts), seq, service, None, count)

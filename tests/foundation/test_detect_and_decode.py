@@ -59,7 +59,7 @@ def test_a_bad_line_is_rejected_with_its_reason_and_the_rest_kept(
     with caplog.at_level(logging.WARNING):
         events = norm.decode(NdjsonLines([line(), bad, b"", line(seq=9)], "f.ndjson", 1))
     assert [(e.line, e.seq) for e in events] == [(1, 7), (4, 9)]
-    assert norm.statistics() == {"decoded": 2, "rejected": 1}
+    assert norm.statistics() == {"decoded": 2, "rejected": 1, "errors": 0}
     assert "f.ndjson:2: skipped" in caplog.text and reason in caplog.text
 
 

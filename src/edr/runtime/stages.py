@@ -7,12 +7,15 @@ from typing import Any, ClassVar
 
 import orjson
 
-from edr.event import RECORD_DECODER, Event, RecordError, event_from_record
+from edr.event import RECORD_DECODER, Event, RecordError, RejectedRecord, event_from_record
 from edr.runtime.actor import ActorBase, ActorContext, Ports
 
 #: A decoder turns one raw record of its format into events; it may raise
-#: ValueError (or a subclass) for malformed input, which is reported and skipped.
+#: ValueError (or a subclass, such as RecordError), KeyError or TypeError for
+#: malformed input, which is reported with the reason and skipped.
 Decoder = Callable[[Any, str, int], "Event | list[Event] | None"]
+#: What a decoder raises for bad input: the record is rejected with the message as reason.
+BAD_RECORD = (ValueError, KeyError, TypeError)
 MAX_REPORTED = 20
 
 
@@ -31,9 +34,9 @@ def decode_ndjson(line: bytes, path: str, lineno: int) -> Event | None:
 
 
 def _decode_evtx(record: Any, path: str, recno: int) -> Event | None:
-    from edr.sources.replay.winlog import winlog_to_event
+    from edr.sources.replay.winlog import winlog_record_to_event
 
-    return winlog_to_event(record, path)
+    return winlog_record_to_event(record, path)
 
 
 class NdjsonLines(list[bytes]):
@@ -62,10 +65,15 @@ class Normalizer(ActorBase):
     """Decodes raw source records into Events.
 
     Input batches are :class:`NdjsonLines`, or hold ``(format, payload,
-    path, number)`` tuples from the replay source, or already-built Events
-    (passed through). Bad records are
-    logged with file and line (the first ``MAX_REPORTED`` per file), counted
-    and skipped.
+    path, number)`` tuples from the replay source (``number`` is the line of
+    an NDJSON or evtx JSON file, the record of an EVTX file), or
+    already-built Events (passed through). A payload that is a
+    :class:`~edr.event.RejectedRecord` is a record its reader could not
+    read. Bad records are logged with file and line or record and the reason
+    (the first ``MAX_REPORTED`` per file), counted in ``rejected`` and
+    skipped. A decoder that raises anything but :data:`BAD_RECORD` has a bug
+    the record revealed: the record is skipped all the same, counted in
+    ``errors`` too and logged with its traceback, and decoding goes on.
     """
 
     inputs: ClassVar = ("in",)
@@ -76,6 +84,7 @@ class Normalizer(ActorBase):
         self.log = log
         self.decoded = 0
         self.rejected = 0
+        self.errors = 0
         self._reported: dict[str, int] = {}
         # one origin per file, shared by its events (the line is Event.line)
         self._origins: dict[str, dict[str, Any]] = {}
@@ -97,10 +106,16 @@ class Normalizer(ActorBase):
                 append(item)
                 continue
             fmt, payload, path, number = item
+            if type(payload) is RejectedRecord:
+                self._reject(fmt, path, number, payload.reason)
+                continue
             try:
                 result = decoders[fmt](payload, path, number)
-            except (ValueError, KeyError, TypeError) as exc:
-                self._reject(path, number, str(exc))
+            except BAD_RECORD as exc:
+                self._reject(fmt, path, number, str(exc))
+                continue
+            except Exception as exc:
+                self._error(fmt, path, number, exc)
                 continue
             if result is None:
                 continue
@@ -123,12 +138,16 @@ class Normalizer(ActorBase):
         for line in batch:
             try:
                 event = decode(line)
-            except ValueError:
-                # blank, malformed or unusual: the full route says why, with file and line
+            except (ValueError, RecursionError):
+                # Blank, malformed or unusual: the full route says why, with file and line.
+                # msgspec stops at Python's recursion limit (RecursionError) on deep nesting;
+                # the full route's orjson has a fixed depth limit and says so.
                 try:
                     slow = decode_ndjson(line, path, number)
-                except (ValueError, KeyError, TypeError) as exc:
-                    self._reject(path, number, str(exc))
+                except BAD_RECORD as exc:
+                    self._reject("ndjson", path, number, str(exc))
+                except Exception as exc:
+                    self._error("ndjson", path, number, exc)
                 else:
                     if slow is not None:
                         slow.origin = origin
@@ -141,14 +160,25 @@ class Normalizer(ActorBase):
         self.decoded += len(out)
         return out
 
-    def _reject(self, path: str, number: int, reason: str) -> None:
+    def _reject(self, fmt: str, path: str, number: int, reason: str) -> None:
         self.rejected += 1
+        if self._report(path):
+            self.log.warning("replay: %s: skipped: %s", _where(fmt, path, number), reason)
+
+    def _error(self, fmt: str, path: str, number: int, exc: Exception) -> None:
+        self.rejected += 1
+        self.errors += 1
+        if self._report(path):
+            self.log.error("replay: %s: skipped: decoding failed: %s: %s", _where(fmt, path, number),
+                           type(exc).__name__, exc, exc_info=exc)
+
+    def _report(self, path: str) -> bool:
+        """Whether to log this bad record of ``path``: the first MAX_REPORTED of each file."""
         n = self._reported.get(path, 0) + 1
         self._reported[path] = n
-        if n <= MAX_REPORTED:
-            self.log.warning("replay: %s:%d: skipped: %s", path, number, reason)
-        elif n == MAX_REPORTED + 1:
+        if n == MAX_REPORTED + 1:
             self.log.warning("replay: %s: more bad records; counting without reporting each", path)
+        return n <= MAX_REPORTED
 
     async def run(self, ports: Ports) -> None:
         """Decode each batch and pass it on."""
@@ -160,8 +190,13 @@ class Normalizer(ActorBase):
             del batch, events  # freed before the wait for the next: see edr.runtime.flight
 
     def statistics(self) -> dict[str, Any]:
-        """Decoded and rejected records."""
-        return {"decoded": self.decoded, "rejected": self.rejected}
+        """Decoded and rejected records, and how many of the rejections were decoder errors."""
+        return {"decoded": self.decoded, "rejected": self.rejected, "errors": self.errors}
+
+
+def _where(fmt: str, path: str, number: int) -> str:
+    """Where a record is: ``path:line``, or ``path: record N`` in an EVTX file (which has no lines)."""
+    return f"{path}: record {number}" if fmt == "evtx" else f"{path}:{number}"
 
 
 class NullSink(ActorBase):

@@ -8,6 +8,14 @@ with XML attributes under ``"#attributes"`` and element text under
 ``"#text"``. Each yielded record also carries ``"#record"``, its 1-based
 position in the file, which alerts report as ``log.record``.
 
+What a damaged file can hold is handled per record: :func:`evtx_records`
+and :func:`evtx_json_records` yield a :class:`~edr.event.RejectedRecord`
+with the reason in place of a record the parser refuses, of text that is
+no JSON object, and of a record nested deeper than :data:`MAX_RECORD_DEPTH`
+(JSON is parsed by orjson, whose depth limit is fixed, never by a parser
+that recurses as deep as its input). Only a file that cannot be read at all
+(no EVTX header) raises :class:`UnreadableFile`.
+
 :func:`winlog_to_event` turns one such record into an Event the Sigma engine
 routes the way SigmaHQ's rules expect: Sysmon event ids become categories
 (``process_creation``...), PowerShell 4103/4104/400 become
@@ -21,16 +29,18 @@ which is what SigmaHQ's Windows rules are written against, plus ``EventID``,
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Final
+
+import orjson
 
 from edr import event as ev
-from edr.event import Event
+from edr.event import Event, RecordError, RejectedRecord, nesting_depth_exceeds, timestamp_in_range
 from edr.sources.replay.winlog_channels import (
     POWERSHELL_CATEGORIES,
     POWERSHELL_CLASSIC_CATEGORIES,
@@ -47,18 +57,44 @@ RECORD_KEY = "#record"
 #: After this many consecutive unreadable records the rest of an EVTX file is
 #: considered garbage; stopping avoids spinning on a corrupt tail.
 _MAX_CONSECUTIVE_ERRORS = 1000
+#: How deeply a record may nest JSON objects and arrays. Windows event records
+#: are 5 levels deep (``Event.EventData.Data[].#attributes``); a deeper one
+#: is no event log record, and is rejected before anything walks it.
+MAX_RECORD_DEPTH: Final = 32
+
+#: What a reader yields per record: its number (EVTX) or first line (evtx
+#: JSON), and the record or why it could not be read.
+Item = tuple[int, "dict[str, Any] | RejectedRecord"]
 
 
-def iter_evtx(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield every readable record of an EVTX file as a dict.
+class UnreadableFile(Exception):
+    """A recorded file none of which can be read (an EVTX file whose header the parser refuses)."""
 
-    Records the parser cannot decode are logged and skipped; the file is
-    read in a single thread so that replay stays deterministic.
+
+def _checked(record: Any, position: int) -> dict[str, Any] | RejectedRecord:
+    """``record`` numbered, or why it is not a usable record."""
+    if not isinstance(record, dict):
+        return RejectedRecord("record is not a JSON object")
+    if nesting_depth_exceeds(record, MAX_RECORD_DEPTH):
+        return RejectedRecord(f"record is nested deeper than {MAX_RECORD_DEPTH} levels")
+    record[RECORD_KEY] = position
+    return record
+
+
+def evtx_records(source: str | Path | BinaryIO) -> Iterator[Item]:
+    """(record number, record or :class:`~edr.event.RejectedRecord`) for each record of an EVTX file.
+
+    ``source`` is a path or a file opened for reading in binary mode. The
+    file is read in a single thread so that replay stays deterministic.
+    Raises :class:`UnreadableFile` when the parser refuses the file itself.
     """
     import evtx  # local import: the Rust extension is only needed for EVTX replay
 
-    parser = evtx.PyEvtxParser(str(path), number_of_threads=1)
-    records = parser.records_json()
+    try:
+        parser = evtx.PyEvtxParser(source if not isinstance(source, Path) else str(source), number_of_threads=1)
+        records = parser.records_json()
+    except Exception as exc:  # the Rust parser raises RuntimeError subclasses
+        raise UnreadableFile(f"not a readable EVTX file: {exc}") from None
     position = 0
     errors = 0
     while True:
@@ -66,60 +102,82 @@ def iter_evtx(path: str | Path) -> Iterator[dict[str, Any]]:
             raw = next(records)
         except StopIteration:
             return
-        except Exception as exc:  # the Rust parser raises RuntimeError subclasses
-            errors += 1
+        except Exception as exc:
             position += 1
-            log.warning("%s: record %d unreadable: %s", path, position, exc)
+            errors += 1
             if errors >= _MAX_CONSECUTIVE_ERRORS:
-                log.error("%s: too many unreadable records, stopping", path)
-                return
+                raise UnreadableFile(f"{errors} unreadable records in a row from record "
+                                     f"{position - errors + 1}: the rest of the file is not read") from None
+            yield position, RejectedRecord(f"unreadable: {exc}")
             continue
         errors = 0
         position += 1
         try:
-            record = json.loads(raw["data"])
+            record = orjson.loads(raw["data"])
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning("%s: record %d is not JSON: %s", path, position, exc)
+            yield position, RejectedRecord(f"not JSON: {exc}")
             continue
-        if isinstance(record, dict):
-            record[RECORD_KEY] = position
-            yield record
+        yield position, _checked(record, position)
+
+
+#: Where a record of an evtx JSON dump may start: a line opening with "{"
+#: (``evtx_dump`` writes each record's braces at the start of a line and
+#: indents what is inside), or the ``Record N`` line it may print before one.
+_RECORD_START = re.compile(r"^(?:\{|Record \d+[ \t\r]*(?:\n|\Z))", re.M)
+
+
+def evtx_json_records(data: bytes) -> Iterator[Item]:
+    """(first line, record or :class:`~edr.event.RejectedRecord`) for each record of an ``evtx_dump -o json`` dump.
+
+    That format is a sequence of (pretty-printed) JSON objects written one
+    after another, not a JSON array; NDJSON is a special case of it. A
+    record starts with a line that opens with ``{`` and ends where the next
+    one starts, so a broken or truncated record is rejected alone and the
+    next is read. ``Record 12`` lines between records are skipped; any other
+    text outside a record is rejected. Bytes that are not UTF-8 become U+FFFD.
+    """
+    text = data.decode("utf-8", "replace")
+    starts = [m.start() for m in _RECORD_START.finditer(text)]
+    starts.append(len(text))
+    if starts[0] > 0 and text[:starts[0]].strip():
+        yield 1, RejectedRecord("text before the first record is no JSON object")
+    position = 0
+    line = 1 + text.count("\n", 0, starts[0])
+    for begin, end in itertools.pairwise(starts):
+        if text.startswith("{", begin):
+            position += 1
+            try:
+                record = orjson.loads(text[begin:end])
+            except orjson.JSONDecodeError as exc:
+                yield line, RejectedRecord(f"invalid JSON: {exc}")
+            else:
+                yield line, _checked(record, position)
+        else:  # a "Record N" line: nothing may follow it but the next record
+            newline = text.find("\n", begin, end)
+            if newline >= 0 and text[newline:end].strip():
+                yield line + 1, RejectedRecord("text between records is no JSON object")
+        line += text.count("\n", begin, end)
+
+
+def _records(items: Iterator[Item], path: str | Path) -> Iterator[dict[str, Any]]:
+    for number, item in items:
+        if isinstance(item, RejectedRecord):
+            log.warning("%s: record at %d skipped: %s", path, number, item.reason)
+        else:
+            yield item
+
+
+def iter_evtx(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield every readable record of an EVTX file as a dict; unreadable ones are logged and skipped.
+
+    Raises :class:`UnreadableFile` when the file is no EVTX file the parser accepts.
+    """
+    return _records(evtx_records(Path(path)), path)
 
 
 def iter_evtx_json(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield the records of an ``evtx_dump -o json`` file.
-
-    That format is a sequence of (pretty-printed) JSON objects written one
-    after another, not a JSON array; NDJSON is a special case of it. Lines
-    ``evtx_dump`` may print between records (``Record 12``) are skipped.
-    Reading stops with a logged error at the first text that is not JSON.
-    """
-    text = Path(path).read_text(encoding="utf-8", errors="replace")
-    decoder = json.JSONDecoder()
-    pos = 0
-    position = 0
-    end = len(text)
-    while pos < end:
-        while pos < end and text[pos].isspace():
-            pos += 1
-        if pos >= end:
-            return
-        if text[pos] != "{":
-            # skip a non-JSON separator line such as "Record 12"
-            newline = text.find("\n", pos)
-            if newline < 0:
-                return
-            pos = newline + 1
-            continue
-        try:
-            record, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            log.error("%s: invalid JSON after record %d: %s", path, position, exc)
-            return
-        position += 1
-        if isinstance(record, dict):
-            record[RECORD_KEY] = position
-            yield record
+    """Yield the records of an ``evtx_dump -o json`` file (see :func:`evtx_json_records`); bad ones are logged."""
+    return _records(evtx_json_records(Path(path).read_bytes()), path)
 
 
 _FRACTION = re.compile(r"\.(\d+)")
@@ -162,7 +220,7 @@ def _clean(value: Any) -> Any:
     return None
 
 
-def _data_fields(section: Any, out: dict[str, Any]) -> None:
+def _data_fields(section: Any, out: dict[str, Any], depth: int = 0) -> None:
     """Copy EventData/UserData elements into ``out`` under their element names.
 
     Unnamed ``<Data>`` elements (classic providers such as "Windows PowerShell"
@@ -170,6 +228,8 @@ def _data_fields(section: Any, out: dict[str, Any]) -> None:
     SigmaHQ's rules address them. UserData wraps its fields in one more element
     (``<LogFileCleared>``...), which is unwrapped.
     """
+    if depth > MAX_RECORD_DEPTH:
+        raise RecordError(f"event data nested deeper than {MAX_RECORD_DEPTH} levels")
     if not isinstance(section, dict):
         if section is not None:
             cleaned = _clean(section)
@@ -180,7 +240,7 @@ def _data_fields(section: Any, out: dict[str, Any]) -> None:
         if key == "#attributes":
             continue
         if isinstance(value, dict) and "#text" not in value:
-            _data_fields(value, out)  # UserData's wrapper element
+            _data_fields(value, out, depth + 1)  # UserData's wrapper element
             continue
         cleaned = _clean(value)
         if cleaned is None or cleaned == []:
@@ -223,32 +283,59 @@ def winlog_to_event(record: dict[str, Any], path: str, seq: int = 0) -> Event | 
     """Normalize one Windows event record into an Event, or None if malformed.
 
     ``record`` is what :func:`iter_evtx` or :func:`iter_evtx_json` yields (a
-    bare ``{"System": ..., "EventData": ...}`` is accepted too). Records
-    without a System block, an event id or a creation time are malformed:
-    they are logged at debug level and None is returned, never an exception.
+    bare ``{"System": ..., "EventData": ...}`` is accepted too). A malformed
+    record (see :func:`winlog_record_to_event`) is logged at debug level and
+    None is returned, never an exception.
     """
     try:
-        return _winlog_to_event(record, path, seq)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        return winlog_record_to_event(record, path, seq)
+    except RecordError as exc:
         log.debug("%s: record %s malformed: %s", path, record.get(RECORD_KEY, "?")
                   if isinstance(record, dict) else "?", exc)
         return None
 
 
-def _winlog_to_event(record: dict[str, Any], path: str, seq: int) -> Event | None:
+#: What the normalization of a record of any shape can raise: it becomes a RecordError.
+_MALFORMED = (AttributeError, KeyError, TypeError, ValueError, OverflowError)
+
+
+def winlog_record_to_event(record: Any, path: str, seq: int = 0) -> Event:
+    """Normalize one Windows event record into an Event; raise :class:`~edr.event.RecordError` saying why not.
+
+    Records without a System block, an event id or a creation time are
+    malformed, as is one created outside the times an event can carry
+    (:data:`edr.event.MIN_TIMESTAMP`..:data:`~edr.event.MAX_TIMESTAMP`)
+    or one whose event data is nested deeper than :data:`MAX_RECORD_DEPTH`.
+    """
+    try:
+        return _winlog_to_event(record, path, seq)
+    except RecordError:
+        raise
+    except _MALFORMED as exc:
+        raise RecordError(f"malformed Windows event: {type(exc).__name__}: {exc}") from None
+
+
+def _winlog_to_event(record: Any, path: str, seq: int) -> Event:
+    if not isinstance(record, dict):
+        raise RecordError("record is not a JSON object")
     body = record.get("Event", record)
     if not isinstance(body, dict):
-        return None
+        raise RecordError("'Event' is not an object")
     system = body.get("System")
     if not isinstance(system, dict):
-        return None
+        raise RecordError("no System block")
     event_id = _int(system.get("EventID"))
     if event_id is None:
-        return None
+        raise RecordError("no EventID")
     time_created = _attr(system.get("TimeCreated"), "SystemTime")
     if not isinstance(time_created, str):
-        return None
-    timestamp = parse_system_time(time_created)
+        raise RecordError("no TimeCreated SystemTime")
+    try:
+        timestamp = parse_system_time(time_created)
+    except (ValueError, OverflowError) as exc:
+        raise RecordError(f"SystemTime {time_created[:40]!r}: {exc}") from None
+    if not timestamp_in_range(timestamp):
+        raise RecordError(f"SystemTime {time_created[:40]!r} is outside the representable times")
     channel = _text(system.get("Channel"))
     channel = channel if isinstance(channel, str) else ""
     provider = _attr(system.get("Provider"), "Name")
@@ -289,7 +376,6 @@ def _winlog_to_event(record: dict[str, Any], path: str, seq: int) -> Event | Non
         service=service,
         origin=origin,
     )
-
 
 
 def iter_winlog_events(path: str | Path) -> Iterator[Event]:
