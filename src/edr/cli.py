@@ -243,6 +243,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     ]
     for rule, n in sorted(writer.by_rule.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {n:>7}  {rule}")
+    lines.extend(f"replay: {path}: {reason}" for path, reason in source.failures)
     if sup.cancelled and not sup.failed:
         lines.append(f"replay: interrupted; the stop was cancelled ({sup.cancelled}) before the pipeline drained")
     elif sup.stopping:

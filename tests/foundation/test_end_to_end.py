@@ -196,7 +196,7 @@ def test_lines_split_across_reads_are_joined(workdir: Path, monkeypatch: Any) ->
         ctx = ActorContext(config=config, mode="replay", options={"files": [str(events)]})
         sup = Supervisor(load_graph(graph_path("replay")), ctx)
         assert trio.run(functools.partial(sup.run, handle_signals=False)) == 0
-        assert sup.actors["normalizer"].statistics() == {"decoded": len(CASES), "rejected": 0}, chunk
+        assert sup.actors["normalizer"].statistics() == {"decoded": len(CASES), "rejected": 0, "errors": 0}, chunk
         assert sorted((a["edr.log.line"], a["rule.id"]) for a in read_alerts(out)) == expected_pairs(), chunk
 
 
@@ -214,7 +214,7 @@ def test_a_read_error_mid_file_keeps_what_was_read_and_reports_the_file(workdir:
                 raise OSError(errno.EIO, "Input/output error")
             return super().read(min(size if size is not None and size >= 0 else first, first - self.tell()))
 
-    monkeypatch.setattr(replay_actor, "open", lambda path, mode: FailingFile(data), raising=False)
+    monkeypatch.setattr(replay_actor, "open_recording", lambda path: (FailingFile(data), "ndjson"))
     config = load_config("edr.toml", environ={}, overrides={"alerts.directory": str(workdir / "eio")}).config
     ctx = ActorContext(config=config, mode="replay", options={"files": [str(events)]})
     sup = Supervisor(load_graph(graph_path("replay")), ctx)

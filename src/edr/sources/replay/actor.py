@@ -8,28 +8,48 @@ record read.
 
 The source lets one batch into the graph at a time: after each send it waits
 until the graph has settled (:mod:`edr.runtime.flight` says why).
+
+A bad file never stops the next one. A file that cannot be used at all (not
+a regular file, no recognised format, unreadable, an EVTX header the parser
+refuses) is reported with the reason and counted in ``failures``; a bad
+record inside a usable file is passed on as a
+:class:`~edr.event.RejectedRecord` for the normalizer to report and count.
+An exception a reader raises that nobody foresaw is reported with its
+traceback and fails that file only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
 
 import trio
 
+from edr.event import RejectedRecord
 from edr.runtime.actor import ActorBase, ActorContext, Ports
 from edr.runtime.channel import OutPort
 from edr.runtime.stages import NdjsonLines
-from edr.sources.replay.formats import detect_format
+from edr.sources.replay.formats import UnusableFile, open_recording
+from edr.sources.replay.winlog import UnreadableFile
 
 #: Bytes per read. Every read is a round trip to a worker thread whose GIL
 #: handoffs stall the event loop; 4 MiB reads replayed faster than 1 MiB
 #: (bench_pipeline, 8 interleaved runs: median 212k against 188k events/s)
 #: for 13 MB more peak memory.
 CHUNK = 1 << 22
+#: An NDJSON line longer than this is rejected without being held in memory
+#: whole (a file without newlines must not grow one line without bound).
+MAX_LINE = 1 << 24
+
+_T = TypeVar("_T")
+
+
+class _ReaderFailed(Exception):
+    """A reader raised what no bad data was expected to make it raise (a bug the file revealed)."""
 
 
 class ReplaySource(ActorBase):
@@ -47,7 +67,13 @@ class ReplaySource(ActorBase):
         self.records = 0
         self.bytes_read = 0
         self.files_done = 0
-        self.failed_files: list[str] = []
+        #: (path, reason) of each file that could not be (wholly) replayed
+        self.failures: list[tuple[str, str]] = []
+
+    @property
+    def failed_files(self) -> list[str]:
+        """The paths of :attr:`failures`."""
+        return [path for path, _ in self.failures]
 
     @classmethod
     def build(cls, ctx: ActorContext, name: str) -> ReplaySource:
@@ -63,52 +89,111 @@ class ReplaySource(ActorBase):
         return total
 
     async def run(self, ports: Ports) -> None:
-        """Replay every file in order; an unreadable file is reported and skipped."""
+        """Replay every file in order; an unusable file is reported and skipped."""
         out = ports.output("out")
         for path in self.files:
             try:
-                fmt = await trio.to_thread.run_sync(detect_format, path)
-                if fmt == "ndjson":
-                    await self._lines(path, out, ports)
-                else:
-                    await self._records(path, fmt, out, ports)
-            except OSError as exc:
-                self.log.error("replay: %s: cannot read: %s", path, exc)
-                self.failed_files.append(path)
-            except ValueError as exc:
-                self.log.error("replay: %s: cannot parse: %s", path, exc)
-                self.failed_files.append(path)
+                fh, fmt = await trio.to_thread.run_sync(open_recording, path)
+            except UnusableFile as exc:
+                self._fail(path, str(exc))
+            else:
+                with fh:
+                    await self._replay(path, fh, fmt, out, ports)
             self.files_done += 1
 
-    async def _lines(self, path: str, out: OutPort, ports: Ports) -> None:
+    async def _replay(self, path: str, fh: BinaryIO, fmt: str, out: OutPort, ports: Ports) -> None:
+        try:
+            if fmt == "ndjson":
+                await self._lines(path, fh, out, ports)
+            else:
+                await self._records(path, fh, fmt, out, ports)
+        except OSError as exc:
+            self._fail(path, f"cannot read: {exc}")
+        except UnreadableFile as exc:
+            self._fail(path, f"cannot parse: {exc}")
+        except _ReaderFailed as exc:
+            cause = exc.__cause__
+            self.log.error("replay: %s: reader failed", path, exc_info=cause)
+            self._fail(path, f"reader failed: {type(cause).__name__}: {cause}")
+
+    def _fail(self, path: str, reason: str) -> None:
+        self.log.error("replay: %s: %s", path, reason)
+        self.failures.append((path, reason))
+
+    @staticmethod
+    async def _pull(read: Callable[[], _T]) -> _T:
+        """``read()`` in a worker thread; what it raises but OSError or UnreadableFile becomes _ReaderFailed.
+
+        Only reads are guarded so: an exception of the graph (a send) is never
+        taken for a bad file.
+        """
+        try:
+            return await trio.to_thread.run_sync(read)
+        except (OSError, UnreadableFile):
+            raise
+        except Exception as exc:
+            raise _ReaderFailed from exc
+
+    async def _lines(self, path: str, fh: BinaryIO, out: OutPort, ports: Ports) -> None:
         lineno = 0
-        tail = b""
+        # the start of a line that goes on in the next chunk, and its size so far (beyond
+        # MAX_LINE only the size is kept: the line is rejected when it ends)
+        pending: list[bytes] = []
+        pending_size = 0
         failed: list[OSError] = []
-        with open(path, "rb") as fh:
-            async with trio.open_nursery() as nursery:
-                chunks_in, chunks = trio.open_memory_channel[bytes](1)
-                nursery.start_soon(self._read_ahead, fh, chunks_in, failed)
-                async for chunk in chunks:
-                    self.bytes_read += len(chunk)
-                    lines = chunk.split(b"\n")
-                    if tail:
-                        lines[0] = tail + lines[0]  # not tail + chunk: that copies the whole chunk
-                    tail = lines.pop()
-                    size = self.batch_size
-                    for start in range(0, len(lines), size):
-                        part = lines[start:start + size]
-                        await out.send(NdjsonLines(part, path, lineno + 1))
-                        # Counted once sent: on cancellation `records` is exactly what went downstream.
-                        lineno += len(part)
-                        self.records += len(part)
-                        await ports.settled()
+
+        async def send(lines: list[bytes]) -> None:
+            nonlocal lineno
+            size = self.batch_size
+            for start in range(0, len(lines), size):
+                part = lines[start:start + size]
+                await out.send(NdjsonLines(part, path, lineno + 1))
+                # Counted once sent: on cancellation `records` is exactly what went downstream.
+                lineno += len(part)
+                self.records += len(part)
+                await ports.settled()
+
+        async def reject_long_line() -> None:
+            nonlocal lineno
+            reason = f"line of {pending_size} bytes, longer than the {MAX_LINE} a line may have"
+            await out.send([("ndjson", RejectedRecord(reason), path, lineno + 1)])
+            lineno += 1
+            self.records += 1
+            await ports.settled()
+
+        async with trio.open_nursery() as nursery:
+            chunks_in, chunks = trio.open_memory_channel[bytes](1)
+            nursery.start_soon(self._read_ahead, fh, chunks_in, failed)
+            async for chunk in chunks:
+                self.bytes_read += len(chunk)
+                lines = chunk.split(b"\n")
+                last = lines.pop()  # the start of the next line; b"" when the chunk ends a line
+                if lines and pending_size:
+                    pending_size += len(lines[0])
+                    if pending_size > MAX_LINE:
+                        await reject_long_line()
+                        del lines[0]
+                    else:
+                        pending.append(lines[0])
+                        lines[0] = b"".join(pending)  # not tail + chunk: that copies the whole chunk
+                    pending, pending_size = [], 0
+                if lines:
+                    await send(lines)
+                if last:
+                    pending_size += len(last)
+                    if pending_size <= MAX_LINE:
+                        pending.append(last)
+                    else:
+                        pending.clear()
         if failed:
             # Raised here, not in the reader task, where the nursery would wrap it in a group.
             raise failed[0]
-        if tail.strip():
-            lineno += 1
-            await out.send(NdjsonLines([tail], path, lineno))
-            self.records += 1
+        if pending_size > MAX_LINE:
+            await reject_long_line()
+        elif pending_size:
+            tail = b"".join(pending)
+            if tail.strip():
+                await send([tail])
 
     @staticmethod
     async def _read_ahead(fh: BinaryIO, chunks: trio.MemorySendChannel[bytes], failed: list[OSError]) -> None:
@@ -124,21 +209,28 @@ class ReplaySource(ActorBase):
             except OSError as exc:
                 failed.append(exc)
 
-    async def _records(self, path: str, fmt: str, out: OutPort, ports: Ports) -> None:
+    async def _records(self, path: str, fh: BinaryIO, fmt: str, out: OutPort, ports: Ports) -> None:
         from edr.sources.replay import winlog
 
-        reader: Iterator[dict[str, Any]] = winlog.iter_evtx(path) if fmt == "evtx" else winlog.iter_evtx_json(path)
-        number = itertools.count(1)
-        size = Path(path).stat().st_size
+        if fmt == "evtx":
+            size = os.fstat(fh.fileno()).st_size
+            items = winlog.evtx_records(fh)
+        else:
+            data = await self._pull(fh.read)
+            size = len(data)
+            items = winlog.evtx_json_records(data)
+            del data
+        batch_size = self.batch_size
         while True:
-            records = await trio.to_thread.run_sync(lambda: list(itertools.islice(reader, self.batch_size)))
-            if not records:
+            batch = await self._pull(lambda: list(itertools.islice(items, batch_size)))
+            if not batch:
                 break
-            await out.send([(fmt, r, path, next(number)) for r in records])
-            self.records += len(records)
+            await out.send([(fmt, record, path, number) for number, record in batch])
+            self.records += len(batch)
             await ports.settled()
         self.bytes_read += size
 
     def statistics(self) -> dict[str, Any]:
-        """Records and bytes read so far."""
-        return {"records": self.records, "bytes": self.bytes_read, "files_done": self.files_done}
+        """Records and bytes read so far, files done and files that failed."""
+        return {"records": self.records, "bytes": self.bytes_read, "files_done": self.files_done,
+                "files_failed": len(self.failures)}
