@@ -85,7 +85,7 @@ def test_ndjson(workdir: Path, name: str) -> None:
 @pytest.fixture
 def redsun(workdir: Path) -> tuple[Path, Path]:
     """The RedSun regression sample (EVTX, evtx JSON), and a config whose Sigma rule is SigmaHQ's for it."""
-    rule = shared_path("sigma", "rules-emerging-threats/2026/Exploits/RedSun/file_event_win_exploit_redsun_indicators.yml")
+    rule = shared_path("sigma", REDSUN_DIR.replace("regression_data/", "") + ".yml")
     sample = shared_path("sigma-regression", REDSUN_DIR, f"{REDSUN}.evtx")
     (workdir / "sigma.toml").write_text(f'[scanner]\nsigma_rules_path = "{rule}"\n[sigma]\ncache_dir = ""\n'
                                         '[ioc]\nenabled = false\n')

@@ -71,11 +71,12 @@ class UnreadableFile(Exception):
     """A recorded file none of which can be read (an EVTX file whose header the parser refuses)."""
 
 
-def _checked(record: Any, position: int) -> dict[str, Any] | RejectedRecord:
-    """``record`` numbered, or why it is not a usable record."""
+def _checked(record: Any, position: int, text: str) -> dict[str, Any] | RejectedRecord:
+    """``record`` (parsed from ``text``) numbered, or why it is not a usable record."""
     if not isinstance(record, dict):
         return RejectedRecord("record is not a JSON object")
-    if nesting_depth_exceeds(record, MAX_RECORD_DEPTH):
+    # fewer brackets than the limit cannot nest deeper: most records are not walked
+    if text.count("{") + text.count("[") > MAX_RECORD_DEPTH and nesting_depth_exceeds(record, MAX_RECORD_DEPTH):
         return RejectedRecord(f"record is nested deeper than {MAX_RECORD_DEPTH} levels")
     record[RECORD_KEY] = position
     return record
@@ -113,11 +114,12 @@ def evtx_records(source: str | Path | BinaryIO) -> Iterator[Item]:
         errors = 0
         position += 1
         try:
-            record = orjson.loads(raw["data"])
+            text = raw["data"]
+            record = orjson.loads(text)
         except (KeyError, TypeError, ValueError) as exc:
             yield position, RejectedRecord(f"not JSON: {exc}")
             continue
-        yield position, _checked(record, position)
+        yield position, _checked(record, position, text)
 
 
 #: Where a record of an evtx JSON dump may start: a line opening with "{"
@@ -146,12 +148,13 @@ def evtx_json_records(data: bytes) -> Iterator[Item]:
     for begin, end in itertools.pairwise(starts):
         if text.startswith("{", begin):
             position += 1
+            part = text[begin:end]
             try:
-                record = orjson.loads(text[begin:end])
+                record = orjson.loads(part)
             except orjson.JSONDecodeError as exc:
                 yield line, RejectedRecord(f"invalid JSON: {exc}")
             else:
-                yield line, _checked(record, position)
+                yield line, _checked(record, position, part)
         else:  # a "Record N" line: nothing may follow it but the next record
             newline = text.find("\n", begin, end)
             if newline >= 0 and text[newline:end].strip():
