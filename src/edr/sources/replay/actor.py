@@ -113,11 +113,11 @@ class ReplaySource(ActorBase):
             self._fail(path, f"cannot parse: {exc}")
         except _ReaderFailed as exc:
             cause = exc.__cause__
-            self.log.error("replay: %s: reader failed", path, exc_info=cause)
-            self._fail(path, f"reader failed: {type(cause).__name__}: {cause}")
+            self._fail(path, f"reader failed: {type(cause).__name__}: {cause}", cause)
 
-    def _fail(self, path: str, reason: str) -> None:
-        self.log.error("replay: %s: %s", path, reason)
+    def _fail(self, path: str, reason: str, cause: BaseException | None = None) -> None:
+        """Report ``path`` as failed; an unforeseen ``cause`` is logged with its traceback."""
+        self.log.error("replay: %s: %s", path, reason, exc_info=cause)
         self.failures.append((path, reason))
 
     @staticmethod
