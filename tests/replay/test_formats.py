@@ -45,6 +45,7 @@ def test_formats_are_told_by_content(data: bytes, want: str) -> None:
     (os.urandom(4096).replace(b"\0", b"\1"), "binary data"),
     (b"\x00\x01\x02\x03" * 100, "binary data"),
     (gzip.compress(EVENT * 10), "gzip-compressed"),
+    ("\ufeff".encode("utf-16-le") + EVTX_JSON.decode().encode("utf-16-le"), "UTF-16 text"),
     (b"date,host,user\n2026-01-01,a,b\n", "none of the first 16 lines is a JSON object"),
     (b"\n".join([b"text"] * 20) + b"\n" + EVENT, "none of the first 16 lines"),
     (b"[1, 2, 3]\n", "none of the first 16 lines"),

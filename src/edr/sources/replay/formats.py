@@ -16,7 +16,7 @@ A format is recognised by what the file holds, never by its name:
   one and a bad line is rejected alone. An empty file is an empty stream.
 
 Any other file is "not a recognised format" (binary data, compressed logs,
-text without a JSON object line) and counts as failed, as does a path that
+UTF-16 text, text without a JSON object line) and counts as failed, as does a path that
 is not a regular file (a FIFO, device or socket): it is reported as such
 and never opened in a way that could block.
 """
@@ -34,6 +34,7 @@ FORMATS = ("ndjson", "evtx", "evtx_json")
 #: The first bytes of every EVTX file.
 EVTX_MAGIC = b"ElfFile\0"
 _GZIP_MAGIC = b"\x1f\x8b"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 #: Bytes of a file looked at to tell its format.
 HEAD = 1 << 16
 #: Lines, and bytes, looked through for one that starts a JSON object.
@@ -93,6 +94,8 @@ def detect_format(fh: BinaryIO) -> str:
             return "evtx_json"
         if head.startswith(_GZIP_MAGIC):
             raise UnusableFile("not a recognised format: gzip-compressed (decompress it first)")
+        if head.startswith(_UTF16_BOMS):  # what PowerShell's ">" writes
+            raise UnusableFile("not a recognised format: UTF-16 text (convert it to UTF-8 first)")
         if not is_text(head):
             raise UnusableFile("not a recognised format: binary data that is no EVTX file")
         if not head.strip(b" \t\r\n\0"):
