@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +207,40 @@ def test_an_evtx_file_the_parser_refuses_is_unreadable(tmp_path: Path) -> None:
         path.write_bytes(data)
         with open(path, "rb") as fh, pytest.raises(UnreadableFile, match="not a readable EVTX file"):
             list(evtx_records(fh))
+
+
+class PanicException(BaseException):
+    """Shaped as pyo3 raises a panic of Rust code: a BaseException of that name."""
+
+
+def _panicking_parser(monkeypatch: pytest.MonkeyPatch, *, at_open: bool = False,
+                      error: type[BaseException] = PanicException) -> None:
+    import evtx
+
+    class Parser:
+        def __init__(self, source: Any, number_of_threads: int = 0) -> None:
+            if at_open:
+                raise error("attempt to subtract with overflow")
+
+        def records_json(self) -> Iterator[dict[str, str]]:
+            yield {"data": json.dumps(winlog())}
+            raise error("index out of bounds")
+
+    monkeypatch.setattr(evtx, "PyEvtxParser", Parser)
+
+
+def test_a_parser_panic_ends_its_file_as_unreadable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _panicking_parser(monkeypatch)
+    items = evtx_records(tmp_path / "x.evtx")
+    assert isinstance(next(items)[1], dict)  # what came before the panic is kept
+    with pytest.raises(UnreadableFile, match="EVTX parser failed at record 2: index out of bounds"):
+        next(items)
+    _panicking_parser(monkeypatch, at_open=True)
+    with pytest.raises(UnreadableFile, match="EVTX parser failed: attempt to subtract with overflow"):
+        list(evtx_records(tmp_path / "x.evtx"))
+
+
+def test_other_base_exceptions_are_not_taken_for_a_panic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _panicking_parser(monkeypatch, error=KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        list(evtx_records(tmp_path / "x.evtx"))

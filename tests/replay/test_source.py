@@ -83,3 +83,27 @@ def test_a_reader_that_raises_what_nobody_foresaw_fails_its_file_only(
     assert [a["log.file.path"] for a in read_alerts(workdir / "out")] == [str(good)]
     failure = next(r for r in caplog.records if r.getMessage().startswith(f"replay: {dump}: reader failed"))
     assert failure.exc_info is not None and failure.exc_info[0] is RecursionError
+
+
+def test_a_parser_that_panics_fails_its_file_only(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import evtx
+
+    class PanicException(BaseException):  # as pyo3 raises a Rust panic
+        pass
+
+    class Parser:
+        def __init__(self, source: Any, number_of_threads: int = 0) -> None:
+            pass
+
+        def records_json(self) -> Any:
+            raise PanicException("index out of bounds")
+            yield
+
+    monkeypatch.setattr(evtx, "PyEvtxParser", Parser)
+    panics = workdir / "panics.evtx"
+    panics.write_bytes(b"ElfFile\0" + bytes(4088))
+    good = write_ndjson(workdir / "good.ndjson", [cron()])
+    sup = replay_in_process(workdir, [panics, good])
+    assert sup.actors["source"].failures == [(str(panics), "cannot parse: EVTX parser failed at record 1: "
+                                                           "index out of bounds")]
+    assert [a["log.file.path"] for a in read_alerts(workdir / "out")] == [str(good)]

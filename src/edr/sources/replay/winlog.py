@@ -87,7 +87,9 @@ def evtx_records(source: str | Path | BinaryIO) -> Iterator[Item]:
 
     ``source`` is a path or a file opened for reading in binary mode. The
     file is read in a single thread so that replay stays deterministic.
-    Raises :class:`UnreadableFile` when the parser refuses the file itself.
+    Raises :class:`UnreadableFile` when the parser refuses the file itself,
+    and when it panics (the rest of the file is then not read: its state is
+    unknown).
     """
     import evtx  # local import: the Rust extension is only needed for EVTX replay
 
@@ -96,6 +98,9 @@ def evtx_records(source: str | Path | BinaryIO) -> Iterator[Item]:
         records = parser.records_json()
     except Exception as exc:  # the Rust parser raises RuntimeError subclasses
         raise UnreadableFile(f"not a readable EVTX file: {exc}") from None
+    except BaseException as exc:
+        _raise_if_not_a_panic(exc)
+        raise UnreadableFile(f"EVTX parser failed: {exc}") from None
     position = 0
     errors = 0
     while True:
@@ -103,7 +108,10 @@ def evtx_records(source: str | Path | BinaryIO) -> Iterator[Item]:
             raw = next(records)
         except StopIteration:
             return
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                _raise_if_not_a_panic(exc)
+                raise UnreadableFile(f"EVTX parser failed at record {position + 1}: {exc}") from None
             position += 1
             errors += 1
             if errors >= _MAX_CONSECUTIVE_ERRORS:
@@ -120,6 +128,16 @@ def evtx_records(source: str | Path | BinaryIO) -> Iterator[Item]:
             yield position, RejectedRecord(f"not JSON: {exc}")
             continue
         yield position, _checked(record, position, text)
+
+
+def _raise_if_not_a_panic(exc: BaseException) -> None:
+    """Re-raise ``exc`` unless it is a Rust panic of the parser.
+
+    pyo3 raises a panic as ``pyo3_runtime.PanicException``, a BaseException
+    (so that ``except Exception`` does not swallow it) that no module exports.
+    """
+    if type(exc).__name__ != "PanicException":
+        raise exc
 
 
 #: Where a record of an evtx JSON dump may start: a line opening with "{"
