@@ -655,8 +655,9 @@ class Fuzzer:
             if fmt == "dns":
                 self._dns(k, rng, mutator)
                 return
+            recorded = None  # events the sensor's decoder made, which replay must read back, every one
             if fmt == "ebpf":
-                data, name = self._ebpf(rng, mutator), "events.ndjson"
+                (data, recorded), name = self._ebpf(rng, mutator), "events.ndjson"
             else:
                 data = getattr(self, f"_make_{fmt}")(rng, mutator)
                 name = {"evtx": "input.evtx", "evtx_json": "input.json"}.get(fmt, "input.ndjson")
@@ -670,6 +671,10 @@ class Fuzzer:
             counts["rejected records"] += result.rejected
             counts["events"] += result.events
             counts["alerts"] += result.alerts
+            if recorded is not None and (result.unusable, result.rejected, result.events) != (0, 0, recorded):
+                result.findings.append(Finding("recorded events not replayed", f"{recorded} events recorded; "
+                                               f"replay: {result.unusable} unusable, {result.rejected} rejected, "
+                                               f"{result.events} events"))
             for finding in result.findings:
                 self._save(k, fmt, finding, inputs)
         except Finding as finding:
@@ -720,8 +725,8 @@ class Fuzzer:
             data = mutator.bytes(data, [], rounds=rng.choice((1, 2, 5)))
         return data[:MAX_INPUT]
 
-    def _ebpf(self, rng: random.Random, mutator: Mutator) -> bytes:
-        """Mutated sensor records through the decoder; its events as NDJSON, for the graph."""
+    def _ebpf(self, rng: random.Random, mutator: Mutator) -> tuple[bytes, int]:
+        """Mutated sensor records through the decoder: its events as the event writer records them, and their number."""
         records = [ebpf_record(rng) for _ in range(rng.randrange(1, 30))]
         for i in rng.sample(range(len(records)), k=rng.randrange(len(records) + 1)):
             family, data = records[i]
@@ -743,7 +748,7 @@ class Fuzzer:
         self.counts["ebpf"]["sensor records"] += len(records)
         self.counts["ebpf"]["malformed records"] += stats["malformed"]
         (self.work / "records.txt").write_text(_records_text(records))
-        return b"".join(dumps_line(event_to_record(e)) for e in events)  # as the event writer records them
+        return b"".join(dumps_line(event_to_record(e)) for e in events), len(events)
 
     def _dns(self, k: int, rng: random.Random, mutator: Mutator) -> None:
         payloads = [dns_payload(rng) for _ in range(DNS_PER_ITERATION)]

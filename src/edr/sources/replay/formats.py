@@ -42,8 +42,9 @@ _LINES_LOOKED_AT = 16
 _BYTES_LOOKED_AT = 16 << 20
 _BOM = b"\xef\xbb\xbf"
 _EVTX_JSON = re.compile(rb'\A(?:\xef\xbb\xbf)?\s*(?:Record \d+\s*)?\{\s*"(?:Event|System)"\s*:\s*\{')
-#: C0 controls other than NUL, tab, LF and CR, and DEL: text holds (almost) none.
-_CONTROLS = bytes([*range(1, 9), 11, 12, *range(14, 32), 127])
+#: C0 controls other than NUL, tab, LF and CR: JSON text holds none (encoders escape
+#: them in strings; DEL, which they need not escape, is not among them).
+_CONTROLS = bytes([*range(1, 9), 11, 12, *range(14, 32)])
 _O_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
@@ -110,11 +111,12 @@ def detect_format(fh: BinaryIO) -> str:
 
 
 def is_text(head: bytes) -> bool:
-    """Whether ``head`` looks like text: at most 1 % control characters, not counting NULs.
+    """Whether ``head`` looks like JSON text: at most 1 % C0 control characters, not counting NULs.
 
-    NUL runs are left out because a log file whose writer crashed can hold
-    them (unwritten blocks) between good lines; random or binary data has
-    about 11 % controls.
+    Valid JSON has no raw C0 control but tab, LF and CR, so the margin is
+    for damage only. NUL runs are left out because a log file whose writer
+    crashed can hold them (unwritten blocks) between good lines; random or
+    binary data has about 10 % such controls.
     """
     body = head.replace(b"\0", b"")
     controls = len(body) - len(body.translate(None, _CONTROLS))
