@@ -214,7 +214,7 @@ class ReplaySource(ActorBase):
 
         if fmt == "evtx":
             size = os.fstat(fh.fileno()).st_size
-            items = winlog.evtx_records(fh)
+            items = winlog.evtx_records(fh, path)
         else:
             data = await self._pull(fh.read)
             size = len(data)

@@ -41,6 +41,7 @@ import orjson
 
 from edr import event as ev
 from edr.event import Event, RecordError, RejectedRecord, nesting_depth_exceeds, timestamp_in_range
+from edr.sources.replay.evtx_chunks import without_link_loops
 from edr.sources.replay.winlog_channels import (
     POWERSHELL_CATEGORIES,
     POWERSHELL_CLASSIC_CATEGORIES,
@@ -82,19 +83,28 @@ def _checked(record: Any, position: int, text: str) -> dict[str, Any] | Rejected
     return record
 
 
-def evtx_records(source: str | Path | BinaryIO) -> Iterator[Item]:
+def evtx_records(source: str | Path | BinaryIO, name: str = "") -> Iterator[Item]:
     """(record number, record or :class:`~edr.event.RejectedRecord`) for each record of an EVTX file.
 
-    ``source`` is a path or a file opened for reading in binary mode. The
-    file is read in a single thread so that replay stays deterministic.
+    ``source`` is a path or a file opened for reading in binary mode
+    (``name`` names it in log messages). The file is read in a single thread
+    so that replay stays deterministic. A chunk whose tables would make the
+    parser loop for ever is repaired first (:mod:`.evtx_chunks`; logged).
     Raises :class:`UnreadableFile` when the parser refuses the file itself,
     and when it panics (the rest of the file is then not read: its state is
     unknown).
     """
     import evtx  # local import: the Rust extension is only needed for EVTX replay
 
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as fh:
+            yield from evtx_records(fh, name or str(source))
+        return
+    readable, repairs = without_link_loops(source)
+    for repair in repairs:
+        log.warning("%s: %s", name or "EVTX file", repair)
     try:
-        parser = evtx.PyEvtxParser(source if not isinstance(source, Path) else str(source), number_of_threads=1)
+        parser = evtx.PyEvtxParser(readable, number_of_threads=1)
         records = parser.records_json()
     except Exception as exc:  # the Rust parser raises RuntimeError subclasses
         raise UnreadableFile(f"not a readable EVTX file: {exc}") from None
@@ -193,7 +203,7 @@ def iter_evtx(path: str | Path) -> Iterator[dict[str, Any]]:
 
     Raises :class:`UnreadableFile` when the file is no EVTX file the parser accepts.
     """
-    return _records(evtx_records(Path(path)), path)
+    return _records(evtx_records(path), path)
 
 
 def iter_evtx_json(path: str | Path) -> Iterator[dict[str, Any]]:
