@@ -29,10 +29,12 @@ an actor that fails (``Supervisor.failed``), an exception escaping the run,
 a decoder or parser that raises, an exception caught inside an actor (a
 record logged with its traceback: the code's bulkheads held, but a bug was
 hit), an alert of the sentinel missing (a bad file stopped the next one),
+events the sensor decoder made that do not all replay back once recorded,
 a line of the alert or event file that is not one JSON document with a
-valid ``@timestamp``, and a run that takes longer than ``--timeout`` (the
-input is saved and the fuzzer exits 3: a hung worker thread cannot be
-cancelled).
+valid ``@timestamp``, and a run that takes longer than ``--timeout``: then
+the fuzzer stops at once (exit 1; a native parser that loops holds the GIL,
+nothing else could run) and leaves the input, with every thread's
+traceback, as the finding ``NNNNNNN-FORMAT-hang``.
 
     python scripts/fuzz_replay.py --seconds 600                  # the long run
     python scripts/fuzz_replay.py --seconds 600 --sigma ../shared/sigma/rules   # all of SigmaHQ too
@@ -45,10 +47,11 @@ draws from its own generator, whatever ran before it. Exits 1 on findings.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import functools
 import json
 import logging
-import os
 import random
 import re
 import shutil
@@ -56,7 +59,6 @@ import socket
 import struct
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections import Counter
@@ -641,8 +643,6 @@ class Fuzzer:
         self.counts: dict[str, Counter[str]] = {f: Counter() for f in FORMATS}
         self.findings: list[tuple[int, str, Finding, Path]] = []
         self.timeout = args.timeout
-        self._current: tuple[int, str, float, list[Path]] | None = None
-        threading.Thread(target=self._watchdog, daemon=True).start()
 
     def iteration(self, k: int) -> None:
         """Make input ``k`` (its format is the k-th in turn) and run it; findings are saved with it."""
@@ -650,39 +650,66 @@ class Fuzzer:
         rng = random.Random(f"{self.seed}:{k}")
         mutator = Mutator(rng)
         inputs: list[Path] = []
-        self._current = (k, fmt, time.monotonic(), inputs)
         try:
             if fmt == "dns":
-                self._dns(k, rng, mutator)
-                return
-            recorded = None  # events the sensor's decoder made, which replay must read back, every one
-            if fmt == "ebpf":
-                (data, recorded), name = self._ebpf(rng, mutator), "events.ndjson"
+                self._dns(k, rng, mutator, inputs)
+            elif fmt == "ebpf":
+                self._ebpf(k, rng, mutator, inputs)
             else:
                 data = getattr(self, f"_make_{fmt}")(rng, mutator)
-                name = {"evtx": "input.evtx", "evtx_json": "input.json"}.get(fmt, "input.ndjson")
-            path = self.work / name
-            path.write_bytes(data)
-            inputs.append(path)
-            result = self.replayer.run(inputs)
-            self.tried[fmt] += 1
-            counts = self.counts[fmt]
-            counts["unusable files"] += result.unusable
-            counts["rejected records"] += result.rejected
-            counts["events"] += result.events
-            counts["alerts"] += result.alerts
-            if recorded is not None and (result.unusable, result.rejected, result.events) != (0, 0, recorded):
-                result.findings.append(Finding("recorded events not replayed", f"{recorded} events recorded; "
-                                               f"replay: {result.unusable} unusable, {result.rejected} rejected, "
-                                               f"{result.events} events"))
-            for finding in result.findings:
-                self._save(k, fmt, finding, inputs)
+                path = self.work / {"evtx": "input.evtx", "evtx_json": "input.json"}.get(fmt, "input.ndjson")
+                path.write_bytes(data)
+                inputs.append(path)
+                with self._guard(k, fmt, inputs):
+                    self._replay(k, fmt, inputs)
         except Finding as finding:
             self._save(k, fmt, finding, inputs)
         finally:
-            self._current = None
             for path in inputs:
                 path.unlink(missing_ok=True)
+
+    def _replay(self, k: int, fmt: str, inputs: list[Path], recorded: int | None = None) -> None:
+        """Replay ``inputs``; ``recorded``: how many events they hold that must all come back."""
+        result = self.replayer.run(inputs)
+        self.tried[fmt] += 1
+        counts = self.counts[fmt]
+        counts["unusable files"] += result.unusable
+        counts["rejected records"] += result.rejected
+        counts["events"] += result.events
+        counts["alerts"] += result.alerts
+        if recorded is not None and (result.unusable, result.rejected, result.events) != (0, 0, recorded):
+            result.findings.append(Finding("recorded events not replayed", f"{recorded} events recorded; "
+                                           f"replay: {result.unusable} unusable, {result.rejected} rejected, "
+                                           f"{result.events} events"))
+        for finding in result.findings:
+            self._save(k, fmt, finding, inputs)
+
+    @contextlib.contextmanager
+    def _guard(self, k: int, fmt: str, inputs: list[Path]) -> Iterator[None]:
+        """Save ``inputs`` as a "hang" finding while the block runs, and stop the process if it runs too long.
+
+        faulthandler's watchdog is a C thread: it fires even when the hung
+        code holds the GIL (a native parser that loops), which no Python
+        thread would. It writes every thread's traceback into the finding
+        and ends the process (exit 1); the finding is removed when the block
+        ends in time.
+        """
+        where = self.out / "findings" / f"{k:07d}-{fmt}-hang"
+        where.mkdir(parents=True, exist_ok=True)
+        for path in inputs:
+            shutil.copy(path, where / path.name)
+        finding = Finding("hang", f"no end within {self.timeout:.0f}s: the fuzzer stopped (exit 1); "
+                                  "the tracebacks of its threads are in tracebacks.txt")
+        (where / "finding.txt").write_text(self._describe(k, fmt, finding, inputs))
+        try:
+            with open(where / "tracebacks.txt", "w") as tracebacks:
+                faulthandler.dump_traceback_later(self.timeout, exit=True, file=tracebacks)
+                try:
+                    yield
+                finally:
+                    faulthandler.cancel_dump_traceback_later()
+        finally:
+            shutil.rmtree(where)
 
     # ---- inputs per format
     def _make_evtx(self, rng: random.Random, mutator: Mutator) -> bytes:
@@ -725,72 +752,71 @@ class Fuzzer:
             data = mutator.bytes(data, [], rounds=rng.choice((1, 2, 5)))
         return data[:MAX_INPUT]
 
-    def _ebpf(self, rng: random.Random, mutator: Mutator) -> tuple[bytes, int]:
-        """Mutated sensor records through the decoder: its events as the event writer records them, and their number."""
+    def _ebpf(self, k: int, rng: random.Random, mutator: Mutator, inputs: list[Path]) -> None:
+        """Mutated sensor records through the decoder; its events, as the event writer records them, replayed."""
         records = [ebpf_record(rng) for _ in range(rng.randrange(1, 30))]
         for i in rng.sample(range(len(records)), k=rng.randrange(len(records) + 1)):
             family, data = records[i]
             records[i] = r.RawRecord(family, mutator.bytes(data, [], rounds=rng.choice((1, 2, 4, 16))))
-        decoder = Decoder(host=NullHost(), boot_offset=1_700_000_000.0)
-        events: list[Event] = []
-        for record in records:
-            try:
-                out = decoder.decode(record)
-            except Exception:
-                raise Finding("decoder raised", _records_text(records) + traceback.format_exc()) from None
-            for event in out:
-                problem = _event_problem(event)
-                if problem:
-                    raise Finding("decoder made a bad event", f"{problem}: {event!r}")
-            events.extend(out)
-        events.extend(decoder.flush(now=3e9))
-        stats = decoder.statistics()
-        self.counts["ebpf"]["sensor records"] += len(records)
-        self.counts["ebpf"]["malformed records"] += stats["malformed"]
-        (self.work / "records.txt").write_text(_records_text(records))
-        return b"".join(dumps_line(event_to_record(e)) for e in events), len(events)
+        saved = self.work / "records.txt"
+        saved.write_text("".join(f"{family} {data.hex()}\n" for family, data in records))
+        inputs.append(saved)
+        with self._guard(k, "ebpf", inputs):
+            decoder = Decoder(host=NullHost(), boot_offset=1_700_000_000.0)
+            events: list[Event] = []
+            for record in records:
+                try:
+                    out = decoder.decode(record)
+                except Exception:
+                    raise Finding("decoder raised", traceback.format_exc()) from None
+                for event in out:
+                    problem = _event_problem(event)
+                    if problem:
+                        raise Finding("decoder made a bad event", f"{problem}: {event!r}")
+                events.extend(out)
+            events.extend(decoder.flush(now=3e9))
+            self.counts["ebpf"]["sensor records"] += len(records)
+            self.counts["ebpf"]["malformed records"] += decoder.statistics()["malformed"]
+            recording = self.work / "events.ndjson"
+            recording.write_bytes(b"".join(dumps_line(event_to_record(e)) for e in events))
+            inputs.append(recording)
+            self._replay(k, "ebpf", inputs[-1:], recorded=len(events))
 
-    def _dns(self, k: int, rng: random.Random, mutator: Mutator) -> None:
+    def _dns(self, k: int, rng: random.Random, mutator: Mutator, inputs: list[Path]) -> None:
+        """Mutated DNS payloads through parse_dns, which must return a message or None."""
         payloads = [dns_payload(rng) for _ in range(DNS_PER_ITERATION)]
         for i, payload in enumerate(payloads):
             if rng.random() < 0.8:
-                payload = payloads[i] = mutator.bytes(payload, payloads[:4], rounds=rng.choice((1, 2, 4, 8)))
-            try:
-                msg = parse_dns(payload)
-                if msg is not None:
-                    _check_dns(msg)
-                    self.counts["dns"]["parsed"] += 1
-            except Exception:
-                path = self.work / "payload.bin"
-                path.write_bytes(payload)
-                self._save(k, "dns", Finding("parser raised", traceback.format_exc()), [path])
-                path.unlink()
+                payloads[i] = mutator.bytes(payload, payloads[:4], rounds=rng.choice((1, 2, 4, 8)))
+        saved = self.work / "payloads.txt"
+        saved.write_text("".join(f"{payload.hex()}\n" for payload in payloads))
+        inputs.append(saved)
+        with self._guard(k, "dns", inputs):
+            for payload in payloads:
+                try:
+                    msg = parse_dns(payload)
+                    if msg is not None:
+                        _check_dns(msg)
+                        self.counts["dns"]["parsed"] += 1
+                except Exception:
+                    raise Finding("parser raised", f"payload {payload.hex()}\n{traceback.format_exc()}") from None
         self.tried["dns"] += len(payloads)
 
     # ---- findings
     def _save(self, k: int, fmt: str, finding: Finding, inputs: list[Path]) -> None:
         where = self.out / "findings" / f"{k:07d}-{fmt}-{finding.kind.replace(' ', '-')}"
         where.mkdir(parents=True, exist_ok=True)
-        for path in [*inputs, self.work / "records.txt"] if fmt == "ebpf" else inputs:
+        for path in inputs:
             if path.exists():
                 shutil.copy(path, where / path.name)
-        (where / "finding.txt").write_text(
-            f"{finding.kind}\nformat {fmt}, seed {self.seed}, iteration {k}\n"
-            f"again: python scripts/fuzz_replay.py --seed {self.seed} --iteration {k} --formats {fmt}\n"
-            f"(or: edr replay {' '.join(p.name for p in inputs)})\n\n{finding.detail}\n")
+        (where / "finding.txt").write_text(self._describe(k, fmt, finding, inputs))
         self.findings.append((k, fmt, finding, where))
         print(f"finding at iteration {k} ({fmt}): {finding.kind} -> {where}", file=sys.stderr)
 
-    def _watchdog(self) -> None:
-        while True:
-            time.sleep(1)
-            current = self._current
-            if current is not None and time.monotonic() - current[2] > self.timeout:
-                k, fmt, _, inputs = current
-                self._save(k, fmt, Finding("hang", f"no end after {self.timeout:.0f}s"), inputs)
-                print(f"fuzz_replay: iteration {k} ({fmt}) hangs; input saved; stopping", file=sys.stderr)
-                sys.stderr.flush()
-                os._exit(3)
+    def _describe(self, k: int, fmt: str, finding: Finding, inputs: list[Path]) -> str:
+        return (f"{finding.kind}\nformat {fmt}, seed {self.seed}, iteration {k}\n"
+                f"again: python scripts/fuzz_replay.py --seed {self.seed} --iteration {k} --formats {fmt}\n"
+                f"(inputs: {', '.join(p.name for p in inputs)})\n\n{finding.detail}\n")
 
     def report(self, elapsed: float, iterations: int) -> str:
         lines = [f"fuzz_replay: seed {self.seed}, {iterations} iterations in {elapsed:.0f}s; "
@@ -819,10 +845,6 @@ def _loads(data: bytes) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
-
-
-def _records_text(records: list[r.RawRecord]) -> str:
-    return "".join(f"{family} {data.hex()}\n" for family, data in records)
 
 
 def _event_problem(event: Any) -> str | None:

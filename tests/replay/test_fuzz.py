@@ -30,7 +30,7 @@ def test_a_short_fuzz_run_finds_no_crash(tmp_path: Path) -> None:
     assert set(tried) == set(FORMATS) and all(n > 0 for n in tried.values()), report
     assert "crashes (failed actors, escaped exceptions, raising decoders/parsers, hangs): 0" in r.stdout
     assert "other findings: 0" in r.stdout
-    assert not (tmp_path / "findings").exists()
+    assert not list(tmp_path.glob("findings/*"))
 
 
 @pytest.fixture
@@ -86,3 +86,30 @@ def test_the_harness_reports_and_keeps_what_crashes(fuzz: ModuleType, tmp_path: 
     text = (first / "finding.txt").read_text()
     assert "planted" in text and f"--seed 5 --iteration {int(first.name.split('-')[0])} --formats {fmt}" in text
     assert kind.replace("-", " ") in capsys.readouterr().out
+
+
+def test_a_hang_stops_the_fuzzer_and_leaves_its_input(tmp_path: Path) -> None:
+    """In a subprocess: the planted decoder spins (as a native parser holding the GIL would)."""
+    driver = f"""
+import importlib.util, sys
+import edr.runtime.stages as stages
+
+def spin(record, path, number):
+    while True:
+        pass
+
+stages.DECODERS["evtx_json"] = spin
+spec = importlib.util.spec_from_file_location("fuzz_replay", {str(SCRIPT)!r})
+fuzz = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fuzz)
+sys.exit(fuzz.main(["--iterations", "3", "--formats", "evtx_json", "--seed", "5", "--timeout", "3",
+                    "--out", {str(tmp_path)!r}, "--shared", {str(tmp_path / "absent")!r}]))
+"""
+    r = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=120, env=clean_env())
+    assert r.returncode == 1, r.stdout + r.stderr
+    (hang,) = (tmp_path / "findings").iterdir()  # the first record that reached the decoder
+    assert hang.name.endswith("-evtx_json-hang")
+    assert (hang / "input.json").stat().st_size > 0
+    iteration = int(hang.name.split("-")[0])
+    assert f"--seed 5 --iteration {iteration} --formats evtx_json" in (hang / "finding.txt").read_text()
+    assert 'in spin' in (hang / "tracebacks.txt").read_text()
