@@ -25,7 +25,7 @@ from typing import Any, Final
 import attrs
 import cattrs
 
-from edr.detect.alert import SEVERITIES
+from edr.severity import SEVERITIES
 
 ENV_PREFIX: Final = "EDR__"
 DEFAULT_CONFIG_PATH: Final = Path("conf/config.toml")

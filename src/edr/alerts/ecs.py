@@ -25,8 +25,9 @@ from typing import Any, Final
 
 from edr import __version__
 from edr.alerts.ndjson import dumps_line
-from edr.detect.alert import Alert, severity_rank
+from edr.detect.alert import Alert
 from edr.event import Event, F
+from edr.severity import severity_rank
 
 ECS_VERSION: Final = "8.17.0"
 log = logging.getLogger("edr.alerts")

@@ -1,4 +1,4 @@
-"""The alert every detection engine produces, and severities."""
+"""The alert every detection engine produces (severities are :mod:`edr.severity`'s)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,6 @@ from typing import Any, Final, Protocol
 import attrs
 
 from edr.event import Event
-
-SEVERITIES: Final = ("informational", "low", "medium", "high", "critical")
-_RANK: Final = {name: i for i, name in enumerate(SEVERITIES)}
-
-
-def severity_rank(severity: str) -> int:
-    """Order of a severity name; unknown names rank lowest."""
-    return _RANK.get(severity.lower(), 0)
-
 
 #: ``edr.scan.object`` of alerts on a file a process wrote: the process is the
 #: file's writer, not its program, so active response leaves it alone

@@ -17,10 +17,10 @@ from typing import Any, Final
 
 import attrs
 
-from edr.detect.alert import Alert, severity_rank
+from edr.detect.alert import WRITTEN_FILE, Alert
 from edr.event import F
 from edr.response.allowlist import ImageAllowlist
-from edr.scan.alerts import WRITTEN_FILE
+from edr.severity import severity_rank
 
 #: PIDs 0..4 are the kernel / idle / System / init-like processes on both platforms.
 MAX_SYSTEM_PID: Final = 4

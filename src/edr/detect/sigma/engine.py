@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Final
 
-from edr.detect.alert import Alert, severity_rank
+from edr.detect.alert import Alert
 from edr.detect.sigma import cache as rule_cache
 from edr.detect.sigma.correlation import CorrelationEngine, Fired
 from edr.detect.sigma.logsources import ALL_FED, Route, applies
@@ -22,6 +22,7 @@ from edr.detect.sigma.nodes import explain
 from edr.detect.sigma.report import LoadReport
 from edr.detect.sigma.rules import CompiledRule
 from edr.detect.sigma.ruleset import RuleSet
+from edr.severity import severity_rank
 
 MATCH_MODES: Final = ("all", "best")
 DEBUG_MODES: Final = ("off", "summary", "full")

@@ -12,11 +12,11 @@ from typing import Any, Final
 import attrs
 from sigma.rule import SigmaRule
 
-from edr.detect.alert import SEVERITIES
 from edr.detect.sigma.compiler import RuleCompiler
 from edr.detect.sigma.literals import Needs, clauses
 from edr.detect.sigma.logsources import Route
 from edr.detect.sigma.nodes import Node
+from edr.severity import SEVERITIES
 
 #: ATT&CK tactic tags (``attack.<slug>``) -> ECS ``threat.tactic.name``.
 ATTACK_TACTICS: Final[dict[str, str]] = {
