@@ -39,9 +39,9 @@ import orjson
 import trio
 
 from edr.config import load_config
-from edr.runtime.actor import ActorContext
-from edr.runtime.graph import graph_path, load_graph
 from edr.runtime.supervisor import Supervisor
+from edr.wiring.context import AgentContext
+from edr.wiring.graphs import mode_graph
 
 USERS = ("root", "alice", "www-data", "postgres", "bob")
 BINARIES = ("/usr/bin/bash", "/usr/bin/python3.11", "/usr/sbin/sshd", "/usr/bin/curl",
@@ -155,8 +155,8 @@ def run_once(args: argparse.Namespace, tmp: Path, data: Path, profile: str | Non
         overrides.update({"scanner.sigma_enabled": False, "ioc.enabled": False})
     environ = {k: v for k, v in os.environ.items() if not k.startswith("EDR__") or k.startswith("EDR__PIPELINE__")}
     config = load_config(None, environ=environ, overrides=overrides).config
-    ctx = ActorContext(config=config, mode="replay", options={"files": [str(data)], "stdout": False})
-    graph = load_graph(graph_path("replay")).with_capacities(config.pipeline.capacities)
+    ctx = AgentContext.create(config, "replay", files=[str(data)])
+    graph = mode_graph("replay").with_capacities(config.pipeline.capacities)
     sup = Supervisor(graph, ctx)
     t0 = time.monotonic()
     try:

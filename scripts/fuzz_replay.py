@@ -73,15 +73,14 @@ import trio
 from edr.alerts.daily_file import DailyFile
 from edr.alerts.ndjson import dumps_line
 from edr.config import load_config
-from edr.detect.engines import load_engines
 from edr.event import CATEGORIES, Event, event_to_record, timestamp_in_range
-from edr.runtime.actor import ActorContext
-from edr.runtime.graph import graph_path, load_graph
 from edr.runtime.supervisor import Supervisor
 from edr.sources.ebpf import records as r
 from edr.sources.ebpf.decode import Decoder
 from edr.sources.ebpf.dns_wire import DnsMessage, parse_dns, qtype_name, sysmon_query_results
 from edr.sources.ebpf.host import NullHost
+from edr.wiring.context import AgentContext, Shared
+from edr.wiring.graphs import mode_graph
 
 REPO = Path(__file__).resolve().parents[1]
 FORMATS = ("evtx", "evtx_json", "ndjson", "ebpf", "dns")
@@ -530,10 +529,10 @@ class Replayer:
             "alerts.directory": str(work / "alerts"), "logging.directory": str(work / "logs"),
         }
         self.config = load_config(None, environ={}, overrides=overrides).config
-        self.graph = load_graph(graph_path("replay"))
-        self.shared: dict[str, Any] = {}
+        self.graph = mode_graph("replay")
+        self.shared = Shared(self.config)
         started = time.monotonic()
-        load_engines(ActorContext(config=self.config, mode="replay", shared=self.shared))
+        self.shared.detection  # built once here, reused by every run  # noqa: B018
         self.load_secs = time.monotonic() - started
         self.sentinel = work / "sentinel.ndjson"
         self.sentinel.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in SENTINEL))
@@ -544,16 +543,16 @@ class Replayer:
         self.expected = baseline.sentinel_alerts
 
     def engines(self) -> str:
-        return ", ".join(e.name for e in self.shared["engines"])
+        return ", ".join(e.name for e in self.shared.detection.engines)
 
     def run(self, files: list[Path]) -> RunResult:
         """Replay ``files`` then the sentinel; what went wrong, and what the source and normalizer counted."""
         for sub in ("alerts", "events"):
             shutil.rmtree(self.work / sub, ignore_errors=True)
         self.capture.records.clear()
-        ctx = ActorContext(config=self.config, mode="replay", shared=self.shared, log=logging.getLogger("edr"),
-                           options={"files": [str(f) for f in [*files, self.sentinel]],
-                                    "alert_file": DailyFile(self.work / "alerts", "alerts.json")})
+        ctx = AgentContext.create(self.config, "replay", shared=self.shared, log=logging.getLogger("edr"),
+                                  files=[str(f) for f in [*files, self.sentinel]],
+                                  alert_file=DailyFile(self.work / "alerts", "alerts.json"))
         sup = Supervisor(self.graph, ctx)
         result = RunResult()
         try:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from edr.cli import build_parser
 from edr.config_render import render_default_file, render_reference_markdown
-from edr.runtime.graph import graph_path, load_graph, render_mermaid
+from edr.runtime.graph import render_mermaid
+from edr.wiring.graphs import mode_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +72,7 @@ def sections(rules: bool = False) -> dict[str, str]:
     if rules:
         out["rules-check"] = rules_check_section()
     for mode in ("linux", "replay"):
-        out[f"graph-{mode}"] = "```mermaid\n" + render_mermaid(load_graph(graph_path(mode))) + "\n```"
+        out[f"graph-{mode}"] = "```mermaid\n" + render_mermaid(mode_graph(mode)) + "\n```"
     return out
 
 

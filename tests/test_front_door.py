@@ -13,7 +13,7 @@ import tomllib
 import pytest
 
 from edr.config import Config, load_config, unstructure
-from edr.runtime.graph import graph_path, load_graph
+from edr.wiring.graphs import mode_graph
 from tests.conftest import REPO
 
 EDR = [sys.executable, "-m", "edr"]
@@ -70,7 +70,7 @@ def test_shipped_config_is_the_defaults() -> None:
 
 @pytest.mark.parametrize("mode", ["linux", "replay"])
 def test_shipped_graphs_validate(mode: str) -> None:
-    graph = load_graph(graph_path(mode))
+    graph = mode_graph(mode)
     assert graph.actors and graph.edges
     r = subprocess.run([*EDR, "graph", "--mode", mode, "--format", "mermaid"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -79,7 +79,7 @@ def test_shipped_graphs_validate(mode: str) -> None:
 
 def test_alert_edges_never_drop() -> None:
     for mode in ("linux", "replay"):
-        for edge in load_graph(graph_path(mode)).edges:
+        for edge in mode_graph(mode).edges:
             if edge.dst.startswith("alerts."):
                 assert edge.policy.value == "block", edge.name
 

@@ -17,8 +17,7 @@ import orjson
 import pytest
 
 from edr.config import Config, load_config
-from edr.runtime.actor import ActorContext
-from edr.scan.actor import load_yara
+from edr.detect.engines import load_yara
 from tests.conftest import REPO, shared_path
 
 # edr.rule_trust is imported inside the in-process tests only, so that the real-process tests above
@@ -261,7 +260,7 @@ def test_rules_check_refuses_and_exits_1(rig: Path) -> None:
 
 
 def test_yara_loads_only_trusted_files_with_their_namespaces(tmp_path: Path) -> None:
-    from edr.rule_trust import YARA_FILES_KEY, check_rules
+    from edr.rule_trust import check_rules
 
     root = tmp_path / "yara"
     (root / "sub").mkdir(parents=True)
@@ -272,8 +271,7 @@ def test_yara_loads_only_trusted_files_with_their_namespaces(tmp_path: Path) -> 
     trust = check_rules(config)
     assert [r.path for r in trust.refusals] == [str(root / "loose.yar")]
     assert trust.yara_files == (root / "sub" / "good.yar",)
-    ctx = ActorContext(config=trust.config, mode="linux", shared={YARA_FILES_KEY: list(trust.yara_files)})
-    rules = load_yara(ctx)
+    rules = load_yara(trust.config, [str(f) for f in trust.yara_files])
     assert rules is not None and not rules.errors
     sample = tmp_path / "sample.bin"
     sample.write_bytes(b"xx good-marker loose-marker xx")
@@ -282,8 +280,7 @@ def test_yara_loads_only_trusted_files_with_their_namespaces(tmp_path: Path) -> 
     (root).chmod(0o777)  # the whole directory: nothing
     trust = check_rules(config)
     assert trust.yara_files == () and trust.refusals[0].whole
-    ctx = ActorContext(config=trust.config, mode="linux", shared={YARA_FILES_KEY: list(trust.yara_files)})
-    assert load_yara(ctx).rules is None
+    assert load_yara(trust.config, []).rules is None
 
 
 # --- what is not refused ------------------------------------------------------------------------------------------

@@ -19,12 +19,12 @@ import trio
 from edr.config import LoadedConfig
 from edr.health import health_task, log_health, watchdog_task
 from edr.instance_lock import InstanceLock, InstanceLocked, acquire
-from edr.rule_trust import YARA_FILES_KEY, check_rules
-from edr.runtime.actor import ActorContext
-from edr.runtime.graph import graph_path, load_graph
+from edr.rule_trust import check_rules
 from edr.runtime.supervisor import Supervisor
 from edr.service import systemd
 from edr.shutdown import hard_exit, report_unwritten
+from edr.wiring.context import AgentContext, Shared
+from edr.wiring.graphs import mode_graph
 
 log = logging.getLogger("edr")
 
@@ -80,10 +80,9 @@ def run_live(loaded: LoadedConfig) -> int:
 def _run_locked(loaded: LoadedConfig, mode: str) -> int:
     trust = check_rules(loaded.config)
     trust.log_refusals(echo=not loaded.config.logging.console_output)
-    graph = load_graph(graph_path(mode)).with_capacities(loaded.config.pipeline.capacities)
-    ctx = ActorContext(config=trust.config, mode=mode, log=log)
-    if trust.yara_files is not None:
-        ctx.shared[YARA_FILES_KEY] = list(trust.yara_files)
+    graph = mode_graph(mode, loaded.config.pipeline.capacities)
+    yara_files = None if trust.yara_files is None else [str(f) for f in trust.yara_files]
+    ctx = AgentContext.create(trust.config, mode, shared=Shared(trust.config, yara_files=yara_files), log=log)
     sup = Supervisor(graph, ctx, stop_timeout=loaded.config.agent.stop_timeout_secs)
     try:
         sup.build_actors()

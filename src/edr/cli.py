@@ -150,13 +150,12 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     """``edr graph``."""
-    from edr.runtime.graph import GraphError, graph_path, load_graph, render_mermaid, render_text
+    from edr.runtime.graph import GraphError, render_mermaid, render_text
+    from edr.wiring.graphs import mode_graph
 
     mode = args.mode or ("windows" if sys.platform == "win32" else "linux")
     try:
-        graph = load_graph(graph_path(mode))
-        if args.config:
-            graph = graph.with_capacities(load_config(args.config).config.pipeline.capacities)
+        graph = mode_graph(mode, load_config(args.config).config.pipeline.capacities if args.config else None)
     except (GraphError, FileNotFoundError, ConfigError) as exc:
         print(f"edr: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -181,12 +180,6 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     return code or (EXIT_FAILED if refusals and enforced else EXIT_OK)
 
 
-def _make_context(loaded: LoadedConfig, mode: str, **options: Any) -> Any:
-    from edr.runtime.actor import ActorContext
-
-    return ActorContext(config=loaded.config, mode=mode, options=options, log=logging.getLogger("edr"))
-
-
 async def _progress(source: Any, sup: Any) -> None:
     total = max(source.total_bytes(), 1)
     start = time.monotonic()
@@ -204,10 +197,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """``edr replay FILE...``: exit 0 when every file was read (alerts or not)."""
     from edr.health import log_health
     from edr.rule_trust import check_rules
-    from edr.runtime.graph import graph_path, load_graph
     from edr.runtime.supervisor import Supervisor
     from edr.shutdown import hard_exit, report_unwritten
     from edr.sources.replay.formats import expand_inputs
+    from edr.wiring.context import AgentContext
+    from edr.wiring.graphs import mode_graph
 
     extra = {"scanner.sigma_rules_path": args.sigma} if args.sigma else {}
     loaded = _load_trusted(args, extra)
@@ -218,8 +212,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     files, missing = expand_inputs(args.files)
     for f in missing:
         print(f"edr: replay: {f}: no such file or directory", file=sys.stderr)
-    graph = load_graph(graph_path("replay")).with_capacities(loaded.config.pipeline.capacities)
-    ctx = _make_context(loaded, "replay", files=files, stdout=args.stdout)
+    graph = mode_graph("replay", loaded.config.pipeline.capacities)
+    ctx = AgentContext.create(loaded.config, "replay", files=files, stdout=args.stdout)
     sup = Supervisor(graph, ctx, stop_timeout=loaded.config.agent.stop_timeout_secs)
     started = time.monotonic()
     sup.build_actors()
@@ -237,7 +231,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if background:
         sys.stderr.write("\n")
     lines = [
-        f"replay: {len(ctx.options['files'])} file(s), {source.records} records, "
+        f"replay: {len(ctx.options.files)} file(s), {source.records} records, "
         f"{normalizer.decoded} events, {normalizer.rejected} rejected, {writer.alerts} alerts "
         f"in {elapsed:.2f}s ({normalizer.decoded / max(elapsed, 1e-9):,.0f} events/s; rules loaded in {load_secs:.2f}s)"
     ]

@@ -38,8 +38,8 @@ Sigma directory with refused entries is replaced by the list of its
 trusted rule files; a refused IOC list or simple-rules file becomes ``""``
 (no list, no file). YARA namespaces rule files by their path under the
 configured directory, so its trusted files are passed beside the
-configuration (:attr:`RuleTrust.yara_files`, put in the actor context's
-``shared`` under :data:`YARA_FILES_KEY`).
+configuration (:attr:`RuleTrust.yara_files`, given to
+:class:`edr.wiring.context.Shared` as ``yara_files``).
 """
 
 from __future__ import annotations
@@ -60,8 +60,6 @@ log = logging.getLogger("edr.trust")
 
 SIGMA_SUFFIXES: Final = (".yml", ".yaml")
 YARA_SUFFIXES: Final = (".yar", ".yara")
-#: ``ActorContext.shared`` key of :attr:`RuleTrust.yara_files` (None or absent: the configured path as is).
-YARA_FILES_KEY: Final = "yara_rule_files"
 _IOC_KEYS: Final = ("hashes_path", "ips_path", "domains_path", "paths_regex_path")
 
 

@@ -164,11 +164,11 @@ def test_running_total_matches_a_recount_through_every_operation() -> None:
 
 def test_enricher_actor_takes_both_bounds_from_the_configuration() -> None:
     from edr.config import Config, ProcessConfig
-    from edr.enrich.actor import EnricherActor
-    from edr.runtime.actor import ActorContext
+    from edr.wiring import builders
+    from edr.wiring.context import AgentContext
 
     cfg = Config(process=ProcessConfig(max_entries=5000, max_bytes=1 << 20))
-    actor = EnricherActor.build(ActorContext(config=cfg, mode="linux"), "enricher")
+    actor = builders.enricher(AgentContext.create(cfg, "linux"), "enricher")
     cache = actor.enricher.processes
     assert (cache._max, cache._max_bytes) == (5000, 1 << 20)
     # seeded from the real /proc, within the budget, counted in the actor's statistics

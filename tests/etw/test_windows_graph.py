@@ -22,10 +22,10 @@ import pytest
 import trio
 
 from edr.config import load_config
-from edr.runtime.actor import ActorContext
-from edr.runtime.graph import graph_path, load_graph
 from edr.runtime.supervisor import Supervisor
 from edr.sources.etw.host import DeviceMap, NoProcessFacts, SidResolver, WindowsHost
+from edr.wiring.context import AgentContext
+from edr.wiring.graphs import mode_graph
 from tests.etw.conftest import LAB_ACCOUNTS, LAB_DEVICES
 from tests.etw.pywintrace_shape import all_recorded
 from tests.etw.standin_etw import SessionTable, make_module, stale_session
@@ -95,8 +95,8 @@ async def test_recordings_through_the_windows_graph(tmp_path: Path, monkeypatch:
     monkeypatch.setitem(sys.modules, "etw", module)
 
     config = _config(tmp_path)
-    ctx = ActorContext(config=config, mode="windows", options={"windows_host": lab_host})
-    sup = Supervisor(load_graph(graph_path("windows")), ctx)
+    ctx = AgentContext.create(config, "windows", windows_host=lab_host)
+    sup = Supervisor(mode_graph("windows"), ctx)
 
     async def stop_when_delivered(s: Supervisor) -> None:
         ours = None

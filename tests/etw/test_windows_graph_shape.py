@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from edr.runtime.actor import resolve_kind
-from edr.runtime.graph import graph_path, load_graph
 from edr.sources.etw.actor import EtwNormalizerActor, EtwSource
+from edr.wiring.graphs import mode_graph
+from edr.wiring.kinds import KINDS
 
 
 def test_windows_graph_has_the_linux_lanes_and_policies() -> None:
-    linux, windows = load_graph(graph_path("linux")), load_graph(graph_path("windows"))
+    linux, windows = mode_graph("linux"), mode_graph("windows")
     assert [(e.src, e.dst, e.capacity, e.policy) for e in windows.edges] == \
         [(e.src, e.dst, e.capacity, e.policy) for e in linux.edges]
     kinds = {a.name: a.kind for a in windows.actors}
@@ -19,8 +19,8 @@ def test_windows_graph_has_the_linux_lanes_and_policies() -> None:
 
 
 def test_the_registry_names_the_etw_actors() -> None:
-    assert resolve_kind("etw_source") is EtwSource
-    assert resolve_kind("etw_normalizer") is EtwNormalizerActor
+    assert KINDS.resolve("etw_source").actor_class("etw_source") is EtwSource
+    assert KINDS.resolve("etw_normalizer").actor_class("etw_normalizer") is EtwNormalizerActor
     assert EtwSource.is_source and EtwSource.outputs == ("out",)
 
 

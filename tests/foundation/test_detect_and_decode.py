@@ -12,7 +12,7 @@ from edr.detect.actor import DetectActor
 from edr.detect.alert import Alert
 from edr.detect.simple import SimpleEngine, load_rules
 from edr.event import FILE_EVENT, NETWORK_CONNECTION, Event, event_to_record
-from edr.runtime.stages import NdjsonLines, Normalizer
+from edr.sources.replay.normalizer import NdjsonLines, Normalizer
 
 LOG = logging.getLogger("test")
 

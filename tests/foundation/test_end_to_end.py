@@ -13,9 +13,9 @@ import orjson
 import trio
 
 from edr.config import load_config
-from edr.runtime.actor import ActorContext
-from edr.runtime.graph import graph_path, load_graph
 from edr.runtime.supervisor import Supervisor
+from edr.wiring.context import AgentContext
+from edr.wiring.graphs import mode_graph
 
 from .conftest import BASE_CONFIG, clean_env, file_event, net, proc, read_alerts, run_edr, write_ndjson
 
@@ -149,8 +149,8 @@ def test_replay_subprocess_stdout_and_file(workdir: Path) -> None:
 def test_replay_in_process(workdir: Path) -> None:
     events = setup(workdir)
     config = load_config("edr.toml", environ={}, overrides={"alerts.directory": str(workdir / "inproc")}).config
-    ctx = ActorContext(config=config, mode="replay", options={"files": [str(events)]})
-    sup = Supervisor(load_graph(graph_path("replay")), ctx)
+    ctx = AgentContext.create(config, "replay", files=[str(events)])
+    sup = Supervisor(mode_graph("replay"), ctx)
     code = trio.run(functools.partial(sup.run, handle_signals=False))
     assert code == 0
     alerts = read_alerts(workdir / "inproc")
@@ -168,8 +168,8 @@ def test_replay_lets_one_batch_into_the_graph_at_a_time(workdir: Path) -> None:
     events = write_ndjson(workdir / "many.ndjson", [r for _ in range(rounds) for r, _ in CASES])
     config = load_config("edr.toml", environ={}, overrides={
         "alerts.directory": str(workdir / "paced"), "pipeline.batch_size": batch}).config
-    ctx = ActorContext(config=config, mode="replay", options={"files": [str(events)]})
-    sup = Supervisor(load_graph(graph_path("replay")), ctx)
+    ctx = AgentContext.create(config, "replay", files=[str(events)])
+    sup = Supervisor(mode_graph("replay"), ctx)
     assert trio.run(functools.partial(sup.run, handle_signals=False)) == 0
     alerts = read_alerts(workdir / "paced")
     want = sorted((line + n * len(CASES), rid) for n in range(rounds) for line, rid in expected_pairs())
@@ -193,8 +193,8 @@ def test_lines_split_across_reads_are_joined(workdir: Path, monkeypatch: Any) ->
         monkeypatch.setattr(replay_actor, "CHUNK", chunk)
         out = workdir / f"chunk-{chunk}"
         config = load_config("edr.toml", environ={}, overrides={"alerts.directory": str(out)}).config
-        ctx = ActorContext(config=config, mode="replay", options={"files": [str(events)]})
-        sup = Supervisor(load_graph(graph_path("replay")), ctx)
+        ctx = AgentContext.create(config, "replay", files=[str(events)])
+        sup = Supervisor(mode_graph("replay"), ctx)
         assert trio.run(functools.partial(sup.run, handle_signals=False)) == 0
         assert sup.actors["normalizer"].statistics() == {"decoded": len(CASES), "rejected": 0, "errors": 0}, chunk
         assert sorted((a["edr.log.line"], a["rule.id"]) for a in read_alerts(out)) == expected_pairs(), chunk
@@ -216,8 +216,8 @@ def test_a_read_error_mid_file_keeps_what_was_read_and_reports_the_file(workdir:
 
     monkeypatch.setattr(replay_actor, "open_recording", lambda path: (FailingFile(data), "ndjson"))
     config = load_config("edr.toml", environ={}, overrides={"alerts.directory": str(workdir / "eio")}).config
-    ctx = ActorContext(config=config, mode="replay", options={"files": [str(events)]})
-    sup = Supervisor(load_graph(graph_path("replay")), ctx)
+    ctx = AgentContext.create(config, "replay", files=[str(events)])
+    sup = Supervisor(mode_graph("replay"), ctx)
     assert trio.run(functools.partial(sup.run, handle_signals=False)) == 0
     read = data[:first].count(b"\n")
     assert 0 < read < len(CASES)

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from edr.runtime.buffer import Policy
-from edr.runtime.graph import GraphError, graph_path, load_graph, render_mermaid, render_text
+from edr.runtime.graph import GraphError, load_graph, render_mermaid, render_text
+from edr.wiring.graphs import mode_graph
+from edr.wiring.kinds import KINDS
 
 from .conftest import run_edr
 
@@ -34,7 +36,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def error_of(path: Path) -> GraphError:
     with pytest.raises(GraphError) as info:
-        load_graph(path)
+        load_graph(path, KINDS)
     assert str(path) in str(info.value)
     assert info.value.file == str(path)
     return info.value
@@ -117,7 +119,7 @@ def test_bad_endpoint_and_unknown_keys(tmp_path: Path) -> None:
 
 
 def test_replay_graph_validates_and_renders() -> None:
-    graph = load_graph(graph_path("replay"))
+    graph = mode_graph("replay")
     assert graph.file.endswith("actors/replay.toml")
     assert {a.name for a in graph.actors} == {"source", "normalizer", "router", "enricher", "detect", "events",
                                                "alerts"}
@@ -137,7 +139,7 @@ def test_replay_graph_validates_and_renders() -> None:
 
 
 def test_capacity_override(tmp_path: Path) -> None:
-    graph = load_graph(graph_path("replay"))
+    graph = mode_graph("replay")
     name = "detect.alerts->alerts.in"
     changed = graph.with_capacities({name: 3})
     assert next(e for e in changed.edges if e.name == name).capacity == 3
@@ -153,10 +155,26 @@ def test_edr_graph_command(tmp_path: Path) -> None:
     r = run_edr(["graph", "--mode", "replay", "--format", "mermaid"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("flowchart LR")
-    assert r.stdout.strip() == render_mermaid(load_graph(graph_path("replay")))
+    assert r.stdout.strip() == render_mermaid(mode_graph("replay"))
     r = run_edr(["graph", "--mode", "replay"], cwd=tmp_path)
     assert r.returncode == 0 and "detect.alerts" in r.stdout
     cfg = tmp_path / "c.toml"
     cfg.write_text('[pipeline]\ncapacities = { "no.such->edge.in" = 4 }\n')
     r = run_edr(["graph", "--mode", "replay", "--config", str(cfg)], cwd=tmp_path)
     assert r.returncode == 2 and "no.such->edge.in" in r.stderr
+
+
+def test_unimportable_or_non_actor_kind_is_a_graph_error(tmp_path: Path) -> None:
+    """A registered kind whose module cannot be imported, or whose class is not an actor, is named, not raised raw."""
+    from edr.runtime.kinds import Kinds
+
+    kinds = KINDS.with_kinds({"ghost": "edr.sources.nowhere:Ghost", "notactor": "edr.event:Event"})
+    path = write(tmp_path, '[actors.x]\nkind = "ghost"\n')
+    with pytest.raises(GraphError) as info:
+        load_graph(path, kinds)
+    assert info.value.item == "actor 'x'" and "cannot import edr.sources.nowhere" in str(info.value)
+    path = write(tmp_path, '[actors.x]\nkind = "notactor"\n')
+    with pytest.raises(GraphError, match="is not an actor"):
+        load_graph(path, kinds)
+    with pytest.raises(GraphError, match="no Missing"):
+        load_graph(path, Kinds({"notactor": "edr.event:Missing"}))

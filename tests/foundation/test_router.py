@@ -6,8 +6,8 @@ from pathlib import Path
 
 from edr.detect.sigma import load_sigma
 from edr.event import FILE_EVENT, NETWORK_CONNECTION, PROCESS_CREATION, PROCESS_FORK, PROCESS_TERMINATION, Event
-from edr.runtime.aggregation import ConnectionAggregator
-from edr.runtime.router import Router
+from edr.route.aggregation import ConnectionAggregator
+from edr.route.router import Router
 
 
 def ev(category: str, seq: int, **fields: object) -> Event:

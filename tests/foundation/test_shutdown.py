@@ -21,13 +21,13 @@ import edr.alerts.actor as alerts_actor
 from edr.alerts.actor import AlertWriter
 from edr.alerts.daily_file import DailyFile
 from edr.alerts.ecs import HostInfo
-from edr.config import Config
 from edr.detect.alert import Alert
 from edr.event import Event
-from edr.runtime.actor import REGISTRY, ActorBase, ActorContext, Ports
+from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.buffer import Policy
 from edr.runtime.channel import Edge, InPort
 from edr.runtime.graph import parse_graph
+from edr.runtime.kinds import Kinds
 from edr.runtime.supervisor import Supervisor
 
 from .conftest import BASE_CONFIG, EDR, clean_env, read_alerts
@@ -122,7 +122,7 @@ class Counter(ActorBase):
         self.sent = 0
 
     @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> Counter:
+    def build(cls, ctx: object, name: str) -> Counter:
         return cls(name)
 
     async def run(self, ports: Ports) -> None:
@@ -139,7 +139,7 @@ class Boom(ActorBase):
     outputs: ClassVar = ("out",)
 
     @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> Boom:
+    def build(cls, ctx: object, name: str) -> Boom:
         return cls(name)
 
     async def run(self, ports: Ports) -> None:
@@ -158,7 +158,7 @@ class Stuck(ActorBase):
     outputs: ClassVar = ()
 
     @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> Stuck:
+    def build(cls, ctx: object, name: str) -> Stuck:
         return cls(name)
 
     async def run(self, ports: Ports) -> None:
@@ -174,7 +174,7 @@ class Collect(ActorBase):
         self.got: list[int] = []
 
     @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> Collect:
+    def build(cls, ctx: object, name: str) -> Collect:
         return cls(name)
 
     async def run(self, ports: Ports) -> None:
@@ -183,10 +183,11 @@ class Collect(ActorBase):
             await trio.sleep(0)
 
 
-@pytest.fixture
-def kinds(monkeypatch: pytest.MonkeyPatch) -> None:
-    for kind, cls in {"t_counter": "Counter", "t_boom": "Boom", "t_stuck": "Stuck", "t_collect": "Collect"}.items():
-        monkeypatch.setitem(REGISTRY, kind, f"{__name__}:{cls}")
+#: The test actors, as a graph names them (built by their own ``build`` classmethods).
+KINDS = Kinds(dict({kind: f"{__name__}:{cls}" for kind, cls in {
+    "t_counter": "Counter", "t_boom": "Boom", "t_stuck": "Stuck", "t_collect": "Collect", "t_hoard": "Hoard",
+    "t_sleeper": "Sleeper", "t_raise": "Raise", "t_stuck_thread": "StuckThread"}.items()},
+    alerts="edr.alerts.actor:AlertWriter"))
 
 
 def _graph(middle: str, sink: str, on_error: str = "stop") -> Any:
@@ -195,11 +196,11 @@ def _graph(middle: str, sink: str, on_error: str = "stop") -> Any:
                    "sink": {"kind": sink}},
         "edges": [{"from": "src.out", "to": "mid.in", "capacity": 2, "policy": "block"},
                   {"from": "mid.out", "to": "sink.in", "capacity": 2, "policy": "block"}],
-    }, "test-graph.toml", "test")
+    }, "test-graph.toml", "test", KINDS)
 
 
-async def test_failing_actor_stops_the_graph_with_its_name(kinds: None, caplog: pytest.LogCaptureFixture) -> None:
-    sup = Supervisor(_graph("t_boom", "t_stuck"), ActorContext(config=Config(), mode="test"))
+async def test_failing_actor_stops_the_graph_with_its_name(caplog: pytest.LogCaptureFixture) -> None:
+    sup = Supervisor(_graph("t_boom", "t_stuck"), None)
     caplog.set_level(logging.ERROR, logger="edr.runtime")
     with trio.fail_after(5):  # never a hang, although the sink never reads and the source blocks
         code = await sup.run(handle_signals=False)
@@ -210,9 +211,8 @@ async def test_failing_actor_stops_the_graph_with_its_name(kinds: None, caplog: 
     assert crash[0].exc_info is not None and "deliberate failure" in str(crash[0].exc_info[1])
 
 
-async def test_failing_actor_with_restart_gives_up_after_max_restarts(kinds: None,
-                                                                       caplog: pytest.LogCaptureFixture) -> None:
-    sup = Supervisor(_graph("t_boom", "t_collect", on_error="restart"), ActorContext(config=Config(), mode="test"))
+async def test_failing_actor_with_restart_gives_up_after_max_restarts(caplog: pytest.LogCaptureFixture) -> None:
+    sup = Supervisor(_graph("t_boom", "t_collect", on_error="restart"), None)
     caplog.set_level(logging.WARNING, logger="edr.runtime")
     with trio.fail_after(5):
         code = await sup.run(handle_signals=False)
@@ -220,12 +220,12 @@ async def test_failing_actor_with_restart_gives_up_after_max_restarts(kinds: Non
     assert sum("restarting actor mid" in r.getMessage() for r in caplog.records) == 3
 
 
-async def test_stop_drains_the_pipeline(kinds: None) -> None:
+async def test_stop_drains_the_pipeline() -> None:
     graph = parse_graph({
         "actors": {"src": {"kind": "t_counter"}, "sink": {"kind": "t_collect"}},
         "edges": [{"from": "src.out", "to": "sink.in", "capacity": 4, "policy": "block"}],
-    }, "test-graph.toml", "test")
-    sup = Supervisor(graph, ActorContext(config=Config(), mode="test"))
+    }, "test-graph.toml", "test", KINDS)
+    sup = Supervisor(graph, None)
 
     async def stop_soon(s: Supervisor) -> None:
         await trio.sleep(0.05)
@@ -390,7 +390,7 @@ class Hoard(ActorBase):
         self.held = 0
 
     @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> Hoard:
+    def build(cls, ctx: object, name: str) -> Hoard:
         return cls(name)
 
     async def run(self, ports: Ports) -> None:
@@ -409,7 +409,7 @@ class Sleeper(ActorBase):
     outputs: ClassVar = ()
 
     @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> Sleeper:
+    def build(cls, ctx: object, name: str) -> Sleeper:
         return cls(name)
 
     async def run(self, ports: Ports) -> None:
@@ -428,7 +428,7 @@ class Raise(ActorBase):
         self.alerts = 0
 
     @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> Raise:
+    def build(cls, ctx: object, name: str) -> Raise:
         return cls(name)
 
     async def run(self, ports: Ports) -> None:
@@ -438,17 +438,13 @@ class Raise(ActorBase):
             await ports.output("alerts").send(alerts)
 
 
-@pytest.fixture
-def stop_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
-    for kind, cls in {"t_counter": "Counter", "t_hoard": "Hoard", "t_sleeper": "Sleeper", "t_raise": "Raise"}.items():
-        monkeypatch.setitem(REGISTRY, kind, f"{__name__}:{cls}")
 
 
 def _pair(sink: str) -> Any:
     return parse_graph({
         "actors": {"src": {"kind": "t_counter"}, "sink": {"kind": sink}},
         "edges": [{"from": "src.out", "to": "sink.in", "capacity": 2, "policy": "block"}],
-    }, "test-graph.toml", "test")
+    }, "test-graph.toml", "test", KINDS)
 
 
 async def _stop_after(delay: float, s: Supervisor) -> None:
@@ -456,8 +452,8 @@ async def _stop_after(delay: float, s: Supervisor) -> None:
     s.stop()
 
 
-async def test_stop_timeout_cancels_a_sink_that_never_drains(stop_kinds: None) -> None:
-    sup = Supervisor(_pair("t_hoard"), ActorContext(config=Config(), mode="test"), stop_timeout=0.4)
+async def test_stop_timeout_cancels_a_sink_that_never_drains() -> None:
+    sup = Supervisor(_pair("t_hoard"), None, stop_timeout=0.4)
     t0 = trio.current_time()
     with trio.fail_after(5):
         code = await sup.run(handle_signals=False, background=[lambda s: _stop_after(0.05, s)])
@@ -472,16 +468,16 @@ async def test_stop_timeout_cancels_a_sink_that_never_drains(stop_kinds: None) -
     assert code == 1  # something was never delivered: never exit 0
 
 
-async def test_without_anything_unwritten_a_timed_out_stop_returns_0(kinds: None) -> None:
-    sup = Supervisor(_graph("t_boom", "t_stuck"), ActorContext(config=Config(), mode="test"), stop_timeout=0.3)
+async def test_without_anything_unwritten_a_timed_out_stop_returns_0() -> None:
+    sup = Supervisor(_graph("t_boom", "t_stuck"), None, stop_timeout=0.3)
     sup.actors = {"src": Counter("src"), "mid": Stuck("mid"), "sink": Stuck("sink")}
     with trio.fail_after(5):
         code = await sup.run(handle_signals=False, background=[lambda s: _stop_after(0.05, s)])
     assert sup.cancelled == "stop timeout" and sup.unwritten() == {} and code == 0
 
 
-async def test_stuck_thread_calls_on_stuck_when_the_stop_timeout_is_up(stop_kinds: None) -> None:
-    sup = Supervisor(_pair("t_sleeper"), ActorContext(config=Config(), mode="test"), stop_timeout=0.4)
+async def test_stuck_thread_calls_on_stuck_when_the_stop_timeout_is_up() -> None:
+    sup = Supervisor(_pair("t_sleeper"), None, stop_timeout=0.4)
     calls: list[tuple[float, list[str]]] = []
     t0 = time.monotonic()
     with trio.fail_after(10):
@@ -552,7 +548,7 @@ def _alert(i: int) -> Alert:
     return Alert(rule_id="R-1", rule_name="test rule", severity="high", engine="simple", event=event)
 
 
-async def test_alerts_abandoned_by_blocked_detection_are_counted(stop_kinds: None, tmp_path: Path,
+async def test_alerts_abandoned_by_blocked_detection_are_counted(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Live sources do not wait for the graph: with the alert writer stuck, detection blocks on the full
     alert edge holding a batch. The stop timeout cancels it; that batch is counted, so the count is
@@ -565,9 +561,9 @@ async def test_alerts_abandoned_by_blocked_detection_are_counted(stop_kinds: Non
         "actors": {"src": {"kind": "t_counter"}, "detect": {"kind": "t_raise"}, "alerts": {"kind": "alerts"}},
         "edges": [{"from": "src.out", "to": "detect.in", "capacity": 2, "policy": "block"},
                   {"from": "detect.alerts", "to": "alerts.in", "capacity": 2, "policy": "block"}],
-    }, "test-graph.toml", "test")
+    }, "test-graph.toml", "test", KINDS)
     writer = AlertWriter("alerts", file, HostInfo("h", "linux"), log=logging.getLogger("edr.test.abandoned"))
-    sup = Supervisor(graph, ActorContext(config=Config(), mode="test"), {"alerts": writer}, stop_timeout=0.5)
+    sup = Supervisor(graph, None, {"alerts": writer}, stop_timeout=0.5)
     with trio.fail_after(5):
         code = await sup.run(handle_signals=False, background=[lambda s: _stop_after(0.1, s)])
     edge = sup.edges["detect.alerts->alerts.in"]
@@ -580,23 +576,20 @@ async def test_alerts_abandoned_by_blocked_detection_are_counted(stop_kinds: Non
 
 STUCK_SCRIPT = """
 import functools, sys, time, trio
-from edr.config import Config
-from edr.runtime.actor import REGISTRY, ActorContext
 from edr.runtime.graph import parse_graph
 from edr.runtime.supervisor import Supervisor
+from tests.foundation.test_shutdown import KINDS
 from edr.shutdown import hard_exit
 from edr.oplog import setup_logging
 
-REGISTRY.update(t_counter="tests.foundation.test_shutdown:Counter", t_hoard="tests.foundation.test_shutdown:Hoard",
-                t_stuck_thread="tests.foundation.test_shutdown:StuckThread")
 setup_logging("info", sys.argv[1], "edr.log", False)
 actors = {"src": {"kind": "t_counter"}, "hung": {"kind": "t_stuck_thread"}}
 edges = [{"from": "src.out", "to": "hung.in", "capacity": 2, "policy": "block"}]
 if sys.argv[3] == "with-loss":  # a sink that holds what it was given, never written
     actors["sink"] = {"kind": "t_hoard"}
     edges.append({"from": "src.out", "to": "sink.in", "capacity": 2, "policy": "block"})
-graph = parse_graph({"actors": actors, "edges": edges}, "stuck.toml", "test")
-sup = Supervisor(graph, ActorContext(config=Config(), mode="test"), stop_timeout=float(sys.argv[2]))
+graph = parse_graph({"actors": actors, "edges": edges}, "stuck.toml", "test", KINDS)
+sup = Supervisor(graph, None, stop_timeout=float(sys.argv[2]))
 print("running", flush=True)
 sys.exit(trio.run(functools.partial(sup.run, on_stuck=hard_exit(sup))))
 """
@@ -609,7 +602,7 @@ class StuckThread(ActorBase):
     outputs: ClassVar = ()
 
     @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> StuckThread:
+    def build(cls, ctx: object, name: str) -> StuckThread:
         return cls(name)
 
     async def run(self, ports: Ports) -> None:

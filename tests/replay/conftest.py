@@ -9,9 +9,9 @@ from typing import Any
 import trio
 
 from edr.config import load_config
-from edr.runtime.actor import ActorContext
-from edr.runtime.graph import graph_path, load_graph
 from edr.runtime.supervisor import Supervisor
+from edr.wiring.context import AgentContext
+from edr.wiring.graphs import mode_graph
 from tests.foundation.conftest import workdir  # noqa: F401  (the fixture, for this package too)
 
 
@@ -19,7 +19,7 @@ def replay_in_process(directory: Path, files: list[Path], **overrides: Any) -> S
     """Replay ``files`` through the replay graph under the Supervisor; alerts land in ``directory/out``."""
     config = load_config("edr.toml", environ={}, overrides={"alerts.directory": str(directory / "out"),
                                                             **overrides}).config
-    ctx = ActorContext(config=config, mode="replay", options={"files": [str(f) for f in files]})
-    sup = Supervisor(load_graph(graph_path("replay")), ctx)
+    ctx = AgentContext.create(config, "replay", files=[str(f) for f in files])
+    sup = Supervisor(mode_graph("replay"), ctx)
     assert trio.run(functools.partial(sup.run, handle_signals=False)) == 0
     return sup

@@ -23,7 +23,7 @@ from edr.event import (
     event_from_record,
     nesting_depth_exceeds,
 )
-from edr.runtime.stages import NdjsonLines, Normalizer
+from edr.sources.replay.normalizer import NdjsonLines, Normalizer
 from edr.sources.replay.winlog import (
     MAX_RECORD_DEPTH,
     UnreadableFile,
@@ -139,7 +139,7 @@ def test_rejected_records_of_a_reader_are_reported_where_they_are(caplog: pytest
 
 def test_a_decoder_bug_skips_the_record_counted_and_logged_with_its_traceback(
         caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    import edr.runtime.stages as stages
+    import edr.sources.replay.normalizer as stages
 
     def broken(payload: Any, path: str, number: int) -> None:
         raise RuntimeError("a bug")

@@ -47,7 +47,7 @@ def fuzz() -> Iterator[ModuleType]:
 
 
 def _crash_the_normalizer(monkeypatch: pytest.MonkeyPatch) -> None:
-    from edr.runtime.stages import NdjsonLines, Normalizer
+    from edr.sources.replay.normalizer import NdjsonLines, Normalizer
 
     decode = Normalizer.decode
 
@@ -60,7 +60,7 @@ def _crash_the_normalizer(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _break_the_windows_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
-    import edr.runtime.stages as stages
+    import edr.sources.replay.normalizer as stages
 
     def broken(record: Any, path: str, number: int) -> Any:
         raise RuntimeError("planted bug")
@@ -92,7 +92,7 @@ def test_a_hang_stops_the_fuzzer_and_leaves_its_input(tmp_path: Path) -> None:
     """In a subprocess: the planted decoder spins (as a native parser holding the GIL would)."""
     driver = f"""
 import importlib.util, sys
-import edr.runtime.stages as stages
+import edr.sources.replay.normalizer as stages
 
 def spin(record, path, number):
     while True:

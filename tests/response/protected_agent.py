@@ -26,8 +26,8 @@ from edr.config import Config, ResponseConfig
 from edr.detect.alert import Alert
 from edr.event import Event
 from edr.oplog import FORMAT
-from edr.response.actor import Responder
-from edr.runtime.actor import ActorContext
+from edr.wiring import builders
+from edr.wiring.context import AgentContext
 from tests.scan.harness import running, wait_for
 
 OUTCOMES = ("terminated", "identity_mismatch", "already_exited", "failed", "dry_run")
@@ -71,7 +71,7 @@ async def main(image: str) -> None:
     # No allowlisted paths: the supervisors here run from /usr/bin, and their protection must not
     # depend on an allowlist an operator may have emptied.
     cfg = Config(response=ResponseConfig(enabled=True, prevention_enabled=True, allowlist_paths=[]))
-    actor = Responder.build(ActorContext(config=cfg, mode="test"), "responder")
+    actor = builders.responder(AgentContext.create(cfg, "test"), "responder")
     try:
         async with running(actor, output=None) as run:
             await wait_for(lambda: bool(actor.protected))

@@ -18,7 +18,8 @@ from edr.event import Event
 from edr.oplog import FORMAT
 from edr.response import procfs
 from edr.response.actor import Responder
-from edr.runtime.actor import ActorContext
+from edr.wiring import builders
+from edr.wiring.context import AgentContext
 from tests.scan.harness import running, wait_for
 from tests.scan.marked import marked_binary
 
@@ -72,7 +73,7 @@ def demo(tmp_path: Path) -> Iterator:
 
 def responder(**response: object) -> Responder:
     cfg = Config(response=ResponseConfig(**{"enabled": True, **response}))  # type: ignore[arg-type]
-    return Responder.build(ActorContext(config=cfg, mode="test"), "responder")
+    return builders.responder(AgentContext.create(cfg, "test"), "responder")
 
 
 def yara_alert(pid: object, image: object, **fields: object) -> Alert:
@@ -233,7 +234,7 @@ async def test_min_severity_gate_and_disabled_mode(oplog: Lines, demo) -> None:
         await run.send([low, yara_alert(proc.pid, image_of(proc))])
         await wait_for(lambda: actor.dry_run == 1)
     assert actor.below_severity == 1
-    off = Responder.build(ActorContext(config=Config(), mode="test"), "responder")
+    off = builders.responder(AgentContext.create(Config(), "test"), "responder")
     async with running(off, output=None) as run:
         await run.send([yara_alert(proc.pid, image_of(proc))])
         await wait_for(lambda: off.received == 1)

@@ -14,11 +14,13 @@ import pytest
 import trio
 
 from edr.config import AlertsConfig, Config, IocConfig, ScanConfig, ScannerConfig
+from edr.detect.engines import Detection
 from edr.detect.ioc import load_iocs
 from edr.event import Event
 from edr.response import procfs
-from edr.runtime.actor import ActorContext
 from edr.scan.actor import ScanDispatcher
+from edr.wiring import builders
+from edr.wiring.context import AgentContext
 from tests.scan.harness import running, wait_for
 from tests.scan.marked import MARKER, RULE, marked_binary, rules_dir
 
@@ -44,10 +46,11 @@ def make_config(tmp_path: Path, *, hashes: list[str] = (), scanner: dict | None 
 
 
 def build(cfg: Config) -> ScanDispatcher:
-    ctx = ActorContext(config=cfg, mode="test")
-    # The detect actor's engines, as load_engines caches them (no Sigma needed here).
-    ctx.shared["engines"] = [load_iocs(cfg.ioc)]
-    return ScanDispatcher.build(ctx, "scan")
+    ctx = AgentContext.create(cfg, "test")
+    # The detection engines the scanner shares with the detect actor: only IOCs here (no Sigma needed).
+    iocs = load_iocs(cfg.ioc)
+    ctx.shared.detection = Detection((iocs,), iocs=iocs)
+    return builders.scan(ctx, "scan")
 
 
 @pytest.fixture

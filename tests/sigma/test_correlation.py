@@ -381,14 +381,13 @@ def test_a_correlation_completed_by_the_match_that_crosses_the_budget_fires(load
 
 def test_budget_comes_from_the_configuration(tmp_path: Path) -> None:
     from edr.config import Config, IocConfig, ScannerConfig, SigmaConfig, SimpleConfig
-    from edr.detect.engines import load_engines
-    from edr.runtime.actor import ActorContext
+    from edr.detect.engines import load_detection
 
     (tmp_path / "rule.yml").write_text(textwrap.dedent(base("login")))
     cfg = Config(scanner=ScannerConfig(sigma_rules_path=str(tmp_path), yara_enabled=False),
                  sigma=SigmaConfig(cache_dir="", correlation_max_groups=7, correlation_max_bytes=12345),
                  ioc=IocConfig(enabled=False), simple=SimpleConfig(enabled=False))
-    [engine] = load_engines(ActorContext(config=cfg, mode="replay"))
+    [engine] = load_detection(cfg).engines
     assert isinstance(engine, SigmaEngine)
     assert (engine.correlation.max_groups, engine.correlation.max_bytes) == (7, 12345)
     assert engine.statistics()["correlation_bytes"] == 0

@@ -25,7 +25,7 @@ from edr.alerts.ecs import HostInfo, alert_line
 from edr.alerts.ndjson import dumps_line
 from edr.detect.alert import Alert
 from edr.event import event_to_record
-from edr.runtime.actor import ActorBase, ActorContext, Ports
+from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.channel import InPort
 
 _RETRY_FIRST = 0.2
@@ -126,13 +126,6 @@ class AlertWriter(ActorBase):
         self.outbox = Outbox(file, name, log)
         self._port: InPort | None = None
 
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> AlertWriter:
-        """From ``[alerts]``; ``ctx.options['stdout']`` echoes alerts to standard output."""
-        cfg = ctx.config.alerts
-        file = ctx.options.get("alert_file") or DailyFile(cfg.directory, cfg.filename)
-        return cls(name, file, HostInfo(), stdout=bool(ctx.options.get("stdout")), log=ctx.log)
-
     async def run(self, ports: Ports) -> None:
         """Write each batch, then take the next; flush and close at end of stream."""
         try:
@@ -189,13 +182,6 @@ class EventWriter(ActorBase):
         self.events = 0
         self.outbox = Outbox(file, name, log) if file is not None else None
         self._port: InPort | None = None
-
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> EventWriter:
-        """From ``[events]``; disabled means the actor only drains its input."""
-        cfg = ctx.config.events
-        file = DailyFile(cfg.directory, cfg.filename) if cfg.enabled else None
-        return cls(name, file, ctx.log, frozenset(cfg.categories))
 
     async def run(self, ports: Ports) -> None:
         """Serialize and write each batch (only the configured categories, if any)."""

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from edr.detect.alert import Alert, Detector
-from edr.detect.engines import load_engines
 from edr.event import Event
-from edr.runtime.actor import ActorBase, ActorContext, Ports
+from edr.runtime.actor import ActorBase, Ports
 
 
 class DetectActor(ActorBase):
@@ -31,11 +30,6 @@ class DetectActor(ActorBase):
         self.alerts = 0
         self.errors = 0
         self.batch_errors = 0
-
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> DetectActor:
-        """Load the engines configured in ``ctx.config``."""
-        return cls(name, load_engines(ctx), ctx.log)
 
     def detect(self, batch: Sequence[Event]) -> list[Alert]:
         """Sans-IO core: every engine over ``batch``; the alerts in event order.

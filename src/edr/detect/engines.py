@@ -1,31 +1,62 @@
-"""Build the configured detection engines once per run, shared by the actors that need them."""
+"""The detection engines of one configuration, built together: :class:`Detection`.
+
+Built once per run (and again on a rule reload) by the application's wiring,
+and shared by the actors that need it: the detection actor matches with
+every engine, the router asks which fields rules read, the scanner asks the
+IOC engine about file hashes.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
+import attrs
+
+from edr.config import Config
 from edr.detect.alert import Detector
 from edr.detect.simple import SimpleEngine, load_rules
-from edr.runtime.actor import ActorContext
+from edr.detect.yara_rules import YaraRuleSet, compile_rules
+
+if TYPE_CHECKING:
+    from edr.detect.ioc import IocSet
+    from edr.detect.sigma import SigmaEngine
 
 log = logging.getLogger("edr.detect")
 
 
-def load_engines(ctx: ActorContext) -> list[Detector]:
-    """Sigma, IOC and simple engines per configuration; built once, cached in ``ctx.shared``.
+@attrs.frozen
+class Detection:
+    """The configured engines, in the order the detection actor runs them.
+
+    ``sigma``, ``iocs`` and ``simple`` are the same objects as in
+    ``engines`` (None when that engine is off), for the actors that need one
+    engine in particular.
+    """
+
+    engines: tuple[Detector, ...]
+    sigma: SigmaEngine | None = None
+    iocs: IocSet | None = None
+    simple: SimpleEngine | None = None
+
+    def fields_read(self, category: str) -> frozenset[str] | None:
+        """Every field any engine reads for ``category``; None if some engine cannot say (read all)."""
+        return fields_read(self.engines, category)
+
+
+def load_detection(cfg: Config) -> Detection:
+    """Sigma, IOC and simple engines per configuration.
 
     Rule errors are logged with file and reason and the rule is skipped; a
     missing rules path is a warning, not a failure.
     """
-    if "engines" in ctx.shared:
-        return ctx.shared["engines"]
-    cfg = ctx.config
     engines: list[Detector] = []
+    sigma = iocs = simple = None
     if cfg.scanner.sigma_enabled:
         from edr.detect.sigma import load_sigma
 
-        engine, report = load_sigma(
+        sigma, report = load_sigma(
             cfg.sigma_paths(),
             placeholders=cfg.sigma.placeholders,
             cache_dir=cfg.sigma.cache_dir or None,
@@ -40,7 +71,7 @@ def load_engines(ctx: ActorContext) -> list[Detector]:
         log.info("sigma: %d rules loaded, %d inert, %d rejected, %d correlations from %d files in %.2fs%s",
                  report.loaded, report.inert, report.rejected, report.correlations, report.files,
                  report.seconds, " (cached)" if report.cached else "")
-        engines.append(engine)
+        engines.append(sigma)
     if cfg.ioc.enabled:
         from edr.detect.ioc import load_iocs
 
@@ -54,12 +85,29 @@ def load_engines(ctx: ActorContext) -> list[Detector]:
         for err in result.errors:
             log.warning("simple rules: %s", err)
         log.info("simple rules: %d loaded", len(result.rules))
-        engines.append(SimpleEngine(result.rules))
-    ctx.shared["engines"] = engines
-    return engines
+        simple = SimpleEngine(result.rules)
+        engines.append(simple)
+    return Detection(tuple(engines), sigma=sigma, iocs=iocs, simple=simple)
 
 
-def fields_read(engines: list[Any], category: str) -> frozenset[str] | None:
+def load_yara(cfg: Config, files: Iterable[str] | None = None) -> YaraRuleSet | None:
+    """The compiled YARA rules per ``[scanner]``; None when YARA is off.
+
+    ``files``, when given, are the only rule files compiled (those the
+    permission check found trustworthy, when it refused some).
+    """
+    if not cfg.scanner.yara_enabled:
+        return None
+    from pathlib import Path
+
+    rules = compile_rules(cfg.scanner.yara_rules_path, None if files is None else [Path(f) for f in files])
+    for err in rules.errors:
+        log.warning("yara: %s", err)
+    log.info("yara: %s", rules.summary())
+    return rules
+
+
+def fields_read(engines: Iterable[Any], category: str) -> frozenset[str] | None:
     """Every field any engine reads for ``category``; None if some engine cannot say (read all)."""
     out: set[str] = set()
     for engine in engines:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from edr.runtime.actor import ActorBase, ActorContext, Ports
+from edr.runtime.actor import ActorBase, Ports
 
 
 class EnricherActor(ActorBase):
@@ -22,21 +22,6 @@ class EnricherActor(ActorBase):
         super().__init__(name)
         self.enricher = enricher
         self.events = 0
-
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> EnricherActor:
-        """Live Linux: a process cache (``[process]`` bounds) seeded from /proc; replay: pass-through."""
-        if ctx.mode != "linux":
-            return cls(name, None)
-        from edr.enrich.enricher import Enricher
-        from edr.enrich.process_cache import ProcessCache
-
-        limits = ctx.config.process
-        enricher = Enricher(processes=ProcessCache(max_entries=limits.max_entries, max_bytes=limits.max_bytes))
-        seeded = enricher.seed_from_proc()
-        ctx.log.info("enricher: %d running processes loaded from /proc", seeded)
-        ctx.shared["enricher"] = enricher
-        return cls(name, enricher)
 
     async def run(self, ports: Ports) -> None:
         """Enrich each batch in order and pass it on."""

@@ -23,19 +23,17 @@ pid=4242 image="/tmp/evil" dry_run=true``, i.e. it contains the seed's
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import trio
 
 from edr.detect.alert import Alert
-from edr.response.allowlist import ImageAllowlist
 from edr.response.decision import DRY_RUN, KILL, ResponsePolicy, ResponseTarget, quote, target_of
 from edr.response.kill import terminate_target
 from edr.response.outcome import GONE, MISMATCH, TERMINATED, KillResult
 from edr.response.protected import ProtectedProcess, describe, gather_protected, roles_by_pid
-from edr.runtime.actor import ActorBase, ActorContext, Ports
+from edr.runtime.actor import ActorBase, Ports
 
 log = logging.getLogger("edr.response")
 
@@ -69,19 +67,6 @@ class Responder(ActorBase):
         self.mismatched = 0
         self.gone = 0
         self.failed = 0
-
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> Responder:
-        """From ``[response]``; ``allowlist_paths`` inherits ``allowlist.paths`` / platform defaults."""
-        cfg = ctx.config
-        allow = ImageAllowlist(cfg.response.allowlist_images,
-                               cfg.trusted_paths(cfg.response.allowlist_paths))
-        # Until the worker has gathered the whole protected set, this process at least.
-        policy = ResponsePolicy(enabled=cfg.response.enabled, prevention=cfg.response.prevention_enabled,
-                                min_severity=cfg.response.min_severity, allowlist=allow,
-                                protected_pids=frozenset({os.getpid()}))
-        terminator = ctx.options.get("terminator", terminate_target)
-        return cls(name, policy, cfg.response.channel_capacity, terminator)
 
     def _offer(self, send: trio.MemorySendChannel[ResponseTarget], alert: Alert) -> None:
         self.received += 1

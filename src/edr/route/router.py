@@ -15,10 +15,9 @@ from typing import Any, ClassVar
 
 import trio
 
-from edr.detect.engines import fields_read, load_engines
 from edr.event import LIFECYCLE_CATEGORIES, NETWORK_CONNECTION, Event
-from edr.runtime.actor import ActorBase, ActorContext, Ports
-from edr.runtime.aggregation import ConnectionAggregator
+from edr.route.aggregation import ConnectionAggregator
+from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.channel import OutPort
 
 _category = operator.attrgetter("category")
@@ -35,20 +34,6 @@ class Router(ActorBase):
         self.aggregator = aggregator
         self.priority = 0
         self.bulk = 0
-
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> Router:
-        """Aggregation per ``[network]``; never in replay, where every record is kept as recorded."""
-        cfg = ctx.config.network
-        aggregator = None
-        if cfg.aggregation_enabled and ctx.mode != "replay":
-            engines = load_engines(ctx)
-            aggregator = ConnectionAggregator(
-                lambda cat: fields_read(engines, cat),
-                window=float(cfg.aggregation_window_secs),
-                max_entries=cfg.aggregation_max_entries,
-            )
-        return cls(name, aggregator)
 
     def split(self, batch: Sequence[Event], now: float) -> tuple[list[Event], list[Event]]:
         """Sans-IO core: (priority, bulk) for one batch."""

@@ -1,30 +1,23 @@
-"""The actor protocol, the context actors are built from, and the kind registry.
+"""The actor protocol and an actor's ports.
 
 An actor is a thin trio loop around a sans-IO core: it receives batches on
 its input ports, calls the core, and sends batches on its output ports. The
 runtime owns the ports: it closes an actor's output ports when ``run``
 returns (normally, by cancellation or by error), which is how end-of-stream
-propagates down the graph.
-
-Kinds are registered by name with the import path of their class, so that
-validating a graph never imports (or builds) heavy engines.
+propagates down the graph. How an actor is built is not the runtime's
+business: a :class:`~edr.runtime.kinds.Kind` says where its class and its
+builder are.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import attrs
 import trio
 
 from edr.runtime.channel import InPort, OutPort
 from edr.runtime.flight import Flight
-
-if TYPE_CHECKING:
-    from edr.config import Config
 
 
 @attrs.define
@@ -55,23 +48,6 @@ class Ports:
             await self.flight.settled()
 
 
-@attrs.define
-class ActorContext:
-    """What every actor is built from: configuration, mode options, shared state.
-
-    ``shared`` is for objects that several actors are built around and that
-    are created once at start (for example the loaded engines, so ``edr
-    replay`` and the benchmarks build them once); actors never mutate each
-    other's state through it.
-    """
-
-    config: Config
-    mode: str
-    options: dict[str, Any] = attrs.field(factory=dict)
-    shared: dict[str, Any] = attrs.field(factory=dict)
-    log: logging.Logger = attrs.field(factory=lambda: logging.getLogger("edr"))
-
-
 class Actor(Protocol):
     """What the runtime runs.
 
@@ -84,11 +60,6 @@ class Actor(Protocol):
     outputs: ClassVar[tuple[str, ...]]
     is_source: ClassVar[bool]
     name: str
-
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> Actor:
-        """Create the actor (may do slow set-up such as loading rules)."""
-        ...
 
     async def run(self, ports: Ports) -> None:
         """Receive, compute, send until the inputs end (or, for a source, until cancelled)."""
@@ -112,42 +83,3 @@ class ActorBase:
     def statistics(self) -> dict[str, Any]:
         """No counters by default."""
         return {}
-
-
-#: kind -> "module:Class". Importing is deferred until a graph uses the kind.
-REGISTRY: dict[str, str] = {
-    "replay_source": "edr.sources.replay.actor:ReplaySource",
-    "ebpf_source": "edr.sources.ebpf.actor:EbpfSource",
-    "etw_source": "edr.sources.etw.actor:EtwSource",
-    "normalizer": "edr.runtime.stages:Normalizer",
-    "ebpf_normalizer": "edr.sources.ebpf.actor:EbpfNormalizer",
-    "etw_normalizer": "edr.sources.etw.actor:EtwNormalizerActor",
-    "router": "edr.runtime.router:Router",
-    "enricher": "edr.enrich.actor:EnricherActor",
-    "detect": "edr.detect.actor:DetectActor",
-    "scan": "edr.scan.actor:ScanDispatcher",
-    "alerts": "edr.alerts.actor:AlertWriter",
-    "events": "edr.alerts.actor:EventWriter",
-    "responder": "edr.response.actor:Responder",
-    "null": "edr.runtime.stages:NullSink",
-}
-
-
-class UnknownKind(LookupError):
-    """A graph names an actor kind nobody registered."""
-
-
-def resolve_kind(kind: str) -> type[Any]:
-    """The class registered for ``kind`` (imports its module)."""
-    try:
-        target = REGISTRY[kind]
-    except KeyError:
-        raise UnknownKind(kind) from None
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def port_names(kind: str) -> tuple[Sequence[str], Sequence[str]]:
-    """(inputs, outputs) of a kind."""
-    cls = resolve_kind(kind)
-    return cls.inputs, cls.outputs

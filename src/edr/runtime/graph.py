@@ -11,9 +11,12 @@ Format::
     capacity = 64          # batches
     policy = "block"       # block | drop_newest | drop_oldest
 
-Validation errors name the file and the offending item: an unknown actor
-kind, an edge naming an unknown actor or port, a duplicate edge, a port left
-unconnected, a capacity override for an edge that does not exist.
+Validation errors name the file and the offending item: an unknown or
+unimportable actor kind, an edge naming an unknown actor or port, a
+duplicate edge, a port left unconnected, a capacity override for an edge
+that does not exist. Which kinds exist is the caller's
+(:class:`~edr.runtime.kinds.Kinds`); where graph files live is the
+application's too.
 """
 
 from __future__ import annotations
@@ -25,14 +28,8 @@ from typing import Any
 
 import attrs
 
-from edr.runtime.actor import UnknownKind, port_names
 from edr.runtime.buffer import Policy
-
-#: actors/ at the repository root; also shipped inside the package for installs.
-GRAPH_DIRS = (
-    Path(__file__).resolve().parents[3] / "actors",
-    Path(__file__).resolve().parent / "graphs",
-)
+from edr.runtime.kinds import Kind, KindError, Kinds
 
 
 class GraphError(ValueError):
@@ -72,12 +69,17 @@ class EdgeSpec:
 
 @attrs.frozen
 class Graph:
-    """A validated actor graph."""
+    """A validated actor graph, and the kinds its actors are built from."""
 
     mode: str
     file: str
     actors: tuple[ActorSpec, ...]
     edges: tuple[EdgeSpec, ...]
+    kinds: Kinds = attrs.field(eq=False, repr=False)
+
+    def kind(self, spec: ActorSpec) -> Kind:
+        """Where the class and builder of ``spec``'s kind are."""
+        return self.kinds[spec.kind]
 
     def actor(self, name: str) -> ActorSpec:
         """The node called ``name``."""
@@ -95,23 +97,16 @@ class Graph:
         return attrs.evolve(self, edges=edges)
 
 
-def graph_path(mode: str) -> Path:
-    """Where the graph of ``mode`` lives."""
-    for d in GRAPH_DIRS:
-        p = d / f"{mode}.toml"
-        if p.is_file():
-            return p
-    raise FileNotFoundError(f"no actor graph for mode {mode!r} in {', '.join(str(d) for d in GRAPH_DIRS)}")
-
-
-def load_graph(path: str | Path) -> Graph:
-    """Read and validate a graph file."""
+def load_graph(path: str | Path, kinds: Kinds) -> Graph:
+    """Read and validate a graph file whose actors are of ``kinds``."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GraphError(str(path), "(file)", f"cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise GraphError(str(path), "(file)", f"invalid TOML: {exc}") from None
-    return parse_graph(data, str(path), mode=path.stem)
+    return parse_graph(data, str(path), mode=path.stem, kinds=kinds)
 
 
 def _split(ref: Any, file: str, item: str) -> tuple[str, str]:
@@ -121,8 +116,8 @@ def _split(ref: Any, file: str, item: str) -> tuple[str, str]:
     return actor, port
 
 
-def parse_graph(data: Mapping[str, Any], file: str, mode: str) -> Graph:
-    """Validate a decoded graph document."""
+def parse_graph(data: Mapping[str, Any], file: str, mode: str, kinds: Kinds) -> Graph:
+    """Validate a decoded graph document against ``kinds``."""
     unknown_top = set(data) - {"actors", "edges", "description"}
     if unknown_top:
         raise GraphError(file, ", ".join(sorted(unknown_top)), "unknown top-level key")
@@ -141,9 +136,11 @@ def parse_graph(data: Mapping[str, Any], file: str, mode: str) -> Graph:
         if on_error not in ("stop", "restart"):
             raise GraphError(file, item, f"on_error must be 'stop' or 'restart', not {on_error!r}")
         try:
-            inputs, outputs = port_names(body["kind"])
-        except UnknownKind:
-            raise GraphError(file, item, f"unknown actor kind {body['kind']!r}") from None
+            cls = kinds.resolve(body["kind"]).actor_class(body["kind"])
+        except KindError as exc:
+            reason = f"unknown actor kind {exc.kind!r}" if body["kind"] not in kinds else str(exc)
+            raise GraphError(file, item, reason) from None
+        inputs, outputs = cls.inputs, cls.outputs
         actors[name] = ActorSpec(name, body["kind"], tuple(inputs), tuple(outputs), on_error)
 
     edges: list[EdgeSpec] = []
@@ -190,7 +187,7 @@ def parse_graph(data: Mapping[str, Any], file: str, mode: str) -> Graph:
         for p in a.outputs:
             if f"{a.name}.{p}" not in connected:
                 raise GraphError(file, f"actor {a.name!r}", f"output port {p!r} is not connected")
-    return Graph(mode=mode, file=file, actors=tuple(actors.values()), edges=tuple(edges))
+    return Graph(mode=mode, file=file, actors=tuple(actors.values()), edges=tuple(edges), kinds=kinds)
 
 
 def render_text(graph: Graph) -> str:

@@ -43,7 +43,7 @@ from typing import Any
 
 import trio
 
-from edr.runtime.actor import Actor, ActorContext, Ports, resolve_kind
+from edr.runtime.actor import Actor, Ports
 from edr.runtime.buffer import EdgeStatistics
 from edr.runtime.channel import Edge, InPort, OutPort
 from edr.runtime.flight import Flight
@@ -66,11 +66,13 @@ def cancel_grace(stop_timeout: float) -> float:
 class Supervisor:
     """Builds the actors and edges of a graph and runs them.
 
-    ``stop_timeout``: the longest an orderly stop may take, in seconds
-    (None: wait for the drain however long it takes).
+    ``ctx`` is whatever the application's builders make actors from (the
+    runtime passes it on and never looks inside). ``stop_timeout``: the
+    longest an orderly stop may take, in seconds (None: wait for the drain
+    however long it takes).
     """
 
-    def __init__(self, graph: Graph, ctx: ActorContext, actors: dict[str, Actor] | None = None, *,
+    def __init__(self, graph: Graph, ctx: object, actors: dict[str, Actor] | None = None, *,
                  stop_timeout: float | None = None) -> None:
         if stop_timeout is not None and not (math.isfinite(stop_timeout) and stop_timeout > 0):
             raise ValueError(f"stop_timeout must be a positive number of seconds, not {stop_timeout!r}")
@@ -110,7 +112,7 @@ class Supervisor:
         """Instantiate every actor not supplied by the caller (may be slow: rule loading)."""
         for spec in self.graph.actors:
             if spec.name not in self.actors:
-                self.actors[spec.name] = resolve_kind(spec.kind).build(self.ctx, spec.name)
+                self.actors[spec.name] = self.graph.kind(spec).make(spec.kind, self.ctx, spec.name)
 
     def statistics(self) -> dict[str, EdgeStatistics]:
         """Per-edge counters."""
@@ -284,7 +286,3 @@ class Supervisor:
                     log.warning("received %s again: cancelling everything", name)
                     self.abort("second signal")
 
-
-def make_context(config: Any, mode: str, **options: Any) -> ActorContext:
-    """An ActorContext for ``mode`` with ``options``."""
-    return ActorContext(config=config, mode=mode, options=dict(options))

@@ -26,11 +26,10 @@ import trio
 
 from edr.config import Config
 from edr.detect.alert import Alert
-from edr.detect.yara_rules import YaraRuleSet, compile_rules
+from edr.detect.yara_rules import YaraRuleSet
 from edr.event import FILE_CHANGE, FILE_DELETE, FILE_EVENT, FILE_RENAME, LINUX, PROCESS_CREATION, Event, F
 from edr.response import procfs
-from edr.rule_trust import YARA_FILES_KEY
-from edr.runtime.actor import ActorBase, ActorContext, Ports
+from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.channel import OutPort
 from edr.scan.alerts import HashMatcher, file_alerts, memory_alerts
 from edr.scan.allowlist import PrefixAllowlist
@@ -64,40 +63,6 @@ def _pid_of(event: Event) -> int | None:
         return int(value) if value is not None else None
     except (TypeError, ValueError):
         return None
-
-
-def load_yara(ctx: ActorContext) -> YaraRuleSet | None:
-    """The compiled YARA rules (once per run, cached in ``ctx.shared``), None when YARA is off."""
-    if not ctx.config.scanner.yara_enabled:
-        return None
-    rules = ctx.shared.get("yara_rules")
-    if rules is None:
-        # only the files edr.rule_trust found trustworthy, when it refused some
-        rules = compile_rules(ctx.config.scanner.yara_rules_path, ctx.shared.get(YARA_FILES_KEY))
-        for err in rules.errors:
-            log.warning("yara: %s", err)
-        log.info("yara: %s", rules.summary())
-        ctx.shared["yara_rules"] = rules
-    return rules
-
-
-def find_iocs(ctx: ActorContext) -> HashMatcher | None:
-    """The IOC engine the detect actor uses (shared), or a private one when it is not there."""
-    if not ctx.config.ioc.enabled:
-        return None
-    from edr.detect.engines import load_engines
-    from edr.detect.ioc import IocSet, load_iocs
-
-    for engine in load_engines(ctx):
-        if isinstance(engine, IocSet):
-            return engine
-    iocs = ctx.shared.get("scan_iocs")
-    if iocs is None:
-        iocs = load_iocs(ctx.config.ioc)
-        for err in iocs.errors:
-            log.warning("ioc: %s", err)
-        ctx.shared["scan_iocs"] = iocs
-    return iocs
 
 
 def build_scanner(cfg: Config, rules: YaraRuleSet | None, want_hashes: bool) -> FileScanner:
@@ -144,16 +109,6 @@ class ScanDispatcher(ActorBase):
         # Nothing to scan for: no rules and no hash indicators. Hashing anyway would only burn CPU.
         self.files_enabled = scanner.rules is not None or scanner.want_hashes
         self.memory_enabled = scan.memory_enabled and scanner.rules is not None
-
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> ScanDispatcher:
-        """Compile YARA rules and find the IOC set per configuration."""
-        rules = load_yara(ctx)
-        iocs = find_iocs(ctx)
-        want_hashes = bool(getattr(iocs, "has_hashes", False))
-        return cls(name, ctx.config, build_scanner(ctx.config, rules, want_hashes), iocs)
-
-    # --- intake ----------------------------------------------------------------
 
     def _enqueue(self, job: ScanJob) -> None:
         assert self._send is not None

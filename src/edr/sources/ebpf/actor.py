@@ -11,12 +11,11 @@ not feed back into the sensor.
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar
 
 import trio
 
-from edr.runtime.actor import ActorBase, ActorContext, Ports
+from edr.runtime.actor import ActorBase, Ports
 
 #: how long a poll waits for a first record; also the source's cancellation latency
 POLL_MS = 250
@@ -36,24 +35,6 @@ class EbpfSource(ActorBase):
         self.sensor = sensor
         self.batch_size = batch_size
         self.polls = 0
-
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> EbpfSource:
-        """Compile and attach (slow, seconds); raises SensorUnavailable with the fix."""
-        from edr.sources.ebpf.sensor import EbpfSensor
-
-        cfg = ctx.config.sensor
-        sensor = EbpfSensor(
-            families=set(cfg.families),
-            max_args=cfg.max_args,
-            max_arg_bytes=cfg.max_arg_bytes,
-            page_count=cfg.page_count,
-            ignore_pids={os.getpid()},
-            batch_window_ms=cfg.batch_window_ms,
-        )
-        sensor.open()
-        ctx.shared["sensor"] = sensor
-        return cls(name, sensor, ctx.config.pipeline.batch_size)
 
     async def run(self, ports: Ports) -> None:
         """Poll, forward; on cancellation the current poll finishes (<= POLL_MS) and the sensor closes."""
@@ -93,14 +74,6 @@ class EbpfNormalizer(ActorBase):
         self.log = log
         self.decoded = 0
         self.errors = 0
-
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> EbpfNormalizer:
-        """A decoder that resolves relative paths and cgroups through /proc."""
-        from edr.sources.ebpf.decode import Decoder
-        from edr.sources.ebpf.host import LiveHost
-
-        return cls(name, Decoder(host=LiveHost(), ignore_pids={os.getpid()}), ctx.log)
 
     async def run(self, ports: Ports) -> None:
         """Decode each batch; a record the decoder rejects is counted, never fatal.

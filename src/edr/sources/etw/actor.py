@@ -17,26 +17,21 @@ event loop.
 from __future__ import annotations
 
 import importlib
-import os
 import time
 from typing import Any, ClassVar, Final
 
 import trio
 
-from edr.runtime.actor import ActorBase, ActorContext, Ports
+from edr.runtime.actor import ActorBase, Ports
 from edr.sources.etw.bridge import CallbackBridge
 from edr.sources.etw.host import WindowsHost
-from edr.sources.etw.normalize import EtwNormalizer, NormalizerLimits
-from edr.sources.etw.providers import PROVIDERS
+from edr.sources.etw.normalize import EtwNormalizer
 from edr.sources.etw.session import EtwSession, EtwUnavailable
-from edr.sources.etw.settings import etw_config
 
 #: how often the normalizer reports script blocks whose remaining parts never came
 FLUSH_SECS: Final = 1.0
 #: longest the source spends sending what the bridge still held at shutdown
 DRAIN_SECS: Final = 2.0
-#: ``ActorContext.options`` key of an injected :class:`WindowsHost`
-HOST_OPTION: Final = "windows_host"
 
 
 def import_pywintrace() -> Any:
@@ -64,17 +59,6 @@ class EtwSource(ActorBase):
         self.batch_size = batch_size
         self.sent = 0
         self._unsent: list[Any] = []
-
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> EtwSource:
-        """Load pywintrace (raises :class:`EtwUnavailable` with the fix); the session starts in :meth:`run`."""
-        cfg = etw_config(ctx.config)
-        etw = import_pywintrace()
-        bridge = CallbackBridge(cfg.bridge_records)
-        session = EtwSession(etw, name=cfg.session_name, providers=[PROVIDERS[p] for p in cfg.providers],
-                             callback=bridge.callback, buffer_kb=cfg.buffer_kb, min_buffers=cfg.min_buffers,
-                             max_buffers=cfg.max_buffers)
-        return cls(name, session, bridge, ctx.config.pipeline.batch_size)
 
     async def run(self, ports: Ports) -> None:
         """Start the session, forward batches; on cancellation stop it and send what was left.
@@ -137,22 +121,6 @@ class EtwNormalizerActor(ActorBase):
         self.host = host
         self.batches = 0
         self._last_flush = time.monotonic()
-
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> EtwNormalizerActor:
-        """Host facts from ``ctx.options['windows_host']`` when given (tests), else this machine's."""
-        cfg = etw_config(ctx.config)
-        host = ctx.options.get(HOST_OPTION)
-        if not isinstance(host, WindowsHost):
-            host = WindowsHost.live(cfg)
-        limits = NormalizerLimits(
-            processes=ctx.config.process.max_entries, file_objects=cfg.pointer_cache_entries,
-            file_keys=cfg.pointer_cache_entries, key_objects=cfg.pointer_cache_entries,
-            script_block_timeout=cfg.script_block_timeout_secs,
-        )
-        normalizer = EtwNormalizer(devices=host.devices, sids=host.sids, facts=host.facts, pe=host.pe,
-                                   pe_wait=cfg.pe_wait_ms / 1000, limits=limits, ignore_pids={os.getpid()})
-        return cls(name, normalizer, host)
 
     def _work(self, batch: Any) -> list[Any]:
         """Normalize one batch (None: only the periodic flush); runs in a worker thread."""

@@ -30,10 +30,10 @@ from typing import Any, BinaryIO, ClassVar, TypeVar
 import trio
 
 from edr.event import RejectedRecord
-from edr.runtime.actor import ActorBase, ActorContext, Ports
+from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.channel import OutPort
-from edr.runtime.stages import NdjsonLines
 from edr.sources.replay.formats import UnusableFile, open_recording
+from edr.sources.replay.normalizer import NdjsonLines
 from edr.sources.replay.winlog import UnreadableFile
 
 #: Bytes per read. Every read is a round trip to a worker thread whose GIL
@@ -53,7 +53,7 @@ class _ReaderFailed(Exception):
 
 
 class ReplaySource(ActorBase):
-    """Reads ``ctx.options['files']`` and emits ``(format, payload, path, number)`` batches."""
+    """Reads ``files`` in order and emits ``(format, payload, path, number)`` batches."""
 
     inputs: ClassVar = ()
     outputs: ClassVar = ("out",)
@@ -74,11 +74,6 @@ class ReplaySource(ActorBase):
     def failed_files(self) -> list[str]:
         """The paths of :attr:`failures`."""
         return [path for path, _ in self.failures]
-
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> ReplaySource:
-        """``ctx.options['files']``: the paths to replay."""
-        return cls(name, list(ctx.options.get("files", [])), ctx.config.pipeline.batch_size, ctx.log)
 
     def total_bytes(self) -> int:
         """Sum of the input sizes (for progress)."""

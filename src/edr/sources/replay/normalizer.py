@@ -1,14 +1,17 @@
-"""Small pipeline stages: the normalizer (raw records -> Events) and a null sink."""
+"""The replay normalizer: recorded records (NDJSON lines, Windows event records) -> Events."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import orjson
 
 from edr.event import RECORD_DECODER, Event, RecordError, RejectedRecord, event_from_record
-from edr.runtime.actor import ActorBase, ActorContext, Ports
+from edr.runtime.actor import ActorBase, Ports
+from edr.runtime.errlog import ErrorLog
+from edr.runtime.transform import transform
 
 #: A decoder turns one raw record of its format into events; it may raise
 #: ValueError (or a subclass, such as RecordError), KeyError or TypeError for
@@ -79,20 +82,20 @@ class Normalizer(ActorBase):
     inputs: ClassVar = ("in",)
     outputs: ClassVar = ("out",)
 
-    def __init__(self, name: str, log: Any) -> None:
+    def __init__(self, name: str, log: logging.Logger) -> None:
         super().__init__(name)
         self.log = log
         self.decoded = 0
-        self.rejected = 0
         self.errors = 0
-        self._reported: dict[str, int] = {}
+        # per file: the first MAX_REPORTED bad records are logged, the rest counted
+        self._bad = ErrorLog(log, "bad records", MAX_REPORTED)
         # one origin per file, shared by its events (the line is Event.line)
         self._origins: dict[str, dict[str, Any]] = {}
 
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> Normalizer:
-        """No configuration."""
-        return cls(name, ctx.log)
+    @property
+    def rejected(self) -> int:
+        """Records skipped (bad records and decoder errors)."""
+        return self._bad.total
 
     def decode(self, batch: Sequence[Any]) -> list[Event]:
         """Sans-IO core: one batch of raw records to events."""
@@ -161,33 +164,17 @@ class Normalizer(ActorBase):
         return out
 
     def _reject(self, fmt: str, path: str, number: int, reason: str) -> None:
-        self.rejected += 1
-        if self._report(path):
-            self.log.warning("replay: %s: skipped: %s", _where(fmt, path, number), reason)
+        self._bad.report("replay: %s: skipped: %s", _where(fmt, path, number), reason, key=path,
+                         level=logging.WARNING)
 
     def _error(self, fmt: str, path: str, number: int, exc: Exception) -> None:
-        self.rejected += 1
         self.errors += 1
-        if self._report(path):
-            self.log.error("replay: %s: skipped: decoding failed: %s: %s", _where(fmt, path, number),
-                           type(exc).__name__, exc, exc_info=exc)
-
-    def _report(self, path: str) -> bool:
-        """Whether to log this bad record of ``path``: the first MAX_REPORTED of each file."""
-        n = self._reported.get(path, 0) + 1
-        self._reported[path] = n
-        if n == MAX_REPORTED + 1:
-            self.log.warning("replay: %s: more bad records; counting without reporting each", path)
-        return n <= MAX_REPORTED
+        self._bad.report("replay: %s: skipped: decoding failed: %s: %s", _where(fmt, path, number),
+                         type(exc).__name__, exc, key=path, exc_info=True)
 
     async def run(self, ports: Ports) -> None:
         """Decode each batch and pass it on."""
-        out = ports.output("out")
-        async for batch in ports.input("in"):
-            events = self.decode(batch)
-            if events:
-                await out.send(events)
-            del batch, events  # freed before the wait for the next: see edr.runtime.flight
+        await transform(ports, self.decode)
 
     def statistics(self) -> dict[str, Any]:
         """Decoded and rejected records, and how many of the rejections were decoder errors."""
@@ -198,19 +185,3 @@ def _where(fmt: str, path: str, number: int) -> str:
     """Where a record is: ``path:line``, or ``path: record N`` in an EVTX file (which has no lines)."""
     return f"{path}: record {number}" if fmt == "evtx" else f"{path}:{number}"
 
-
-class NullSink(ActorBase):
-    """Drains its input (benchmarks, graphs without a consumer)."""
-
-    inputs: ClassVar = ("in",)
-    outputs: ClassVar = ()
-
-    @classmethod
-    def build(cls, ctx: ActorContext, name: str) -> NullSink:
-        """No configuration."""
-        return cls(name)
-
-    async def run(self, ports: Ports) -> None:
-        """Receive and discard."""
-        async for _ in ports.input("in"):
-            pass

@@ -1,0 +1,176 @@
+"""One builder per actor kind: the configuration and :class:`~edr.wiring.context.Shared` in, an actor out.
+
+Builders import what they build lazily, so that a graph of one mode never
+loads another mode's dependencies (bcc, pywintrace) and validating a graph
+loads nothing heavy. Each may be slow (compiling rules or BPF programs) and
+may raise the error that says why its actor cannot run here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edr.alerts.actor import AlertWriter, EventWriter
+    from edr.detect.actor import DetectActor
+    from edr.enrich.actor import EnricherActor
+    from edr.response.actor import Responder
+    from edr.route.router import Router
+    from edr.scan.actor import ScanDispatcher
+    from edr.sources.ebpf.actor import EbpfNormalizer, EbpfSource
+    from edr.sources.etw.actor import EtwNormalizerActor, EtwSource
+    from edr.sources.replay.actor import ReplaySource
+    from edr.sources.replay.normalizer import Normalizer
+    from edr.wiring.context import AgentContext
+
+
+def replay_source(ctx: AgentContext, name: str) -> ReplaySource:
+    """The recorded files of ``ctx.options.files``."""
+    from edr.sources.replay.actor import ReplaySource
+
+    return ReplaySource(name, list(ctx.options.files), ctx.config.pipeline.batch_size, ctx.log)
+
+
+def replay_normalizer(ctx: AgentContext, name: str) -> Normalizer:
+    """Recorded records to events; no configuration."""
+    from edr.sources.replay.normalizer import Normalizer
+
+    return Normalizer(name, ctx.log)
+
+
+def ebpf_source(ctx: AgentContext, name: str) -> EbpfSource:
+    """Compile and attach the BPF programs per ``[sensor]`` (seconds); raises SensorUnavailable with the fix."""
+    from edr.sources.ebpf.actor import EbpfSource
+    from edr.sources.ebpf.sensor import EbpfSensor
+
+    cfg = ctx.config.sensor
+    sensor = EbpfSensor(families=set(cfg.families), max_args=cfg.max_args, max_arg_bytes=cfg.max_arg_bytes,
+                        page_count=cfg.page_count, ignore_pids={os.getpid()}, batch_window_ms=cfg.batch_window_ms)
+    sensor.open()
+    return EbpfSource(name, sensor, ctx.config.pipeline.batch_size)
+
+
+def ebpf_normalizer(ctx: AgentContext, name: str) -> EbpfNormalizer:
+    """A decoder that resolves relative paths and cgroups through /proc."""
+    from edr.sources.ebpf.actor import EbpfNormalizer
+    from edr.sources.ebpf.decode import Decoder
+    from edr.sources.ebpf.host import LiveHost
+
+    return EbpfNormalizer(name, Decoder(host=LiveHost(), ignore_pids={os.getpid()}), ctx.log)
+
+
+def etw_source(ctx: AgentContext, name: str) -> EtwSource:
+    """Load pywintrace (raises EtwUnavailable with the fix); the session starts when the actor runs."""
+    from edr.sources.etw.actor import EtwSource, import_pywintrace
+    from edr.sources.etw.bridge import CallbackBridge
+    from edr.sources.etw.providers import PROVIDERS
+    from edr.sources.etw.session import EtwSession
+    from edr.sources.etw.settings import etw_config
+
+    cfg = etw_config(ctx.config)
+    bridge = CallbackBridge(cfg.bridge_records)
+    session = EtwSession(import_pywintrace(), name=cfg.session_name, providers=[PROVIDERS[p] for p in cfg.providers],
+                         callback=bridge.callback, buffer_kb=cfg.buffer_kb, min_buffers=cfg.min_buffers,
+                         max_buffers=cfg.max_buffers)
+    return EtwSource(name, session, bridge, ctx.config.pipeline.batch_size)
+
+
+def etw_normalizer(ctx: AgentContext, name: str) -> EtwNormalizerActor:
+    """The ETW normalizer over this machine's host facts (or ``ctx.options.windows_host``)."""
+    from edr.sources.etw.actor import EtwNormalizerActor
+    from edr.sources.etw.host import WindowsHost
+    from edr.sources.etw.normalize import EtwNormalizer, NormalizerLimits
+    from edr.sources.etw.settings import etw_config
+
+    cfg = etw_config(ctx.config)
+    host = ctx.options.windows_host
+    if not isinstance(host, WindowsHost):
+        host = WindowsHost.live(cfg)
+    limits = NormalizerLimits(processes=ctx.config.process.max_entries, file_objects=cfg.pointer_cache_entries,
+                              file_keys=cfg.pointer_cache_entries, key_objects=cfg.pointer_cache_entries,
+                              script_block_timeout=cfg.script_block_timeout_secs)
+    normalizer = EtwNormalizer(devices=host.devices, sids=host.sids, facts=host.facts, pe=host.pe,
+                               pe_wait=cfg.pe_wait_ms / 1000, limits=limits, ignore_pids={os.getpid()})
+    return EtwNormalizerActor(name, normalizer, host)
+
+
+def router(ctx: AgentContext, name: str) -> Router:
+    """Lanes, and connection aggregation per ``[network]`` (never in replay: records stay as recorded)."""
+    from edr.route.aggregation import ConnectionAggregator
+    from edr.route.router import Router
+
+    cfg = ctx.config.network
+    aggregator = None
+    if cfg.aggregation_enabled and ctx.mode != "replay":
+        detection = ctx.shared.detection
+        aggregator = ConnectionAggregator(detection.fields_read, window=float(cfg.aggregation_window_secs),
+                                          max_entries=cfg.aggregation_max_entries)
+    return Router(name, aggregator)
+
+
+def enricher(ctx: AgentContext, name: str) -> EnricherActor:
+    """Live Linux: the shared process cache seeded from /proc; other modes: pass-through."""
+    from edr.enrich.actor import EnricherActor
+
+    if ctx.mode != "linux":
+        return EnricherActor(name, None)
+    from edr.enrich.enricher import Enricher
+
+    core = Enricher(processes=ctx.shared.processes)
+    seeded = core.seed_from_proc()
+    ctx.log.info("enricher: %d running processes loaded from /proc", seeded)
+    return EnricherActor(name, core)
+
+
+def detect(ctx: AgentContext, name: str) -> DetectActor:
+    """Every configured engine."""
+    from edr.detect.actor import DetectActor
+
+    return DetectActor(name, list(ctx.shared.detection.engines), ctx.log)
+
+
+def scan(ctx: AgentContext, name: str) -> ScanDispatcher:
+    """YARA per ``[scanner]`` and hashing for the IOC engine's hash indicators."""
+    from edr.scan.actor import ScanDispatcher, build_scanner
+
+    iocs = ctx.shared.detection.iocs if ctx.config.ioc.enabled else None
+    want_hashes = bool(iocs is not None and iocs.has_hashes)
+    return ScanDispatcher(name, ctx.config, build_scanner(ctx.config, ctx.shared.yara, want_hashes), iocs)
+
+
+def alerts(ctx: AgentContext, name: str) -> AlertWriter:
+    """The daily ECS alert files of ``[alerts]`` (or ``ctx.options.alert_file``), echoed when ``stdout``."""
+    from edr.alerts.actor import AlertWriter
+    from edr.alerts.daily_file import DailyFile
+    from edr.alerts.ecs import HostInfo
+
+    cfg = ctx.config.alerts
+    file = ctx.options.alert_file or DailyFile(cfg.directory, cfg.filename)
+    return AlertWriter(name, file, HostInfo(), stdout=ctx.options.stdout, log=ctx.log)
+
+
+def events(ctx: AgentContext, name: str) -> EventWriter:
+    """The event stream of ``[events]``; disabled, the actor only drains its input."""
+    from edr.alerts.actor import EventWriter
+    from edr.alerts.daily_file import DailyFile
+
+    cfg = ctx.config.events
+    file = DailyFile(cfg.directory, cfg.filename) if cfg.enabled else None
+    return EventWriter(name, file, ctx.log, frozenset(cfg.categories))
+
+
+def responder(ctx: AgentContext, name: str) -> Responder:
+    """Active response per ``[response]``; ``allowlist_paths`` inherits ``allowlist.paths`` / platform defaults."""
+    from edr.response.actor import Responder
+    from edr.response.allowlist import ImageAllowlist
+    from edr.response.decision import ResponsePolicy
+    from edr.response.kill import terminate_target
+
+    cfg = ctx.config
+    allow = ImageAllowlist(cfg.response.allowlist_images, cfg.trusted_paths(cfg.response.allowlist_paths))
+    # Until the worker has gathered the whole protected set, this process at least.
+    policy = ResponsePolicy(enabled=cfg.response.enabled, prevention=cfg.response.prevention_enabled,
+                            min_severity=cfg.response.min_severity, allowlist=allow,
+                            protected_pids=frozenset({os.getpid()}))
+    return Responder(name, policy, cfg.response.channel_capacity, ctx.options.terminator or terminate_target)
