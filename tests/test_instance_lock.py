@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edr.instance_lock import LOCK_NAME, InstanceLocked, acquire
-from edr.safe_files import UnsafePath
+from edr.platform.private_files import UnsafePath
 
 HOLDER = """
 import sys, time
@@ -95,7 +95,7 @@ def test_pid_is_waited_for_while_the_holder_writes_it(tmp_path: Path) -> None:
     state = tmp_path / "state"
     code = f"""
 import fcntl, os, sys, time
-from edr.safe_files import PrivateDir
+from edr.platform.private_files import PrivateDir
 fd = PrivateDir(sys.argv[1]).open_append({LOCK_NAME!r})
 fcntl.flock(fd, fcntl.LOCK_EX)
 os.ftruncate(fd, 0)

@@ -19,9 +19,9 @@ import trio
 from edr.config import LoadedConfig
 from edr.health import health_task, log_health, watchdog_task
 from edr.instance_lock import InstanceLock, InstanceLocked, acquire
+from edr.platform.linux import systemd
 from edr.rule_trust import check_rules
 from edr.runtime.supervisor import Supervisor
-from edr.service import systemd
 from edr.shutdown import hard_exit, report_unwritten
 from edr.wiring.context import AgentContext, Shared
 from edr.wiring.graphs import mode_graph

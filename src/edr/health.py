@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
-from edr.service import systemd
+from edr.platform.linux import systemd
 
 if TYPE_CHECKING:
     from edr.runtime.supervisor import Supervisor

@@ -10,7 +10,7 @@ releases it when the holder's descriptor closes, which happens when the
 process ends however it ends (SIGKILL and crashes included), so a stale lock
 file never blocks the next start. Nothing has to remove the file.
 
-The state directory is a :class:`~edr.safe_files.PrivateDir` (created 0700,
+The state directory is a :class:`~edr.platform.private_files.PrivateDir` (created 0700,
 checked, the file opened without following links), so another user can
 neither plant the lock file as a link to something of root's nor hold the
 lock in the agent's place.
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Final
 
-from edr.safe_files import PrivateDir
+from edr.platform.private_files import PrivateDir
 
 LOCK_NAME: Final = "edr.lock"
 #: How long a second agent waits to read the holder's PID, which the holder
@@ -92,7 +92,7 @@ def acquire(state_directory: str | os.PathLike[str]) -> InstanceLock:
     """Take the instance lock in ``state_directory`` (created 0700) without waiting.
 
     Raises :class:`InstanceLocked` when another process holds it, and
-    OSError (:class:`~edr.safe_files.UnsafePath` included, whose message
+    OSError (:class:`~edr.platform.private_files.UnsafePath` included, whose message
     says what is wrong and how to fix it) when the directory or the file
     cannot be used.
     """

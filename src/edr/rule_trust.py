@@ -3,7 +3,7 @@
 Configuration and rules decide what a root process does (and, with active
 response, what it kills), so when the agent runs as root (euid 0) every
 file it loads them from must be changeable by root (or the agent's own
-user) only: :func:`edr.safe_files.check_trusted` for the file and every
+user) only: :func:`edr.platform.private_files.check_trusted` for the file and every
 directory above it. The commands that load rules (``edr run``, ``edr
 replay``, ``edr rules check``) call this module once, before anything is
 loaded; the engines themselves check nothing and are simply not given what
@@ -54,7 +54,7 @@ from typing import Final
 import attrs
 
 from edr.config import FILE_KEY, Config, ConfigError, LoadedConfig
-from edr.safe_files import UnsafePath, check_trusted
+from edr.platform.private_files import UnsafePath, check_trusted
 
 log = logging.getLogger("edr.trust")
 

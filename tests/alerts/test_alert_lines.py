@@ -19,7 +19,7 @@ from edr.alerts.ecs import HostInfo
 from edr.alerts.verify import render_text, verify
 from edr.detect.alert import Alert
 from edr.detect.sigma import load_sigma
-from edr.safe_files import PrivateDir
+from edr.platform.private_files import PrivateDir
 
 from .test_dedup import exec_event
 

@@ -26,7 +26,7 @@ from edr.alerts.chain_recovery import (
 )
 from edr.alerts.daily_file import DailyFile
 from edr.alerts.verify import render_text, verify
-from edr.safe_files import PrivateDir
+from edr.platform.private_files import PrivateDir
 
 KEY = b"recovery-test-key-0123456789"
 OTHER_KEY = b"another-test-key-9876543210"

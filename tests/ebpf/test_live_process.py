@@ -9,7 +9,7 @@ import time
 import uuid
 
 from edr.event import PROCESS_CREATION, PROCESS_FORK, PROCESS_TERMINATION, F
-from edr.response import procfs
+from edr.platform.linux import procfs
 from tests.ebpf.live import LiveCapture
 
 ME = pwd.getpwuid(os.geteuid()).pw_name

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edr.enrich.containers import container_id_from_cgroup
-from edr.enrich.proc_seed import seed_from_proc
 from edr.enrich.process_cache import ProcessCache
+from edr.enrich.seed import seed_from_proc
 from edr.enrich.users import UserCache
+from edr.platform.linux.containers import container_id_from_cgroup
 
 ID = "0123456789abcdef" * 4
 

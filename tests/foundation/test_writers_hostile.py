@@ -27,7 +27,7 @@ import pytest
 
 from edr.alerts.daily_file import DailyFile, utc_day
 from edr.oplog import setup_logging
-from edr.safe_files import UnsafePath
+from edr.platform.private_files import UnsafePath
 
 from .conftest import BASE_CONFIG, EDR, clean_env, net, write_ndjson
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from edr.response import procfs
+from edr.platform.linux import procfs
 from tests.conftest import REPO, ebpf_unavailable
 from tests.live.agent import read_alerts, start_agent, wait_for
 from tests.scan.marked import marked_binary

@@ -25,7 +25,7 @@ from tests.scan.marked import marked_binary
 
 HELPER = r"""
 import json, subprocess, sys, time
-from edr.response import kill_linux, procfs
+from edr.platform.linux import kill as kill_linux, procfs
 
 marked, other = sys.argv[1], sys.argv[2]
 

@@ -24,8 +24,8 @@ from typing import Any
 import psutil
 import pytest
 
-from edr.response import procfs
-from edr.response.protected import ANCESTOR, PARENT, describe, gather_protected
+from edr.platform.linux import procfs
+from edr.platform.protected import ANCESTOR, PARENT, describe, gather_protected
 from tests.scan.marked import marked_binary
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pidfd and /proc")

@@ -16,7 +16,7 @@ from edr.config import Config, ResponseConfig
 from edr.detect.alert import Alert
 from edr.event import Event
 from edr.oplog import FORMAT
-from edr.response import procfs
+from edr.platform.linux import procfs
 from edr.response.actor import Responder
 from edr.wiring import builders
 from edr.wiring.context import AgentContext

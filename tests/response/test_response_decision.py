@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from edr.detect.alert import Alert
 from edr.event import Event
+from edr.platform.windows.kill import EPOCH_FILETIME, filetime_to_epoch
 from edr.response.allowlist import ImageAllowlist
 from edr.response.decision import DRY_RUN, KILL, SKIP, ResponsePolicy, effective_severity, target_of
-from edr.response.kill_windows import EPOCH_FILETIME, filetime_to_epoch
 
 
 def alert(engine: str = "sigma", severity: str = "high", **fields: object) -> Alert:

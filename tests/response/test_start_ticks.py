@@ -13,15 +13,15 @@ import pytest
 
 from edr.detect.alert import Alert
 from edr.event import Event
-from edr.response import procfs
+from edr.platform.kill import MISMATCH, TERMINATED
+from edr.platform.linux import procfs
 from edr.response.decision import target_of
-from edr.response.outcome import MISMATCH, TERMINATED
 from tests.scan.marked import marked_binary
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pidfd and /proc")
 
 if sys.platform.startswith("linux"):
-    from edr.response import kill_linux
+    from edr.platform.linux import kill as kill_linux
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from edr.platform.private_files import check_trusted_tree
 from edr.rulepacks import PackError, PackStore, active_paths, install, list_packs, rollback
-from edr.safe_files import check_trusted_tree
 from tests.conftest import shared_path
 from tests.rulepacks.packs import BROKEN_RULE, load, make_zip, pack_entries, settings, sigmahq_like, truncated
 

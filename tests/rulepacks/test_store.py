@@ -9,9 +9,9 @@ from pathlib import Path
 import minisign
 import pytest
 
+from edr.platform.private_files import check_trusted_tree
 from edr.rulepacks import PackError, PackStore, active_paths, install, list_packs, rollback
 from edr.rulepacks.commands import NO_PACK_HINT
-from edr.safe_files import check_trusted_tree
 from tests.rulepacks.packs import (
     BROKEN_RULE,
     load,

@@ -17,7 +17,7 @@ from edr.config import AlertsConfig, Config, IocConfig, ScanConfig, ScannerConfi
 from edr.detect.engines import Detection
 from edr.detect.ioc import load_iocs
 from edr.event import Event
-from edr.response import procfs
+from edr.platform.linux import procfs
 from edr.scan.actor import ScanDispatcher
 from edr.wiring import builders
 from edr.wiring.context import AgentContext

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from edr.health import watchdog_task
-from edr.service import systemd
+from edr.platform.linux import systemd
 from tests.conftest import REPO, ebpf_unavailable
 from tests.live.agent import wait_for
 from tests.service.notify_listener import NotifyListener

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 
 from edr.detect.sigma import load_sigma
+from tests.platform.test_posix_private_files import NOBODY, as_nobody
 from tests.sigma.conftest import make_event
-from tests.test_safe_files import NOBODY, as_nobody
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 

@@ -70,7 +70,7 @@ import attrs
 import orjson
 
 from edr.alerts.ndjson import dumps_line
-from edr.safe_files import UnsafePath, check_trusted
+from edr.platform.private_files import UnsafePath, check_trusted
 
 SEQ_KEY: Final = "edr.chain.seq"
 HASH_KEY: Final = "edr.chain.hash"
@@ -111,7 +111,7 @@ def load_chain_key(path: str | os.PathLike[str], *, private: bool = True) -> byt
     ``private`` (the agent): the file must be a regular file reached without a
     symbolic link, readable and writable by its owner only (mode 0600 or
     0400), owned by root or the agent's user, in directories only they can
-    change (:func:`~edr.safe_files.check_trusted`); whoever could read it could
+    change (:func:`~edr.platform.private_files.check_trusted`); whoever could read it could
     forge a chain, whoever could replace it could choose the key. Without
     ``private`` (``edr alerts verify``, run by anyone holding a copy of the
     key) any readable file will do. Raises :class:`ChainKeyError`.

@@ -14,7 +14,7 @@ Two witnesses, read once:
   before under the current key tells whether the key changed.
 - **the anchor**: ``alert-chain.json`` in the agent's state directory,
   ``{"version": 1, "family": ..., "seq": ..., "hash": ..., "alg": ..., "key_id": ...}``,
-  replaced atomically (:meth:`~edr.safe_files.PrivateDir.write_atomic`) after
+  replaced atomically (:meth:`~edr.platform.private_files.PrivateDir.write_atomic`) after
   lines are written, at most once per :class:`AnchorSchedule` interval and at
   close. It is never ahead of the files unless lines were lost or removed:
   when the newest file was deleted, or its last lines cut, while the agent
@@ -56,7 +56,7 @@ from edr.alerts.chain import (
     parse_line,
 )
 from edr.alerts.family import family_members
-from edr.safe_files import PrivateDir
+from edr.platform.private_files import PrivateDir
 
 ANCHOR_NAME: Final = "alert-chain.json"
 _ANCHOR_VERSION: Final = 1

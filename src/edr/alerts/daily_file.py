@@ -6,11 +6,11 @@ retries them; a line is written whole or the batch is retried, and the file
 is reopened (and the directory recreated) on the next attempt, so a removed
 directory or a full disk that frees up loses nothing.
 
-Every file is opened through a :class:`~edr.safe_files.PrivateDir`: the
+Every file is opened through a :class:`~edr.platform.private_files.PrivateDir`: the
 directory is created 0700 and must be one only root (or the agent's user)
 can change, the file is opened without following links and created 0600,
 and a planted link, a hard link or a file of another user is refused with
-:class:`~edr.safe_files.UnsafePath`, which is a write failure like any other.
+:class:`~edr.platform.private_files.UnsafePath`, which is a write failure like any other.
 
 The files stay parseable through any crash. A line that was only partly
 written when a write failed (a full disk) is taken back at once, and a file
@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edr.safe_files import PrivateDir, UnsafePath
+from edr.platform.private_files import PrivateDir, UnsafePath
 
 _DAY = 86_400.0  # POSIX time has no leap seconds: every UTC day is this long
 _READ_BACK = 65_536  # bytes read per step when looking back for the last newline
@@ -149,7 +149,7 @@ class DailyFile:
     def write(self, lines: Sequence[bytes]) -> None:
         """Accept ``lines`` (each ending in a newline) and write everything pending.
 
-        Raises OSError on failure (:class:`~edr.safe_files.UnsafePath` when
+        Raises OSError on failure (:class:`~edr.platform.private_files.UnsafePath` when
         the file or its directory is refused). Accepted bytes are never
         dropped: what was not written stays pending, and the next
         :meth:`write` or :meth:`flush` writes it, so a line is never

@@ -14,7 +14,7 @@ the file being written and today's UTC day, it says which to remove and why:
   ahead is still writing it), and anything that is not a member of the family.
 
 :func:`apply_retention` is the small I/O part: it lists the directory through
-a :class:`~edr.safe_files.PrivateDir` (the configured directory, checked,
+a :class:`~edr.platform.private_files.PrivateDir` (the configured directory, checked,
 opened once), takes only regular files owned by the agent's user with a
 single link (a symbolic link, another user's file or a hard link to a file
 elsewhere is left alone and reported), checks just before each removal that
@@ -37,7 +37,7 @@ from typing import Final
 import attrs
 
 from edr.alerts.family import family_day
-from edr.safe_files import PrivateDir
+from edr.platform.private_files import PrivateDir
 
 _log = logging.getLogger(__name__)
 

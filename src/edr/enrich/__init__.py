@@ -1,9 +1,8 @@
 """Enrichment: process, user, DNS and container context added to events.
 
 - :mod:`.process_cache` -- :class:`ProcessCache` (fork/exec/exit, bounded)
-- :mod:`.proc_seed` -- :func:`seed_from_proc` (the cache's start state from /proc)
+- :mod:`.seed` -- :func:`seed_from_proc` (the cache's start state from /proc)
 - :mod:`.users` -- :class:`UserCache` (uid -> name)
 - :mod:`.dns_cache` -- :class:`DnsCache` (address -> queried name, TTL-aware)
-- :mod:`.containers` -- :func:`container_id_from_cgroup`
 - :mod:`.enricher` -- :class:`Enricher`, all of the above behind one call
 """

@@ -10,8 +10,8 @@ import ipaddress
 from typing import Any
 
 from edr.enrich.dns_cache import DnsCache
-from edr.enrich.proc_seed import seed_from_proc
 from edr.enrich.process_cache import ProcessCache
+from edr.enrich.seed import seed_from_proc
 from edr.enrich.users import UserCache
 from edr.event import (
     DNS_QUERY,

@@ -8,7 +8,7 @@ checks and, in prevention mode, kills in a thread through the platform
 layer, which re-checks the identity of the process first.
 
 The agent, its parent chain, its service manager and PID 1 are never
-killed (:mod:`edr.response.protected`). The set is logged at start and
+killed (:mod:`edr.platform.protected`). The set is logged at start and
 gathered again, in a thread, before every decision, so that it follows the
 agent when it is reparented and never protects a dead ancestor's PID that a
 new process has taken; a change is logged.
@@ -29,10 +29,10 @@ from typing import Any, ClassVar
 import trio
 
 from edr.detect.alert import Alert
+from edr.platform.kill import GONE, MISMATCH, TERMINATED, KillResult
+from edr.platform.protected import ProtectedProcess, describe, gather_protected, roles_by_pid
 from edr.response.decision import DRY_RUN, KILL, ResponsePolicy, ResponseTarget, quote, target_of
 from edr.response.kill import terminate_target
-from edr.response.outcome import GONE, MISMATCH, TERMINATED, KillResult
-from edr.response.protected import ProtectedProcess, describe, gather_protected, roles_by_pid
 from edr.runtime.actor import ActorBase, Ports
 
 log = logging.getLogger("edr.response")

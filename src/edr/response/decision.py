@@ -54,7 +54,7 @@ class ResponseTarget:
     ``start_ticks``, the kernel's start time of the process (Linux: clock
     ticks since boot in the unit of field 22 of /proc/<pid>/stat, taken at
     the fork, so it holds across a late exec, and allowed to be one tick
-    after /proc's value, see :mod:`edr.response.kill_linux`; Windows:
+    after /proc's value, see :mod:`edr.platform.linux.kill`; Windows:
     FILETIME, 100 ns since 1601, compared exactly); a float (or decimal
     string) is ``start_epoch``, seconds since the epoch, compared within a
     second (boot time is only known to the second). ``event_time`` is the
@@ -131,7 +131,7 @@ class ResponsePolicy:
     The protected processes are injected, never looked up here: ``protected_pids``
     at construction (default: this process), then :meth:`protect` whenever the
     caller has gathered them again (the responder does before each decision,
-    see :mod:`edr.response.protected`). PIDs 0..``MAX_SYSTEM_PID`` are always
+    see :mod:`edr.platform.protected`). PIDs 0..``MAX_SYSTEM_PID`` are always
     protected.
     """
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from edr.platform.kill import FAILED, KillResult
 from edr.response.decision import ResponseTarget
-from edr.response.outcome import FAILED, KillResult
 
 
 def terminate_target(target: ResponseTarget) -> KillResult:
@@ -13,9 +13,9 @@ def terminate_target(target: ResponseTarget) -> KillResult:
     if target.pid is None or target.image is None:
         return KillResult(FAILED, "no pid or image")
     if sys.platform == "win32":
-        from edr.response.kill_windows import terminate
+        from edr.platform.windows.kill import terminate
     elif sys.platform.startswith("linux"):
-        from edr.response.kill_linux import terminate
+        from edr.platform.linux.kill import terminate
     else:
         return KillResult(FAILED, f"termination is not supported on {sys.platform}")
     try:

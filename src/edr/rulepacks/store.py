@@ -1,7 +1,7 @@
 """The pack store: versioned pack directories and the ``active`` link, switched atomically.
 
 Layout of the store root (``rules.store_directory``, root-only 0700, created
-and checked with :class:`~edr.safe_files.PrivateDir`)::
+and checked with :class:`~edr.platform.private_files.PrivateDir`)::
 
     .lock                       flock(2): one install, update or rollback at a time
     active -> packs/<id>        the pack in use: a relative symbolic link
@@ -12,7 +12,7 @@ and checked with :class:`~edr.safe_files.PrivateDir`)::
 
 A pack is written (files 0600, directories 0700) under ``packs/.new-*``,
 flushed to disk, renamed to ``packs/<id>`` and checked with
-:func:`~edr.safe_files.check_trusted_tree` (what the agent's rule-trust
+:func:`~edr.platform.private_files.check_trusted_tree` (what the agent's rule-trust
 check asks) before ``active`` is switched: a new link beside it, renamed
 over it (``rename(2)`` is atomic), and the directory synced. A reader
 therefore sees the old pack or the new one, never a mixture, and a crash
@@ -35,10 +35,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from edr.platform.private_files import DIR_MODE, FILE_MODE, PrivateDir, UnsafePath, check_trusted_tree
 from edr.rulepacks import manifest as manifest_mod
 from edr.rulepacks.errors import PackError
 from edr.rulepacks.manifest import MANIFEST_NAME, PACK_ID, PackManifest
-from edr.safe_files import DIR_MODE, FILE_MODE, PrivateDir, UnsafePath, check_trusted_tree
 
 PACKS_DIR: Final = "packs"
 ACTIVE_LINK: Final = "active"
@@ -254,8 +254,8 @@ class PackStore:
     def commit(self, staging: Staging, manifest: PackManifest) -> Path:
         """Write the manifest, flush the pack to disk and rename it into place; returns its directory.
 
-        The renamed directory must pass :func:`~edr.safe_files.check_trusted_tree`; if it does not, it is removed
-        and PackError is raised.
+        The renamed directory must pass :func:`~edr.platform.private_files.check_trusted_tree`; if it
+        does not, it is removed and PackError is raised.
         """
         staging.write(MANIFEST_NAME, manifest_mod.encode(manifest))
         os.sync()  # one flush of every file just written, before the rename makes them a pack

@@ -28,7 +28,7 @@ from edr.config import Config
 from edr.detect.alert import Alert
 from edr.detect.yara_rules import YaraRuleSet
 from edr.event import FILE_CHANGE, FILE_DELETE, FILE_EVENT, FILE_RENAME, LINUX, PROCESS_CREATION, Event, F
-from edr.response import procfs
+from edr.platform.linux import procfs
 from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.channel import OutPort
 from edr.scan.alerts import HashMatcher, file_alerts, memory_alerts

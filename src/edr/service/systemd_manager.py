@@ -24,7 +24,7 @@ from typing import Final
 
 import attrs
 
-from edr.safe_files import PrivateDir, UnsafePath
+from edr.platform.private_files import PrivateDir, UnsafePath
 from edr.service.manager import ActionReport, ServiceError, ServiceManagerUnavailable, ServiceStatus
 from edr.service.systemd_unit import UnitFacts, render_unit, split_writable
 

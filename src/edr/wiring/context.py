@@ -16,8 +16,8 @@ from edr.enrich.process_cache import ProcessCache
 if TYPE_CHECKING:
     from edr.alerts.daily_file import DailyFile
     from edr.detect.yara_rules import YaraRuleSet
+    from edr.platform.kill import KillResult
     from edr.response.decision import ResponseTarget
-    from edr.response.outcome import KillResult
 
 
 class Shared:

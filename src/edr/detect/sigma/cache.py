@@ -13,7 +13,7 @@ a msgpack payload (:mod:`edr.detect.sigma.codec`)::
 
 Nothing in the file is executed: the payload is decoded by msgspec against
 declared wire forms and every object is rebuilt through its constructor. The
-file is read only through :class:`~edr.safe_files.PrivateDir`: the directory
+file is read only through :class:`~edr.platform.private_files.PrivateDir`: the directory
 and every one above it must be owned by root (or the agent's user) and not
 writable by group or others, and the file must be a regular file (not a
 link) with the same owner and not writable by others; it is written
@@ -52,7 +52,7 @@ import msgspec
 from edr.detect.sigma import codec
 from edr.detect.sigma.logsources import Route
 from edr.detect.sigma.ruleset import RuleFile, RuleSet, Sources, assemble, compile_sources
-from edr.safe_files import PrivateDir
+from edr.platform.private_files import PrivateDir
 
 log = logging.getLogger(__name__)
 

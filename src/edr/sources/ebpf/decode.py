@@ -51,7 +51,6 @@ import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from edr.enrich.containers import container_id_from_cgroup
 from edr.event import (
     DNS_QUERY,
     FILE_CHANGE,
@@ -66,6 +65,7 @@ from edr.event import (
     Event,
     F,
 )
+from edr.platform.linux.containers import container_id_from_cgroup
 from edr.sources.ebpf import records as r
 from edr.sources.ebpf.dns_wire import DnsMessage, parse_dns, qtype_name, sysmon_query_results
 from edr.sources.ebpf.host import HostView, NullHost, SocketInfo

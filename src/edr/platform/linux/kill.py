@@ -62,8 +62,8 @@ import select
 import signal
 from typing import Final
 
-from edr.response import procfs
-from edr.response.outcome import FAILED, GONE, MISMATCH, TERMINATED, KillResult
+from edr.platform.kill import FAILED, GONE, MISMATCH, TERMINATED, KillResult
+from edr.platform.linux import procfs
 
 #: Ticks a recorded start time may exceed /proc's: the sensor stamps the fork just after the kernel did.
 START_TICKS_SLACK: Final = 1

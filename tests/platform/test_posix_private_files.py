@@ -1,4 +1,4 @@
-"""edr.safe_files: trust checks and private directories, attacked by a real unprivileged user."""
+"""edr.platform.private_files on POSIX: trust checks and private directories, attacked by a real unprivileged user."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edr.safe_files import PrivateDir, UnsafePath, check_trusted, check_trusted_tree
+from edr.platform.private_files import PrivateDir, UnsafePath, check_trusted, check_trusted_tree
 
 NOBODY = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")

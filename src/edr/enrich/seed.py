@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from edr.enrich.containers import container_id_from_cgroup
 from edr.enrich.process_cache import ProcessCache, ProcessInfo
 from edr.enrich.users import UserCache
+from edr.platform.linux.containers import container_id_from_cgroup
 
 
 def _read(path: str) -> bytes | None:

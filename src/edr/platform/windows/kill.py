@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from edr.response.outcome import FAILED, GONE, MISMATCH, TERMINATED, KillResult
+from edr.platform.kill import FAILED, GONE, MISMATCH, TERMINATED, KillResult
 
 PROCESS_TERMINATE: Final = 0x0001
 PROCESS_QUERY_LIMITED_INFORMATION: Final = 0x1000

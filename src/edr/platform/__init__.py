@@ -1,0 +1,1 @@
+"""The platform seam: what edr needs to know about the operating system it runs on."""

@@ -1,0 +1,1 @@
+"""Linux: /proc, the passwd database, cgroups, pidfd, flock, POSIX file modes, systemd."""

@@ -1,0 +1,1 @@
+"""Windows: Win32 process facts, TerminateProcess, ACLs (pywin32), msvcrt locks."""
