@@ -96,7 +96,7 @@ def inproc_sensor() -> int:
     sensor.open()
     decoder = Decoder(host=LiveHost(), ignore_pids=sensor.ignore_pids)
     enricher = Enricher()
-    enricher.seed_from_proc()
+    enricher.seed_running()
     counts: dict[str, int] = {}
     lock = threading.Lock()
     stop = threading.Event()

@@ -19,7 +19,7 @@ import trio
 from edr.config import LoadedConfig
 from edr.health import health_task, log_health, watchdog_task
 from edr.instance_lock import InstanceLock, InstanceLocked, acquire
-from edr.platform.linux import systemd
+from edr.platform import current
 from edr.rule_trust import check_rules
 from edr.runtime.supervisor import Supervisor
 from edr.shutdown import hard_exit, report_unwritten
@@ -59,7 +59,7 @@ def take_instance_lock(loaded: LoadedConfig) -> InstanceLock | str:
 
 def run_live(loaded: LoadedConfig) -> int:
     """Run the live pipeline of this platform until SIGINT/SIGTERM; returns the exit code."""
-    mode = "windows" if sys.platform == "win32" else "linux"
+    mode = current().name
     if mode == "linux":
         problem = preflight_linux()
         if problem:
@@ -84,6 +84,7 @@ def _run_locked(loaded: LoadedConfig, mode: str) -> int:
     yara_files = None if trust.yara_files is None else [str(f) for f in trust.yara_files]
     ctx = AgentContext.create(trust.config, mode, shared=Shared(trust.config, yara_files=yara_files), log=log)
     sup = Supervisor(graph, ctx, stop_timeout=loaded.config.agent.stop_timeout_secs)
+    service = current().service
     try:
         sup.build_actors()
     except Exception as exc:  # a sensor that fails to load is reported, not a traceback
@@ -99,9 +100,9 @@ def _run_locked(loaded: LoadedConfig, mode: str) -> int:
     if loaded.config.health.watchdog:
         background.append(watchdog_task)
     code = trio.run(functools.partial(sup.run, background=background,
-                                      on_started=lambda: systemd.notify("READY=1"),
+                                      on_started=service.notify_ready,
                                       on_stuck=hard_exit(sup, lambda: log_health(sup, final=True))))
-    systemd.notify("STOPPING=1")
+    service.notify_stopping()
     log_health(sup, final=True)
     report_unwritten(sup, echo=not loaded.config.logging.console_output)
     log.info("edr stopped (exit %d)", code)

@@ -150,10 +150,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     """``edr graph``."""
+    from edr.platform import current
     from edr.runtime.graph import GraphError, render_mermaid, render_text
     from edr.wiring.graphs import mode_graph
 
-    mode = args.mode or ("windows" if sys.platform == "win32" else "linux")
+    mode = args.mode or current().name
     try:
         graph = mode_graph(mode, load_config(args.config).config.pipeline.capacities if args.config else None)
     except (GraphError, FileNotFoundError, ConfigError) as exc:

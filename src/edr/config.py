@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import stat
-import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Final
 import attrs
 import cattrs
 
+from edr.platform import current as current_platform
 from edr.severity import SEVERITIES
 
 ENV_PREFIX: Final = "EDR__"
@@ -37,16 +37,11 @@ MAX_CONFIG_BYTES: Final = 4 << 20
 #: values reach C code (YARA's timeout is an int) where a huge number overflows.
 MAX_SECONDS: Final = 3600.0
 
-LINUX_TRUSTED_PATHS: Final = (
-    "/usr/bin/", "/usr/sbin/", "/usr/lib/", "/usr/lib64/", "/usr/libexec/",
-    "/bin/", "/sbin/", "/lib/", "/lib64/",
-)
-WINDOWS_TRUSTED_PATHS: Final = ("C:\\Windows\\", "C:\\Program Files\\", "C:\\Program Files (x86)\\")
 
 
 def platform_trusted_paths() -> list[str]:
     """The compiled-in allowlist prefixes for this platform."""
-    return list(WINDOWS_TRUSTED_PATHS if sys.platform == "win32" else LINUX_TRUSTED_PATHS)
+    return list(current_platform().trusted_paths)
 
 
 class ConfigError(ValueError):

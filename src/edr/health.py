@@ -11,14 +11,12 @@ and have not written; in the final record of a stop that had to cancel
 from __future__ import annotations
 
 import logging
-import os
-import resource
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import trio
 
-from edr.platform.linux import systemd
+from edr.platform import current
 
 if TYPE_CHECKING:
     from edr.runtime.supervisor import Supervisor
@@ -26,17 +24,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("edr.health")
 
 
-def _rss_bytes() -> int:
-    try:
-        with open(f"/proc/{os.getpid()}/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def health_record(sup: Supervisor, final: bool = False) -> dict[str, Any]:
     """A snapshot of the running graph."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    usage = current().resource_usage()
     edges = {
         name: {"sent": s.sent, "received": s.received, "dropped": s.dropped, "depth": s.depth,
                "high_water": s.high_water, "abandoned": sup.edges[name].abandoned}
@@ -48,9 +38,9 @@ def health_record(sup: Supervisor, final: bool = False) -> dict[str, Any]:
         "edges": edges,
         "dropped_total": sum(e["dropped"] for e in edges.values()),
         "unwritten": sup.unwritten(),
-        "rss_bytes": _rss_bytes(),
-        "peak_rss_bytes": usage.ru_maxrss * 1024,
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+        "rss_bytes": usage.rss_bytes,
+        "peak_rss_bytes": usage.peak_rss_bytes,
+        "cpu_seconds": round(usage.cpu_seconds, 3),
     }
     if final:
         record["cancelled"] = sup.cancelled
@@ -70,10 +60,11 @@ async def health_task(sup: Supervisor, interval: float) -> None:
 
 
 async def watchdog_task(sup: Supervisor) -> None:
-    """Ping systemd's watchdog while the event loop is responsive (no-op outside systemd)."""
-    interval = systemd.watchdog_interval()
+    """Ping the service manager's watchdog while the event loop is responsive (no-op when none is armed)."""
+    service = current().service
+    interval = service.watchdog_interval()
     if interval is None:
         return
     while True:
-        systemd.notify("WATCHDOG=1")
+        service.notify_watchdog()
         await trio.sleep(interval)

@@ -1,34 +1,33 @@
-"""One agent per configuration: an exclusive ``flock`` on ``<agent.state_directory>/edr.lock``.
+"""One agent per configuration: an exclusive lock on ``<agent.state_directory>/edr.lock``.
 
 Two agents started on the same configuration would both watch the host and
 write every alert twice (and answer it twice). ``edr run`` therefore takes
 this lock before it loads anything; a second one finds it held and exits 2,
 naming the holder's PID (which the holder writes into the file) and the file.
 
-The lock belongs to the open file description, not to the file: the kernel
-releases it when the holder's descriptor closes, which happens when the
-process ends however it ends (SIGKILL and crashes included), so a stale lock
-file never blocks the next start. Nothing has to remove the file.
+The lock (:meth:`~edr.platform.facade.Platform.lock_file`: ``flock`` on
+Linux, ``msvcrt.locking`` on Windows) belongs to the open file, not to the
+path: the system releases it when the holder's descriptor closes, which
+happens when the process ends however it ends (SIGKILL and crashes
+included), so a stale lock file never blocks the next start. Nothing has to
+remove the file.
 
-The state directory is a :class:`~edr.platform.private_files.PrivateDir` (created 0700,
-checked, the file opened without following links), so another user can
-neither plant the lock file as a link to something of root's nor hold the
-lock in the agent's place.
-
-POSIX only (``fcntl.flock``, and :class:`PrivateDir` needs ``dir_fd``);
-``fcntl`` is imported when the lock is taken, so importing this module (and
-``edr.agent``) stays safe on Windows, whose agent will need its own lock.
+The state directory is a :class:`~edr.platform.private_files.PrivateDir`
+(private: created 0700 or with a SYSTEM/Administrators-only ACL, checked,
+the file opened without following links), so another user can neither
+plant the lock file as a link to something of root's nor hold the lock in
+the agent's place.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import time
 from pathlib import Path
 from typing import Final
 
+from edr.platform import current
 from edr.platform.private_files import PrivateDir
 
 LOCK_NAME: Final = "edr.lock"
@@ -96,18 +95,17 @@ def acquire(state_directory: str | os.PathLike[str]) -> InstanceLock:
     says what is wrong and how to fix it) when the directory or the file
     cannot be used.
     """
-    import fcntl
-
     directory = PrivateDir(os.path.abspath(state_directory))  # messages name the file wherever it was started
     try:
         fd = directory.open_append(LOCK_NAME)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+            taken = current().lock_file(fd)
+        except BaseException:
             os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise InstanceLocked(directory.path / LOCK_NAME, _read_pid(directory)) from None
             raise
+        if not taken:
+            os.close(fd)
+            raise InstanceLocked(directory.path / LOCK_NAME, _read_pid(directory))
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())

@@ -30,7 +30,7 @@ class LiveCapture:
 
     def start(self) -> None:
         self.sensor.open()
-        self.enricher.seed_from_proc()
+        self.enricher.seed_running()
         self._thread.start()
 
     def stop(self) -> None:

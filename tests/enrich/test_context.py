@@ -1,36 +1,18 @@
-"""Container ids, user names and the /proc seed."""
+"""User names and the process cache's seed (the running processes as the platform lists them)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import pytest
-
+from edr.enrich.enricher import Enricher
 from edr.enrich.process_cache import ProcessCache
-from edr.enrich.seed import seed_from_proc
+from edr.enrich.seed import seed_cache
 from edr.enrich.users import UserCache
-from edr.platform.linux.containers import container_id_from_cgroup
+from edr.platform.facts import ProcessSnapshot
+from edr.platform.linux import procfs
 
 ID = "0123456789abcdef" * 4
-
-
-@pytest.mark.parametrize("path", [
-    f"/system.slice/docker-{ID}.scope",
-    f"/docker/{ID}",
-    f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{ID}.scope",
-    f"/kubepods/besteffort/pod1/{ID}",
-    f"/machine.slice/libpod-{ID}.scope/container",
-    f"/kubepods.slice/kubepods-pod2.slice/crio-{ID}.scope",
-])
-def test_container_ids(path: str) -> None:
-    assert container_id_from_cgroup(path) == ID
-
-
-@pytest.mark.parametrize("path", ["/", "/user.slice/user-0.slice/session-1.scope", None,
-                                  f"/machine.slice/libpod-conmon-{ID}.scope", "/docker/short"])
-def test_not_containers(path: str | None) -> None:
-    assert container_id_from_cgroup(path) is None
 
 
 def test_user_cache() -> None:
@@ -51,7 +33,8 @@ def test_user_cache_real_passwd() -> None:
     assert UserCache().name(0) == pwd.getpwuid(0).pw_name
 
 
-def _fake_proc(root: Path) -> None:
+def fake_proc(root: Path) -> None:
+    """A /proc with one user process (pid 321), a kernel thread, a vanished pid and ``self``."""
     (root / "stat").write_text("cpu 1 2 3\nbtime 1700000000\n")
     p = root / "321"
     p.mkdir()
@@ -71,9 +54,9 @@ def _fake_proc(root: Path) -> None:
 
 
 def test_seed_from_fake_proc(tmp_path: Path) -> None:
-    _fake_proc(tmp_path)
+    fake_proc(tmp_path)
     cache = ProcessCache()
-    assert seed_from_proc(cache, UserCache(lookup={1000: "alice"}.get), str(tmp_path)) == 1
+    assert seed_cache(cache, procfs.running_processes(str(tmp_path)), UserCache(lookup={1000: "alice"}.get)) == 1
     info = cache.get(321)
     assert info is not None
     assert (info.ppid, info.image, info.command_line) == (7, "/usr/bin/python3.11", "/usr/bin/python3 -m http.server")
@@ -82,11 +65,24 @@ def test_seed_from_fake_proc(tmp_path: Path) -> None:
 
 
 def test_seed_from_real_proc_finds_this_process() -> None:
-    cache = ProcessCache()
-    assert seed_from_proc(cache) > 0
-    me = cache.get(os.getpid())
+    enricher = Enricher()
+    assert enricher.seed_running() > 0
+    me = enricher.processes.get(os.getpid())
     assert me is not None and me.ppid == os.getppid() and me.image == os.readlink("/proc/self/exe")
 
 
 def test_seed_from_missing_proc(tmp_path: Path) -> None:
-    assert seed_from_proc(ProcessCache(), proc=str(tmp_path / "nope")) == 0
+    assert seed_cache(ProcessCache(), procfs.running_processes(str(tmp_path / "nope"))) == 0
+
+
+def test_a_user_the_platform_names_is_kept_and_a_uid_is_named_through_the_cache() -> None:
+    """Windows snapshots carry the account name (no uid); Linux ones a uid the user cache names."""
+    cache = ProcessCache()
+    users = UserCache(lookup={1000: "alice"}.get)
+    snapshots = [ProcessSnapshot(pid=10, ppid=1, image="C:\\x.exe", command_line="x", user="CORP\\bob"),
+                 ProcessSnapshot(pid=11, ppid=1, image="/bin/y", command_line="y", uid=1000),
+                 ProcessSnapshot(pid=12, ppid=1, image="/bin/z", command_line="z")]
+    assert seed_cache(cache, snapshots, users) == 3
+    infos = [cache.get(pid) for pid in (10, 11, 12)]
+    assert [(info.user, info.uid) if info else None for info in infos] == [
+        ("CORP\\bob", None), ("alice", 1000), (None, None)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edr.detect.alert import Alert
 from edr.event import Event
-from edr.platform.windows.kill import EPOCH_FILETIME, filetime_to_epoch
+from edr.platform.windows.processes import EPOCH_FILETIME, filetime_to_epoch
 from edr.response.allowlist import ImageAllowlist
 from edr.response.decision import DRY_RUN, KILL, SKIP, ResponsePolicy, effective_severity, target_of
 

@@ -247,7 +247,7 @@ async def test_periodic_memory_sweep_is_rate_limited_and_alerts_with_process_ide
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     others = [os.getpid(), 2**22 + 1, 2**22 + 2, 2**22 + 3]  # the agent itself, then vanished pids
     # Only these processes exist as far as the sweep is concerned (a whole host would be slow).
-    monkeypatch.setattr("edr.scan.actor._running_pids", lambda: [proc.pid, *others])
+    monkeypatch.setattr("edr.platform.linux.procfs.running_pids", lambda: [proc.pid, *others])
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
         ticks = procfs.start_ticks(proc.pid)

@@ -27,6 +27,7 @@ from edr import __version__
 from edr.alerts.ndjson import dumps_line
 from edr.detect.alert import Alert
 from edr.event import Event, F
+from edr.platform import current as current_platform
 from edr.severity import severity_rank
 
 ECS_VERSION: Final = "8.17.0"
@@ -145,10 +146,8 @@ class HostInfo:
     """Facts about this host stamped on every alert."""
 
     def __init__(self, name: str | None = None, os_type: str | None = None) -> None:
-        import sys
-
         self.name = name or socket.gethostname()
-        self.os_type = os_type or ("windows" if sys.platform == "win32" else "linux")
+        self.os_type = os_type or current_platform().name
 
 
 def event_fields_to_ecs(event: Event, doc: dict[str, Any]) -> None:

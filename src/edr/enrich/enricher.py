@@ -1,7 +1,8 @@
 """One call per event: process, user, DNS and container context.
 
 The core of the lead's enricher actor: synchronous, no I/O except the
-optional /proc seed at start, never raises on a bad event.
+optional seed at start (the platform lists the running processes), never
+raises on a bad event.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from edr.enrich.dns_cache import DnsCache
 from edr.enrich.process_cache import ProcessCache
-from edr.enrich.seed import seed_from_proc
+from edr.enrich.seed import seed_cache
 from edr.enrich.users import UserCache
 from edr.event import (
     DNS_QUERY,
@@ -22,6 +23,7 @@ from edr.event import (
     Event,
     F,
 )
+from edr.platform import current
 
 #: key of ``Event.origin`` carrying the smallest TTL of a DNS answer (set by the decoder)
 DNS_TTL_ORIGIN_KEY = "dns.answers.ttl"
@@ -48,7 +50,7 @@ class Enricher:
     """Fill process, parent, user, container and destination-host context into events.
 
     - ``process_creation``: ``ParentProcessId``/``ParentImage``/``ParentCommandLine``/
-      ``ParentUser`` from the cache (the parent known from fork or the /proc seed),
+      ``ParentUser`` from the cache (the parent known from fork or the start-up seed),
       then the cache learns the new image.
     - ``process_fork``: the child enters the cache as a copy of its parent.
     - ``process_termination`` and every other event of a known pid: ``Image``,
@@ -66,9 +68,9 @@ class Enricher:
         self._errors = 0
         self._events = 0
 
-    def seed_from_proc(self, proc: str = "/proc") -> int:
-        """Load the processes already running (I/O: reads /proc); return how many."""
-        return seed_from_proc(self.processes, self.users, proc)
+    def seed_running(self) -> int:
+        """Load the processes already running (I/O: the platform lists them, /proc on Linux); return how many."""
+        return seed_cache(self.processes, current().running_processes(), self.users)
 
     def process(self, event: Event) -> Event:
         """Enrich ``event`` in place and return it; a failure leaves it as it was."""

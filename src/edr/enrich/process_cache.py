@@ -1,7 +1,7 @@
 """What is known about each live process: image, command line, parent, user.
 
-Updated from fork, exec and exit events (sans-IO) and seeded from /proc at
-start (:mod:`edr.enrich.seed`), so that a process that exits within a
+Updated from fork, exec and exit events (sans-IO) and seeded with the
+running processes at start (:mod:`edr.enrich.seed`), so that a process that exits within a
 millisecond of its exec still has its parent and command line.
 """
 

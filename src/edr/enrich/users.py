@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import pwd
 from collections.abc import Callable
 
-
-def _lookup(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except (KeyError, OverflowError):
-        return None
+from edr.platform import current
 
 
 class UserCache:
-    """uid -> user name through the passwd database, cached (unknown uids as their number).
+    """uid -> user name through the platform's account database, cached (unknown uids as their number).
 
-    ``lookup`` is injectable for tests.  A bounded cache: when full it is
-    cleared, as uids are few and a refill is cheap.
+    ``lookup`` (default: :meth:`~edr.platform.facade.Platform.user_name`,
+    the passwd database on Linux) is injectable for tests.  A bounded cache:
+    when full it is cleared, as uids are few and a refill is cheap.
     """
 
-    def __init__(self, lookup: Callable[[int], str | None] = _lookup, max_entries: int = 4096) -> None:
-        self._lookup = lookup
+    def __init__(self, lookup: Callable[[int], str | None] | None = None, max_entries: int = 4096) -> None:
+        self._lookup = lookup if lookup is not None else current().user_name
         self._names: dict[int, str] = {}
         self._max = max_entries
         self.misses = 0

@@ -35,12 +35,13 @@ trusting a list made at start.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from typing import Final
 
 import attrs
 import psutil
+
+from edr.platform.facade import current
 
 AGENT: Final = "agent"
 PARENT: Final = "parent"
@@ -93,11 +94,17 @@ def _manager_pid(environ: Mapping[str, str], agent: psutil.Process | None) -> in
 
 
 def gather_protected(environ: Mapping[str, str] | None = None) -> tuple[ProtectedProcess, ...]:
-    """The agent, its ancestors, its service manager and PID 1, in that order (blocking: reads /proc).
+    """This platform's protected set (:meth:`~edr.platform.facade.Platform.protected_processes`)."""
+    return current().protected_processes(environ)
 
-    Never raises: a process that vanishes or cannot be read ends the walk
-    there, and what was found so far is returned (the agent and its parent's
-    PID at least).
+
+def walk_protected(environ: Mapping[str, str] | None, init_pid: int | None) -> tuple[ProtectedProcess, ...]:
+    """The agent, its ancestors, its service manager and ``init_pid``, in that order (blocking: reads /proc).
+
+    ``init_pid`` is the platform's init process (PID 1 on Linux; None on
+    Windows, whose service manager is an ancestor). Never raises: a process
+    that vanishes or cannot be read ends the walk there, and what was found
+    so far is returned (the agent and its parent's PID at least).
     """
     env = os.environ if environ is None else environ
     roles: dict[int, list[str]] = {}
@@ -135,10 +142,10 @@ def gather_protected(environ: Mapping[str, str] | None = None) -> tuple[Protecte
     manager = _manager_pid(env, agent)
     if manager is not None:
         add(manager, SERVICE_MANAGER)
-    if not sys.platform.startswith("win"):
+    if init_pid is not None:
         if manager is None and env.get("INVOCATION_ID"):
-            add(1, SERVICE_MANAGER)  # a systemd system service: its manager is PID 1
-        add(1, INIT)
+            add(init_pid, SERVICE_MANAGER)  # a systemd system service: its manager is PID 1
+        add(init_pid, INIT)
     for pid in roles:
         if not names.get(pid):
             try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ntpath
 import posixpath
-import sys
 from collections.abc import Iterable
+
+from edr.platform import current
 
 
 def _basename(path: str) -> str:
@@ -20,7 +21,7 @@ class ImageAllowlist:
     """
 
     def __init__(self, images: Iterable[str], paths: Iterable[str], *, windows: bool | None = None) -> None:
-        self.windows = sys.platform == "win32" if windows is None else windows
+        self.windows = current().paths_ignore_case if windows is None else windows
         names: set[str] = set()
         full: set[str] = set()
         for entry in images:

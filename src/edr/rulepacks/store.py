@@ -3,7 +3,7 @@
 Layout of the store root (``rules.store_directory``, root-only 0700, created
 and checked with :class:`~edr.platform.private_files.PrivateDir`)::
 
-    .lock                       flock(2): one install, update or rollback at a time
+    .lock                       locked (flock(2)): one install, update or rollback at a time
     active -> packs/<id>        the pack in use: a relative symbolic link
     packs/<id>/pack.json        the manifest (edr.rulepacks.manifest)
     packs/<id>/content/...      the rule directories (rules/, rules-emerging-threats/, ...)
@@ -19,7 +19,7 @@ therefore sees the old pack or the new one, never a mixture, and a crash
 at any point leaves the previous pack active. Pack directories are never
 modified after they are renamed into place.
 
-POSIX only (symbolic links, ``dir_fd``, ``flock``): on Windows the installed
+POSIX only (symbolic links, ``dir_fd``): on Windows the installed
 layout of issue #14 (point 1) will need a pointer file instead of the link.
 """
 
@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from edr.platform import current
 from edr.platform.private_files import DIR_MODE, FILE_MODE, PrivateDir, UnsafePath, check_trusted_tree
 from edr.rulepacks import manifest as manifest_mod
 from edr.rulepacks.errors import PackError
@@ -207,8 +208,6 @@ class PackStore:
         (cancellation included): nothing half-written is ever active, and
         the next holder removes what a crashed one left under ``packs/.new-*``.
         """
-        import fcntl  # POSIX; see the module doc
-
         private = PrivateDir(self.root)
         try:
             lock_fd = private.open_append(LOCK_NAME)
@@ -216,11 +215,9 @@ class PackStore:
             private.close()
             raise _store_error(exc, "open the store") from None
         try:
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not current().lock_file(lock_fd):
                 raise PackError("store", f"another 'edr rules' command holds {self.root / LOCK_NAME}; "
-                                         f"try again when it has finished") from None
+                                         f"try again when it has finished")
             try:
                 os.mkdir(PACKS_DIR, DIR_MODE, dir_fd=private.fd())
             except FileExistsError:

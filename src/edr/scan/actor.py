@@ -28,7 +28,7 @@ from edr.config import Config
 from edr.detect.alert import Alert
 from edr.detect.yara_rules import YaraRuleSet
 from edr.event import FILE_CHANGE, FILE_DELETE, FILE_EVENT, FILE_RENAME, LINUX, PROCESS_CREATION, Event, F
-from edr.platform.linux import procfs
+from edr.platform import current as current_platform
 from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.channel import OutPort
 from edr.scan.alerts import HashMatcher, file_alerts, memory_alerts
@@ -194,7 +194,7 @@ class ScanDispatcher(ActorBase):
         while True:
             now = trio.current_time()
             if now >= next_round:
-                self.sweep.start(_running_pids())
+                self.sweep.start(current_platform().running_pids())
                 next_round = now + interval
             for pid in self.sweep.take(now):
                 self._enqueue(ScanJob("sweep", None, pid, None))
@@ -237,23 +237,16 @@ class ScanDispatcher(ActorBase):
         }
 
 
-def _running_pids() -> list[int]:
-    try:
-        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return []
-
-
 def _sweep_event(pid: int) -> Event:
     """The event a memory-sweep alert carries, so the responder can identify the process."""
     fields: dict[str, Any] = {F.PROCESS_ID: pid}
     try:
-        exe = procfs.executable(pid)
+        exe = current_platform().executable(pid)
     except PermissionError:
         exe = None
     if exe:
         fields[F.IMAGE] = exe
-    ticks = procfs.start_ticks(pid)
+    ticks = current_platform().start_ticks(pid)
     if ticks is not None:
         fields[F.PROCESS_START_TIME] = ticks
     return Event(category=MEMORY_SCAN, product=LINUX, fields=fields, timestamp=time.time())

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
+
+from edr.platform import current
 
 
 class PrefixAllowlist:
@@ -15,7 +16,7 @@ class PrefixAllowlist:
     """
 
     def __init__(self, prefixes: Iterable[str], *, windows: bool | None = None) -> None:
-        self.windows = sys.platform == "win32" if windows is None else windows
+        self.windows = current().paths_ignore_case if windows is None else windows
         self.prefixes = tuple(p for p in (self._norm(p.strip()) for p in prefixes) if p)
 
     def _norm(self, path: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 import threading
 import time
 from collections import Counter
@@ -18,10 +17,10 @@ import attrs
 import yara
 
 from edr.detect.yara_rules import YaraHit, YaraRuleSet
+from edr.platform import current as current_platform
 from edr.scan.allowlist import PrefixAllowlist
 from edr.scan.hashing import HashTimeout, hash_stream
 from edr.scan.identity import FileIdentity, IdentityCache
-from edr.scan.memory import resident_bytes
 
 MB: Final = 1024 * 1024
 _ELF: Final = b"\x7fELF"
@@ -163,7 +162,7 @@ class FileScanner:
             self._count("yara_too_large")
         else:
             # Scan the very file we opened (not whatever the path names by now).
-            target = f"/proc/self/fd/{fh.fileno()}" if sys.platform.startswith("linux") else path
+            target = current_platform().scan_target(fh.fileno(), path)
             try:
                 assert self.rules is not None
                 verdict.hits = tuple(self.rules.scan_file(target, self.limits.timeout, debug=self.debug))
@@ -206,7 +205,7 @@ class FileScanner:
             return MemoryVerdict(pid, "no_rules")
         if pid in (os.getpid(), 0):
             return MemoryVerdict(pid, "self")
-        rss = resident_bytes(pid)
+        rss = current_platform().resident_bytes(pid)
         if rss is None:
             self._count("memory_missing")
             return MemoryVerdict(pid, "missing")

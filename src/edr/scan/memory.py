@@ -1,21 +1,10 @@
-"""Memory scanning helpers (sans-IO planning plus small /proc reads): size gate and sweep rate limit."""
+"""Memory sweep planning (sans-IO): which processes a periodic sweep scans next, and how fast."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 import attrs
-
-
-def resident_bytes(pid: int) -> int | None:
-    """Resident set size of ``pid`` from /proc/<pid>/statm; None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as fh:
-            fields = fh.read().split()
-        return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 @attrs.define

@@ -110,7 +110,7 @@ def router(ctx: AgentContext, name: str) -> Router:
 
 
 def enricher(ctx: AgentContext, name: str) -> EnricherActor:
-    """Live Linux: the shared process cache seeded from /proc; other modes: pass-through."""
+    """Live Linux: the shared process cache seeded with the running processes; other modes: pass-through."""
     from edr.enrich.actor import EnricherActor
 
     if ctx.mode != "linux":
@@ -118,8 +118,8 @@ def enricher(ctx: AgentContext, name: str) -> EnricherActor:
     from edr.enrich.enricher import Enricher
 
     core = Enricher(processes=ctx.shared.processes)
-    seeded = core.seed_from_proc()
-    ctx.log.info("enricher: %d running processes loaded from /proc", seeded)
+    seeded = core.seed_running()
+    ctx.log.info("enricher: %d running processes loaded", seeded)
     return EnricherActor(name, core)
 
 

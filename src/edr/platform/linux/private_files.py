@@ -31,8 +31,9 @@ Every refusal is an :class:`UnsafePath`, an :class:`OSError` whose message
 names the path, says what is wrong and how to fix it. Writers treat it like
 any other write failure: they keep what they could not write and retry.
 
-POSIX only for now (``O_NOFOLLOW``, ``dir_fd``): on Windows the same
-protection comes from ACLs, in the platform layer.
+This is the POSIX implementation (``O_NOFOLLOW``, ``dir_fd``, modes) of
+:mod:`edr.platform.private_files`; on Windows the same protection comes from
+ACLs (:mod:`edr.platform.windows.private_files`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ import stat
 from pathlib import Path
 from typing import Final
 
+from edr.platform.unsafe_path import UnsafePath
+
+__all__ = ["DIR_MODE", "FILE_MODE", "PrivateDir", "UnsafePath", "check_trusted", "check_trusted_tree"]
+
 #: Flags of every file the agent opens for writing.
 _WRITE_FLAGS: Final = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(
     os, "O_CLOEXEC", 0)
@@ -52,18 +57,6 @@ _READ_WRITE_FLAGS: Final = (_WRITE_FLAGS & ~os.O_WRONLY) | os.O_RDWR
 _DIR_FLAGS: Final = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o700
-
-
-class UnsafePath(OSError):
-    """A path the agent refuses to write to or to trust; ``reason`` says why and how to fix it."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        super().__init__(errno.EPERM, f"{os.fspath(path)}: {reason}")
-        self.path = os.fspath(path)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
 
 
 def _owner_ok(st: os.stat_result) -> bool:

@@ -7,27 +7,31 @@ Import-safe everywhere: ctypes' Windows bits are touched only when called.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from edr.platform.kill import FAILED, GONE, MISMATCH, TERMINATED, KillResult
+from edr.platform.windows.processes import (
+    PROCESS_QUERY_LIMITED_INFORMATION,
+    PROCESS_TERMINATE,
+    SYNCHRONIZE,
+    ProcessGone,
+    creation_filetime,
+    filetime_to_epoch,
+    has_exited,
+    image_path,
+    kernel32,
+    last_error,
+    process_handle,
+)
 
-PROCESS_TERMINATE: Final = 0x0001
-PROCESS_QUERY_LIMITED_INFORMATION: Final = 0x1000
-SYNCHRONIZE: Final = 0x00100000
-ERROR_INVALID_PARAMETER: Final = 87
-WAIT_OBJECT_0: Final = 0
-#: FILETIME of the Unix epoch (100 ns intervals since 1601-01-01).
-EPOCH_FILETIME: Final = 116444736000000000
 START_SLACK_SECS: Final = 2.0
-
-
-def filetime_to_epoch(filetime: int) -> float:
-    """A FILETIME as seconds since the Unix epoch."""
-    return (filetime - EPOCH_FILETIME) / 1e7
+#: How long to wait for the killed process to be gone (milliseconds).
+EXIT_WAIT_MS: Final = 2000
 
 
 def _identity_problem(created: int, path: str, image: str, start_ticks: int | None,
                       event_time: float | None, start_epoch: float | None) -> str | None:
+    """Why the process created at FILETIME ``created`` running ``path`` is not the alerted one, or None."""
     if start_ticks is not None:
         if created != start_ticks:
             return f"creation time {created} != {start_ticks} (pid reused)"
@@ -47,35 +51,25 @@ def _identity_problem(created: int, path: str, image: str, start_ticks: int | No
 def terminate(pid: int, image: str, start_ticks: int | None, event_time: float | None,
               start_epoch: float | None = None) -> KillResult:
     """TerminateProcess ``pid`` if it is still the process alerted on (creation time and image)."""
-    import ctypes
-    from ctypes import wintypes
-
-    kernel32: Any = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
     access = PROCESS_TERMINATE | PROCESS_QUERY_LIMITED_INFORMATION | SYNCHRONIZE
-    handle = kernel32.OpenProcess(access, False, pid)
-    if not handle:
-        err = ctypes.get_last_error()  # type: ignore[attr-defined]
-        if err == ERROR_INVALID_PARAMETER:
-            return KillResult(GONE, "no such process")
-        return KillResult(FAILED, f"OpenProcess failed (error {err})")
     try:
-        creation, exit_, kernel, user = (wintypes.FILETIME() for _ in range(4))
-        if not kernel32.GetProcessTimes(handle, ctypes.byref(creation), ctypes.byref(exit_),
-                                        ctypes.byref(kernel), ctypes.byref(user)):
-            return KillResult(FAILED, f"GetProcessTimes failed (error {ctypes.get_last_error()})")  # type: ignore[attr-defined]
-        created = (creation.dwHighDateTime << 32) | creation.dwLowDateTime
-        buf = ctypes.create_unicode_buffer(32768)
-        size = wintypes.DWORD(len(buf))
-        if not kernel32.QueryFullProcessImageNameW(handle, 0, buf, ctypes.byref(size)):
-            return KillResult(FAILED, f"QueryFullProcessImageNameW failed (error {ctypes.get_last_error()})")  # type: ignore[attr-defined]
-        if kernel32.WaitForSingleObject(handle, 0) == WAIT_OBJECT_0:
-            return KillResult(GONE, "exited before the kill")
-        problem = _identity_problem(created, buf.value, image, start_ticks, event_time, start_epoch)
-        if problem is not None:
-            return KillResult(MISMATCH, problem)
-        if not kernel32.TerminateProcess(handle, 1):
-            return KillResult(FAILED, f"TerminateProcess failed (error {ctypes.get_last_error()})")  # type: ignore[attr-defined]
-        kernel32.WaitForSingleObject(handle, 2000)
-        return KillResult(TERMINATED)
-    finally:
-        kernel32.CloseHandle(handle)
+        with process_handle(pid, access) as handle:
+            try:
+                created = creation_filetime(handle)
+                path = image_path(handle)
+            except OSError as exc:
+                return KillResult(FAILED, str(exc))
+            if has_exited(handle):
+                return KillResult(GONE, "exited before the kill")
+            problem = _identity_problem(created, path, image, start_ticks, event_time, start_epoch)
+            if problem is not None:
+                return KillResult(MISMATCH, problem)
+            k32 = kernel32()
+            if not k32.TerminateProcess(handle, 1):
+                return KillResult(FAILED, f"TerminateProcess failed (error {last_error()})")
+            k32.WaitForSingleObject(handle, EXIT_WAIT_MS)
+            return KillResult(TERMINATED)
+    except ProcessGone:
+        return KillResult(GONE, "no such process")
+    except OSError as exc:  # OpenProcess refused (PermissionError included)
+        return KillResult(FAILED, str(exc))
