@@ -3,14 +3,20 @@
 - ``edr.runtime`` is the framework: it imports nothing of edr outside itself.
 - No import cycle between edr's packages (``edr.detect``, ``edr.config``...):
   each depends on others one way only.
+- ``edr.platform`` is the seam every layer asks about the operating system:
+  it imports nothing of edr outside itself, and outside it (and the sensors
+  and service installers, platform-specific by nature) no module looks at
+  ``sys.platform``, imports a Linux- or Windows-only module or names a
+  /proc path.
 """
 
 from __future__ import annotations
 
 import ast
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Final
 
 from tests.conftest import REPO
 
@@ -121,3 +127,106 @@ def test_the_cycle_finder_finds_what_it_must() -> None:
     planted = {k: set(v) for k, v in real.items()}
     planted["edr.event"].add("edr.detect")  # detect imports event: this closes a loop
     assert any({"edr.detect", "edr.event"} <= set(c) for c in cycles(planted))
+
+
+#: Where platform-specific code may live: the seam itself, the two sensors, the service installers.
+PLATFORM_SPECIFIC: Final = ("edr.platform", "edr.sources.ebpf", "edr.sources.etw", "edr.service")
+#: Modules that exist on one OS only (``win32*`` too, see :func:`os_only`). bcc is the eBPF sensor's
+#: library, not an OS module: ``edr.agent`` probes for it before starting that sensor.
+OS_ONLY_MODULES: Final = frozenset({"pwd", "grp", "resource", "fcntl", "termios", "msvcrt", "winreg", "_winapi",
+                                    "pywintypes", "ntsecuritycon"})
+
+
+def os_only(module: str) -> bool:
+    """Whether importing ``module`` ties the importer to one OS."""
+    top = module.split(".")[0]
+    return top in OS_ONLY_MODULES or top.startswith("win32")
+
+
+def _strings(node: ast.AST) -> Iterator[str]:
+    """String literals in ``node``, f-strings' literal parts included."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+            yield sub.value
+
+
+def platform_findings(source: str) -> list[str]:
+    """What in ``source`` (a module's text) is platform-specific: ``sys.platform``, OS-only imports, /proc paths."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        line = getattr(node, "lineno", 0)
+        if (isinstance(node, ast.Attribute) and node.attr == "platform" and isinstance(node.value, ast.Name)
+                and node.value.id == "sys"):
+            found.append(f"line {line}: sys.platform")
+        elif isinstance(node, ast.ImportFrom) and node.module == "sys" and any(a.name == "platform"
+                                                                              for a in node.names):
+            found.append(f"line {line}: from sys import platform")
+        elif isinstance(node, ast.Import):
+            found.extend(f"line {line}: import {a.name}" for a in node.names if os_only(a.name))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and os_only(node.module):
+            found.append(f"line {line}: from {node.module} import ...")
+        elif isinstance(node, ast.Call):
+            # a path handed to a call (open, listdir, readlink...): docstrings that explain /proc are fine
+            found.extend(f"line {line}: {text!r}" for arg in node.args for text in _strings(arg)
+                         if text.startswith("/proc"))
+    return found
+
+
+def platform_violations(sources: Mapping[str, str]) -> dict[str, list[str]]:
+    """Module -> its platform-specific findings, for modules outside :data:`PLATFORM_SPECIFIC`."""
+    out = {}
+    for module, source in sources.items():
+        if module == "edr" or module.startswith(tuple(f"{p}." for p in PLATFORM_SPECIFIC)) \
+                or module in PLATFORM_SPECIFIC:
+            continue
+        findings = platform_findings(source)
+        if findings:
+            out[module] = findings
+    return out
+
+
+def module_sources() -> dict[str, str]:
+    return {module_name(p): p.read_text(encoding="utf-8") for p in sorted((SRC / "edr").rglob("*.py"))}
+
+
+def test_the_platform_seam_imports_nothing_of_edr_outside_itself() -> None:
+    outside = {m: sorted(t for t in targets if not t.startswith("edr.platform"))
+               for m, targets in module_imports().items() if m.startswith("edr.platform")}
+    assert {m: t for m, t in outside.items() if t} == {}
+
+
+def test_only_the_platform_seam_sensors_and_service_are_platform_specific() -> None:
+    sources = module_sources()
+    assert len(sources) > 150
+    assert platform_violations(sources) == {}
+    # the check sees what the seam holds
+    assert platform_findings(sources["edr.platform.linux.users"]) == ["line 5: import pwd"]
+    assert any("sys.platform" in f for f in platform_findings(sources["edr.platform.private_files"]))
+
+
+def test_the_platform_check_finds_what_it_must() -> None:
+    """Planted in real modules, each kind of violation is reported with its line; inside the seam it is not."""
+    real = module_sources()
+    planted = {
+        "edr.health": real["edr.health"] + "\nimport resource\n",
+        "edr.agent": real["edr.agent"] + "\nMODE = 'windows' if sys.platform == 'win32' else 'linux'\n",
+        "edr.alerts.daily_file": real["edr.alerts.daily_file"] + "\nfrom win32security import GetFileSecurity\n",
+        "edr.scan.actor": real["edr.scan.actor"] + "\ndef pids():\n    return os.listdir('/proc')\n",
+        "edr.scan.memory": real["edr.scan.memory"] + "\ndef rss(pid):\n    return open(f'/proc/{pid}/statm').read()\n",
+        "edr.instance_lock": real["edr.instance_lock"] + "\ndef lock():\n    import fcntl, msvcrt\n",
+        "edr.config": real["edr.config"] + "\nfrom sys import platform\n",
+        "edr.platform.facade": real["edr.platform.facade"] + "\nimport pwd\n",
+        "edr.sources.ebpf.loader": real["edr.sources.ebpf.loader"] + "\nimport fcntl\n",
+    }
+    found = platform_violations(planted)
+    lines = {m: len(planted[m].splitlines()) for m in planted}
+    assert found == {
+        "edr.health": [f"line {lines['edr.health']}: import resource"],
+        "edr.agent": [f"line {lines['edr.agent']}: sys.platform"],
+        "edr.alerts.daily_file": [f"line {lines['edr.alerts.daily_file']}: from win32security import ..."],
+        "edr.scan.actor": [f"line {lines['edr.scan.actor']}: '/proc'"],
+        "edr.scan.memory": [f"line {lines['edr.scan.memory']}: '/proc/'"],
+        "edr.instance_lock": [f"line {lines['edr.instance_lock']}: import fcntl",
+                              f"line {lines['edr.instance_lock']}: import msvcrt"],
+        "edr.config": [f"line {lines['edr.config']}: from sys import platform"],
+    }

@@ -64,14 +64,25 @@ class Platform(Protocol):
     a method says otherwise.
     """
 
-    #: ``"linux"`` or ``"windows"``: the live graph's mode, ``host.os.type`` of alerts.
-    name: str
-    #: Compiled-in allowlist prefixes (``allowlist.paths`` when it is unset).
-    trusted_paths: tuple[str, ...]
-    #: Whether paths compare ignoring case and with ``/`` and ``\`` alike (allowlists).
-    paths_ignore_case: bool
-    #: The init process the responder never kills (PID 1 on Linux), or None.
-    init_pid: int | None
+    @property
+    def name(self) -> str:
+        """``"linux"`` or ``"windows"``: the live graph's mode, ``host.os.type`` of alerts."""
+        ...
+
+    @property
+    def trusted_paths(self) -> tuple[str, ...]:
+        """Compiled-in allowlist prefixes (``allowlist.paths`` when it is unset)."""
+        ...
+
+    @property
+    def paths_ignore_case(self) -> bool:
+        """Whether paths compare ignoring case and with ``/`` and ``\\`` alike (allowlists)."""
+        ...
+
+    @property
+    def init_pid(self) -> int | None:
+        """The init process the responder never kills (PID 1 on Linux), or None."""
+        ...
 
     def running_pids(self) -> list[int]:
         """The ids of the processes running now (empty if they cannot be listed)."""

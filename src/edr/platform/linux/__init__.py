@@ -11,9 +11,9 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
-from types import ModuleType
 from typing import Final
 
+from edr.platform.facade import ServiceNotifier
 from edr.platform.facts import ProcessSnapshot, ResourceUsage
 from edr.platform.kill import FAILED, KillResult
 from edr.platform.linux import file_lock, procfs, resources, systemd, users
@@ -35,7 +35,7 @@ class LinuxPlatform:
     paths_ignore_case: Final = False
     init_pid: Final = 1
     #: sd_notify (a no-op outside systemd): the module is the notifier.
-    service: Final[ModuleType] = systemd
+    service: Final[ServiceNotifier] = systemd
 
     def running_pids(self) -> list[int]:
         """The numeric entries of /proc."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from edr.platform.facade import ServiceNotifier
 from edr.platform.facts import ProcessSnapshot, ResourceUsage
 from edr.platform.kill import KillResult
 from edr.platform.protected import ProtectedProcess, walk_protected
@@ -58,7 +59,7 @@ class WindowsPlatform:
     paths_ignore_case: Final = True
     #: No init process: the service control manager (services.exe) is an ancestor of the service.
     init_pid: Final = None
-    service: Final = NoServiceNotifications()
+    service: Final[ServiceNotifier] = NoServiceNotifications()
 
     def running_pids(self) -> list[int]:
         """psutil's process ids."""

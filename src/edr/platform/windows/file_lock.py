@@ -28,7 +28,7 @@ def lock_file(fd: int) -> bool:
     position = os.lseek(fd, 0, os.SEEK_CUR)
     os.lseek(fd, LOCK_OFFSET, os.SEEK_SET)
     try:
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined, unused-ignore]
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EDEADLK):  # the CRT's "locked by another process"
             return False

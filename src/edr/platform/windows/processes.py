@@ -41,14 +41,14 @@ def kernel32() -> Any:
     """kernel32.dll with per-thread last-error capture (Windows only)."""
     import ctypes
 
-    return ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    return ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined, unused-ignore]
 
 
 def last_error() -> int:
     """The Win32 error of the last failed kernel32 call on this thread."""
     import ctypes
 
-    return int(ctypes.get_last_error())  # type: ignore[attr-defined]
+    return int(ctypes.get_last_error())  # type: ignore[attr-defined, unused-ignore]
 
 
 @contextlib.contextmanager
@@ -173,7 +173,7 @@ def running_processes() -> list[ProcessSnapshot]:
 
 def resource_usage(process: Any = None) -> ResourceUsage:
     """This process's working set, peak working set and CPU seconds (psutil; ``process`` for tests)."""
-    proc = psutil.Process() if process is None else process
+    proc: Any = psutil.Process() if process is None else process
     memory = proc.memory_info()
     cpu = proc.cpu_times()
     return ResourceUsage(rss_bytes=int(memory.rss), peak_rss_bytes=int(memory.peak_wset),
