@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ast
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -143,17 +143,23 @@ def os_only(module: str) -> bool:
     return top in OS_ONLY_MODULES or top.startswith("win32")
 
 
-def _strings(node: ast.AST) -> Iterator[str]:
-    """String literals in ``node``, f-strings' literal parts included."""
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
-            yield sub.value
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the docstring constants in ``tree`` (they may explain /proc; code may not read it)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
 
 
 def platform_findings(source: str) -> list[str]:
     """What in ``source`` (a module's text) is platform-specific: ``sys.platform``, OS-only imports, /proc paths."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    docstrings = _docstrings(tree)
+    for node in ast.walk(tree):
         line = getattr(node, "lineno", 0)
         if (isinstance(node, ast.Attribute) and node.attr == "platform" and isinstance(node.value, ast.Name)
                 and node.value.id == "sys"):
@@ -165,10 +171,9 @@ def platform_findings(source: str) -> list[str]:
             found.extend(f"line {line}: import {a.name}" for a in node.names if os_only(a.name))
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and os_only(node.module):
             found.append(f"line {line}: from {node.module} import ...")
-        elif isinstance(node, ast.Call):
-            # a path handed to a call (open, listdir, readlink...): docstrings that explain /proc are fine
-            found.extend(f"line {line}: {text!r}" for arg in node.args for text in _strings(arg)
-                         if text.startswith("/proc"))
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("/proc")
+              and id(node) not in docstrings):
+            found.append(f"line {line}: {node.value!r}")  # a path (f-strings' literal parts included)
     return found
 
 
@@ -213,6 +218,7 @@ def test_the_platform_check_finds_what_it_must() -> None:
         "edr.alerts.daily_file": real["edr.alerts.daily_file"] + "\nfrom win32security import GetFileSecurity\n",
         "edr.scan.actor": real["edr.scan.actor"] + "\ndef pids():\n    return os.listdir('/proc')\n",
         "edr.scan.memory": real["edr.scan.memory"] + "\ndef rss(pid):\n    return open(f'/proc/{pid}/statm').read()\n",
+        "edr.enrich.seed": real["edr.enrich.seed"] + '\ndef seed(proc="/proc"):\n    """Read /proc/<pid>."""\n',
         "edr.instance_lock": real["edr.instance_lock"] + "\ndef lock():\n    import fcntl, msvcrt\n",
         "edr.config": real["edr.config"] + "\nfrom sys import platform\n",
         "edr.platform.facade": real["edr.platform.facade"] + "\nimport pwd\n",
@@ -228,5 +234,6 @@ def test_the_platform_check_finds_what_it_must() -> None:
         "edr.scan.memory": [f"line {lines['edr.scan.memory']}: '/proc/'"],
         "edr.instance_lock": [f"line {lines['edr.instance_lock']}: import fcntl",
                               f"line {lines['edr.instance_lock']}: import msvcrt"],
+        "edr.enrich.seed": [f"line {lines['edr.enrich.seed'] - 1}: '/proc'"],  # not the docstring below it
         "edr.config": [f"line {lines['edr.config']}: from sys import platform"],
     }
