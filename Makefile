@@ -23,7 +23,7 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 venv: $(STAMP)
 
 run: setup
-	$(EDR) run --console
+	$(EDR) run --console --config conf/config.toml
 
 test: setup
 	$(VENV)/bin/ruff check src tests scripts

@@ -12,7 +12,7 @@ import tomllib
 
 import pytest
 
-from edr.config import Config, load_config, unstructure
+from edr.config import Config, default_config, load_config, unstructure
 from edr.wiring.graphs import mode_graph
 from tests.conftest import REPO
 
@@ -63,7 +63,7 @@ def test_rules_check_flag_without_sigmahq_exits_2(tmp_path, monkeypatch, capsys)
 
 def test_shipped_config_is_the_defaults() -> None:
     loaded = load_config(str(REPO / "conf" / "config.toml"), environ={})
-    assert unstructure(loaded.config) == unstructure(Config())
+    assert unstructure(loaded.config) == unstructure(default_config())
     with open(REPO / "conf" / "config.toml", "rb") as fh:
         assert set(tomllib.load(fh)) == {f for f in unstructure(Config())}
 

@@ -93,8 +93,8 @@ cache_dir = ""
 def _replay(work: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], list[str], str]:
     """A real `edr replay` of events.ndjson: the result, its alerts' rule names (sorted) and its op log."""
     shutil.rmtree(work / "logs", ignore_errors=True)
-    r = subprocess.run([*EDR, "replay", "--config", "edr.toml", "--no-progress", *args, "events.ndjson"],
-                       cwd=work, env=_env(**env), capture_output=True, text=True, timeout=120)
+    r = subprocess.run([*EDR, "replay", "--config", "edr.toml", "--output", "logs", "--no-progress", *args,
+                        "events.ndjson"], cwd=work, env=_env(**env), capture_output=True, text=True, timeout=120)
     alerts = [orjson.loads(line)["rule.name"] for f in sorted((work / "logs").glob("alerts.json.*"))
               for line in f.read_bytes().splitlines()]
     oplog = "".join(f.read_text() for f in sorted((work / "logs").glob("edr.log.*")))

@@ -21,6 +21,7 @@ from edr.health import health_task, log_health, watchdog_task
 from edr.instance_lock import InstanceLock, InstanceLocked, acquire
 from edr.platform import current
 from edr.rule_trust import check_rules
+from edr.rulepacks.active import expand_pack
 from edr.runtime.supervisor import Supervisor
 from edr.shutdown import hard_exit, report_unwritten
 from edr.wiring.context import AgentContext, Shared
@@ -78,7 +79,7 @@ def run_live(loaded: LoadedConfig) -> int:
 
 
 def _run_locked(loaded: LoadedConfig, mode: str) -> int:
-    trust = check_rules(loaded.config)
+    trust = check_rules(expand_pack(loaded.config))
     trust.log_refusals(echo=not loaded.config.logging.console_output)
     graph = mode_graph(mode, loaded.config.pipeline.capacities)
     yara_files = None if trust.yara_files is None else [str(f) for f in trust.yara_files]

@@ -20,8 +20,10 @@ import argparse
 import functools
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     _permissions(p)
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="edr NDJSON events, .evtx, or evtx_dump JSON; a directory is searched recursively")
-    p.add_argument("--stdout", action="store_true", help="also print alerts (NDJSON) to standard output")
+    p.add_argument("--output", metavar="DIR",
+                   help="write the alert files to DIR, and the events and log of this replay too (unless "
+                        "EDR__EVENTS__DIRECTORY / EDR__LOGGING__DIRECTORY say otherwise); without it alerts go to "
+                        "standard output and nothing is written to the live agent's directories")
+    p.add_argument("--stdout", action="store_true",
+                   help="print alerts (NDJSON) to standard output too when --output is given")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     p.add_argument("--sigma", action="append", metavar="PATH",
                    help="Sigma rules path (repeatable; overrides scanner.sigma_rules_path)")
@@ -107,8 +114,9 @@ def _load(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Load
 
 
 def _load_trusted(args: argparse.Namespace, extra: dict[str, Any] | None = None, *,
-                  logs: bool = True) -> LoadedConfig:
-    """:func:`_load` for the commands that load rules, then their logging (``logs``).
+                  logs: bool = True, setup: Callable[[LoadedConfig], None] | None = None) -> LoadedConfig:
+    """:func:`_load` for the commands that load rules, then their logging (``logs``; ``setup`` instead
+    of the configured one when given).
 
     As root the file must be trusted (else ConfigError: exit 2) before anything
     in it is used, the log directory included; a "warn" is logged once logging is up.
@@ -117,7 +125,9 @@ def _load_trusted(args: argparse.Namespace, extra: dict[str, Any] | None = None,
 
     loaded = _load(args, extra)
     warning = check_config_file(loaded)
-    if logs:
+    if setup is not None:
+        setup(loaded)
+    elif logs:
         _setup_logs(loaded)
     if warning:
         log.warning("%s", warning)
@@ -168,11 +178,13 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     """``edr rules check``."""
     from edr.detect.sigma import rules_check
     from edr.rule_trust import RuleTrust, trusted_sigma_paths
+    from edr.rulepacks.active import expand_pack
 
     setup_logging("warn", None, "", True)
     loaded = _load_trusted(args, logs=False)
     enforced = loaded.config.agent.permissions == "enforce"
-    paths, refusals = trusted_sigma_paths(args.paths or loaded.config.sigma_paths(), enforced=enforced,
+    configured = args.paths or expand_pack(loaded.config).sigma_paths()
+    paths, refusals = trusted_sigma_paths(configured, enforced=enforced,
                                           key="PATH" if args.paths else "scanner.sigma_rules_path")
     RuleTrust(loaded.config, refusals, enforced=enforced).log_refusals()
     text, data, code = rules_check(paths, placeholders=loaded.config.sigma.placeholders, strict=args.strict)
@@ -198,23 +210,44 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """``edr replay FILE...``: exit 0 when every file was read (alerts or not)."""
     from edr.health import log_health
     from edr.rule_trust import check_rules
+    from edr.rulepacks.active import expand_pack
     from edr.runtime.supervisor import Supervisor
     from edr.shutdown import hard_exit, report_unwritten
     from edr.sources.replay.formats import expand_inputs
     from edr.wiring.context import AgentContext
     from edr.wiring.graphs import mode_graph
 
-    extra = {"scanner.sigma_rules_path": args.sigma} if args.sigma else {}
-    loaded = _load_trusted(args, extra)
+    extra: dict[str, Any] = {"scanner.sigma_rules_path": args.sigma} if args.sigma else {}
+    if args.output:
+        # A replay is not live: its alerts, events and log go where it is told, never to the agent's files.
+        # Only this invocation's own environment may send its events or log elsewhere.
+        extra["alerts.directory"] = args.output
+        for key in ("events.directory", "logging.directory"):
+            section, _, name = key.partition(".")
+            if f"EDR__{section.upper()}__{name.upper()}" not in os.environ:
+                extra[key] = args.output
+    else:
+        extra["events.enabled"] = False
+        if not args.log_level:
+            extra["logging.level"] = "warn"
+    def replay_logs(loaded: LoadedConfig) -> None:
+        # with --output the log is a file there; without, standard error is all a replay writes to
+        lc = loaded.config.logging
+        setup_logging(lc.level, lc.directory if args.output else None, lc.filename,
+                      lc.console_output or not args.output)
+
+    loaded = _load_trusted(args, extra, setup=replay_logs)
     # the replay graph has no scanner: YARA rules are not loaded, so not checked
-    trust = check_rules(loaded.config, yara=False, sigma_key="--sigma" if args.sigma else "scanner.sigma_rules_path")
+    trust = check_rules(expand_pack(loaded.config), yara=False,
+                        sigma_key="--sigma" if args.sigma else "scanner.sigma_rules_path")
     trust.log_refusals(echo=not loaded.config.logging.console_output)
     loaded = LoadedConfig(config=trust.config, sources=loaded.sources, file=loaded.file)
     files, missing = expand_inputs(args.files)
     for f in missing:
         print(f"edr: replay: {f}: no such file or directory", file=sys.stderr)
     graph = mode_graph("replay", loaded.config.pipeline.capacities)
-    ctx = AgentContext.create(loaded.config, "replay", files=files, stdout=args.stdout)
+    ctx = AgentContext.create(loaded.config, "replay", files=files, stdout=args.stdout or not args.output,
+                              alerts_to_file=bool(args.output))
     sup = Supervisor(graph, ctx, stop_timeout=loaded.config.agent.stop_timeout_secs)
     started = time.monotonic()
     sup.build_actors()
@@ -284,5 +317,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """``python -m edr``."""
-    sys.exit(main())
+    """``python -m edr``; a reader of standard output that goes away (``edr graph | head``) ends it quietly."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would flush stdout again at exit and print a second traceback: point it at nothing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_OK
+    sys.exit(code)

@@ -1,8 +1,20 @@
 """Configuration: attrs models, layered sources, errors that name the key.
 
 Precedence, lowest to highest: built-in defaults < TOML file (``--config``,
-else ``EDR_CONFIG``, else ``conf/config.toml`` in the working directory) <
+else ``EDR_CONFIG``, else the installed one: ``/etc/edr/config.toml`` on
+Linux, ``%ProgramData%\\edr\\config.toml`` on Windows, when it exists) <
 environment ``EDR__SECTION__KEY`` (values parsed as TOML) < CLI flags.
+
+Paths: the defaults follow the installed layout (:func:`installed_layout`:
+``/var/lib/edr`` for state, rule packs and the compiled-rule cache,
+``/var/log/edr`` for the operational log, alerts and events; under
+``%ProgramData%\\edr`` on Windows). A relative path in a configuration file
+is relative to that file's directory, never to the working directory; one
+from the environment or the command line is relative to the working
+directory. A rule path may be the word ``bundled``: the rules shipped with
+edr for that key (:func:`edr.resources.shipped`); ``scanner.sigma_rules_path``
+may also list ``pack``, the active rule pack (``edr rules install``), which
+the commands that load rules expand. Every path is absolute once loaded.
 
 Section and key names follow Rustinel's ``config.toml`` (``scanner``,
 ``allowlist``, ``logging``, ``alerts``, ``response``, ``network``, ``ioc``,
@@ -28,7 +40,10 @@ from edr.platform import current as current_platform
 from edr.severity import SEVERITIES
 
 ENV_PREFIX: Final = "EDR__"
-DEFAULT_CONFIG_PATH: Final = Path("conf/config.toml")
+#: A rule path naming the rules shipped with edr for its key.
+BUNDLED: Final = "bundled"
+#: A Sigma rule path naming the active rule pack's rules.
+PACK: Final = "pack"
 #: What a ConfigError about the configuration file as a whole (not one key) names as its key.
 FILE_KEY: Final = "(file)"
 #: A documented configuration is ~10 KiB; anything near this is not one (and is not read whole).
@@ -107,12 +122,40 @@ def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
 
 
+def _path(text: str, bundled: str | None = None) -> dict[str, Any]:
+    """Metadata of a path-valued key: resolved at load (see the module's notes); ``bundled``: where
+    under the shipped rules the word ``bundled`` points for this key."""
+    return {"doc": text, "path": True, "bundled": bundled}
+
+
+@attrs.frozen
+class Layout:
+    """Where an installed edr keeps things on this platform."""
+
+    config_file: str
+    state: str
+    logs: str
+
+
+def installed_layout(platform: str = sys.platform, environ: Mapping[str, str] | None = None) -> Layout:
+    """The installed layout of ``platform`` (the defaults of every path key and of the config file)."""
+    if platform == "win32":
+        env = os.environ if environ is None else environ
+        base = env.get("ProgramData") or "C:\\ProgramData"
+        root = f"{base}\\edr"
+        return Layout(config_file=f"{root}\\config.toml", state=f"{root}\\state", logs=f"{root}\\logs")
+    return Layout(config_file="/etc/edr/config.toml", state="/var/lib/edr", logs="/var/log/edr")
+
+
+_LAYOUT: Final = installed_layout()
+
+
 @attrs.define
 class AgentConfig:
     """[agent]: the agent process itself (edr addition)."""
 
     state_directory: str = attrs.field(
-        default="state", metadata=_doc("Agent state (the instance lock); created 0700.")
+        default=_LAYOUT.state, metadata=_path("Agent state (the instance lock); created 0700.")
     )
     stop_timeout_secs: float = attrs.field(
         default=10.0, validator=_seconds(zero_ok=False),
@@ -132,14 +175,18 @@ class ScannerConfig:
 
     sigma_enabled: bool = attrs.field(default=True, metadata=_doc("Run the Sigma engine."))
     sigma_rules_path: str | list[str] = attrs.field(
-        default="rules/sigma", metadata=_doc("Sigma rule file or directory, or a list of them (recursive).")
+        factory=lambda: [BUNDLED, PACK],
+        metadata=_path('Sigma rule files or directories (recursive): "bundled" is the rules shipped with edr, '
+                       '"pack" the active rule pack (edr rules install|update).', bundled="sigma"),
     )
     sigma_match_mode: str = attrs.field(
         default="all", validator=_one_of("all", "best"),
         metadata=_doc('"all": one alert per matching rule; "best": only the most severe per event.'),
     )
     yara_enabled: bool = attrs.field(default=True, metadata=_doc("Scan executables with YARA."))
-    yara_rules_path: str = attrs.field(default="rules/yara", metadata=_doc("YARA rule file or directory."))
+    yara_rules_path: str = attrs.field(
+        default=BUNDLED, metadata=_path('YARA rule file or directory ("bundled": shipped with edr).', bundled="yara")
+    )
     yara_allowlist_paths: list[str] | None = attrs.field(
         default=None, metadata=_doc("Path prefixes YARA never scans; unset inherits allowlist.paths.")
     )
@@ -159,7 +206,7 @@ class LoggingConfig:
     """[logging]: the agent's operational log."""
 
     level: str = attrs.field(default="info", validator=_one_of(*_LEVELS), metadata=_doc("Log level."))
-    directory: str = attrs.field(default="logs", metadata=_doc("Directory of the daily log files."))
+    directory: str = attrs.field(default=_LAYOUT.logs, metadata=_path("Directory of the daily log files."))
     filename: str = attrs.field(default="edr.log", metadata=_doc("Log file name; the date is appended."))
     console_output: bool = attrs.field(default=False, metadata=_doc("Also log to the console (stderr)."))
 
@@ -168,7 +215,7 @@ class LoggingConfig:
 class AlertsConfig:
     """[alerts]: the ECS NDJSON alert files."""
 
-    directory: str = attrs.field(default="logs", metadata=_doc("Directory of the daily alert files."))
+    directory: str = attrs.field(default=_LAYOUT.logs, metadata=_path("Directory of the daily alert files."))
     filename: str = attrs.field(default="alerts.json", metadata=_doc("Alert file name; the date is appended."))
     match_debug: str = attrs.field(
         default="off", validator=_one_of("off", "summary", "full"),
@@ -234,11 +281,15 @@ class IocConfig:
     """[ioc]: atomic indicators (hashes, IPs, domains, path regexes)."""
 
     enabled: bool = attrs.field(default=True, metadata=_doc("Match atomic indicators."))
-    hashes_path: str = attrs.field(default="rules/ioc/hashes.txt", metadata=_doc("MD5/SHA1/SHA256 list."))
-    ips_path: str = attrs.field(default="rules/ioc/ips.txt", metadata=_doc("IP addresses and CIDR ranges."))
-    domains_path: str = attrs.field(default="rules/ioc/domains.txt", metadata=_doc("Domains; *. or . = suffix."))
+    hashes_path: str = attrs.field(
+        default=BUNDLED, metadata=_path('MD5/SHA1/SHA256 list ("" none).', bundled="ioc/hashes.txt"))
+    ips_path: str = attrs.field(
+        default=BUNDLED, metadata=_path('IP addresses and CIDR ranges ("" none).', bundled="ioc/ips.txt"))
+    domains_path: str = attrs.field(
+        default=BUNDLED, metadata=_path('Domains; *. or . = suffix ("" none).', bundled="ioc/domains.txt"))
     paths_regex_path: str = attrs.field(
-        default="rules/ioc/paths_regex.txt", metadata=_doc("Path regexes (RE2, case-insensitive).")
+        default=BUNDLED,
+        metadata=_path('Path regexes (RE2, case-insensitive; "" none).', bundled="ioc/paths_regex.txt"),
     )
     default_severity: str = attrs.field(
         default="high", validator=_one_of(*SEVERITIES), metadata=_doc("Severity of IOC alerts.")
@@ -256,7 +307,8 @@ class SigmaConfig:
     """[sigma]: Sigma engine tuning (edr addition)."""
 
     cache_dir: str = attrs.field(
-        default="cache", metadata=_doc('Compiled-rule cache directory; "" disables the cache.')
+        default=f"{_LAYOUT.state}{os.sep}cache",
+        metadata=_path('Compiled-rule cache directory (created 0700); "" disables the cache.'),
     )
     correlation_max_groups: int = attrs.field(
         default=10000, validator=_positive, metadata=_doc("Correlation groups kept; oldest evicted.")
@@ -308,7 +360,11 @@ class SimpleConfig:
     """[simple]: TOML rules (edr addition)."""
 
     enabled: bool = attrs.field(default=True, metadata=_doc("Run simple TOML rules and built-ins."))
-    rules_path: str = attrs.field(default="rules/edr-rules.toml", metadata=_doc("The [[rules]] file."))
+    rules_path: str = attrs.field(
+        default=BUNDLED,
+        metadata=_path('The [[rules]] file ("bundled": shipped with edr; "" built-ins only).',
+                       bundled="edr-rules.toml"),
+    )
     builtin_enabled: bool = attrs.field(default=True, metadata=_doc("Run the built-in detections."))
 
 
@@ -317,7 +373,7 @@ class EventsConfig:
     """[events]: the optional stream of every normalized event (edr addition)."""
 
     enabled: bool = attrs.field(default=False, metadata=_doc("Write every event as NDJSON."))
-    directory: str = attrs.field(default="logs", metadata=_doc("Directory of the daily event files."))
+    directory: str = attrs.field(default=_LAYOUT.logs, metadata=_path("Directory of the daily event files."))
     filename: str = attrs.field(default="events.json", metadata=_doc("Event file name; the date is appended."))
     categories: list[str] = attrs.field(
         factory=list, validator=_known_categories,
@@ -367,6 +423,74 @@ class SensorConfig:
     )
 
 
+#: SigmaHQ's release package with every generic and emerging-threat rule (experimental and up,
+#: level medium and up); GitHub redirects ``latest`` to the newest release.
+DEFAULT_UPDATE_URL: Final = "https://github.com/SigmaHQ/sigma/releases/latest/download/sigma_all_rules.zip"
+
+
+def _update_url(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value and not value.startswith(("https://", "http://")):
+        raise ValueError(f"must be an https:// URL (or http:// for a test server or mirror), not {value!r}")
+
+
+@attrs.define
+class RulesConfig:
+    """[rules]: installed Sigma rule packs (``edr rules install|update|list|rollback``)."""
+
+    store_directory: str = attrs.field(
+        default=f"{_LAYOUT.state}{os.sep}rules",
+        metadata=_path("Where rule packs are installed: one versioned directory per pack under packs/, "
+                      "an 'active' link to the one in use. Created root-only (0700)."),
+    )
+    update_url: str = attrs.field(
+        default=DEFAULT_UPDATE_URL, validator=_update_url,
+        metadata=_doc("The pack 'edr rules update' downloads (.zip or .tar.gz). https:// is required; "
+                      "http:// only when written so (a test server or a mirror on a trusted network)."),
+    )
+    ca_file: str = attrs.field(
+        default="",
+        metadata=_doc('PEM file of the CAs trusted for update_url, replacing the system\'s; "" uses the '
+                      "system's CAs."),
+    )
+    timeout_secs: float = attrs.field(
+        default=300.0, validator=_positive,
+        metadata=_doc("Longest a download may take in all; the connection also gives up after 30 s of silence "
+                      "(or this, if shorter)."),
+    )
+    require_signature: bool = attrs.field(
+        default=False,
+        metadata=_doc("Refuse any pack that is not signed by public_key: it must carry SHA256SUMS and "
+                      "SHA256SUMS.minisig (a minisign signature of SHA256SUMS)."),
+    )
+    public_key: str = attrs.field(
+        default="",
+        metadata=_doc('minisign public key that signs packs: the key itself ("RW...") or the path of its .pub '
+                      'file. With a key set, a signed pack whose signature does not verify is always refused.'),
+    )
+    keep: int = attrs.field(
+        default=2, validator=_non_negative,
+        metadata=_doc("Previous packs kept for 'edr rules rollback' besides the active one; older ones are "
+                      "removed after each install."),
+    )
+    strict: bool = attrs.field(
+        default=False,
+        metadata=_doc("Refuse a pack in which any rule is rejected (by default rejected rules are reported "
+                      "and the pack activates when at least one rule loads)."),
+    )
+    max_download_bytes: int = attrs.field(
+        default=128 << 20, validator=_positive,
+        metadata=_doc("Largest archive 'update' downloads or 'install' opens (SigmaHQ's is a few MB)."),
+    )
+    max_unpacked_bytes: int = attrs.field(
+        default=512 << 20, validator=_positive,
+        metadata=_doc("Most bytes a pack may unpack to in all (against zip and gzip bombs)."),
+    )
+    max_files: int = attrs.field(
+        default=50_000, validator=_positive,
+        metadata=_doc("Most entries (files and directories) a pack may hold (SigmaHQ's has ~4,000)."),
+    )
+
+
 @attrs.define
 class Config:
     """The whole effective configuration."""
@@ -387,6 +511,7 @@ class Config:
     pipeline: PipelineConfig = attrs.field(factory=PipelineConfig)
     health: HealthConfig = attrs.field(factory=HealthConfig)
     sensor: SensorConfig = attrs.field(factory=SensorConfig)
+    rules: RulesConfig = attrs.field(factory=RulesConfig)
 
     def trusted_paths(self, override: list[str] | None) -> list[str]:
         """A module's allowlist: its own list if set, else ``allowlist.paths``, else platform defaults."""
@@ -491,7 +616,7 @@ def _resolve_types() -> None:
 _SECTION_CLASSES = (
     AgentConfig, ScannerConfig, AllowlistConfig, LoggingConfig, AlertsConfig, ResponseConfig, ProcessConfig,
     NetworkConfig, IocConfig, SigmaConfig, ScanConfig, SimpleConfig, EventsConfig, PipelineConfig,
-    HealthConfig, SensorConfig,
+    HealthConfig, SensorConfig, RulesConfig,
 )
 _resolve_types()
 
@@ -530,17 +655,56 @@ def env_layer(environ: Mapping[str, str]) -> list[tuple[dict[str, Any], str]]:
     return layers
 
 
-def find_config_file(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
-    """``--config``, else ``EDR_CONFIG``, else ``conf/config.toml`` if anything is there.
+def find_config_file(explicit: str | None, environ: Mapping[str, str],
+                     installed: str | None = None) -> Path | None:
+    """``--config``, else ``EDR_CONFIG``, else the installed file (``installed``, default this
+    platform's :attr:`Layout.config_file`) if anything is there; None: built-in defaults only.
 
-    Anything at the default path counts (a directory, a FIFO, a dangling
+    Anything at the installed path counts (a directory, a FIFO, a dangling
     link): it is then reported by :func:`read_config_file`, not silently passed over.
     """
     if explicit:
         return Path(explicit)
     if environ.get("EDR_CONFIG"):
         return Path(environ["EDR_CONFIG"])
-    return DEFAULT_CONFIG_PATH if os.path.lexists(DEFAULT_CONFIG_PATH) else None
+    default = Path(installed if installed is not None else _LAYOUT.config_file)
+    return default if os.path.lexists(default) else None
+
+
+def _resolve(value: str, key: str, source: str, base: str, bundled: str | None) -> str:
+    """One path value made absolute (see the module's notes); "" stays "" (off)."""
+    if value == "" or (value == PACK and key == "scanner.sigma_rules_path"):
+        return value
+    if value == BUNDLED:
+        if bundled is None:
+            raise ConfigError(key, source, f'"{BUNDLED}" names shipped rules; this key is not a rule path')
+        from edr.resources import shipped
+
+        try:
+            return str(shipped("rules") / bundled)
+        except FileNotFoundError as exc:
+            raise ConfigError(key, source, str(exc)) from None
+    return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+
+
+def resolve_paths(config: Config, sources: Mapping[str, str], file: Path | None, cwd: str | None = None) -> None:
+    """Make every path-valued key of ``config`` absolute, in place (see the module's notes)."""
+    here = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    file_dir = os.path.dirname(os.path.abspath(file)) if file is not None else here
+    for section in attrs.fields(Config):
+        obj = getattr(config, section.name)
+        for f in attrs.fields(type(obj)):
+            if not f.metadata.get("path"):
+                continue
+            key = f"{section.name}.{f.name}"
+            source = sources.get(key, "default")
+            base = file_dir if file is not None and source == str(file) else here
+            value = getattr(obj, f.name)
+            bundled = f.metadata.get("bundled")
+            if isinstance(value, list):
+                setattr(obj, f.name, [_resolve(v, key, source, base, bundled) for v in value])
+            elif isinstance(value, str):
+                setattr(obj, f.name, _resolve(value, key, source, base, bundled))
 
 
 def _kind(mode: int) -> str:
@@ -603,16 +767,18 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    installed: str | None = None,
 ) -> LoadedConfig:
     """Build the effective configuration from all layers.
 
-    ``overrides`` are the CLI flags as ``{"section.key": value}``. Raises
-    :class:`ConfigError` naming the key and its source on any problem.
+    ``overrides`` are the CLI flags as ``{"section.key": value}``;
+    ``installed`` replaces this platform's installed config file (tests).
+    Raises :class:`ConfigError` naming the key and its source on any problem.
     """
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    file = find_config_file(path, environ)
+    file = find_config_file(path, environ, installed)
     if file is not None:
         data = read_config_file(file)
         for key, value in data.items():
@@ -625,7 +791,15 @@ def load_config(
         section, _, key = dotted.partition(".")
         _merge(merged, {section: {key: value}}, sources, "command line")
     config = _build(Config, merged, sources, "")
+    resolve_paths(config, sources, file)
     return LoadedConfig(config=config, sources=sources, file=file)
+
+
+def default_config() -> Config:
+    """The built-in defaults with their paths resolved, as :func:`load_config` gives them with no file."""
+    config = Config()
+    resolve_paths(config, {}, None)
+    return config
 
 
 def unstructure(config: Config) -> dict[str, Any]:

@@ -36,8 +36,8 @@ def replay_alert_lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
         f'[alerts]\ndirectory = "{work / "logs"}"\n[logging]\ndirectory = "{work / "logs"}"\n'
     )
     r = subprocess.run([sys.executable, "-m", "edr", "replay", "--config", str(work / "edr.toml"), "--no-progress",
-                        "--sigma", str(rules), str(samples)], cwd=work, env=clean_env(), capture_output=True,
-                       text=True, timeout=300)
+                        "--output", str(work / "logs"), "--sigma", str(rules), str(samples)], cwd=work,
+                       env=clean_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     files = sorted((work / "logs").glob("alerts.json.*"))
     assert len(files) == 1, files

@@ -13,12 +13,16 @@ import pytest
 
 EDR = [sys.executable, "-m", "edr"]
 
-#: Sigma and IOC engines are other issues; the foundation runs without them.
+#: Sigma and IOC engines are other issues; the foundation runs without them. Paths are relative to
+#: this file, which lives in the working directory, never the installed layout's; a replay's alerts
+#: and log go where its --output says.
 BASE_CONFIG = """\
 [scanner]
 sigma_enabled = false
 [ioc]
 enabled = false
+[simple]
+rules_path = "rules/edr-rules.toml"
 """
 
 

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from edr.config import Config, ConfigError, load_config, unstructure
+from edr.config import Config, ConfigError, default_config, installed_layout, load_config, unstructure
 
 from .conftest import EDR, clean_env, run_edr
 
 
 def test_defaults(workdir: Path) -> None:
-    loaded = load_config(None, environ={})
+    loaded = load_config(None, environ={}, installed=str(workdir / "absent.toml"))
     assert loaded.file is None
-    assert loaded.config == Config()
+    assert loaded.config == default_config()
     assert loaded.sources == {}
     assert loaded.config.logging.level == "info"
     assert loaded.config.allowlist.paths is None
@@ -31,18 +31,24 @@ def test_file_over_defaults(workdir: Path) -> None:
     loaded = load_config(str(f), environ={})
     assert loaded.config.logging.level == "debug"
     assert loaded.config.alerts.filename == "a.ndjson"
-    assert loaded.config.alerts.directory == "logs"  # untouched keys keep their defaults
+    assert loaded.config.alerts.directory == installed_layout().logs  # untouched keys keep their defaults
     assert loaded.sources["logging.level"] == str(f)
 
 
 def test_file_discovery_order(workdir: Path) -> None:
-    (workdir / "conf").mkdir()
-    (workdir / "conf" / "config.toml").write_text('[logging]\nlevel = "error"\n')
+    installed = workdir / "etc" / "config.toml"  # stands for /etc/edr/config.toml
+    installed.parent.mkdir()
+    installed.write_text('[logging]\nlevel = "error"\n')
     (workdir / "env.toml").write_text('[logging]\nlevel = "warn"\n')
     (workdir / "flag.toml").write_text('[logging]\nlevel = "debug"\n')
-    assert load_config(None, environ={}).config.logging.level == "error"
-    assert load_config(None, environ={"EDR_CONFIG": "env.toml"}).config.logging.level == "warn"
+    (workdir / "conf").mkdir()  # a config.toml in the working directory is not looked at
+    (workdir / "conf" / "config.toml").write_text('[logging]\nlevel = "critical"\n')
+    assert load_config(None, environ={}, installed=str(installed)).config.logging.level == "error"
+    assert load_config(None, environ={}, installed=str(workdir / "absent")).config.logging.level == "info"
+    assert load_config(None, environ={"EDR_CONFIG": "env.toml"}, installed=str(installed)).config.logging.level \
+        == "warn"
     assert load_config("flag.toml", environ={"EDR_CONFIG": "env.toml"}).config.logging.level == "debug"
+    assert installed_layout().config_file == "/etc/edr/config.toml"
 
 
 def test_env_over_file_and_cli_over_env(workdir: Path) -> None:
@@ -77,9 +83,9 @@ def test_union_value_from_file_and_env(workdir: Path) -> None:
     # scanner.sigma_rules_path is str | list[str]: both forms load (regression: cattrs cannot structure it).
     f = workdir / "c.toml"
     f.write_text('[scanner]\nsigma_rules_path = "rules/sigma"\n')
-    assert load_config(str(f), environ={}).config.sigma_paths() == ["rules/sigma"]
+    assert load_config(str(f), environ={}).config.sigma_paths() == [str(workdir / "rules" / "sigma")]
     env = {"EDR__SCANNER__SIGMA_RULES_PATH": '["a", "b"]'}
-    assert load_config(None, environ=env).config.sigma_paths() == ["a", "b"]
+    assert load_config(None, environ=env).config.sigma_paths() == [str(workdir / "a"), str(workdir / "b")]
     with pytest.raises(ConfigError) as info:
         load_config(None, environ={"EDR__SCANNER__SIGMA_RULES_PATH": "[1]"})
     assert info.value.key == "scanner.sigma_rules_path"
@@ -197,7 +203,7 @@ def test_config_init_writes_the_defaults(workdir: Path) -> None:
     r = run_edr(["config", "init", str(path)], cwd=workdir)
     assert r.returncode == 0, r.stderr
     loaded = load_config(str(path), environ={})
-    assert loaded.config == Config()
+    assert loaded.config == default_config()
     text = path.read_text()
     # documented: every key appears with a comment line above it
     for section, body in unstructure(Config()).items():
@@ -293,10 +299,11 @@ def test_config_path_that_is_a_fifo_is_refused_without_blocking(workdir: Path) -
 
 
 def test_default_config_path_that_is_a_fifo_is_reported_not_ignored(workdir: Path) -> None:
-    (workdir / "conf").mkdir()
-    os.mkfifo(workdir / "conf" / "config.toml")
-    r = run_edr(["config", "show"], cwd=workdir, timeout=30)
-    assert r.returncode == 2 and "conf/config.toml" in r.stderr and "FIFO" in r.stderr, r.stderr
+    fifo = workdir / "etc" / "config.toml"  # stands for /etc/edr/config.toml
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"etc/config\.toml.*FIFO"):
+        load_config(None, environ={}, installed=str(fifo))
 
 
 def test_config_path_that_is_not_utf8(workdir: Path) -> None:

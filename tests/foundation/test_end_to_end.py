@@ -104,7 +104,8 @@ def expected_pairs(first_line: int = 1) -> list[tuple[int, str]]:
 def setup(workdir: Path, extra_rules: str = "") -> Path:
     rules = workdir / "rules.toml"
     rules.write_text(RULES + extra_rules)
-    (workdir / "edr.toml").write_text(BASE_CONFIG + f'[simple]\nrules_path = "{rules}"\n')
+    (workdir / "edr.toml").write_text(BASE_CONFIG.replace('rules_path = "rules/edr-rules.toml"',
+                                                          f'rules_path = "{rules}"'))
     return write_ndjson(workdir / "events.ndjson", [r for r, _ in CASES])
 
 
@@ -124,7 +125,8 @@ def check_alert(a: dict[str, Any], events_path: Path) -> None:
 
 def test_replay_subprocess_stdout_and_file(workdir: Path) -> None:
     events = setup(workdir)
-    r = run_edr(["replay", "--config", "edr.toml", "--stdout", "--no-progress", str(events)], cwd=workdir)
+    r = run_edr(["replay", "--config", "edr.toml", "--output", "logs", "--stdout", "--no-progress", str(events)],
+                cwd=workdir)
     assert r.returncode == 0, r.stderr
     stdout_alerts = [orjson.loads(x) for x in r.stdout.splitlines()]
     file_alerts = read_alerts(workdir / "logs")
@@ -230,7 +232,7 @@ def test_a_read_error_mid_file_keeps_what_was_read_and_reports_the_file(workdir:
 
 def test_builtin_switched_off_in_rules_file(workdir: Path) -> None:
     events = setup(workdir, '\n[[rules]]\nid = "BUILTIN-CRON"\nenabled = false\n')
-    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir)
+    r = run_edr(["replay", "--config", "edr.toml", "--output", "logs", "--no-progress", str(events)], cwd=workdir)
     assert r.returncode == 0, r.stderr
     got = sorted((a["edr.log.line"], a["rule.id"]) for a in read_alerts(workdir / "logs"))
     assert got == [p for p in expected_pairs() if p[1] != "BUILTIN-CRON"]
@@ -240,7 +242,8 @@ def test_builtins_switched_off_by_config(workdir: Path) -> None:
     events = setup(workdir)
     env_off = {"EDR__SIMPLE__BUILTIN_ENABLED": "false"}
 
-    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir, env=clean_env(**env_off))
+    r = run_edr(["replay", "--config", "edr.toml", "--output", "logs", "--no-progress", str(events)],
+                cwd=workdir, env=clean_env(**env_off))
     assert r.returncode == 0, r.stderr
     got = sorted((a["edr.log.line"], a["rule.id"]) for a in read_alerts(workdir / "logs"))
     assert got == [p for p in expected_pairs() if not p[1].startswith("BUILTIN-")]
@@ -259,7 +262,7 @@ def test_bad_lines_are_reported_and_skipped(workdir: Path) -> None:
     ]
     records = bad + [r for r, _ in CASES]
     events = write_ndjson(workdir / "mixed.ndjson", records)
-    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir)
+    r = run_edr(["replay", "--config", "edr.toml", "--output", "logs", "--no-progress", str(events)], cwd=workdir)
     assert r.returncode == 0, r.stderr
     got = sorted((a["edr.log.line"], a["rule.id"]) for a in read_alerts(workdir / "logs"))
     assert got == expected_pairs(first_line=len(bad) + 1)  # replay continued past every bad line
@@ -276,8 +279,10 @@ def test_bad_lines_are_reported_and_skipped(workdir: Path) -> None:
 def test_event_stream_records_what_replay_reads(workdir: Path) -> None:
     """[events]: every event recorded in the replay format; replaying the recording gives the same alerts."""
     events = setup(workdir)
-    env = clean_env(EDR__EVENTS__ENABLED="true", EDR__EVENTS__DIRECTORY=str(workdir / "rec"))
-    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir, env=env)
+    # a replay's event stream goes with its --output, like its alerts
+    env = clean_env(EDR__EVENTS__ENABLED="true")
+    r = run_edr(["replay", "--config", "edr.toml", "--output", "rec", "--no-progress", str(events)], cwd=workdir,
+                env=env)
     assert r.returncode == 0, r.stderr
     recorded = sorted((workdir / "rec").glob("events.json.*"))
     assert len(recorded) == 1
@@ -285,12 +290,11 @@ def test_event_stream_records_what_replay_reads(workdir: Path) -> None:
     assert len(lines) == len(CASES)
     # the router's two lanes may reorder lifecycle and bulk events; the set is what counts
     assert sorted(orjson.loads(x)["fields"]["Image"] for x in lines) == sorted(c["fields"]["Image"] for c, _ in CASES)
-    first = read_alerts(workdir / "logs")
+    first = read_alerts(workdir / "rec")
     assert sorted((a["edr.log.line"], a["rule.id"]) for a in first) == expected_pairs()
 
-    (workdir / "edr.toml").write_text((workdir / "edr.toml").read_text()
-                                      + f'[alerts]\ndirectory = "{workdir / "again"}"\n')
-    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(recorded[0])], cwd=workdir)
+    r = run_edr(["replay", "--config", "edr.toml", "--output", "again", "--no-progress", str(recorded[0])],
+                cwd=workdir)
     assert r.returncode == 0, r.stderr
     again = read_alerts(workdir / "again")
     assert len(again) == len(first)
@@ -305,9 +309,9 @@ def test_event_stream_records_what_replay_reads(workdir: Path) -> None:
 
 def test_event_stream_category_filter(workdir: Path) -> None:
     events = setup(workdir)
-    env = clean_env(EDR__EVENTS__ENABLED="true", EDR__EVENTS__DIRECTORY=str(workdir / "rec"),
-                    EDR__EVENTS__CATEGORIES='["network_connection"]')
-    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir, env=env)
+    env = clean_env(EDR__EVENTS__ENABLED="true", EDR__EVENTS__CATEGORIES='["network_connection"]')
+    r = run_edr(["replay", "--config", "edr.toml", "--output", "rec", "--no-progress", str(events)], cwd=workdir,
+                env=env)
     assert r.returncode == 0, r.stderr
     lines = next((workdir / "rec").glob("events.json.*")).read_bytes().splitlines()
     want = [c for c, _ in CASES if c["category"] == "network_connection"]
@@ -315,7 +319,8 @@ def test_event_stream_category_filter(workdir: Path) -> None:
     assert {orjson.loads(x)["category"] for x in lines} == {"network_connection"}
 
     bad = clean_env(EDR__EVENTS__CATEGORIES='["process_creaton"]')
-    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir, env=bad)
+    r = run_edr(["replay", "--config", "edr.toml", "--output", "logs", "--no-progress", str(events)],
+                cwd=workdir, env=bad)
     assert r.returncode != 0
     assert "events.categories" in r.stderr and "EDR__EVENTS__CATEGORIES" in r.stderr
     assert "process_creaton" in r.stderr
@@ -327,7 +332,8 @@ def test_replay_of_a_directory_walks_it_for_recorded_logs(workdir: Path) -> None
     tree.mkdir(parents=True)
     (tree / "events.json.2026-11-01").write_bytes(events.read_bytes())
     (tree / "notes.txt").write_text("not a log\n")
-    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(workdir / "logs-archive"), "nope"],
+    r = run_edr(["replay", "--config", "edr.toml", "--output", "logs",
+                "--no-progress", str(workdir / "logs-archive"), "nope"],
                 cwd=workdir)
     assert r.returncode == 1  # one argument named nothing
     assert "nope: no such file or directory" in r.stderr
@@ -344,10 +350,11 @@ def test_values_json_writers_refuse_neither_stop_the_agent(workdir: Path) -> Non
     huge = file_event("/etc/cron.d/backdoor")
     huge["fields"]["Inode"] = 10**30
     events = write_ndjson(workdir / "huge.ndjson", [json.dumps(huge).encode(), file_event("/etc/cron.d/after")])
-    env = clean_env(EDR__EVENTS__ENABLED="true", EDR__EVENTS__DIRECTORY=str(workdir / "rec"))
-    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir, env=env)
+    env = clean_env(EDR__EVENTS__ENABLED="true")
+    r = run_edr(["replay", "--config", "edr.toml", "--output", "rec", "--no-progress", str(events)], cwd=workdir,
+                env=env)
     assert r.returncode == 0, r.stderr
-    alerts = read_alerts(workdir / "logs")
+    alerts = read_alerts(workdir / "rec")
     assert [(a["edr.log.line"], a["rule.id"]) for a in alerts] == [(1, "BUILTIN-CRON"), (2, "BUILTIN-CRON")]
     assert alerts[0]["edr.event.Inode"] == str(10**30)
     recorded = [orjson.loads(x) for f in sorted((workdir / "rec").glob("events.json.*"))

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -65,7 +66,8 @@ def _health(log_dir: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_mid_stream_exits_0_with_every_alert(tmp_path: Path, big_input: Path, signum: int) -> None:
     (tmp_path / "edr.toml").write_text(BASE_CONFIG)
-    proc = subprocess.Popen([*EDR, "replay", "--config", "edr.toml", "--no-progress", str(big_input)],
+    proc = subprocess.Popen([*EDR, "replay", "--config", "edr.toml", "--output", "logs",
+                            "--no-progress", str(big_input)],
                             cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     alert_dir = tmp_path / "logs"
     deadline = time.monotonic() + 60
@@ -243,7 +245,8 @@ async def test_stop_drains_the_pipeline() -> None:
 
 def test_replay_of_missing_file_exits_1(tmp_path: Path) -> None:
     (tmp_path / "edr.toml").write_text(BASE_CONFIG)
-    r = subprocess.run([*EDR, "replay", "--config", "edr.toml", "nope.ndjson"], cwd=tmp_path, env=clean_env(),
+    r = subprocess.run([*EDR, "replay", "--config", "edr.toml", "--output", "logs", "nope.ndjson"],
+                       cwd=tmp_path, env=clean_env(),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "nope.ndjson: no such file" in r.stderr
     assert os.path.isdir(tmp_path / "logs")
@@ -268,31 +271,64 @@ def _alerting_events(path: Path, n: int) -> Path:
     return path
 
 
-def _wait_for_log(log_dir: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(text in f.read_text() for f in log_dir.glob("edr.log.*")):
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"edr exited early ({proc.returncode}): {proc.communicate()[1].decode()}")
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"no {text!r} in the operational log within {timeout}s")
+class _Stderr:
+    """A process's standard error, read line by line in a thread, so a test can wait for a line."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        assert proc.stderr is not None
+        self._thread = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line.decode(errors="replace"))
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return
+            if self.proc.poll() is not None:
+                self._thread.join(5)
+                pytest.fail(f"edr exited early ({self.proc.returncode}): {self.text()[-3000:]}")
+            time.sleep(0.05)
+        self.proc.kill()
+        pytest.fail(f"no {text!r} on standard error within {timeout}s")
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def finish(self, timeout: float) -> str:
+        self._thread.join(timeout)
+        return self.text()
 
 
-def _start_failing_replay(work: Path, alerts_dir: str, n_events: int, extra: str = "",
-                          stop_secs: float = STOP_SECS) -> subprocess.Popen[bytes]:
-    """A real `edr replay` whose every alert write fails, once the writer has reported a failure."""
-    (work / "edr.toml").write_text(BASE_CONFIG + f'[alerts]\ndirectory = "{alerts_dir}"\n'
-                                   f"[agent]\nstop_timeout_secs = {stop_secs}\n" + extra)
+def _health_in(text: str) -> dict[str, Any]:
+    """The final health record among the log lines of ``text`` (a replay logging to the console)."""
+    records = [line for line in text.splitlines() if " health {" in line]
+    assert records, f"no health record in: {text[-2000:]}"
+    record = orjson.loads(records[-1].split(" health ", 1)[1])
+    assert record["final"] is True
+    return record
+
+
+def _start_failing_replay(work: Path, output: str, n_events: int, extra: str = "",
+                          stop_secs: float = STOP_SECS) -> tuple[subprocess.Popen[bytes], _Stderr]:
+    """A real `edr replay` whose --output cannot be written (no alert ever is), logging to standard error,
+    once its alert writer has reported a failure."""
+    (work / "edr.toml").write_text(BASE_CONFIG + f"[agent]\nstop_timeout_secs = {stop_secs}\n"
+                                   "[logging]\nconsole_output = true\nlevel = \"info\"\n" + extra)
     events = _alerting_events(work / "events.ndjson", n_events)
-    proc = subprocess.Popen([*EDR, "replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=work,
-                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_for_log(work / "logs", "alerts: writing", proc)
-    return proc
+    proc = subprocess.Popen([*EDR, "replay", "--config", "edr.toml", "--output", output, "--no-progress",
+                             str(events)], cwd=work, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = _Stderr(proc)
+    err.wait_for("alerts: writing")
+    return proc, err
 
 
-def _stop(proc: subprocess.Popen[bytes], *signals: int, gap: float = 0.2) -> tuple[float, str]:
+def _stop(proc: subprocess.Popen[bytes], err: _Stderr, *signals: int, gap: float = 0.2) -> tuple[float, str]:
     """Send ``signals`` (``gap`` apart); seconds from the first until the process ended, and its stderr."""
     t0 = time.monotonic()
     for i, signum in enumerate(signals):
@@ -300,12 +336,12 @@ def _stop(proc: subprocess.Popen[bytes], *signals: int, gap: float = 0.2) -> tup
             time.sleep(gap)
         proc.send_signal(signum)
     try:
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        _, err = proc.communicate()
-        pytest.fail(f"still running 30s after {len(signals)} signal(s): {err.decode()[-2000:]}")
-    return time.monotonic() - t0, err.decode()
+        proc.wait()
+        pytest.fail(f"still running 30s after {len(signals)} signal(s): {err.finish(5)[-2000:]}")
+    return time.monotonic() - t0, err.finish(10)
 
 
 @pytest.fixture
@@ -327,30 +363,29 @@ def test_sigterm_with_unwritable_alerts_ends_within_the_stop_timeout(tmp_path: P
         alerts_dir = "blocker/alerts"
     else:
         alerts_dir = str(request.getfixturevalue("immutable_dir"))
-    proc = _start_failing_replay(tmp_path, alerts_dir, 5)
-    elapsed, err = _stop(proc, signal.SIGTERM)
+    proc, stderr = _start_failing_replay(tmp_path, alerts_dir, 5)
+    elapsed, err = _stop(proc, stderr, signal.SIGTERM)
     print(f"{how}: ended {elapsed:.2f}s after SIGTERM (stop timeout {STOP_SECS}s)")
     assert elapsed <= STOP_SECS + EXIT_SLACK, err
     assert proc.returncode == 1, err
-    assert "edr: 5 alerts not written: the stop timeout of 2s (agent.stop_timeout_secs) passed" in err
+    assert "5 alerts not written: the stop timeout of 2s (agent.stop_timeout_secs) passed" in err
     assert "0 alerts" in err and "the stop was cancelled (stop timeout)" in err
-    health = _health(tmp_path / "logs")
+    health = _health_in(err)
     assert health["unwritten"] == {"alerts": 5} and health["cancelled"] == "stop timeout"
     assert health["actors"]["detect"]["alerts"] == 5 and health["actors"]["alerts"]["alerts"] == 0
-    oplog = "".join(f.read_text() for f in (tmp_path / "logs").glob("edr.log.*"))
-    assert "stop timeout: alerts still running" in oplog
-    assert "ERROR edr: 5 alerts not written" in oplog
+    assert "stop timeout: alerts still running" in err
+    assert "ERROR edr: 5 alerts not written" in err
 
 
 def test_count_includes_alerts_queued_on_the_writers_edge(tmp_path: Path) -> None:
     """One alert per batch and an alert edge of one batch: the writer holds one alert, its edge one more
     (replay paces itself on the batches in flight, so detection then waits). Both are counted."""
     (tmp_path / "blocker").write_text("x")
-    proc = _start_failing_replay(tmp_path, "blocker/alerts", 40,
-                                 '[pipeline]\nbatch_size = 1\ncapacities = { "detect.alerts->alerts.in" = 1 }\n')
-    elapsed, err = _stop(proc, signal.SIGTERM)
+    pipeline = '[pipeline]\nbatch_size = 1\ncapacities = { "detect.alerts->alerts.in" = 1 }\n'
+    proc, stderr = _start_failing_replay(tmp_path, "blocker/alerts", 40, pipeline)
+    elapsed, err = _stop(proc, stderr, signal.SIGTERM)
     assert elapsed <= STOP_SECS + EXIT_SLACK and proc.returncode == 1, err
-    health = _health(tmp_path / "logs")
+    health = _health_in(err)
     assert health["edges"]["detect.alerts->alerts.in"]["depth"] == 1
     raised = health["actors"]["detect"]["alerts"]
     assert raised == 2, health["actors"]["detect"]
@@ -360,20 +395,20 @@ def test_count_includes_alerts_queued_on_the_writers_edge(tmp_path: Path) -> Non
 
 def test_second_signal_cancels_at_once_and_still_reports_the_loss(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("x")
-    proc = _start_failing_replay(tmp_path, "blocker/alerts", 5, stop_secs=60)
-    elapsed, err = _stop(proc, signal.SIGTERM, signal.SIGTERM)
+    proc, stderr = _start_failing_replay(tmp_path, "blocker/alerts", 5, stop_secs=60)
+    elapsed, err = _stop(proc, stderr, signal.SIGTERM, signal.SIGTERM)
     assert elapsed < 5, err  # the second signal, not the 60 s stop timeout, ended it
     assert proc.returncode == 1, err
-    assert "edr: 5 alerts not written: a second signal cancelled the stop" in err
-    assert _health(tmp_path / "logs")["cancelled"] == "second signal"
+    assert "5 alerts not written: a second signal cancelled the stop" in err
+    assert _health_in(err)["cancelled"] == "second signal"
 
 
 def test_sigint_is_bounded_too(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("x")
-    proc = _start_failing_replay(tmp_path, "blocker/alerts", 5)
-    elapsed, err = _stop(proc, signal.SIGINT)
+    proc, stderr = _start_failing_replay(tmp_path, "blocker/alerts", 5)
+    elapsed, err = _stop(proc, stderr, signal.SIGINT)
     assert elapsed <= STOP_SECS + EXIT_SLACK and proc.returncode == 1, err
-    assert "edr: 5 alerts not written" in err
+    assert "5 alerts not written" in err
 
 
 # --- the same, in process: the supervisor's deadline and the unwritten protocol --------------------------------
@@ -620,7 +655,7 @@ def test_a_thread_stuck_past_the_stop_timeout_still_ends_the_process(tmp_path: P
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline() == b"running\n"
     time.sleep(0.3)  # the hoard (if any) holds a batch, the hung actor sits in its thread
-    elapsed, err = _stop(proc, signal.SIGTERM)
+    elapsed, err = _stop(proc, _Stderr(proc), signal.SIGTERM)
     assert elapsed <= STOP_SECS + EXIT_SLACK, err
     assert "edr: stop timeout: hung still running after being cancelled" in err
     oplog = "".join(f.read_text() for f in tmp_path.glob("edr.log.*"))

@@ -349,13 +349,17 @@ def _alerting_events(path: Path, n: int, marker: int) -> Path:
     return write_ndjson(path, [net(4444, ProcessId=100_000 * marker + i, SourcePort=marker) for i in range(n)])
 
 
-def _writer_config(tmp_path: Path, alerts_dir: Path, events_dir: Path | None, log_dir: Path) -> Path:
+def _writer_config(tmp_path: Path, alerts_dir: Path, events_dir: Path | None,
+                   log_dir: Path) -> tuple[Path, list[str], dict[str, str]]:
+    """A config, the replay options and the environment that put alerts, events and the log in three places."""
     cfg = tmp_path / "edr.toml"
-    text = BASE_CONFIG + f'[logging]\ndirectory = "{log_dir}"\n[alerts]\ndirectory = "{alerts_dir}"\n'
+    text = BASE_CONFIG
+    env = clean_env(EDR__LOGGING__DIRECTORY=str(log_dir))
     if events_dir is not None:
-        text += f'[events]\nenabled = true\ndirectory = "{events_dir}"\n'
+        text += "[events]\nenabled = true\n"
+        env["EDR__EVENTS__DIRECTORY"] = str(events_dir)
     cfg.write_text(text)
-    return cfg
+    return cfg, ["--config", str(cfg), "--output", str(alerts_dir), "--no-progress"], env
 
 
 def _oplog(log_dir: Path) -> str:
@@ -368,11 +372,11 @@ def test_kill_9_on_a_full_disk_then_restart_every_line_parses(tmp_path: Path,
     # one disk each, so that both files hold lines of the first run when their disk fills
     alerts_disk, events_disk = small_disks("alerts-disk"), small_disks("events-disk")
     alerts_dir, events_dir, log_dir = alerts_disk / "alerts", events_disk / "events", tmp_path / "oplog"
-    cfg = _writer_config(tmp_path, alerts_dir, events_dir, log_dir)
+    _cfg, opts, env = _writer_config(tmp_path, alerts_dir, events_dir, log_dir)
     fillers = [fill(alerts_disk, 100_000), fill(events_disk, 100_000)]
     first = _alerting_events(tmp_path / "first.ndjson", 3000, marker=1)  # ~2 MB of alerts: far more than fits
-    proc = subprocess.Popen([*EDR, "replay", "--config", str(cfg), "--no-progress", str(first)], cwd=tmp_path,
-                            env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*EDR, "replay", *opts, str(first)], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: all(f"{name}: writing {directory}" in _oplog(log_dir) for name, directory in
                              (("alerts", alerts_dir), ("events", events_dir))), 60,
@@ -386,8 +390,8 @@ def test_kill_9_on_a_full_disk_then_restart_every_line_parses(tmp_path: Path,
     for filler in fillers:
         filler.unlink()  # space is back
     second = _alerting_events(tmp_path / "second.ndjson", 50, marker=2)
-    r = subprocess.run([*EDR, "replay", "--config", str(cfg), "--no-progress", str(second)], cwd=tmp_path,
-                       env=clean_env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run([*EDR, "replay", *opts, str(second)], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     [alerts_file] = alerts_dir.glob("alerts.json.*")
     [events_file] = events_dir.glob("events.json.*")
@@ -410,13 +414,13 @@ def test_replay_never_writes_through_links_planted_for_alerts_and_events(tmp_pat
                                                                           victim: Path) -> None:
     out = nobody_dir(open_tmp, "out")
     log_dir = tmp_path / "oplog"
-    cfg = _writer_config(tmp_path, out, out, log_dir)
+    _cfg, opts, env = _writer_config(tmp_path, out, out, log_dir)
     day = today()
     as_nobody("ln", "-s", str(victim), str(out / f"alerts.json.{day}"))
     as_nobody("ln", "-s", str(victim), str(out / f"events.json.{day}"))
     events = _alerting_events(tmp_path / "in.ndjson", 20, marker=3)
-    proc = subprocess.Popen([*EDR, "replay", "--config", str(cfg), "--no-progress", str(events)], cwd=tmp_path,
-                            env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*EDR, "replay", *opts, str(events)], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         def both_refused(reason: str) -> bool:
             log = _oplog(log_dir).splitlines()
@@ -481,10 +485,10 @@ def test_replay_with_a_link_planted_for_the_oplog_still_writes_every_alert(tmp_p
                                                                           victim: Path) -> None:
     log_dir = nobody_dir(open_tmp, "log")
     as_nobody("ln", "-s", str(victim), str(log_dir / f"edr.log.{today()}"))
-    cfg = _writer_config(tmp_path, tmp_path / "alerts", None, log_dir)
+    _cfg, opts, env = _writer_config(tmp_path, tmp_path / "alerts", None, log_dir)
     events = _alerting_events(tmp_path / "in.ndjson", 10, marker=4)
-    r = subprocess.run([*EDR, "replay", "--config", str(cfg), "--no-progress", str(events)], cwd=tmp_path,
-                       env=clean_env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run([*EDR, "replay", *opts, str(events)], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "Logging error" not in r.stderr and "Traceback" not in r.stderr
     [complaint] = [x for x in r.stderr.splitlines() if "operational log" in x]

@@ -37,6 +37,8 @@ def wait_for(pred: Callable[[], T], timeout: float, step: float = 0.02) -> T:
 def start_agent(work: Path, config: str, timeout: float) -> tuple[subprocess.Popen[bytes], Path]:
     """`edr run` with ``config`` (logs and alerts in ``work/logs``), once it has logged that it started."""
     conf = work / "config.toml"
+    if "[agent]" not in config:  # its own instance lock, not the installed layout's
+        config += f'\n[agent]\nstate_directory = "{work / "state"}"\n'
     conf.write_text(config)
     proc = subprocess.Popen([sys.executable, "-m", "edr", "run", "--config", str(conf), "--no-console"],
                             cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -37,6 +37,7 @@ rules_path = "{rules}"
 families = ["process"]
 [agent]
 stop_timeout_secs = {stop}
+state_directory = "state"
 """
 
 

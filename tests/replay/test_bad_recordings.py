@@ -72,7 +72,7 @@ def log_text(workdir: Path) -> str:
 def test_ndjson(workdir: Path, name: str) -> None:
     case = NDJSON_CASES[name]
     events = write_ndjson(workdir / "events.ndjson", case.lines)
-    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(events)], cwd=workdir)
+    r = run_edr(["replay", "--config", "edr.toml", "--output", "logs", "--no-progress", str(events)], cwd=workdir)
     assert r.returncode == 0, r.stderr
     alerts = read_alerts(workdir / "logs")
     assert sorted((a["edr.log.line"], a["rule.id"]) for a in alerts) == [(n, CRON) for n in case.alerted]
@@ -103,7 +103,7 @@ def test_evtx_json_nested_deep(workdir: Path, redsun: tuple[Path, Path], depth: 
     bad = json.dumps(record, indent=2).replace('"DEEP"', deep(depth))
     dump = workdir / "dump.json"
     dump.write_text("\n".join([good, bad, good]) + "\n")
-    r = run_edr(["replay", "--config", "sigma.toml", "--no-progress", str(dump)], cwd=workdir)
+    r = run_edr(["replay", "--config", "sigma.toml", "--output", "logs", "--no-progress", str(dump)], cwd=workdir)
     assert r.returncode == 0, r.stderr
     alerts = read_alerts(workdir / "logs")
     assert sorted((a["log.record"], a["rule.id"]) for a in alerts) == [(1, REDSUN), (3, REDSUN)]
@@ -118,7 +118,8 @@ def test_random_bytes_evtx_then_a_good_file(workdir: Path, redsun: tuple[Path, P
     corrupt_header.write_bytes(b"\0" * 8 + redsun[0].read_bytes()[8:])
     truncated = workdir / "truncated.evtx"
     truncated.write_bytes(redsun[0].read_bytes()[:100])
-    r = run_edr(["replay", "--config", "sigma.toml", "--no-progress", str(random_evtx), str(redsun[0]),
+    r = run_edr(["replay", "--config", "sigma.toml", "--output", "logs",
+                "--no-progress", str(random_evtx), str(redsun[0]),
                  str(corrupt_header), str(truncated), str(redsun[1])], cwd=workdir)
     assert r.returncode == 1, r.stderr  # three files were unusable
     alerts = read_alerts(workdir / "logs")
@@ -133,7 +134,8 @@ def test_a_fifo_is_reported_and_skipped_without_blocking(workdir: Path) -> None:
     fifo = workdir / "events.ndjson"
     os.mkfifo(fifo)
     good = write_ndjson(workdir / "good.ndjson", [cron(1), cron(2)])
-    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(fifo), str(good)], cwd=workdir, timeout=30)
+    r = run_edr(["replay", "--config", "edr.toml", "--output", "logs", "--no-progress", str(fifo), str(good)],
+                cwd=workdir, timeout=30)
     assert r.returncode == 1, r.stderr  # the FIFO was unusable
     assert f"replay: {fifo}: not a regular file (a FIFO)" in r.stderr
     assert "no such file" not in r.stderr
@@ -145,7 +147,7 @@ def test_only_usable_files_with_rejections_exit_zero(workdir: Path) -> None:
     files = []
     for i, name in enumerate(NDJSON_CASES):
         files.append(str(write_ndjson(workdir / f"case{i}.ndjson", NDJSON_CASES[name].lines)))
-    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", *files], cwd=workdir)
+    r = run_edr(["replay", "--config", "edr.toml", "--output", "logs", "--no-progress", *files], cwd=workdir)
     assert r.returncode == 0, r.stderr
     want = sum(len(c.alerted) for c in NDJSON_CASES.values())
     assert len(read_alerts(workdir / "logs")) == want

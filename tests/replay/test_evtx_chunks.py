@@ -78,7 +78,8 @@ def test_a_sample_with_a_looping_chain_is_replayed_whole(workdir: Path) -> None:
     (workdir / "sigma.toml").write_text(f'[scanner]\nsigma_rules_path = "{rule}"\n[sigma]\ncache_dir = ""\n'
                                         '[ioc]\nenabled = false\n')
     # a subprocess: the parser that loops holds the GIL, nothing in this process could stop it
-    r = run_edr(["replay", "--config", "sigma.toml", "--no-progress", str(damaged), str(good)], cwd=workdir,
+    r = run_edr(["replay", "--config", "sigma.toml", "--output", "logs",
+                "--no-progress", str(damaged), str(good)], cwd=workdir,
                 timeout=60)
     assert r.returncode == 0, r.stderr
     alerts = read_alerts(workdir / "logs")

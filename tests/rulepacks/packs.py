@@ -14,10 +14,10 @@ from pathlib import Path
 
 import minisign
 
+from edr.config import RulesConfig
 from edr.detect.sigma.logsources import ALL_FED
 from edr.detect.sigma.report import LoadReport
 from edr.detect.sigma.ruleset import build_ruleset
-from edr.rulepacks import RulesConfig
 
 Files = Mapping[str, bytes]
 

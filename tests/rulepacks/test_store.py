@@ -11,7 +11,7 @@ import pytest
 
 from edr.platform.private_files import check_trusted_tree
 from edr.rulepacks import PackError, PackStore, active_paths, install, list_packs, rollback
-from edr.rulepacks.commands import NO_PACK_HINT
+from edr.rulepacks.active import NO_PACK_HINT
 from tests.rulepacks.packs import (
     BROKEN_RULE,
     load,

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from edr.rulepacks import PackError, PackStore, RulesConfig, update
+from edr.config import RulesConfig
+from edr.rulepacks import PackError, PackStore, update
 from tests.rulepacks.packs import make_zip, pack_entries, rule, settings, sigmahq_like, signed, sums, truncated
 
 Handler = Callable[[BaseHTTPRequestHandler], None]

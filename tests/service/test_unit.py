@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from edr.config import Config, load_config
+from edr.config import Config, default_config, load_config
 from edr.service.systemd_unit import (
     DEFAULT_FACTS,
     UnitError,
@@ -151,13 +151,14 @@ def test_facts_from_a_configuration(tmp_path: Path) -> None:
     facts = facts_from_config(load_config(str(conf), environ={}).config, config_path="/etc/edr/config.toml",
                               executable="/usr/local/bin/edr")
     assert facts.state_directory == PurePosixPath("/var/lib/edr")
-    # relative to the configuration file, which is the unit's working directory too
-    assert set(facts.writable) == {PurePosixPath(p) for p in ("/var/log/edr", "/srv/edr-alerts", "/etc/edr/events")}
+    # a relative path is relative to the configuration file it is written in (resolved when it is loaded)
+    events = PurePosixPath(tmp_path / "events")
+    assert set(facts.writable) == {PurePosixPath(p) for p in ("/var/log/edr", "/srv/edr-alerts")} | {events}
     d = service_directives(render_unit(facts))
     assert d["WorkingDirectory"] == ["/etc/edr"]
-    assert d["ReadWritePaths"] == ["/etc/edr/events /srv/edr-alerts"]
-    defaults = facts_from_config(Config(), config_path="/etc/edr/config.toml", executable="/usr/local/bin/edr")
-    assert PurePosixPath("/etc/edr/cache") in defaults.writable  # the compiled-rule cache, when enabled
+    assert d["ReadWritePaths"] == [" ".join(sorted([str(events), "/srv/edr-alerts"]))]
+    defaults = facts_from_config(default_config(), config_path="/etc/edr/config.toml", executable="/usr/local/bin/edr")
+    assert PurePosixPath("/var/lib/edr/cache") in defaults.writable  # the compiled-rule cache, when enabled
 
 
 def test_watchdog_and_stop_timeout_follow_the_configuration(tmp_path: Path) -> None:

@@ -109,21 +109,31 @@ def _queued(port: InPort | None) -> int:
 
 
 class AlertWriter(ActorBase):
-    """Writes every alert as one ECS NDJSON line; optionally echoes to stdout."""
+    """Writes every alert as one ECS NDJSON line: to the daily alert file, to standard output, or both.
+
+    ``file`` None writes to standard output only (``edr replay`` without
+    ``--output``). When the reader of standard output goes away (``| head``)
+    the lines meant for it are dropped and counted in ``stdout_dropped``,
+    never in ``unwritten``: nobody is left to read them, and a file, if
+    any, still has every alert.
+    """
 
     inputs: ClassVar = ("in",)
     outputs: ClassVar = ()
 
-    def __init__(self, name: str, file: DailyFile, host: HostInfo, *, stdout: bool = False,
+    def __init__(self, name: str, file: DailyFile | None, host: HostInfo, *, stdout: bool = False,
                  log: Any = None) -> None:
         super().__init__(name)
+        if file is None and not stdout:
+            raise ValueError("an alert writer needs a file, standard output, or both")
         self.file = file
         self.host = host
         self.stdout = stdout
         self.log = log
         self.alerts = 0
+        self.stdout_dropped = 0
         self.by_rule: dict[str, int] = {}
-        self.outbox = Outbox(file, name, log)
+        self.outbox = Outbox(file, name, log) if file is not None else None
         self._port: InPort | None = None
 
     async def run(self, ports: Ports) -> None:
@@ -140,31 +150,47 @@ class AlertWriter(ActorBase):
                     rules.append(alert.rule_name)
                 # The disk write is no work on the graph: a replay source need not wait for it.
                 inp.done()
-                # A thread write runs to completion even if cancelled meanwhile;
-                # only the retry sleeps of a failing disk are cancellable.
-                await self.outbox.write(lines)
+                if self.outbox is not None:
+                    # A thread write runs to completion even if cancelled meanwhile;
+                    # only the retry sleeps of a failing disk are cancellable.
+                    await self.outbox.write(lines)
+                delivered = self.outbox is not None
+                if self.stdout:
+                    delivered = self._echo(lines) or delivered
+                if not delivered:
+                    self.stdout_dropped += len(lines)
+                    continue
                 self.alerts += len(lines)
                 for rule in rules:
                     self.by_rule[rule] = self.by_rule.get(rule, 0) + 1
-                if self.stdout:
-                    try:
-                        sys.stdout.buffer.write(b"".join(lines))
-                        sys.stdout.flush()
-                    except (BrokenPipeError, ValueError):
-                        # The reader went away (`| head`); the alert file still has everything.
-                        self.stdout = False
         finally:
-            self.file.close()
+            if self.file is not None:
+                self.file.close()
+
+    def _echo(self, lines: list[bytes]) -> bool:
+        """Write ``lines`` to standard output; False once its reader has gone away (``| head``)."""
+        try:
+            sys.stdout.buffer.write(b"".join(lines))
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):
+            self.stdout = False  # say nothing more to it
+            return False
+        return True
 
     def unwritten(self) -> dict[str, int]:
-        """Alerts given to this writer and not on disk: in its hands (the file's pending lines
+        """Alerts given to this writer and not delivered: in its hands (the file's pending lines
         included) or still on its input edges (queued, or abandoned there by a cancelled sender)."""
-        return {"alerts": self.outbox.unwritten + _queued(self._port)}
+        held = self.outbox.unwritten if self.outbox is not None else 0
+        return {"alerts": held + _queued(self._port)}
 
     def statistics(self) -> dict[str, Any]:
         """Alerts written, write errors, alerts not (yet) written, and the file's own counters."""
-        return {"alerts": self.alerts, "write_errors": self.file.errors,
-                "unwritten": self.unwritten()["alerts"], "file": self.file.statistics()}
+        stats: dict[str, Any] = {"alerts": self.alerts, "unwritten": self.unwritten()["alerts"]}
+        if self.file is not None:
+            stats.update(write_errors=self.file.errors, file=self.file.statistics())
+        if self.stdout_dropped:
+            stats["stdout_dropped"] = self.stdout_dropped
+        return stats
 
 
 class EventWriter(ActorBase):

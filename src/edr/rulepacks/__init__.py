@@ -10,7 +10,8 @@ directories are what ``edr run`` loads besides the bundled ``rules/``.
 Public API (blocking; every failure is a :class:`PackError` naming the
 pack, the file and the reason; results have ``to_text()`` and ``to_json()``)::
 
-    from edr.rulepacks import RulesConfig, PackStore, install, update, list_packs, rollback, active_paths
+    from edr.config import RulesConfig
+    from edr.rulepacks import PackStore, install, update, list_packs, rollback, active_paths
     from edr.rulepacks import terminal_progress, NO_PACK_HINT
 
     settings = RulesConfig(store_directory="/var/lib/edr/rules")
@@ -32,17 +33,28 @@ terminal), ``commands`` (the steps of an install), ``results``.
 
 from __future__ import annotations
 
-from edr.rulepacks.commands import NO_PACK_HINT, active_paths, install, list_packs, rollback, update
-from edr.rulepacks.errors import PackError
-from edr.rulepacks.integrity import SignatureInfo
-from edr.rulepacks.progress import NullProgress, Progress, terminal_progress
-from edr.rulepacks.results import InstallResult, ListResult, PackInfo, RollbackResult
-from edr.rulepacks.settings import DEFAULT_STORE, DEFAULT_UPDATE_URL, Limits, RulesConfig
-from edr.rulepacks.store import PackStore
+from importlib import import_module
+from typing import Any
+
+#: Public name -> the module that defines it, imported on first use (PEP 562): the agent
+#: needs only ``active``, not the archive, download and signature machinery.
+_EXPORTS = {
+    "NO_PACK_HINT": "active", "active_paths": "active", "expand_pack": "active",
+    "install": "commands", "list_packs": "commands", "rollback": "commands", "update": "commands",
+    "PackError": "errors", "SignatureInfo": "integrity", "NullProgress": "progress", "Progress": "progress",
+    "terminal_progress": "progress", "InstallResult": "results", "ListResult": "results", "PackInfo": "results",
+    "RollbackResult": "results", "Limits": "settings", "PackStore": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edr.rulepacks' has no attribute {name!r}")
+    return getattr(import_module(f"edr.rulepacks.{module}"), name)
+
 
 __all__ = [
-    "DEFAULT_STORE",
-    "DEFAULT_UPDATE_URL",
     "NO_PACK_HINT",
     "InstallResult",
     "Limits",
@@ -53,9 +65,9 @@ __all__ = [
     "PackStore",
     "Progress",
     "RollbackResult",
-    "RulesConfig",
     "SignatureInfo",
     "active_paths",
+    "expand_pack",
     "install",
     "list_packs",
     "rollback",

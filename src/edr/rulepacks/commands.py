@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -37,6 +38,8 @@ from typing import TYPE_CHECKING, Final
 import attrs
 
 from edr import __version__
+from edr.config import RulesConfig
+from edr.rulepacks.active import active_paths
 from edr.rulepacks.archive import open_source
 from edr.rulepacks.download import Downloaded, download
 from edr.rulepacks.errors import PackError
@@ -47,23 +50,20 @@ from edr.rulepacks.integrity import (
     parse_sums,
     tree_digest,
 )
-from edr.rulepacks.layout import PackPlan, normalize_name, plan_pack
+from edr.rulepacks.layout import PackPlan, plan_pack
 from edr.rulepacks.manifest import FORMAT, PackManifest, RejectionRecord, SignatureRecord
 from edr.rulepacks.progress import NullProgress, Progress
 from edr.rulepacks.results import InstallResult, ListResult, PackInfo, RollbackResult
-from edr.rulepacks.settings import Limits, RulesConfig
+from edr.rulepacks.settings import Limits, limits_of
 from edr.rulepacks.store import CONTENT_DIR, PackStore, Staging
 
 if TYPE_CHECKING:
     from edr.detect.sigma.report import LoadReport
 
+log = logging.getLogger("edr.rules")
+
 #: The staging file an archive is copied or downloaded to (removed before the pack is committed).
 ARCHIVE_NAME: Final = "source.archive"
-#: What the agent should log when no pack is installed.
-NO_PACK_HINT: Final = ("no Sigma rule pack is installed, so only the bundled rules load: 'edr rules update' "
-                       "downloads SigmaHQ's rules, 'edr rules install sigma_all_rules.zip' installs them offline")
-
-
 def _store(store: PackStore | str | os.PathLike[str]) -> PackStore:
     return store if isinstance(store, PackStore) else PackStore(store)
 
@@ -73,36 +73,6 @@ def _check_settings(settings: RulesConfig) -> None:
     key = load_public_key(settings.public_key)
     if settings.require_signature and key is None:
         raise PackError("config", "rules.require_signature is true but rules.public_key is not set")
-
-
-def active_paths(store: PackStore | str | os.PathLike[str]) -> list[str]:
-    """The active pack's rule directories (absolute, resolved): what ``edr run`` loads besides its bundled rules.
-
-    ``[]`` when no pack is installed (the caller logs :data:`NO_PACK_HINT`).
-    The paths name the pack's own directory, not the ``active`` link, so a
-    load that runs while another pack is activated reads one pack only.
-    Creates nothing. Raises PackError (``store``) when the active pack is
-    broken (the caller logs it and goes on with its bundled rules).
-    """
-    store = _store(store)
-    pack_id = store.active_id()
-    if pack_id is None:
-        return []
-    manifest = store.manifest(pack_id)
-    content = Path(os.path.realpath(store.pack_dir(pack_id))) / CONTENT_DIR
-    for directory in manifest.rule_dirs:
-        try:
-            clean = normalize_name(directory)
-        except PackError:
-            clean = None
-        if clean != directory:
-            raise PackError("store", f"manifest names rule directory {directory!r}, which is not inside the pack",
-                            pack=pack_id, member="pack.json")
-    paths = [str(content / d) if d else str(content) for d in manifest.rule_dirs]
-    for path in paths:
-        if not os.path.isdir(path):
-            raise PackError("store", f"rule directory {path} is missing", pack=pack_id)
-    return paths
 
 
 @attrs.define
@@ -217,7 +187,7 @@ def _install_staged(archive: Path | None, source_path: Path, label: str, store: 
                     source_sha256: str | None, started: float, cleaned: list[str],
                     downloaded: Downloaded | None) -> InstallResult:
     """Steps 2 to 6 of the module doc, the staging area made and the archive (if any) in it."""
-    limits = settings.limits()
+    limits = limits_of(settings)
     key = load_public_key(settings.public_key)
     plan, unpacked, kind = _unpack(source_path, label, staging, limits, progress)
     if archive is not None:
@@ -333,7 +303,7 @@ def install(source: str | os.PathLike[str], store: PackStore | str | os.PathLike
         try:
             archive, sha = None, None
             if not path.is_dir():
-                archive, sha = _copy_archive(path, staging, settings.limits(), label)
+                archive, sha = _copy_archive(path, staging, limits_of(settings), label)
             return _install_staged(archive, archive or path, label, store, staging, settings, progress,
                                    placeholders, sha, started, cleaned, None)
         except PackError:
@@ -421,4 +391,4 @@ def rollback(store: PackStore | str | os.PathLike[str], settings: RulesConfig, *
                           rule_dirs=active_paths(store))
 
 
-__all__ = ["NO_PACK_HINT", "active_paths", "install", "list_packs", "rollback", "update"]
+__all__ = ["install", "list_packs", "rollback", "update"]

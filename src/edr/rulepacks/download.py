@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 import attrs
 
 from edr import __version__
+from edr.config import RulesConfig
 from edr.rulepacks.errors import PackError
 from edr.rulepacks.progress import Progress
-from edr.rulepacks.settings import RulesConfig
 
 CHUNK: Final = 64 << 10
 #: Longest silence of the connection, whatever the overall deadline.

@@ -140,13 +140,15 @@ def scan(ctx: AgentContext, name: str) -> ScanDispatcher:
 
 
 def alerts(ctx: AgentContext, name: str) -> AlertWriter:
-    """The daily ECS alert files of ``[alerts]`` (or ``ctx.options.alert_file``), echoed when ``stdout``."""
+    """The daily ECS alert files of ``[alerts]`` (or ``ctx.options.alert_file``), standard output when ``stdout``."""
     from edr.alerts.actor import AlertWriter
     from edr.alerts.daily_file import DailyFile
     from edr.alerts.ecs import HostInfo
 
     cfg = ctx.config.alerts
-    file = ctx.options.alert_file or DailyFile(cfg.directory, cfg.filename)
+    file = ctx.options.alert_file
+    if file is None and ctx.options.alerts_to_file:
+        file = DailyFile(cfg.directory, cfg.filename)
     return AlertWriter(name, file, HostInfo(), stdout=ctx.options.stdout, log=ctx.log)
 
 

@@ -60,14 +60,17 @@ class Shared:
 class RunOptions:
     """Per-run choices that are not configuration.
 
-    ``files``: what ``edr replay`` reads; ``stdout``: echo alerts on
-    standard output. The rest replace a real dependency (tests, benchmarks):
-    ``alert_file`` where alerts go, ``terminator`` what kills a process,
-    ``windows_host`` the Windows host facts the ETW normalizer asks.
+    ``files``: what ``edr replay`` reads; ``stdout``: write alerts on
+    standard output; ``alerts_to_file``: write them to the daily alert
+    files of ``[alerts]`` (a replay without ``--output`` does not). The
+    rest replace a real dependency (tests, benchmarks): ``alert_file``
+    where alerts go, ``terminator`` what kills a process, ``windows_host``
+    the Windows host facts the ETW normalizer asks.
     """
 
     files: list[str] = attrs.field(factory=list)
     stdout: bool = False
+    alerts_to_file: bool = True
     alert_file: DailyFile | None = None
     terminator: Callable[[ResponseTarget], KillResult] | None = None
     windows_host: Any = None
