@@ -30,7 +30,7 @@ level: high
 def test_defaults_follow_the_installed_layout() -> None:
     linux = installed_layout("linux")
     assert (linux.config_file, linux.state, linux.logs) == ("/etc/edr/config.toml", "/var/lib/edr", "/var/log/edr")
-    win = installed_layout("win32", {"ProgramData": "D:\\Data"})
+    win = installed_layout("windows", {"ProgramData": "D:\\Data"})
     assert (win.config_file, win.state, win.logs) == (
         "D:\\Data\\edr\\config.toml", "D:\\Data\\edr\\state", "D:\\Data\\edr\\logs")
     cfg = load_config(None, environ={}).config

@@ -53,7 +53,6 @@ MAX_CONFIG_BYTES: Final = 4 << 20
 MAX_SECONDS: Final = 3600.0
 
 
-
 def platform_trusted_paths() -> list[str]:
     """The compiled-in allowlist prefixes for this platform."""
     return list(current_platform().trusted_paths)
@@ -137,9 +136,10 @@ class Layout:
     logs: str
 
 
-def installed_layout(platform: str = sys.platform, environ: Mapping[str, str] | None = None) -> Layout:
-    """The installed layout of ``platform`` (the defaults of every path key and of the config file)."""
-    if platform == "win32":
+def installed_layout(platform: str | None = None, environ: Mapping[str, str] | None = None) -> Layout:
+    """The installed layout of ``platform`` ("linux" or "windows"; default this one): the defaults of
+    every path key and of the config file."""
+    if (platform or current_platform().name) == "windows":
         env = os.environ if environ is None else environ
         base = env.get("ProgramData") or "C:\\ProgramData"
         root = f"{base}\\edr"
