@@ -655,7 +655,14 @@ def test_a_thread_stuck_past_the_stop_timeout_still_ends_the_process(tmp_path: P
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline() == b"running\n"
     time.sleep(0.3)  # the hoard (if any) holds a batch, the hung actor sits in its thread
-    elapsed, err = _stop(proc, _Stderr(proc), signal.SIGTERM)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, raw = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"still running 30s after SIGTERM: {proc.communicate()[1].decode()[-2000:]}")
+    elapsed, err = time.monotonic() - t0, raw.decode()
     assert elapsed <= STOP_SECS + EXIT_SLACK, err
     assert "edr: stop timeout: hung still running after being cancelled" in err
     oplog = "".join(f.read_text() for f in tmp_path.glob("edr.log.*"))
