@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import trio
 
-from edr.runtime.actor import Ports
+from edr.runtime.actor import Actor, ActorBase, Ports
 from edr.runtime.buffer import Policy
 from edr.runtime.channel import Edge, InPort, OutPort
+from edr.runtime.graph import parse_graph
+from edr.runtime.supervisor import Supervisor
+from edr.wiring.kinds import KINDS
 
 
 @attrs.define
@@ -76,3 +79,32 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0,
         if trio.current_time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; state: {state() if state else '?'}")
         await trio.sleep(0.01)
+
+
+class Feed(ActorBase):
+    """Sends its batches on ``out``, then ends (which closes its edges) once ``hold`` is set."""
+
+    inputs: ClassVar = ()
+    outputs: ClassVar = ("out",)
+
+    def __init__(self, name: str, batches: Sequence[list[Any]]) -> None:
+        super().__init__(name)
+        self.batches = batches
+        self.hold = trio.Event()
+        self.hold.set()
+
+    async def run(self, ports: Ports) -> None:
+        for batch in self.batches:
+            await ports.output("out").send(batch)
+        await self.hold.wait()
+
+
+def supervised(actors: dict[str, tuple[str, Actor | None]], edges: list[tuple[str, str, int, str]]) -> Supervisor:
+    """A supervisor over a graph of the agent's kinds plus ``t_feed``: ``{name: (kind, actor or None)}``,
+    edges as ``(from, to, capacity, policy)``; actors given as None are built by their kind's builder."""
+    kinds = KINDS.with_kinds({"t_feed": "tests.scan.harness:Feed"})
+    graph = parse_graph({
+        "actors": {name: {"kind": kind} for name, (kind, _) in actors.items()},
+        "edges": [{"from": a, "to": b, "capacity": c, "policy": p} for a, b, c, p in edges],
+    }, "test-graph.toml", "test", kinds)
+    return Supervisor(graph, None, {name: actor for name, (_, actor) in actors.items() if actor is not None})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import trio
 
@@ -17,11 +19,13 @@ from edr.config import AlertsConfig, Config, IocConfig, ScanConfig, ScannerConfi
 from edr.detect.engines import Detection
 from edr.detect.ioc import load_iocs
 from edr.event import Event
+from edr.health import health_record
 from edr.platform.linux import procfs
+from edr.runtime.supervisor import Supervisor
 from edr.scan.actor import ScanDispatcher
 from edr.wiring import builders
 from edr.wiring.context import AgentContext
-from tests.scan.harness import running, wait_for
+from tests.scan.harness import Feed, running, supervised, wait_for
 from tests.scan.marked import MARKER, RULE, marked_binary, rules_dir
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux processes and /proc")
@@ -182,6 +186,39 @@ async def test_queue_overflow_is_counted_never_blocks(tmp_path: Path) -> None:
     stats = actor.statistics()
     assert stats["queued"] + stats["dropped"] == 50
     assert stats["dropped"] >= 40
+
+
+async def test_health_record_shows_the_scan_queue_like_an_edge(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="edr.scan")
+    actor = build(make_config(tmp_path, scan={"queue_capacity": 4, "workers": 1}))
+    path = marked_binary(tmp_path / "bin", "clean", marker=False)
+    feed = Feed("feed", [[exec_event(path, 100000 + i) for i in range(50)]])  # one batch: 4 queued, 46 dropped
+    feed.hold = trio.Event()  # the input stays open until the test has looked
+    sup = supervised({"feed": ("t_feed", feed), "scan": ("scan", actor), "sink": ("null", None)},
+                     [("feed.out", "scan.in", 4, "block"), ("scan.alerts", "sink.in", 4, "block")])
+    during: list[dict] = []
+
+    async def look(s: Supervisor) -> None:
+        await wait_for(lambda: actor.events == 50)
+        during.append(orjson.loads(orjson.dumps(health_record(s))))  # as the operational log gets it
+        feed.hold.set()
+
+    with trio.fail_after(10):
+        assert await sup.run(handle_signals=False, background=[look]) == 0
+    queue = during[0]["actors"]["scan"]["queue"]
+    assert (queue["name"], queue["capacity"], queue["policy"]) == ("scan.jobs", 4, "drop_newest")
+    assert queue["sent"] == 50 and queue["dropped"] == 46 and queue["high_water"] == 4
+    assert queue["received"] + queue["depth"] == 4 and not queue["closed"]  # what the worker took, what waits
+    final = health_record(sup, final=True)["actors"]["scan"]
+    assert final["queue"] == {"name": "scan.jobs", "capacity": 4, "policy": "drop_newest", "sent": 50,
+                              "received": 4, "dropped": 46, "depth": 0, "high_water": 4,
+                              "batches_buffered": 0, "closed": True}
+    assert final["queued"] == final["completed"] == 4 and final["dropped"] == 46
+    # the drops are logged, the first 20 of them, then counted
+    full = [r.getMessage() for r in caplog.records if "scan queue full" in r.getMessage()]
+    assert len(full) == 20 and "exec job" in full[0] and "(1 so far)" in full[0]
+    assert [r.getMessage() for r in caplog.records if "more scan jobs dropped" in r.getMessage()]
 
 
 async def test_hashing_a_50mb_file_does_not_stall_the_event_loop(tmp_path: Path) -> None:

@@ -132,11 +132,14 @@ def detect(ctx: AgentContext, name: str) -> DetectActor:
 
 def scan(ctx: AgentContext, name: str) -> ScanDispatcher:
     """YARA per ``[scanner]`` and hashing for the IOC engine's hash indicators."""
-    from edr.scan.actor import ScanDispatcher, build_scanner
+    from edr.scan.actor import ScanDispatcher, build_planner, build_scanner
 
-    iocs = ctx.shared.detection.iocs if ctx.config.ioc.enabled else None
+    cfg = ctx.config
+    iocs = ctx.shared.detection.iocs if cfg.ioc.enabled else None
     want_hashes = bool(iocs is not None and iocs.has_hashes)
-    return ScanDispatcher(name, ctx.config, build_scanner(ctx.config, ctx.shared.yara, want_hashes), iocs)
+    scanner = build_scanner(cfg, ctx.shared.yara, want_hashes)
+    return ScanDispatcher(name, scanner, build_planner(cfg, scanner), iocs, workers=cfg.scan.workers,
+                          queue_capacity=cfg.scan.queue_capacity, debug=cfg.alerts.match_debug != "off")
 
 
 def alerts(ctx: AgentContext, name: str) -> AlertWriter:
