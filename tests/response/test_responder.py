@@ -6,21 +6,27 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
+import trio
 
 from edr.config import Config, ResponseConfig
 from edr.detect.alert import Alert
 from edr.event import Event
+from edr.health import health_record
 from edr.oplog import FORMAT
 from edr.platform.linux import procfs
 from edr.response.actor import Responder
+from edr.response.protected import ProtectedProcess, gather_protected
+from edr.runtime.supervisor import Supervisor
 from edr.wiring import builders
 from edr.wiring.context import AgentContext
-from tests.scan.harness import running, wait_for
+from tests.scan.harness import Feed, running, supervised, wait_for
 from tests.scan.marked import marked_binary
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pidfd and /proc")
@@ -244,10 +250,63 @@ async def test_min_severity_gate_and_disabled_mode(oplog: Lines, demo) -> None:
 async def test_requests_beyond_channel_capacity_are_dropped_and_counted(oplog: Lines) -> None:
     actor = responder(prevention_enabled=False, channel_capacity=3)
     async with running(actor, output=None) as run:
-        # One batch: intake offers all ten without yielding. The channel holds 3; a worker
-        # already waiting takes one more straight from the sender (trio hands it over).
+        # One batch: intake offers all ten without yielding. The queue holds 3, even with its
+        # worker waiting (the capacity is exact: a request handed over still takes its place).
         await run.send([yara_alert(4_000_000 + i, f"/tmp/evil{i}") for i in range(10)])
         await wait_for(lambda: actor.received == 10 and actor.dry_run == actor.queued, state=actor.statistics)
-    assert actor.queued in (3, 4) and actor.dropped == 10 - actor.queued
+    assert actor.queued == 3 and actor.dropped == 7
     assert actor.statistics()["dropped"] == actor.dropped
     assert len(oplog.having("Active response queue full, dropping request")) == actor.dropped
+
+
+async def test_request_drops_are_logged_rate_limited(oplog: Lines) -> None:
+    actor = responder(prevention_enabled=False, channel_capacity=1)
+    async with running(actor, output=None) as run:
+        await run.send([yara_alert(4_000_000 + i, f"/tmp/evil{i}") for i in range(50)])
+        await wait_for(lambda: actor.received == 50 and actor.dry_run == 1, state=actor.statistics)
+    assert actor.dropped == 49
+    assert len(oplog.having("Active response queue full, dropping request")) == 20
+    [more] = oplog.having("more response requests dropped")
+    assert " WARNING edr.response: " in more
+
+
+async def test_health_record_shows_the_request_queue_like_an_edge(oplog: Lines) -> None:
+    actor = responder(prevention_enabled=False, channel_capacity=3)
+    release = threading.Event()
+    calls = 0
+
+    def held_gatherer() -> tuple[ProtectedProcess, ...]:
+        # The start's gathering goes through; the worker's first one waits for the test.
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            release.wait(10)
+        return gather_protected()
+
+    actor.gatherer = held_gatherer
+    feed = Feed("feed", [[yara_alert(4_000_000 + i, f"/tmp/evil{i}") for i in range(10)]])
+    feed.hold = trio.Event()  # the input stays open until the test has looked
+    sup = supervised({"feed": ("t_feed", feed), "responder": ("responder", actor)},
+                     [("feed.out", "responder.in", 4, "block")])
+    during: list[dict] = []
+
+    async def look(s: Supervisor) -> None:
+        # the worker holds the first request (waiting on the gatherer); two wait behind it
+        await wait_for(lambda: actor.received == 10 and actor.requests.statistics().received == 1)
+        during.append(orjson.loads(orjson.dumps(health_record(s))))  # as the operational log gets it
+        release.set()
+        feed.hold.set()
+
+    try:
+        with trio.fail_after(10):
+            assert await sup.run(handle_signals=False, background=[look]) == 0
+    finally:
+        release.set()
+    assert during[0]["actors"]["responder"]["queue"] == {
+        "name": "responder.requests", "capacity": 3, "policy": "drop_newest", "sent": 10, "received": 1,
+        "dropped": 7, "depth": 2, "high_water": 3, "batches_buffered": 2, "closed": False}
+    final = health_record(sup, final=True)["actors"]["responder"]
+    assert final["queue"] == {
+        "name": "responder.requests", "capacity": 3, "policy": "drop_newest", "sent": 10, "received": 3,
+        "dropped": 7, "depth": 0, "high_water": 3, "batches_buffered": 0, "closed": True}
+    assert final["queued"] == final["dry_run"] == 3 and final["dropped"] == 7

@@ -2,10 +2,18 @@
 
 Alerts that pass the severity gate become requests in a bounded queue of
 ``response.channel_capacity``; beyond it they are dropped, counted and
-logged (intake never waits: the alert writer upstream must not be slowed
-by response). One worker takes requests in order, applies the safety
-checks and, in prevention mode, kills in a thread through the platform
-layer, which re-checks the identity of the process first.
+logged, rate-limited (intake never waits: the alert writer upstream must not
+be slowed by response). One worker takes requests in order, applies the
+safety checks and, in prevention mode, kills in a thread through the
+platform layer, which re-checks the identity of the process first.
+
+The request queue is a :class:`~edr.runtime.workqueue.WorkQueue`, not a
+graph edge: it holds only the requests the policy admitted (an edge would
+carry, and shed, every alert, most of which are not for response), one at a
+time, and its capacity counts requests (see :mod:`edr.runtime.workqueue`).
+It is reported like an edge, under ``queue`` in the statistics, so the
+health record shows its sent, received, dropped, depth, high-water and
+capacity.
 
 The agent, its parent chain, its service manager and PID 1 are never
 killed (:mod:`edr.platform.protected`). The set is logged at start and
@@ -26,6 +34,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import attrs
 import trio
 
 from edr.detect.alert import Alert
@@ -34,6 +43,8 @@ from edr.platform.protected import ProtectedProcess, describe, gather_protected,
 from edr.response.decision import DRY_RUN, KILL, ResponsePolicy, ResponseTarget, quote, target_of
 from edr.response.kill import terminate_target
 from edr.runtime.actor import ActorBase, Ports
+from edr.runtime.errlog import ErrorLog
+from edr.runtime.workqueue import WorkQueue
 
 log = logging.getLogger("edr.response")
 
@@ -51,7 +62,6 @@ class Responder(ActorBase):
                  terminator: Terminator = terminate_target, gatherer: Gatherer = gather_protected) -> None:
         super().__init__(name)
         self.policy = policy
-        self.capacity = capacity
         self.terminator = terminator
         self.gatherer = gatherer
         #: the protected processes the policy was last given (empty until the worker starts)
@@ -59,16 +69,32 @@ class Responder(ActorBase):
         self.protected_changes = 0
         self.received = 0
         self.below_severity = 0
-        self.queued = 0
-        self.dropped = 0
         self.skipped: dict[str, int] = {}
         self.dry_run = 0
         self.terminated = 0
         self.mismatched = 0
         self.gone = 0
         self.failed = 0
+        self.requests: WorkQueue[ResponseTarget] = WorkQueue(f"{name}.requests", capacity)
+        self._overflow = ErrorLog(log, "response requests dropped")
 
-    def _offer(self, send: trio.MemorySendChannel[ResponseTarget], alert: Alert) -> None:
+    @property
+    def capacity(self) -> int:
+        """Requests queued at most."""
+        return self.requests.capacity
+
+    @property
+    def queued(self) -> int:
+        """Requests accepted into the queue."""
+        stats = self.requests.statistics()
+        return stats.sent - stats.dropped
+
+    @property
+    def dropped(self) -> int:
+        """Requests dropped because the queue was full."""
+        return self.requests.statistics().dropped
+
+    def _offer(self, requests: WorkQueue[ResponseTarget], alert: Alert) -> None:
         self.received += 1
         if not self.policy.enabled:
             return
@@ -76,18 +102,14 @@ class Responder(ActorBase):
             self.below_severity += 1
             return
         target = target_of(alert)
-        try:
-            send.send_nowait(target)
-            self.queued += 1
-        except trio.WouldBlock:
-            self.dropped += 1
-            log.warning("Active response queue full, dropping request pid=%s image=%s rule=%s dropped=%d",
-                        target.pid, quote(target.image), quote(target.rule_name), self.dropped)
+        if not requests.put_nowait(target):
+            self._overflow.report("Active response queue full, dropping request pid=%s image=%s rule=%s dropped=%d",
+                                  target.pid, quote(target.image), quote(target.rule_name), self.dropped,
+                                  level=logging.WARNING)
 
-    async def _worker(self, receive: trio.MemoryReceiveChannel[ResponseTarget]) -> None:
-        async with receive:
-            async for target in receive:
-                await self.handle(target)
+    async def _worker(self, requests: WorkQueue[ResponseTarget]) -> None:
+        async for target in requests:
+            await self.handle(target)
 
     async def refresh_protected(self) -> None:
         """Gather the protected processes again (in a thread) and hand them to the policy.
@@ -146,20 +168,26 @@ class Responder(ActorBase):
         if self.policy.enabled:
             await self.refresh_protected()
             log.info("Active response protected processes: %s", describe(self.protected))
-        send, receive = trio.open_memory_channel[ResponseTarget](self.capacity)
+        if self.requests.closed:  # run again after a crash: a new queue (its counters start again)
+            self.requests = WorkQueue(self.requests.name, self.requests.capacity)
+        requests = self.requests
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._worker, receive)
-            async with send:
+            nursery.start_soon(self._worker, requests)
+            try:
                 async for batch in ports.input("in"):
                     for alert in batch:
-                        self._offer(send, alert)
+                        self._offer(requests, alert)
+            finally:
+                requests.close()  # the worker handles what is queued, then ends
         log.info("Active response worker shutting down")
 
     def statistics(self) -> dict[str, Any]:
-        """Alerts received, requests queued/dropped, and what became of them."""
+        """Alerts received, requests queued/dropped and the queue as an edge, and what became of them."""
+        queue = self.requests.statistics()
         return {
-            "received": self.received, "below_severity": self.below_severity, "queued": self.queued,
-            "dropped": self.dropped, "dry_run": self.dry_run, "terminated": self.terminated,
+            "received": self.received, "below_severity": self.below_severity,
+            "queued": queue.sent - queue.dropped, "dropped": queue.dropped, "queue": attrs.asdict(queue),
+            "dry_run": self.dry_run, "terminated": self.terminated,
             "identity_mismatch": self.mismatched, "already_exited": self.gone, "failed": self.failed,
             "skipped": dict(self.skipped), "protected": len(self.protected),
             "protected_changes": self.protected_changes,
