@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from edr.detect.alert import Alert, Detector
 from edr.event import Event
 from edr.runtime.actor import ActorBase, Ports
+from edr.runtime.errlog import ErrorLog
+from edr.runtime.transform import transform
 
 
 class DetectActor(ActorBase):
@@ -15,12 +18,14 @@ class DetectActor(ActorBase):
 
     An engine that raises on an event is logged with the event's category
     and counted; the event is skipped for that engine, the agent goes on.
+    Per engine, the first failures are logged with their traceback and the
+    rest only counted (:class:`~edr.runtime.errlog.ErrorLog`).
     """
 
     inputs: ClassVar = ("in",)
     outputs: ClassVar = ("alerts",)
 
-    def __init__(self, name: str, engines: list[Detector], log: Any) -> None:
+    def __init__(self, name: str, engines: list[Detector], log: logging.Logger) -> None:
         super().__init__(name)
         self.engines = engines
         # each engine with its batch entry point, or None: looked up once, not per batch
@@ -28,8 +33,18 @@ class DetectActor(ActorBase):
         self.log = log
         self.events = 0
         self.alerts = 0
-        self.errors = 0
-        self.batch_errors = 0
+        self._event_errors = ErrorLog(log, "engine failures on events")
+        self._batch_errors = ErrorLog(log, "engine failures on batches")
+
+    @property
+    def errors(self) -> int:
+        """Events an engine raised on (each skipped for that engine)."""
+        return self._event_errors.total
+
+    @property
+    def batch_errors(self) -> int:
+        """Batches an engine's ``match_batch`` raised on (each matched again event by event)."""
+        return self._batch_errors.total
 
     def detect(self, batch: Sequence[Event]) -> list[Alert]:
         """Sans-IO core: every engine over ``batch``; the alerts in event order.
@@ -47,10 +62,8 @@ class DetectActor(ActorBase):
                 try:
                     found = match_batch(batch)
                 except Exception:
-                    self.batch_errors += 1
-                    if self.batch_errors <= 20:
-                        self.log.exception("engine %s failed on a batch of %d events; matching them one by one",
-                                           engine.name, len(batch))
+                    self._batch_errors.report("engine %s failed on a batch of %d events; matching them one by one",
+                                              engine.name, len(batch), key=engine.name, exc_info=True)
                     found = None
             if found is None:
                 found = self._each(engine, batch)
@@ -71,10 +84,8 @@ class DetectActor(ActorBase):
             try:
                 found = engine.match(event)
             except Exception:
-                self.errors += 1
-                if self.errors <= 20:
-                    self.log.exception("engine %s failed on a %s event (seq %s); skipped",
-                                       engine.name, event.category, event.seq)
+                self._event_errors.report("engine %s failed on a %s event (seq %s); skipped", engine.name,
+                                          event.category, event.seq, key=engine.name, exc_info=True)
                 continue
             if found:
                 out.extend(found)
@@ -82,12 +93,7 @@ class DetectActor(ActorBase):
 
     async def run(self, ports: Ports) -> None:
         """Match each batch; send its alerts as one batch."""
-        out = ports.output("alerts")
-        async for batch in ports.input("in"):
-            alerts = self.detect(batch)
-            if alerts:
-                await out.send(alerts)
-            del batch, alerts  # freed before the wait for the next: see edr.runtime.flight
+        await transform(ports, self.detect, out="alerts")
 
     def statistics(self) -> dict[str, Any]:
         """Events seen, alerts raised, engine errors, and each engine's own counters."""

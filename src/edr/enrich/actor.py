@@ -7,9 +7,12 @@ them through unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from edr.event import Event
 from edr.runtime.actor import ActorBase, Ports
+from edr.runtime.transform import transform
 
 
 class EnricherActor(ActorBase):
@@ -23,17 +26,18 @@ class EnricherActor(ActorBase):
         self.enricher = enricher
         self.events = 0
 
+    def enrich(self, batch: Sequence[Event]) -> Sequence[Event]:
+        """Sans-IO core: ``batch`` enriched, in order (the batch itself when there is no enricher)."""
+        self.events += len(batch)
+        enricher = self.enricher
+        if enricher is None:
+            return batch
+        process = enricher.process
+        return [process(e) for e in batch]
+
     async def run(self, ports: Ports) -> None:
         """Enrich each batch in order and pass it on."""
-        out = ports.output("out")
-        enricher = self.enricher
-        async for batch in ports.input("in"):
-            self.events += len(batch)
-            if enricher is None:
-                await out.send(batch)
-            else:
-                await out.send([enricher.process(e) for e in batch])
-            del batch  # freed before the wait for the next: see edr.runtime.flight
+        await transform(ports, self.enrich)
 
     def statistics(self) -> dict[str, Any]:
         """Events seen and the caches' counters."""

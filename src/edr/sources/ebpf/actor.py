@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import trio
 
 from edr.runtime.actor import ActorBase, Ports
+from edr.runtime.errlog import ErrorLog
 
 #: how long a poll waits for a first record; also the source's cancellation latency
 POLL_MS = 250
@@ -73,7 +74,13 @@ class EbpfNormalizer(ActorBase):
         self.decoder = decoder
         self.log = log
         self.decoded = 0
-        self.errors = 0
+        # per record family: the first failures logged with their traceback, the rest counted
+        self._undecodable = ErrorLog(log, "undecodable records")
+
+    @property
+    def errors(self) -> int:
+        """Records the decoder raised on (skipped)."""
+        return self._undecodable.total
 
     async def run(self, ports: Ports) -> None:
         """Decode each batch; a record the decoder rejects is counted, never fatal.
@@ -92,9 +99,9 @@ class EbpfNormalizer(ActorBase):
                     try:
                         events.extend(decode(raw))
                     except Exception:
-                        self.errors += 1
-                        if self.errors <= 20:
-                            self.log.exception("ebpf: undecodable %s record skipped", getattr(raw, "family", "?"))
+                        family = getattr(raw, "family", "?")
+                        self._undecodable.report("ebpf: undecodable %s record skipped", family, key=family,
+                                                 exc_info=True)
                 if events:
                     self.decoded += len(events)
                     await out.send(events)
