@@ -39,7 +39,7 @@ def lines(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord
 
 def test_detect_logs_the_first_failures_of_each_engine_then_counts(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR, logger=LOG.name)
-    actor = DetectActor("detect", [Broken("one"), Broken("two")], LOG)  # type: ignore[list-item]
+    actor = DetectActor("detect", [Broken("one"), Broken("two")], LOG)
     batch = [Event(FILE_EVENT, "linux", {}, 0.0, seq) for seq in range(30)]
     assert actor.detect(batch) == [] and actor.detect(batch[:5]) == []
     assert actor.errors == 70 and actor.statistics()["errors"] == 70

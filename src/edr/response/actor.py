@@ -8,12 +8,12 @@ safety checks and, in prevention mode, kills in a thread through the
 platform layer, which re-checks the identity of the process first.
 
 The request queue is a :class:`~edr.runtime.workqueue.WorkQueue`, not a
-graph edge: it holds only the requests the policy admitted (an edge would
-carry, and shed, every alert, most of which are not for response), one at a
-time, and its capacity counts requests (see :mod:`edr.runtime.workqueue`).
-It is reported like an edge, under ``queue`` in the statistics, so the
-health record shows its sent, received, dropped, depth, high-water and
-capacity.
+graph edge: it holds only the requests the policy admitted (an edge to a
+worker actor would carry, and shed, batches of every alert, most of which
+are not for response), and its capacity counts requests, not batches (see
+:mod:`edr.runtime.workqueue`). It is reported like an edge, under ``queue``
+in the statistics, so the health record shows its sent, received, dropped,
+depth, high-water and capacity.
 
 The agent, its parent chain, its service manager and PID 1 are never
 killed (:mod:`edr.platform.protected`). The set is logged at start and
