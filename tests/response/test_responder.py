@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 import trio
+from edr.platform.protected import ProtectedProcess, gather_protected
 
 from edr.config import Config, ResponseConfig
 from edr.detect.alert import Alert
@@ -22,7 +23,6 @@ from edr.health import health_record
 from edr.oplog import FORMAT
 from edr.platform.linux import procfs
 from edr.response.actor import Responder
-from edr.response.protected import ProtectedProcess, gather_protected
 from edr.runtime.supervisor import Supervisor
 from edr.wiring import builders
 from edr.wiring.context import AgentContext
