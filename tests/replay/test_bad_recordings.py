@@ -106,7 +106,7 @@ def test_evtx_json_nested_deep(workdir: Path, redsun: tuple[Path, Path], depth: 
     r = run_edr(["replay", "--config", "sigma.toml", "--output", "logs", "--no-progress", str(dump)], cwd=workdir)
     assert r.returncode == 0, r.stderr
     alerts = read_alerts(workdir / "logs")
-    assert sorted((a["log.record"], a["rule.id"]) for a in alerts) == [(1, REDSUN), (3, REDSUN)]
+    assert sorted((a["edr.log.record"], a["rule.id"]) for a in alerts) == [(1, REDSUN), (3, REDSUN)]
     assert "2 events, 1 rejected" in r.stderr
     assert f"replay: {dump}:{good.count(chr(10)) + 2}: skipped: {reason}" in log_text(workdir)
 

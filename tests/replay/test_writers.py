@@ -1,4 +1,4 @@
-"""No event content can stop an alert (or a recorded event) from being written."""
+"""No event content can stop an alert (or a recorded event) from being written, nor make it invalid ECS."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from edr.alerts.actor import AlertWriter
 from edr.alerts.daily_file import DailyFile
 from edr.alerts.ecs import HostInfo, alert_line, iso_time, to_ecs
+from edr.alerts.ecs_check import check_document
 from edr.alerts.ndjson import MAX_DEPTH, TOO_DEEP, dumps_line
 from edr.detect.alert import Alert
 from edr.event import Event, F, event_to_record
@@ -24,6 +25,8 @@ from edr.runtime.buffer import Policy
 from edr.runtime.channel import Edge, InPort
 
 HOST = HostInfo("h", "linux")
+#: The writer's clock, injected: when the alert is made (event.created).
+NOW = 1_764_000_000.25
 
 
 def nested(depth: int, leaf: Any = 1) -> Any:
@@ -46,6 +49,13 @@ def written(line: bytes) -> dict[str, Any]:
     return doc
 
 
+def alert_doc(line: bytes) -> dict[str, Any]:
+    """An alert line's document, which must be valid ECS whatever its event held."""
+    doc = written(line)
+    assert check_document(doc) == []
+    return doc
+
+
 def is_date(text: str) -> bool:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).tzinfo is not None
 
@@ -57,11 +67,15 @@ class Unprintable:
 
 def test_times_no_date_can_hold_are_kept_as_text_and_the_alert_still_dated() -> None:
     for ts, shown in ((1e300, "1e+300"), (-1e15, "-1000000000000000.0"), (math.nan, "nan"), (math.inf, "inf")):
-        doc = written(alert_line(alert(ts), HOST))
-        assert is_date(doc["@timestamp"]) and "event.created" not in doc
-        assert doc["edr.event.timestamp"] == shown and doc["rule.id"] == "R-1"
-    doc = written(alert_line(Alert("C-1", "corr", "high", "sigma", None, timestamp=1e300), HOST))
-    assert is_date(doc["@timestamp"]) and doc["edr.alert.timestamp"] == "1e+300"
+        doc = alert_doc(alert_line(alert(ts), HOST, created=NOW))
+        assert doc["@timestamp"] == doc["event.created"] == iso_time(NOW)  # when it was written
+        assert doc["edr.alert.event_timestamp"] == shown and doc["rule.id"] == "R-1"
+        assert "edr.alert.timestamp" not in doc  # the alert has no time of its own
+    doc = alert_doc(alert_line(Alert("C-1", "corr", "high", "sigma", None, timestamp=1e300), HOST, created=NOW))
+    assert doc["@timestamp"] == iso_time(NOW) and doc["edr.alert.timestamp"] == "1e+300"
+    assert "edr.alert.event_timestamp" not in doc
+    doc = alert_doc(alert_line(alert(1_763_000_000.665), HOST, created=NOW))
+    assert (doc["@timestamp"], doc["event.created"]) == ("2025-11-13T02:13:20.665Z", iso_time(NOW))
 
 
 def test_iso_time_spans_years_1_to_9999_and_refuses_the_rest() -> None:
@@ -93,11 +107,14 @@ def test_odd_values_in_every_mapped_field_do_not_stop_the_mapping() -> None:
         fields = dict.fromkeys(names, value)
         a = alert(fields=fields, seq=10**30, count=10**25, origin={"log.file.path": value})
         to_ecs(a, HOST)  # maps without raising
-        doc = written(alert_line(a, HOST))
+        doc = alert_doc(alert_line(a, HOST))
         assert doc["rule.id"] == "R-1" and is_date(doc["@timestamp"]) and "edr.error" not in doc
         written(dumps_line(event_to_record(a.event)))  # the event writer's line
-    doc = written(alert_line(alert(fields={F.PROCESS_ID: "0x" + "f" * 5000}), HOST))
-    assert doc["process.pid"] == hex(16 ** 5000 - 1)  # beyond 64 bits (and 4,300 digits): as hexadecimal text
+    doc = alert_doc(alert_line(alert(fields={F.PROCESS_ID: "0x" + "f" * 5000}), HOST))
+    # beyond 64 bits, so no ECS long: kept as recorded, under edr.event
+    assert "process.pid" not in doc and doc["edr.event"]["ProcessId"] == "0x" + "f" * 5000
+    doc = alert_doc(alert_line(alert(fields={F.PROCESS_ID: 3 * 2**15000}), HOST))
+    assert "process.pid" not in doc and doc["edr.event"]["ProcessId"] == hex(3 * 2**15000)  # past 4,300 digits
 
 
 JSON = st.recursive(
@@ -116,7 +133,7 @@ JSON = st.recursive(
 def test_any_content_gives_one_line_of_json(fields: dict[str, Any], ts: float, debug: Any) -> None:
     a = alert(ts, fields)
     a.debug = {"d": debug}
-    doc = written(alert_line(a, HOST))
+    doc = alert_doc(alert_line(a, HOST))
     assert doc["rule.id"] == "R-1" and is_date(doc["@timestamp"]) and "edr.error" not in doc
 
 
@@ -128,7 +145,7 @@ def test_a_bug_in_the_mapping_still_writes_the_alert(monkeypatch: Any, caplog: A
 
     monkeypatch.setattr(ecs, "event_fields_to_ecs", broken)
     with caplog.at_level(logging.ERROR, logger="edr.alerts"):
-        doc = written(alert_line(alert(), HOST))
+        doc = alert_doc(alert_line(alert(), HOST))
     assert (doc["rule.id"], doc["rule.severity"], doc["edr.error"]) == ("R-1", "high", "RuntimeError: a bug")
     assert is_date(doc["@timestamp"])
     assert caplog.records[0].exc_info is not None
@@ -149,4 +166,4 @@ async def test_the_alert_writer_writes_every_alert_of_a_batch_with_odd_events(tm
             edge.close()
     lines = file.current_path.read_bytes().splitlines()
     assert writer.alerts == len(batch) == len(lines)
-    assert all(written(x + b"\n")["rule.id"] == "R-1" for x in lines)
+    assert all(alert_doc(x + b"\n")["rule.id"] == "R-1" for x in lines)
