@@ -613,6 +613,7 @@ def to_ecs(alert: Alert, host: HostInfo, created: float | None = None) -> dict[s
         else:
             place(doc, "tags", list(tags))
     if event is not None:
+        # the event's time is no date (without a time of its own, the alert's time is the event's)
         if (stamp is None if alert.timestamp is None else iso_time(event.timestamp) is None):
             doc["edr.alert.event_timestamp"] = _raw_time(event.timestamp)
         seq = event.seq
@@ -623,8 +624,8 @@ def to_ecs(alert: Alert, host: HostInfo, created: float | None = None) -> dict[s
         if event.count != 1:
             place(doc, "edr.aggregate.count", event.count)
         event_fields_to_ecs(event, doc)
-        doc["edr.logsource.product"] = event.product
-        doc["edr.logsource.category"] = event.category
+        place(doc, "edr.logsource.product", event.product)
+        place(doc, "edr.logsource.category", event.category)
         if event.service:
             place(doc, "edr.logsource.service", event.service)
         if isinstance(event.origin, dict):
@@ -661,7 +662,7 @@ def _bare_alert(alert: Alert, host: HostInfo, exc: Exception, created: float | N
         error = f"{type(exc).__name__}: {exc}"
     except Exception:  # an exception whose str() fails
         error = type(exc).__name__
-    made = iso_time(time.time() if created is None else created) or iso_time(time.time())
+    made = _created(time.time() if created is None else created)
     doc: dict[str, Any] = {
         "@timestamp": made,
         "ecs.version": ECS_VERSION,
@@ -677,8 +678,3 @@ def _bare_alert(alert: Alert, host: HostInfo, exc: Exception, created: float | N
         if type(value) is str:
             doc[key] = value
     return doc
-
-
-def severity_at_least(severity: str, floor: str) -> bool:
-    """True when ``severity`` is ``floor`` or higher."""
-    return severity_rank(severity) >= severity_rank(floor)
