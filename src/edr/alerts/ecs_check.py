@@ -9,7 +9,9 @@ finite number for ``float`` and ``double``; ISO 8601 text for ``date``; a valid 
 ``true``/``false`` for ``boolean``; an object for ``object``, ``nested`` and ``flattened``); a list
 where ECS does not normalize the field to an array, or a single value where it does; inside edr's
 ``flattened`` objects, a name or value that breaks the raw-field rule (:mod:`edr.alerts.raw_fields`);
-an ``ecs.version`` other than the release checked against.
+an ``ecs.version`` other than the release checked against. A flat key below a field ECS normalizes
+to an array of objects (``dns.answers.ttl``, ``threat.enrichments.matched.atomic``) stands for one
+such object, which Elasticsearch takes as it is: the key's own normalization is what is checked.
 
 By default the ECS part is the vendored list of the fields edr writes (:mod:`edr.alerts.ecs_fields`);
 give :func:`load_ecs_fields` of ECS's complete list (``../shared/ecs/ecs-9.4.0-fields.json``) to
