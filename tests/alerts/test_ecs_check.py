@@ -42,8 +42,8 @@ def good() -> dict[str, Any]:
 SEED_ALERT = {
     "@timestamp": "2019-04-27T15:57:53.368Z", "ecs.version": "8.17.0", "event.kind": "alert",
     "event.created": "2019-04-27T15:57:53.368Z", "rule.id": "R-1", "rule.severity": "high", "rule.engine": "sigma",
-    "log.record": 3, "winlog.channel": "Security", "winlog.event_id": 4688, "winlog.record_id": 77,
-    "winlog.computer_name": "IEWIN7", "process.hash.imphash": "DD", "rule.reference": ["https://x"],
+    "log.file.path": "Security.evtx", "log.record": 3, "winlog.channel": "Security", "winlog.event_id": 4688,
+    "winlog.record_id": 77, "winlog.computer_name": "IEWIN7", "process.hash.imphash": "DD", "rule.reference": ["https://x"],
     "user.id": 0, "group.id": 0, "edr.event.Type ID": "0", "edr.event.SourceIsIpv6": True,
     "edr.event.Data": ["a"], "event.count": 3,
 }
@@ -159,10 +159,11 @@ def test_alert_files_are_checked_line_by_line(outside: Path) -> None:
     files = alert_files(outside)
     assert files == [logs / "alerts.json.2026-03-01"]
     report = check_alert_files(files)
-    assert (report.files, report.alerts, report.skipped_lines) == (1, 2, 2)
+    assert (report.files, report.alerts, report.replayed, report.skipped_lines) == (1, 2, 1, 2)
     assert {(line, p.key) for _path, line, p in report.problems} >= {(4, "log.record"), (4, "user.id")}
     assert all(line == 4 for _path, line, _p in report.problems)
-    assert report.summary().startswith("ECS check: 2 alert(s) in 1 alert file(s), ")
+    assert report.summary().startswith("ECS check: 2 alert(s) in 1 alert file(s) (1 replayed, 1 live or written "
+                                       "directly), ")
     assert f"{files[0]}:4: process.hash.imphash: is not an ECS" in report.summary()
 
 
@@ -202,7 +203,8 @@ def test_a_session_ends_with_the_check_of_its_alerts(outside: Path) -> None:
     (outside / "test_planted.py").write_text(f"EXTRA = {{'process.hash.imphash': 'dd'}}\n{PLANTED_TEST}")
     r = run_session(outside)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "ECS check: 1 alert(s) in 1 alert file(s), " in r.stdout and ", 0 problem(s)" in r.stdout
+    assert "ECS check: 1 alert(s) in 1 alert file(s) (0 replayed, 1 live or written directly), " in r.stdout
+    assert ", 0 problem(s)" in r.stdout
 
 
 def test_a_session_fails_on_a_planted_bad_alert(outside: Path) -> None:

@@ -231,6 +231,8 @@ class FileReport:
 
     files: int = 0
     alerts: int = 0
+    #: alerts on events read from a recording (they carry ``log.file.path``): replays
+    replayed: int = 0
     #: lines that are not JSON objects with an ``ecs.version`` (files a test wrote by hand): not alerts
     skipped_lines: int = 0
     problems: list[tuple[str, int, Problem]] = attrs.field(factory=list)
@@ -238,7 +240,8 @@ class FileReport:
 
     def summary(self, limit: int = 50) -> str:
         """A human report: counts, then the problems (at most ``limit``), each with file and line."""
-        head = (f"ECS check: {self.alerts} alert(s) in {self.files} alert file(s), {len(self.keys)} distinct keys, "
+        head = (f"ECS check: {self.alerts} alert(s) in {self.files} alert file(s) ({self.replayed} replayed, "
+                f"{self.alerts - self.replayed} live or written directly), {len(self.keys)} distinct keys, "
                 f"{len(self.problems)} problem(s); {self.skipped_lines} line(s) skipped as not edr alerts")
         lines = [head]
         for path, line, problem in self.problems[:limit]:
@@ -289,6 +292,7 @@ def check_alert_files(paths: Iterable[str | os.PathLike[str]], ecs: EcsFields = 
                 report.skipped_lines += 1
                 continue
             report.alerts += 1
+            report.replayed += "log.file.path" in doc
             for key in doc:
                 report.keys[key] = report.keys.get(key, 0) + 1
             found = check_document(doc, ecs)
