@@ -14,7 +14,6 @@ from pathlib import Path
 import orjson
 import pytest
 import trio
-from edr.platform.protected import ProtectedProcess, gather_protected
 
 from edr.config import Config, ResponseConfig
 from edr.detect.alert import Alert
@@ -22,6 +21,7 @@ from edr.event import Event
 from edr.health import health_record
 from edr.oplog import FORMAT
 from edr.platform.linux import procfs
+from edr.platform.protected import ProtectedProcess, gather_protected
 from edr.response.actor import Responder
 from edr.runtime.supervisor import Supervisor
 from edr.wiring import builders

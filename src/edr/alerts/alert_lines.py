@@ -21,7 +21,7 @@ from typing import Any
 
 from edr.alerts.chain import AlertChain
 from edr.alerts.dedup import AlertDeduplicator
-from edr.alerts.ecs import HostInfo, to_ecs
+from edr.alerts.ecs import HostInfo, alert_document
 from edr.detect.alert import Alert
 
 
@@ -65,7 +65,7 @@ class AlertLines:
         host, seal, by_rule = self.host, self.chain.seal, self.by_rule
         lines = []
         for alert in alerts:
-            lines.append(seal(to_ecs(alert, host)))
+            lines.append(seal(alert_document(alert, host)))
             by_rule[alert.rule_name] = by_rule.get(alert.rule_name, 0) + 1
         self.alerts += len(lines)
         return lines
