@@ -96,12 +96,16 @@ def _run_locked(loaded: LoadedConfig, mode: str) -> int:
             print(f"edr: cannot start the live sensor: {exc}", file=sys.stderr)
             return 3
         raise
-    log.info("edr started (%s graph, pid %d)", mode, os.getpid())
+    def started() -> None:
+        # said once the graph runs and SIGTERM/SIGINT are the supervisor's: from here a stop drains
+        log.info("edr started (%s graph, pid %d)", mode, os.getpid())
+        service.notify_ready()
+
     background = [functools.partial(health_task, interval=float(loaded.config.health.interval_secs))]
     if loaded.config.health.watchdog:
         background.append(watchdog_task)
     code = trio.run(functools.partial(sup.run, background=background,
-                                      on_started=service.notify_ready,
+                                      on_started=started,
                                       on_stuck=hard_exit(sup, lambda: log_health(sup, final=True))))
     service.notify_stopping()
     log_health(sup, final=True)

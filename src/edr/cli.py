@@ -1,4 +1,5 @@
-"""Command line: ``edr run | replay | rules check | config show|init | graph | version``.
+"""Command line: ``edr run | replay | rules check|install|update|list|rollback | alerts verify |
+ecs template | service VERB | config show|init | graph | version``.
 
 Exit codes:
 
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from edr import __version__
@@ -39,7 +41,8 @@ log = logging.getLogger("edr")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="PATH", help="configuration file (default: $EDR_CONFIG, else conf/config.toml)")
+    p.add_argument("--config", metavar="PATH",
+                   help="configuration file (default: $EDR_CONFIG, else the installed one if it exists)")
     p.add_argument("--log-level", choices=["trace", "debug", "info", "warn", "error"], help="override logging.level")
     con = p.add_mutually_exclusive_group()
     con.add_argument("--console", action="store_true", default=None, help="log to the console too")
@@ -83,6 +86,50 @@ def build_parser() -> argparse.ArgumentParser:
     _permissions(p)
     p.add_argument("paths", nargs="*", metavar="PATH", help="Sigma rule files/directories (default: configured)")
     p.add_argument("--strict", action="store_true", help="exit 1 on any rejected rule")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = rsub.add_parser("install", help="install and activate a Sigma rule pack from a directory, .zip or .tar.gz "
+                                        "(no network)")
+    _common(p)
+    p.add_argument("source", metavar="SOURCE", help="e.g. SigmaHQ's sigma_all_rules.zip, or a checkout")
+    p.add_argument("--strict", action="store_true", help="refuse the pack if any rule in it is rejected")
+    p.add_argument("--verbose", action="store_true", help="list every rejected rule")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = rsub.add_parser("update", help="download rules.update_url (SigmaHQ's latest release) and install it")
+    _common(p)
+    p.add_argument("--url", help="download this pack instead of rules.update_url")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = rsub.add_parser("list", help="the installed rule packs, the active one marked")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = rsub.add_parser("rollback", help="re-activate the pack installed before the active one (or PACK)")
+    _common(p)
+    p.add_argument("pack", nargs="?", metavar="PACK", help="the id of an installed pack (see `edr rules list`)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("alerts", help="alert file tools")
+    asub = p.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    p = asub.add_parser("verify", help="check the hash chain of alert files: the first edited, missing or "
+                                       "reordered line")
+    p.add_argument("files", nargs="+", metavar="FILE", help="alert files, oldest first")
+    p.add_argument("--key-file", metavar="PATH", help="the chain's HMAC key (alerts.chain_key_file)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("ecs", help="ECS tools")
+    esub = p.add_subparsers(dest="ecs_command", required=True, metavar="ACTION")
+    p = esub.add_parser("template", help="print an Elasticsearch index template for edr's alerts")
+    p.add_argument("--index-pattern", action="append", metavar="PATTERN",
+                   help="index pattern the template applies to (repeatable; default edr-alerts-*)")
+    p.add_argument("--dynamic", choices=["false", "strict"], default="false",
+                   help="what Elasticsearch does with a key the template does not map")
+    p.add_argument("--priority", type=int, default=200, help="the template's priority")
+
+    p = sub.add_parser("service", help="install and manage edr as a system service (Linux: systemd)")
+    p.add_argument("verb", choices=["install", "uninstall", "start", "stop", "restart", "status"])
+    p.add_argument("--config", metavar="PATH",
+                   help="the configuration the service runs with (default: the installed one)")
+    p.add_argument("--executable", metavar="PATH", help="the edr the service runs (default: the installed one)")
+    p.add_argument("--root", metavar="DIR", help="dry run: write the files under DIR, call nothing")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     cfg = sub.add_parser("config", help="configuration tools")
@@ -172,6 +219,82 @@ def cmd_graph(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(render_mermaid(graph) if args.format == "mermaid" else render_text(graph))
     return EXIT_OK
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    """``edr rules check|install|update|list|rollback``."""
+    if args.rules_command == "check":
+        return cmd_rules_check(args)
+    from edr.rulepacks import NullProgress, PackError, PackStore, install, list_packs, rollback, terminal_progress
+    from edr.rulepacks import update as update_pack
+
+    loaded = _load(args)
+    setup_logging("warn", None, "", True)
+    settings = loaded.config.rules
+    if getattr(args, "strict", False):
+        settings = attrs.evolve(settings, strict=True)
+    store = PackStore(settings.store_directory)
+    progress = NullProgress() if args.json else terminal_progress()
+    placeholders = loaded.config.sigma.placeholders
+    try:
+        if args.rules_command == "install":
+            result: Any = install(args.source, store, settings, progress, placeholders=placeholders)
+        elif args.rules_command == "update":
+            result = update_pack(store, settings, progress, url=args.url, placeholders=placeholders)
+        elif args.rules_command == "list":
+            result = list_packs(store)
+        else:
+            result = rollback(store, settings, to=args.pack)
+    except PackError as exc:
+        print(json.dumps(exc.to_json(), indent=2) if args.json else f"edr: rules {args.rules_command}: {exc}",
+              file=sys.stdout if args.json else sys.stderr)
+        return EXIT_USAGE if exc.kind == "config" else EXIT_FAILED
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        verbose = getattr(args, "verbose", False)
+        print(result.to_text(verbose=verbose) if args.rules_command in ("install", "update") else result.to_text())
+    return EXIT_OK
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """``edr alerts verify``."""
+    from edr.alerts.verify import run_verify
+
+    return run_verify(args.files, key_file=args.key_file, as_json=args.json)
+
+
+def cmd_ecs(args: argparse.Namespace) -> int:
+    """``edr ecs template``."""
+    from edr.alerts.ecs_template import index_template
+
+    try:
+        template = index_template(args.index_pattern or ("edr-alerts-*",), dynamic=args.dynamic,
+                                  priority=args.priority)
+    except ValueError as exc:
+        print(f"edr: ecs template: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(template, indent=2))
+    return EXIT_OK
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    """``edr service VERB``: the agent as this platform's system service."""
+    from edr.config import installed_layout
+    from edr.service.manager import ServiceError, default_executable, perform, service_manager
+
+    config_path = args.config or installed_layout().config_file
+    loaded = load_config(args.config)
+    try:
+        executable = args.executable or default_executable()
+        manager = service_manager(loaded.config, config_path=os.path.abspath(config_path), executable=executable,
+                                  root=args.root)
+    except ServiceError as exc:
+        print(f"edr: service {args.verb}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    text, code = perform(manager, args.verb, as_json=args.json)
+    print(text, file=sys.stdout if code == 0 or args.json else sys.stderr)
+    return code
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
@@ -303,7 +426,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "graph":
             return cmd_graph(args)
         if args.command == "rules":
-            return cmd_rules_check(args)
+            return cmd_rules(args)
+        if args.command == "alerts":
+            return cmd_alerts(args)
+        if args.command == "ecs":
+            return cmd_ecs(args)
+        if args.command == "service":
+            return cmd_service(args)
         if args.command == "replay":
             return cmd_replay(args)
         if args.command == "run":

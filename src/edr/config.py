@@ -221,6 +221,30 @@ class AlertsConfig:
         default="off", validator=_one_of("off", "summary", "full"),
         metadata=_doc("Attach match details to alerts: off | summary | full."),
     )
+    dedup_enabled: bool = attrs.field(
+        default=True, metadata=_doc("Fold identical alerts (same rule, acting process and key fields) within "
+                                    "dedup_window_secs into the first, written at once, and one rollup "
+                                    "carrying edr.alert.count."),
+    )
+    dedup_window_secs: float = attrs.field(
+        default=10.0, validator=_positive,
+        metadata=_doc("Seconds from the first of identical alerts during which the others are counted; the "
+                      "rollup is written when the window closes."),
+    )
+    dedup_max_entries: int = attrs.field(
+        default=4096, validator=_positive,
+        metadata=_doc("Open dedup windows at most; beyond, the oldest closes early (its rollup written, counted)."),
+    )
+    dedup_max_bytes: int = attrs.field(
+        default=8 << 20, validator=_positive,
+        metadata=_doc("Bytes the dedup windows may hold; beyond, the oldest closes early (its rollup written, "
+                      "counted)."),
+    )
+    chain_key_file: str = attrs.field(
+        default="",
+        metadata=_path('File holding the HMAC key of the alert chain (mode 0600, at least 16 bytes: '
+                      '"openssl rand -hex 32"); "" chains with plain SHA-256.'),
+    )
 
 
 @attrs.define
@@ -423,6 +447,97 @@ class SensorConfig:
     )
 
 
+@attrs.define
+class RetentionConfig:
+    """[retention]: how long and how much of the daily files to keep (edr addition); 0 = no limit."""
+
+    interval_secs: int = attrs.field(
+        default=3600, validator=_positive, metadata=_doc("Seconds between retention passes (one runs at start)."),
+    )
+    alerts_max_days: int = attrs.field(
+        default=90, validator=_non_negative,
+        metadata=_doc("Alert files of the last N UTC days are kept (today included); older ones removed."),
+    )
+    alerts_max_total_mb: int = attrs.field(
+        default=0, validator=_non_negative,
+        metadata=_doc("MiB the alert files may hold together; the oldest are removed first (never today's)."),
+    )
+    events_max_days: int = attrs.field(
+        default=7, validator=_non_negative, metadata=_doc("Event stream files of the last N UTC days are kept."),
+    )
+    events_max_total_mb: int = attrs.field(
+        default=2048, validator=_non_negative,
+        metadata=_doc("MiB the event stream files may hold together; the oldest are removed first."),
+    )
+    logs_max_days: int = attrs.field(
+        default=30, validator=_non_negative, metadata=_doc("Operational log files of the last N UTC days are kept."),
+    )
+    logs_max_total_mb: int = attrs.field(
+        default=512, validator=_non_negative,
+        metadata=_doc("MiB the operational log files may hold together; the oldest are removed first."),
+    )
+
+
+#: The ETW providers the Windows sensor can enable, by manifest name (their GUIDs and keywords are
+#: :data:`edr.sources.etw.providers.PROVIDERS`, which a test keeps in step with this list).
+ETW_PROVIDERS: Final = (
+    "Microsoft-Windows-Kernel-Process", "Microsoft-Windows-Kernel-File", "Microsoft-Windows-Kernel-Network",
+    "Microsoft-Windows-Kernel-Registry", "Microsoft-Windows-DNS-Client", "Microsoft-Windows-PowerShell",
+    "Microsoft-Windows-TaskScheduler", "Microsoft-Windows-WMI-Activity",
+)
+
+
+def _known_providers(_inst: Any, attribute: attrs.Attribute[Any], values: list[str]) -> None:
+    unknown = sorted(set(values) - set(ETW_PROVIDERS))
+    if unknown:
+        raise ValueError(f"unknown ETW providers {unknown} (known: {', '.join(ETW_PROVIDERS)})")
+
+
+@attrs.define
+class EtwConfig:
+    """[etw]: the real-time ETW session, the callback bridge and the normalizer's caches (Windows).
+
+    Sizing for a fork storm (4,000 processes started as fast as Windows can):
+    each start brings about 32 records (start, stop, ~25 image loads, a few
+    file and registry opens), ~128,000 records in all. The bridge holds
+    ``bridge_records`` = 262,144 between two hand-overs to Trio, twice that,
+    so even a pipeline that took nothing during the whole storm loses nothing
+    (``tests/etw/test_bridge.py`` replays such a storm). The kernel side gets
+    ``min_buffers`` x ``buffer_kb`` = 16 MiB up front, growing to
+    ``max_buffers`` x ``buffer_kb`` = 64 MiB (records are 200-400 bytes: over
+    160,000 records) before ETW counts a lost event.
+    """
+
+    session_name: str = attrs.field(
+        default="edr-etw",
+        metadata=_doc("Name of the real-time session; a stale one of that name is stopped at start."))
+    providers: list[str] = attrs.field(
+        factory=lambda: list(ETW_PROVIDERS), validator=_known_providers,
+        metadata=_doc("Providers to enable, by manifest name."))
+    buffer_kb: int = attrs.field(default=256, validator=_positive, metadata=_doc("ETW buffer size (KiB)."))
+    min_buffers: int = attrs.field(default=64, validator=_positive, metadata=_doc("ETW buffers allocated at start."))
+    max_buffers: int = attrs.field(default=256, validator=_positive,
+                                   metadata=_doc("ETW buffers at most; beyond them ETW counts lost events."))
+    bridge_records: int = attrs.field(
+        default=262_144, validator=_positive,
+        metadata=_doc("Records the callback bridge holds for Trio; beyond them records are dropped, counted."))
+    pe_wait_ms: int = attrs.field(
+        default=100, validator=_non_negative,
+        metadata=_doc("Per batch, how long new process images' hashes and version info are waited for; "
+                      "0 never waits (they fill the cache for the next start)."))
+    pe_max_file_mb: int = attrs.field(default=64, validator=_positive, metadata=_doc("Larger images are not hashed."))
+    pe_workers: int = attrs.field(default=2, validator=_positive, metadata=_doc("Threads reading PE files."))
+    pe_cache_entries: int = attrs.field(default=4096, validator=_positive,
+                                        metadata=_doc("PE results kept, by file identity."))
+    sid_cache_entries: int = attrs.field(default=4096, validator=_positive, metadata=_doc("SID -> account names kept."))
+    pointer_cache_entries: int = attrs.field(
+        default=65536, validator=_positive,
+        metadata=_doc("FileObject, FileKey and KeyObject names kept (each); oldest evicted, counted."))
+    script_block_timeout_secs: float = attrs.field(
+        default=30.0, validator=_non_negative,
+        metadata=_doc("A PowerShell script block whose parts stop coming is reported incomplete after this."))
+
+
 #: SigmaHQ's release package with every generic and emerging-threat rule (experimental and up,
 #: level medium and up); GitHub redirects ``latest`` to the newest release.
 DEFAULT_UPDATE_URL: Final = "https://github.com/SigmaHQ/sigma/releases/latest/download/sigma_all_rules.zip"
@@ -512,6 +627,8 @@ class Config:
     health: HealthConfig = attrs.field(factory=HealthConfig)
     sensor: SensorConfig = attrs.field(factory=SensorConfig)
     rules: RulesConfig = attrs.field(factory=RulesConfig)
+    retention: RetentionConfig = attrs.field(factory=RetentionConfig)
+    etw: EtwConfig = attrs.field(factory=EtwConfig)
 
     def trusted_paths(self, override: list[str] | None) -> list[str]:
         """A module's allowlist: its own list if set, else ``allowlist.paths``, else platform defaults."""
@@ -616,7 +733,7 @@ def _resolve_types() -> None:
 _SECTION_CLASSES = (
     AgentConfig, ScannerConfig, AllowlistConfig, LoggingConfig, AlertsConfig, ResponseConfig, ProcessConfig,
     NetworkConfig, IocConfig, SigmaConfig, ScanConfig, SimpleConfig, EventsConfig, PipelineConfig,
-    HealthConfig, SensorConfig, RulesConfig,
+    HealthConfig, SensorConfig, RulesConfig, RetentionConfig, EtwConfig,
 )
 _resolve_types()
 

@@ -209,7 +209,8 @@ def test_no_key_of_issue_15_in_alerts_of_real_windows_recordings(tmp_path: Path)
         f'[sigma]\ncache_dir = "{tmp_path / "cache"}"\n[ioc]\nenabled = false\n[simple]\nenabled = false\n'
         f'[alerts]\ndirectory = "{tmp_path / "logs"}"\n[logging]\ndirectory = "{tmp_path / "logs"}"\n')
     r = subprocess.run([sys.executable, "-m", "edr", "replay", "--config", str(tmp_path / "edr.toml"), "--no-progress",
-                        "--sigma", str(rules), *map(str, files)], cwd=tmp_path, env=clean_env(),
+                        "--output", str(tmp_path / "logs"), "--sigma", str(rules), *map(str, files)], cwd=tmp_path,
+                       env=clean_env(),
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     docs = [json.loads(line) for f in sorted((tmp_path / "logs").glob("alerts.json.*"))

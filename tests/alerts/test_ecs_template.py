@@ -123,8 +123,8 @@ def test_real_linux_alerts_of_every_engine_are_covered(tmp_path: Path, full: Ecs
         {**net(4444, Image="/usr/bin/ncat"), "count": 5},
     ])
     r = subprocess.run([sys.executable, "-m", "edr", "replay", "--config", str(tmp_path / "edr.toml"),
-                        "--no-progress", str(events)], cwd=tmp_path, env=clean_env(), capture_output=True,
-                       text=True, timeout=300)
+                        "--no-progress", "--output", str(tmp_path / "logs"), str(events)], cwd=tmp_path,
+                       env=clean_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     docs = [orjson.loads(line) for f in sorted((tmp_path / "logs").glob("alerts.json.*"))
             for line in f.read_bytes().splitlines()]

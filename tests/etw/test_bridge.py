@@ -12,9 +12,9 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edr.config import EtwConfig
 from edr.sources.etw.bridge import CallbackBridge
 from edr.sources.etw.providers import PROVIDERS
-from edr.sources.etw.settings import EtwConfig
 
 GUIDS = [p.braced_guid for p in PROVIDERS.values()]
 NAMES = list(PROVIDERS)

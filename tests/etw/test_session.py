@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import types
-
 import pytest
 
-from edr.config import load_config
+from edr.config import ETW_PROVIDERS, ConfigError, EtwConfig, load_config
 from edr.sources.etw.providers import PROVIDERS
 from edr.sources.etw.session import EVENT_ENABLE_PROPERTY_SID, EtwSession, EtwUnavailable
-from edr.sources.etw.settings import EtwConfig, etw_config
 from tests.etw.standin_etw import SessionTable, make_module, stale_session
 
 
@@ -75,10 +72,14 @@ def test_settings_defaults_and_validation() -> None:
     assert cfg.bridge_records >= 4000 * 32 * 2
     with pytest.raises(ValueError, match="unknown ETW providers"):
         EtwConfig(providers=["Microsoft-Windows-Nope"])
-    with pytest.raises(ValueError, match="bridge_records must be greater than 0"):
+    with pytest.raises(ValueError, match="must be greater than 0"):
         EtwConfig(bridge_records=0)
-    # read from the configuration object when it has the section, defaults otherwise
-    config = load_config(None, environ={}).config
-    assert etw_config(config) == EtwConfig()
-    custom = EtwConfig(session_name="x")
-    assert etw_config(types.SimpleNamespace(etw=custom)) is custom  # once Config has an [etw] section
+    # the [etw] section of the configuration, with its key named on a bad value
+    assert load_config(None, environ={}).config.etw == EtwConfig()
+    with pytest.raises(ConfigError, match=r"etw\.providers .*unknown ETW providers"):
+        load_config(None, environ={"EDR__ETW__PROVIDERS": '["Microsoft-Windows-Nope"]'})
+
+
+def test_the_configuration_names_every_provider_the_sensor_knows() -> None:
+    """config.ETW_PROVIDERS (what a config file may name) and the sensor's provider table stay in step."""
+    assert list(ETW_PROVIDERS) == list(PROVIDERS)

@@ -70,6 +70,7 @@ def test_dry_run_install_writes_the_unit_and_the_paths_it_needs(tmp_path: Path) 
     assert report.steps == (f"created {alerts} (mode 0700)", f"wrote {path}", "run systemctl daemon-reload",
                             "run systemctl enable edr.service")
     assert report.render().splitlines()[-1] == "would run systemctl enable edr.service"
+    assert report.render().splitlines()[:2] == [f"created {alerts} (mode 0700)", f"wrote {path}"]  # done, not "would"
     again = SystemdManager(FACTS, root=tmp_path, runner=refuse).install()
     assert again.steps[0] == f"{path} is up to date"
 

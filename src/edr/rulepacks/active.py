@@ -41,6 +41,8 @@ def active_paths(store: PackStore | str | os.PathLike[str]) -> list[str]:
     manifest = store.manifest(pack_id)
     content = Path(os.path.realpath(store.pack_dir(pack_id))) / CONTENT_DIR
     for directory in manifest.rule_dirs:
+        if directory == "":
+            continue  # the pack's root is its rule directory
         try:
             clean = normalize_name(directory)
         except PackError:

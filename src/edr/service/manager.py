@@ -58,9 +58,10 @@ class ActionReport:
         return {"action": self.action, "dry_run": self.dry_run, "steps": list(self.steps)}
 
     def render(self) -> str:
-        """For a terminal: one line per step."""
-        prefix = "would " if self.dry_run else ""
-        return "\n".join(f"{prefix}{step}" for step in self.steps)
+        """For a terminal: one line per step; in a dry run the commands say they were not run (files under
+        its root were written: those steps read as done)."""
+        return "\n".join(f"would {step}" if self.dry_run and step.startswith("run ") else step
+                         for step in self.steps)
 
 
 @attrs.frozen

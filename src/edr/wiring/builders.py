@@ -66,9 +66,8 @@ def etw_source(ctx: AgentContext, name: str) -> EtwSource:
     from edr.sources.etw.bridge import CallbackBridge
     from edr.sources.etw.providers import PROVIDERS
     from edr.sources.etw.session import EtwSession
-    from edr.sources.etw.settings import etw_config
 
-    cfg = etw_config(ctx.config)
+    cfg = ctx.config.etw
     bridge = CallbackBridge(cfg.bridge_records)
     session = EtwSession(import_pywintrace(), name=cfg.session_name, providers=[PROVIDERS[p] for p in cfg.providers],
                          callback=bridge.callback, buffer_kb=cfg.buffer_kb, min_buffers=cfg.min_buffers,
@@ -81,9 +80,8 @@ def etw_normalizer(ctx: AgentContext, name: str) -> EtwNormalizerActor:
     from edr.sources.etw.actor import EtwNormalizerActor
     from edr.sources.etw.host import WindowsHost
     from edr.sources.etw.normalize import EtwNormalizer, NormalizerLimits
-    from edr.sources.etw.settings import etw_config
 
-    cfg = etw_config(ctx.config)
+    cfg = ctx.config.etw
     host = ctx.options.windows_host
     if not isinstance(host, WindowsHost):
         host = WindowsHost.live(cfg)

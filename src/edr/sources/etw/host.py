@@ -25,7 +25,7 @@ from edr.sources.etw.caches import BoundedMap
 from edr.sources.etw.pe_info import PeInfoCache
 
 if TYPE_CHECKING:
-    from edr.sources.etw.settings import EtwConfig
+    from edr.config import EtwConfig
 
 log = logging.getLogger("edr.etw")
 
