@@ -18,6 +18,8 @@ class FakeHost:
     links: dict[str, str] = attrs.Factory(dict)
     routes: dict[str, str] = attrs.Factory(dict)
     starts: dict[int, int] = attrs.Factory(dict)
+    births: dict[str, int] = attrs.Factory(dict)
+    special: set[str] = attrs.Factory(set)
     calls: list[str] = attrs.Factory(list)
     start_calls: list[int] = attrs.Factory(list)
 
@@ -38,6 +40,7 @@ class FakeHost:
         return self.cgroups.get(cgroup_id)
 
     def socket_info(self, pid: int, fd: int) -> SocketInfo | None:
+        self.calls.append(f"socket {pid} {fd}")
         return self.sockets.get((pid, fd))
 
     def realpath(self, path: str) -> str:
@@ -49,3 +52,9 @@ class FakeHost:
     def start_ticks(self, pid: int) -> int | None:
         self.start_calls.append(pid)
         return self.starts.get(pid)
+
+    def birth_boot_ns(self, path: str) -> int | None:
+        return self.births.get(path)
+
+    def special_file(self, path: str) -> bool:
+        return path in self.special

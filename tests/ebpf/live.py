@@ -9,10 +9,30 @@ import time
 from collections.abc import Callable
 
 from edr.enrich.enricher import Enricher
-from edr.event import Event
+from edr.event import FILE_CHANGE, FILE_DELETE, FILE_EVENT, FILE_RENAME, Event, F
 from edr.sources.ebpf.decode import Decoder
 from edr.sources.ebpf.host import LiveHost
 from edr.sources.ebpf.sensor import EbpfSensor
+
+FILE_CATEGORIES = frozenset({FILE_EVENT, FILE_DELETE, FILE_RENAME, FILE_CHANGE})
+
+
+def bad_file_path(event: Event) -> str | None:
+    """Why a file event's path is not what rules and analysts are promised (None: it is).
+
+    ``TargetFilename`` is absolute and never empty; so is ``SourceFilename``,
+    except for a symlink, whose source is its content, kept verbatim.
+    """
+    if event.category not in FILE_CATEGORIES:
+        return None
+    target = event.fields.get(F.TARGET_FILENAME)
+    if not isinstance(target, str) or not target.startswith("/"):
+        return f"TargetFilename {target!r}"
+    source = event.fields.get(F.SOURCE_FILENAME)
+    if source is not None and event.fields.get(F.OPERATION) != "file_symlink" and not (
+            isinstance(source, str) and source.startswith("/")):
+        return f"SourceFilename {source!r}"
+    return None
 
 
 class LiveCapture:
@@ -27,6 +47,8 @@ class LiveCapture:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ebpf-capture", daemon=True)
         self.error: BaseException | None = None
+        #: every file event decoded with a relative or empty path, with the reason
+        self.bad_paths: list[tuple[str, Event]] = []
 
     def start(self) -> None:
         self.sensor.open()
@@ -47,8 +69,10 @@ class LiveCapture:
                         batch.append(self.enricher.process(event))
                 batch.extend(self.enricher.process(e) for e in self.decoder.flush())
                 if batch:
+                    bad = [(why, e) for e in batch if (why := bad_file_path(e)) is not None]
                     with self._lock:
                         self._events.extend(batch)
+                        self.bad_paths.extend(bad)
         except BaseException as exc:  # surfaced by wait_for
             self.error = exc
 
@@ -83,3 +107,35 @@ def run_python(code: str, *args: str, timeout: float = 20.0) -> str:
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           timeout=timeout, check=True)
     return done.stdout
+
+
+_shared: LiveCapture | None = None
+_users = 0
+
+
+def acquire_capture() -> LiveCapture:
+    """The process's one capture, started on first use (one compile, one set of probes per session)."""
+    global _shared, _users
+    if _shared is None:
+        capture = LiveCapture()
+        capture.start()
+        _shared = capture
+    _users += 1
+    return _shared
+
+
+def release_capture() -> None:
+    """Give the capture back; the last user stops it."""
+    global _shared, _users
+    _users -= 1
+    if _users == 0 and _shared is not None:
+        _shared.stop()
+        _shared = None
+
+
+def bad_paths_since(capture: LiveCapture, start: int) -> list[str]:
+    """The file events with a relative or empty path among those recorded from ``start`` on."""
+    with capture._lock:
+        bad = list(capture.bad_paths[start:])
+    return [f"{why}: {e.category} {e.fields.get(F.OPERATION)} pid={e.fields.get(F.PROCESS_ID)} "
+            f"image={e.fields.get(F.IMAGE)!r}" for why, e in bad]

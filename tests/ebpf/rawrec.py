@@ -30,7 +30,12 @@ def fork_rec(ppid: int, child: int, **kw: Any) -> r.RawRecord:
     return r.RawRecord(r.PROCESS, hdr(r.EV_FORK, ppid, aux=child, **kw))
 
 
-def exit_rec(pid: int, **kw: Any) -> r.RawRecord:
+def exit_rec(pid: int, *, code: int | None = None, signal: int | None = None, **kw: Any) -> r.RawRecord:
+    """An exit record: ``code`` from an exit syscall, or the ``signal`` that killed it, or neither."""
+    if code is not None:
+        kw.update(xflags=r.XF_EXIT_CODE, aux=code)
+    elif signal is not None:
+        kw.update(xflags=r.XF_EXIT_SIGNAL, aux=signal)
     return r.RawRecord(r.PROCESS, hdr(r.EV_EXIT, pid, **kw))
 
 
@@ -40,8 +45,9 @@ def chdir_rec(pid: int, path: str, fd: int = r.AT_FDCWD, **kw: Any) -> r.RawReco
 
 
 def file_rec(pid: int, op: int, path1: str, path2: str = "", *, dfd: int = r.AT_FDCWD,
-             dfd2: int = r.AT_FDCWD, flags: int = 0, **kw: Any) -> r.RawRecord:
-    data = hdr(r.EV_FILE, pid, **kw) + r.FILE_TAIL.pack(op, 0, dfd, dfd2, flags, 0o644, 0)
+             dfd2: int = r.AT_FDCWD, flags: int = 0, start_ns: int = 4_999_000_000, **kw: Any) -> r.RawRecord:
+    """A file record; ``aux`` is the syscall's result (an open's fd), ``start_ns`` its entry time."""
+    data = hdr(r.EV_FILE, pid, **kw) + r.FILE_TAIL.pack(op, 0, dfd, dfd2, flags, 0o644, 0, start_ns)
     data += path1.encode().ljust(r.PATH_SIZE, b"\0")
     if path2:
         data += path2.encode().ljust(r.PATH_SIZE, b"\0")

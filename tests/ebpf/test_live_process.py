@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
 import subprocess
+import sys
 import time
 import uuid
 
@@ -114,3 +116,54 @@ def test_start_time_is_the_fork_time_however_late_the_exec(live: LiveCapture) ->
     assert forked.fields[F.PROCESS_START_TIME] == stamp
     # more than a second passed between fork and exec; the stamp is the fork's
     assert created.timestamp - forked.timestamp > 1.0
+
+
+# ExitCode / ExitSignal: not Sysmon fields (Sysmon has no exit status); see edr.sources.ebpf.decode
+def _ended(live: LiveCapture, since: int, pid: int) -> dict:
+    [ended] = live.wait_for(lambda e: e.category == PROCESS_TERMINATION and e.get(F.PROCESS_ID) == pid, since)
+    return ended.fields
+
+
+def test_exit_code_of_sh_exit_7_is_7(live: LiveCapture) -> None:
+    since = live.mark()
+    proc = subprocess.run(["/bin/sh", "-c", "exit 7"])
+    assert proc.returncode == 7
+    [created] = live.wait_for(lambda e: e.category == PROCESS_CREATION
+                              and e.get(F.COMMAND_LINE) == "/bin/sh -c exit 7", since)
+    f = _ended(live, since, created.fields[F.PROCESS_ID])
+    assert f["ExitCode"] == 7 and type(f["ExitCode"]) is int
+    assert "ExitSignal" not in f
+
+
+def test_killed_process_reports_the_signal_as_a_shell_would(live: LiveCapture) -> None:
+    """SIGKILL: ExitCode 137 (128 + 9, what $? says) and ExitSignal SIGKILL; SIGTERM likewise 143."""
+    for sig, name in ((signal.SIGKILL, "SIGKILL"), (signal.SIGTERM, "SIGTERM")):
+        since = live.mark()
+        proc = subprocess.Popen(["/bin/sleep", "30"])
+        live.wait_for(lambda e, pid=proc.pid: e.category == PROCESS_CREATION and e.get(F.PROCESS_ID) == pid,
+                      since)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=10) == -sig
+        f = _ended(live, since, proc.pid)
+        assert (f["ExitCode"], f["ExitSignal"]) == (128 + sig, name)
+
+
+def test_exit_group_from_another_thread_is_the_process_exit_code(live: LiveCapture) -> None:
+    """The leader is torn down by the group exit (it sees SIGKILL): the exit_group's code wins."""
+    since = live.mark()
+    code = "import os, threading, time; threading.Thread(target=lambda: os._exit(3)).start(); time.sleep(30)"
+    proc = subprocess.run([sys.executable, "-c", code], timeout=20)
+    assert proc.returncode == 3
+    [created] = live.wait_for(lambda e: e.category == PROCESS_CREATION
+                              and e.get(F.COMMAND_LINE) == f"{sys.executable} -c {code}", since)
+    f = _ended(live, since, created.fields[F.PROCESS_ID])
+    assert f["ExitCode"] == 3 and "ExitSignal" not in f
+
+
+def test_broken_pipe_reports_sigpipe(live: LiveCapture) -> None:
+    since = live.mark()
+    subprocess.run(["/bin/sh", "-c", "/usr/bin/yes | /usr/bin/head -n 1 > /dev/null"], check=True)
+    [yes] = live.wait_for(lambda e: e.category == PROCESS_CREATION and e.get(F.COMMAND_LINE) == "/usr/bin/yes",
+                          since)
+    f = _ended(live, since, yes.fields[F.PROCESS_ID])
+    assert (f["ExitCode"], f["ExitSignal"]) == (141, "SIGPIPE")

@@ -48,6 +48,9 @@ def ebpf_source(ctx: AgentContext, name: str) -> EbpfSource:
     sensor = EbpfSensor(families=set(cfg.families), max_args=cfg.max_args, max_arg_bytes=cfg.max_arg_bytes,
                         page_count=cfg.page_count, ignore_pids={os.getpid()}, batch_window_ms=cfg.batch_window_ms)
     sensor.open()
+    if sensor.udp_hooks_error is not None and "network" in sensor.families:
+        ctx.log.warning("ebpf: UDP is observed from the syscalls, its source end read from the live process, "
+                        "because the cgroup socket hooks could not be attached: %s", sensor.udp_hooks_error)
     return EbpfSource(name, sensor, ctx.config.pipeline.batch_size)
 
 

@@ -59,8 +59,9 @@ class EbpfSource(ActorBase):
                     await out.send(records)
 
     def statistics(self) -> dict[str, Any]:
-        """Per-family events and kernel-lost samples."""
-        return {"polls": self.polls, "families": self.sensor.statistics()}
+        """Per-family events and kernel-lost samples; whether UDP comes from the cgroup hooks."""
+        return {"polls": self.polls, "families": self.sensor.statistics(),
+                "udp_hooks": self.sensor.udp_hooks_error is None}
 
 
 class EbpfNormalizer(ActorBase):

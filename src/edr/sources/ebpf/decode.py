@@ -2,8 +2,9 @@
 
 Sans-IO apart from the injected :class:`~edr.sources.ebpf.host.HostView`
 (working directories, fd paths, socket ends read from /proc when the kernel
-could not capture them).  State: the boot-time clock offset and DNS queries
-waiting for their answer.  :meth:`Decoder.decode` never raises: a record it
+could not capture them, file birth times and types).  State: the boot-time
+clock offset, DNS queries waiting for their answer, each process's working
+directory and the files it opened for writing.  :meth:`Decoder.decode` never raises: a record it
 cannot read is counted in ``statistics()["malformed"]`` and skipped.
 
 Choices (documented for rule writers):
@@ -23,21 +24,63 @@ Choices (documented for rule writers):
   than the exec itself (the pid was reused already): then the field is
   absent, never a guess.  It is not an epoch time; the event's own time is
   ``Event.timestamp``.
+- ``process_termination`` carries ``ExitCode`` (not a Sysmon field: Sysmon
+  has no exit status): N for ``exit(N)``/``exit_group(N)`` (``sh -c 'exit 7'``
+  gives 7), and for a process killed by a signal 128 + the signal's number,
+  as a shell's ``$?`` reports it, with ``ExitSignal`` naming the signal (a
+  SIGKILLed process: ``ExitCode`` 137, ``ExitSignal`` ``"SIGKILL"``; ``yes |
+  head -1``'s ``yes``: 141, ``"SIGPIPE"``).  The kernel states it on the way
+  out (exit syscalls, signal delivery, see ``bpf/sensor.c``).  Both are absent
+  when the process ended without either (a kernel-initiated exit); counted
+  as ``exit_status_unknown``.  A core dump is not told apart.
 - ``network_connection``: ``Source*`` is the initiator.  Outbound connect()
   and the first UDP datagram a process sends to a new peer (sendto/sendmsg
   with an address; repeats are filtered in the kernel) are ``Initiated:
   "true"``; accept() is ``"false"`` with the remote peer as source and the
-  local socket as destination.  TCP connects carry both ends from the
-  kernel (the socket's state changes) and are reported when the handshake
-  completes or fails: failed attempts are reported too, so indicators on
-  destinations see blocked callbacks.  UDP and accepted sockets get their
-  local end from the live process (pidfd_getfd + getsockname); a process
-  that exited first has no local end in its event.  IPv4-mapped IPv6
-  addresses are reported as IPv4.  Booleans are the strings "true"/"false",
-  as Sysmon writes them and SigmaHQ's rules compare them.
-- ``file_event`` (create/write/truncate opens, mkdir, link, symlink),
-  ``file_delete`` (unlink, rmdir), ``file_rename``, ``file_change`` (chmod,
-  chown), with ``Operation`` naming the syscall family.
+  local socket as destination.  Both ends and the protocol come from the
+  kernel, so a socket closed at once or a process gone keeps them: TCP
+  connects from the socket's state changes, reported when the handshake
+  completes or fails (failed attempts are reported too, so indicators on
+  destinations see blocked callbacks); accepted TCP connections from the
+  new socket's change to ESTABLISHED; UDP from the cgroup socket hooks,
+  unconnected sends at the send, a connect() at its socket's first datagram.
+  A UDP socket connected and closed without sending (a route probe such as
+  getaddrinfo's, or one whose datagram a local firewall dropped) is
+  reported when it is closed, with the destination connect() named and no
+  source.  A source bound to the wildcard address is what routing picks for
+  the destination.  Only where the kernel could not see the socket (an
+  accept() that asked for no peer address; UDP without the cgroup hooks)
+  are the ends read from the live process (pidfd_getfd + getsockname),
+  counted as ``socket_from_proc``, or ``socket_unknown`` when it is gone.
+  IPv4-mapped IPv6 addresses are reported as IPv4.  Booleans are the strings
+  "true"/"false", as Sysmon writes them and SigmaHQ's rules compare them.
+- ``file_event`` (opens for writing, mkdir, link, symlink), ``file_delete``
+  (unlink, rmdir), ``file_rename``, ``file_change`` (chmod, chown), with
+  ``Operation`` naming what happened.  For an open: ``file_create`` when the
+  open created the file (``O_CREAT|O_EXCL``, which succeeds only by creating,
+  or an ``O_CREAT`` open of a file born during the open: its statx birth time
+  is not older than the syscall's entry, give or take three kernel ticks of
+  the coarse clock file times use (so a file created within ~13 ms before an
+  ``O_CREAT`` open counts as created by it); a file gone
+  before decoding, or on a filesystem without birth times, counts as created,
+  ``create_unverified``); ``file_write`` when the file existed (appended to,
+  written in place or truncated: ``echo x >> f`` and ``echo x > f`` on an
+  existing ``f``).  ``O_TMPFILE`` is a create, named by its directory.
+- ``TargetFilename`` and ``SourceFilename`` are always absolute: a relative
+  path is joined to the working directory (tracked from fork, exec and
+  chdir, else /proc) or to its directory descriptor (joined in the kernel
+  for directories opened with ``O_DIRECTORY`` or ``O_PATH`` and their
+  duplicates, else /proc); an fd-based change (fchmod, ``AT_EMPTY_PATH``)
+  names the file the process opened for writing on that fd, or the
+  directory, else /proc's answer.  When none knows (the process is gone and
+  the descriptor was opened some other way, e.g. ``O_RDONLY`` alone as
+  Python's ``shutil.rmtree`` does), the event is dropped and counted as
+  ``path_unresolved``, never reported with a relative or empty path.  The
+  one exception is a symlink's ``SourceFilename``: its content, verbatim.
+- Opens for writing of device nodes, FIFOs and sockets are not file events:
+  the busiest (/dev/null, ttys, the std streams) are dropped in the kernel,
+  the others after a stat (``device_opens``).  Files under /dev on tmpfs
+  (/dev/shm, /dev/mqueue) are reported like any file.
 - ``dns_query``: one event per query, emitted when its answer arrives (with
   ``QueryResults`` in Sysmon's format and ``QueryStatus`` the rcode) or, when
   no answer came within ``dns_timeout`` seconds of event time, without
@@ -47,6 +90,7 @@ Choices (documented for rule writers):
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -68,20 +112,69 @@ from edr.event import (
 from edr.platform.linux.containers import container_id_from_cgroup
 from edr.sources.ebpf import records as r
 from edr.sources.ebpf.dns_wire import DnsMessage, parse_dns, qtype_name, sysmon_query_results
-from edr.sources.ebpf.host import HostView, NullHost, SocketInfo
+from edr.sources.ebpf.host import HostView, NullHost
 
 O_WRONLY = 0o1
 O_RDWR = 0o2
 O_CREAT = 0o100
 O_TRUNC = 0o1000
 
+O_EXCL = 0o200
+O_TMPFILE = 0o20000000  # __O_TMPFILE: an unnamed file in the directory opened
+
 _TRUE = "true"
 _FALSE = "false"
+
+#: Linux's CLOCK_REALTIME_COARSE (not in the time module): file times come from it
+CLOCK_REALTIME_COARSE = 5
+
+
+def birth_slack_ns() -> int:
+    """How far before an open's entry a file born by that open may say it was born.
+
+    File birth times come from the coarse clock, which the kernel advances
+    once per tick (its resolution: 4 ms at HZ=250) and, on a tickless or
+    virtual CPU, sometimes a tick late: measured here up to 7 ms behind the
+    precise clock the sensor stamps the syscall's entry with, at HZ=250.
+    Three ticks and a millisecond (13 ms at HZ=250, 31 ms at HZ=100).
+    """
+    try:
+        tick = time.clock_getres(CLOCK_REALTIME_COARSE)
+    except OSError:
+        tick = 0.01  # HZ=100, the coarsest kernels
+    return int(3 * tick * 1e9) + 1_000_000
+
+#: process_termination: the exit status.  An ``exit(N)``/``exit_group(N)``
+#: reports N (0..255); a process killed by signal S reports 128 + S, as a
+#: shell's ``$?`` does, and names the signal in :data:`EXIT_SIGNAL`.  Absent
+#: when the kernel told neither (a kernel-initiated exit).  Not a Sysmon field:
+#: Sysmon has no exit status.
+EXIT_CODE = "ExitCode"
+#: process_termination of a process killed by a signal: its name (``SIGKILL``).
+EXIT_SIGNAL = "ExitSignal"
+
+
+def signal_name(number: int) -> str:
+    """``SIGKILL`` for 9; real-time signals as ``SIGRTMIN+N``; unknown numbers as ``SIG<n>``."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        pass
+    if signal.SIGRTMIN < number < signal.SIGRTMAX:
+        return f"SIGRTMIN+{number - signal.SIGRTMIN}"
+    return f"SIG{number}"
 
 
 def boot_offset_now() -> float:
     """Seconds to add to CLOCK_BOOTTIME (bpf_ktime_get_boot_ns) to get epoch time."""
     return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+_PROTOCOLS = {r.IPPROTO_TCP: "tcp", r.IPPROTO_UDP: "udp"}
+
+
+def _sockaddr(end: tuple[str, int]) -> r.SockAddr:
+    return r.SockAddr(end[0], end[1], ":" in end[0])
 
 
 class _PendingQuery(NamedTuple):
@@ -100,24 +193,30 @@ class Decoder:
     def __init__(self, *, host: HostView | None = None, ignore_pids: Iterable[int] = (),
                  boot_offset: float | None = None, dns_timeout: float = 2.0,
                  max_pending_dns: int = 4096, max_tracked_processes: int = 65536,
-                 clock_ticks: int | None = None) -> None:
+                 clock_ticks: int | None = None, birth_slack: int | None = None) -> None:
         self._host: HostView = host if host is not None else NullHost()
         self.ignore_pids: set[int] = set(ignore_pids)
         self._boot_offset = boot_offset_now() if boot_offset is None else boot_offset
         # USER_HZ, the unit of /proc/<pid>/stat start times (ProcessStartTime's unit)
         self._clock_ticks = clock_ticks if clock_ticks is not None else os.sysconf("SC_CLK_TCK")
         self._dns_timeout = dns_timeout
+        self._birth_slack = birth_slack_ns() if birth_slack is None else birth_slack
         self._max_pending = max_pending_dns
         self._pending: dict[tuple[int, int, str], _PendingQuery] = {}
         self._seq = 0
         self._stats = {"decoded": 0, "malformed": 0, "ignored": 0, "dns_unanswered": 0,
-                       "dns_unmatched_answers": 0, "start_from_proc": 0, "start_unknown": 0}
+                       "dns_unmatched_answers": 0, "start_from_proc": 0, "start_unknown": 0,
+                       "exit_status_unknown": 0, "socket_from_proc": 0, "socket_unknown": 0,
+                       "path_unresolved": 0, "device_opens": 0, "create_unverified": 0}
         self._cgroup_paths: dict[int, str | None] = {}
         # pid -> working directory at event time, from exec (/proc), fork
         # (inherited) and chdir records: /proc/pid/cwd is gone once the
         # process has exited, which short-lived tools do before we decode
         self._cwds: dict[int, str] = {}
         self._max_cwds = max_tracked_processes
+        # pid -> fd -> path of the files it opened for writing (from the open
+        # events), for fd-based changes (fchmod) the kernel flags as on such an fd
+        self._write_fds: dict[int, dict[int, str]] = {}
 
     # ------------------------------------------------------------------ API --
     def decode(self, raw: r.RawRecord) -> list[Event]:
@@ -180,16 +279,28 @@ class Decoder:
             return []
         if typ == r.EV_EXIT:
             self._cwds.pop(pid, None)
-            return [self._event(PROCESS_TERMINATION, {F.PROCESS_ID: pid, F.COMM: comm, F.UID: uid,
-                                                      F.GID: gid, F.CGROUP_ID: cgid}, ts)]
+            self._write_fds.pop(pid, None)
+            fields = {F.PROCESS_ID: pid, F.COMM: comm, F.UID: uid, F.GID: gid, F.CGROUP_ID: cgid}
+            self._exit_status(fields, xflags, aux)
+            return [self._event(PROCESS_TERMINATION, fields, ts)]
         if typ in (r.EV_CONNECT, r.EV_ACCEPT, r.EV_SENDTO):
-            return self._network(data, ts, typ, pid, uid, comm, cgid)
+            return self._network(data, ts, typ, xflags, pid, uid, comm, cgid)
         if typ == r.EV_FILE:
-            return self._file(data, ts, pid, uid, comm, cgid)
+            return self._file(data, ts, xflags, pid, uid, comm, cgid, aux)
         if typ == r.EV_DNS:
             return self._dns(data, ts, pid, uid, comm)
         self._stats["malformed"] += 1
         return []
+
+    def _exit_status(self, fields: dict[str, Any], kind: int, value: int) -> None:
+        if kind == r.XF_EXIT_CODE:
+            fields[EXIT_CODE] = value
+        elif kind == r.XF_EXIT_SIGNAL:
+            # as a shell reports it ($? is 128 + N), the signal named beside it
+            fields[EXIT_CODE] = 128 + value
+            fields[EXIT_SIGNAL] = signal_name(value)
+        else:
+            self._stats["exit_status_unknown"] += 1
 
     def _set_cwd(self, pid: int, cwd: str) -> None:
         cwds = self._cwds
@@ -297,32 +408,34 @@ class Decoder:
                 fields[F.CONTAINER_ID] = container
         return self._event(PROCESS_CREATION, fields, ts)
 
-    def _network(self, data: bytes, ts: float, typ: int, pid: int, uid: int, comm: str,
+    def _network(self, data: bytes, ts: float, typ: int, xflags: int, pid: int, uid: int, comm: str,
                  cgid: int) -> list[Event]:
         fd, proto, addrlen, addr, laddrlen, _pad, laddr, _pad2 = r.NET_TAIL.unpack_from(data, r.HDR_SIZE)
         remote = r.parse_sockaddr(addr, addrlen) if addrlen else None
         kernel_local = r.parse_sockaddr(laddr, laddrlen) if laddrlen else None
-        local: tuple[str, int] | None
-        info: SocketInfo | None = None
-        if kernel_local is not None:
-            # a TCP connect: the kernel saw both ends, no need to ask the process
-            protocol = "tcp" if proto == r.IPPROTO_TCP else ""
-            local = (kernel_local.ip, kernel_local.port)
-        else:
+        protocol = _PROTOCOLS.get(proto, "")
+        local: r.SockAddr | None = kernel_local
+        if local is None and not xflags & r.XF_NET_UNSENT:
+            # the kernel did not see this socket's local end (UDP without the
+            # cgroup hooks, an accept() that asked for no peer): ask the live
+            # process, which may have closed the socket or exited already
             info = self._host.socket_info(pid, fd)
-            protocol = info.protocol if info is not None else ""
-            local = info.local if info is not None else None
-            if not protocol and proto == r.IPPROTO_TCP:
-                protocol = "tcp"
+            if info is None:
+                self._stats["socket_unknown"] += 1
+            else:
+                self._stats["socket_from_proc"] += 1
+                protocol = protocol or info.protocol
+                if info.local is not None:
+                    local = _sockaddr(info.local)
+                if typ == r.EV_ACCEPT and remote is None and info.peer is not None:
+                    remote = _sockaddr(info.peer)
         if typ == r.EV_ACCEPT:
             initiated = _FALSE
-            if remote is None and info is not None and info.peer is not None:
-                remote = r.SockAddr(info.peer[0], info.peer[1], ":" in info.peer[0])
-            src, dst = remote, (r.SockAddr(local[0], local[1], ":" in local[0]) if local else None)
+            src, dst = remote, local
             protocol = protocol or "tcp"
         else:
             initiated = _TRUE
-            src, dst = (r.SockAddr(local[0], local[1], ":" in local[0]) if local else None), remote
+            src, dst = local, remote
             if typ == r.EV_SENDTO:
                 protocol = protocol or "udp"
         if src is not None and dst is not None and src.ip in ("0.0.0.0", "::") and dst.ip not in ("0.0.0.0", "::"):
@@ -347,61 +460,107 @@ class Decoder:
             fields[F.DESTINATION_IS_IPV6] = _TRUE if dst.is_ipv6 else _FALSE
         return [self._event(NETWORK_CONNECTION, fields, ts)]
 
-    def _resolve(self, pid: int, dfd: int, path: str) -> str:
-        """Make ``path`` absolute: relative to the cwd (AT_FDCWD) or to directory fd ``dfd``."""
+    def _resolve(self, pid: int, dfd: int, path: str, xflags: int = 0) -> str | None:
+        """``path`` made absolute: against the cwd (AT_FDCWD) or directory fd ``dfd``; None if unknowable.
+
+        An empty ``path`` names ``dfd`` itself (fchmod, AT_EMPTY_PATH): the
+        live process's fd table, else the file this process's reported
+        write-open gave that fd, when the kernel says the fd is still that one.
+        """
         if path.startswith("/"):
             return os.path.normpath(path)
         if not path:
-            # AT_EMPTY_PATH / fchmod(fd): the fd itself is the file
-            return self._host.fd_path(pid, dfd) or ""
+            if dfd == r.AT_FDCWD:
+                return self._cwd(pid)
+            if xflags & r.XF_FD_WRITTEN:
+                written = self._write_fds.get(pid, {}).get(dfd)
+                if written is not None:
+                    return written
+            target = self._host.fd_path(pid, dfd)
+            return target if target is not None and target.startswith("/") else None
         base = self._cwd(pid) if dfd == r.AT_FDCWD else self._host.fd_path(pid, dfd)
         if not base or not base.startswith("/"):
-            return path  # the process is gone: the relative path is all we have
+            return None  # the process is gone and its cwd or directory fd was never known
         return os.path.normpath(os.path.join(base, path))
 
-    def _file(self, data: bytes, ts: float, pid: int, uid: int, comm: str, cgid: int) -> list[Event]:
-        op, _pad, dfd, dfd2, flags, _mode, _arg = r.FILE_TAIL.unpack_from(data, r.HDR_SIZE)
+    def _opened(self, pid: int, flags: int, path: str, fd: int, start_ns: int) -> str:
+        """The operation of a successful open for writing (or with O_CREAT)."""
+        if fd >= 0:
+            fds = self._write_fds.get(pid)
+            if fds is None:
+                if len(self._write_fds) >= self._max_cwds:
+                    del self._write_fds[next(iter(self._write_fds))]
+                fds = self._write_fds[pid] = {}
+            fds[fd] = path
+        if not flags & O_CREAT:
+            # the file existed: written in place, appended to or truncated
+            return "file_create" if flags & O_TMPFILE else "file_write"
+        if flags & O_EXCL:
+            return "file_create"  # O_CREAT|O_EXCL succeeds only by creating the file
+        # O_CREAT alone creates the file only if it did not exist, which no
+        # tracepoint says: the file's birth time does, if it was born during the open
+        born = self._host.birth_boot_ns(path)
+        if born is None:
+            # gone already, or a filesystem without birth times: what was asked for
+            self._stats["create_unverified"] += 1
+            return "file_create"
+        return "file_create" if born >= start_ns - self._birth_slack else "file_write"
+
+    def _file(self, data: bytes, ts: float, xflags: int, pid: int, uid: int, comm: str, cgid: int,
+              ret: int) -> list[Event]:
+        op, _pad, dfd, dfd2, flags, _mode, _arg, start_ns = r.FILE_TAIL.unpack_from(data, r.HDR_SIZE)
         if len(data) < r.FILE_PATH2_OFF:
             raise ValueError("file record without its path")
         p1 = r.cstr(data[r.FILE_PATH1_OFF:r.FILE_PATH2_OFF])
         p2 = r.cstr(data[r.FILE_PATH2_OFF:r.FILE_PATH2_OFF + r.PATH_SIZE])
         fields: dict[str, Any] = {F.PROCESS_ID: pid, F.UID: uid, F.COMM: comm, F.CGROUP_ID: cgid}
+        source: str | None = None
         if op == r.OP_OPEN:
             category = FILE_EVENT
-            if flags & O_CREAT:
-                operation = "file_create"
-            elif flags & O_TRUNC:
-                operation = "file_truncate"
-            else:
-                operation = "file_write"
-            fields[F.TARGET_FILENAME] = self._resolve(pid, dfd, p1)
+            target = self._resolve(pid, dfd, p1)
+            if target is not None and target.startswith("/dev/") and self._host.special_file(target):
+                # a device node, FIFO or socket opened for writing: not a file
+                self._stats["device_opens"] += 1
+                return []
+            operation = self._opened(pid, flags, target, ret, start_ns) if target is not None else ""
         elif op in (r.OP_UNLINK, r.OP_RMDIR):
             category = FILE_DELETE
             operation = "file_rmdir" if op == r.OP_RMDIR or flags & r.AT_REMOVEDIR else "file_unlink"
-            fields[F.TARGET_FILENAME] = self._resolve(pid, dfd, p1)
+            target = self._resolve(pid, dfd, p1)
         elif op == r.OP_RENAME:
             category, operation = FILE_RENAME, "file_rename"
-            fields[F.SOURCE_FILENAME] = self._resolve(pid, dfd, p1)
-            fields[F.TARGET_FILENAME] = self._resolve(pid, dfd2, p2)
+            source = self._resolve(pid, dfd, p1)
+            target = self._resolve(pid, dfd2, p2)
+            if source is None:
+                target = None
         elif op == r.OP_MKDIR:
             category, operation = FILE_EVENT, "file_mkdir"
-            fields[F.TARGET_FILENAME] = self._resolve(pid, dfd, p1)
+            target = self._resolve(pid, dfd, p1)
         elif op in (r.OP_CHMOD, r.OP_CHOWN):
             category = FILE_CHANGE
             operation = "file_chmod" if op == r.OP_CHMOD else "file_chown"
-            fields[F.TARGET_FILENAME] = self._resolve(pid, dfd, p1)
+            target = self._resolve(pid, dfd, p1, xflags)
         elif op == r.OP_LINK:
             category, operation = FILE_EVENT, "file_link"
-            fields[F.SOURCE_FILENAME] = self._resolve(pid, dfd, p1)
-            fields[F.TARGET_FILENAME] = self._resolve(pid, dfd2, p2)
+            source = self._resolve(pid, dfd, p1, xflags)
+            target = self._resolve(pid, dfd2, p2)
+            if source is None:
+                target = None
         elif op == r.OP_SYMLINK:
             # a symlink's content is kept verbatim: it is resolved relative to the link, later
             category, operation = FILE_EVENT, "file_symlink"
-            fields[F.SOURCE_FILENAME] = p1
-            fields[F.TARGET_FILENAME] = self._resolve(pid, dfd2, p2)
+            source = p1
+            target = self._resolve(pid, dfd2, p2)
         else:
             self._stats["malformed"] += 1
             return []
+        if target is None:
+            # a relative or empty name whose base is unknown: never reported as a path
+            self._stats["path_unresolved"] += 1
+            return []
+        fields[F.TARGET_FILENAME] = target
+        if source is not None:
+            fields[F.SOURCE_FILENAME] = source
         fields[F.OPERATION] = operation
         return [self._event(category, fields, ts)]
 

@@ -12,10 +12,19 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
+import stat
+import struct
 import time
 from typing import NamedTuple, Protocol
 
 SYS_PIDFD_GETFD = 438  # x86_64 and aarch64 (generic syscall table)
+
+# statx(2): struct statx is 256 bytes; stx_mask at 0, stx_btime (s64 sec, u32 nsec) at 80
+STATX_BTIME = 0x800
+AT_STATX_DONT_SYNC = 0x4000
+_STATX_SIZE = 256
+_STATX_MASK = struct.Struct("<I")
+_STATX_BTIME = struct.Struct("<qI")
 
 
 class SocketInfo(NamedTuple):
@@ -69,6 +78,17 @@ class HostView(Protocol):
         """
         ...
 
+    def birth_boot_ns(self, path: str) -> int | None:
+        """When the file at ``path`` was born (statx btime), on the sensor's clock (CLOCK_BOOTTIME ns).
+
+        None when it is gone or its filesystem keeps no birth time.
+        """
+        ...
+
+    def special_file(self, path: str) -> bool:
+        """True when ``path`` is a device node, FIFO or socket (whose writes are not file changes)."""
+        ...
+
 
 class NullHost:
     """A host that knows nothing: decoding from the records alone."""
@@ -109,6 +129,14 @@ class NullHost:
         """Unknown."""
         return None
 
+    def birth_boot_ns(self, path: str) -> int | None:
+        """Unknown."""
+        return None
+
+    def special_file(self, path: str) -> bool:
+        """Unknown: a file."""
+        return False
+
 
 def find_cgroup2_mount(proc: str = "/proc") -> str:
     """Where the cgroup v2 hierarchy is mounted ("" if it is not)."""
@@ -147,9 +175,16 @@ class LiveHost:
         self._cgroups: dict[int, str] = {}
         self._routes: dict[str, tuple[float, str | None]] = {}
         self._cgroup_scans = 0
+        self._special: dict[str, bool] = {}
         libc = ctypes.CDLL(None, use_errno=True)
         self._syscall = libc.syscall
         self._syscall.restype = ctypes.c_long
+        # glibc >= 2.28; without it birth times are unknown
+        self._statx = getattr(libc, "statx", None)
+        if self._statx is not None:
+            self._statx.restype = ctypes.c_int
+            self._statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+        self._statx_buf = ctypes.create_string_buffer(_STATX_SIZE)
 
     def cwd(self, pid: int) -> str | None:
         """readlink /proc/pid/cwd."""
@@ -185,6 +220,34 @@ class LiveHost:
             return int(rest[19])  # field 3 is rest[0], so field 22 is rest[19]
         except (IndexError, ValueError):
             return None
+
+    def birth_boot_ns(self, path: str) -> int | None:
+        """statx(2) btime, moved from the real-time clock to CLOCK_BOOTTIME at the moment of asking."""
+        if self._statx is None:
+            return None
+        buf = self._statx_buf
+        if self._statx(-100, os.fsencode(path), AT_STATX_DONT_SYNC, STATX_BTIME, buf) != 0:
+            return None
+        if not _STATX_MASK.unpack_from(buf)[0] & STATX_BTIME:
+            return None
+        sec, nsec = _STATX_BTIME.unpack_from(buf, 80)
+        real_minus_boot = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        return sec * 1_000_000_000 + nsec - real_minus_boot
+
+    def special_file(self, path: str) -> bool:
+        """stat(2) (links followed); device nodes are remembered, they seldom become files."""
+        if self._special.get(path):
+            return True
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
+            return False
+        special = stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+        if special:
+            if len(self._special) >= 4096:
+                self._special.clear()
+            self._special[path] = True
+        return special
 
     def euid(self, pid: int, uid: int) -> int | None:
         """The effective uid: /proc/pid's owner when it equals the real uid, else /proc/pid/status.

@@ -6,6 +6,7 @@ missing and the command that fixes it, so ``edr run`` can print it and exit.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
 from pathlib import Path
@@ -118,6 +119,57 @@ def cflags(families: frozenset[str], max_args: int, max_arg_bytes: int, page_cou
         if fam in families:
             flags.append(f"-DFAM_{fam.upper()}")
     return flags
+
+
+#: The cgroup socket hooks of ``sensor.c`` (FAM_NETWORK): function, program
+#: type (bcc's ``BPF.*``) and attach type (``enum bpf_attach_type``).
+CGROUP_HOOKS: tuple[tuple[str, str, int], ...] = (
+    ("edr_udp_connect4", "CGROUP_SOCK_ADDR", 10),   # BPF_CGROUP_INET4_CONNECT
+    ("edr_udp_connect6", "CGROUP_SOCK_ADDR", 11),   # BPF_CGROUP_INET6_CONNECT
+    ("edr_udp_sendmsg4", "CGROUP_SOCK_ADDR", 14),   # BPF_CGROUP_UDP4_SENDMSG
+    ("edr_udp_sendmsg6", "CGROUP_SOCK_ADDR", 15),   # BPF_CGROUP_UDP6_SENDMSG
+    ("edr_udp_egress", "CGROUP_SKB", 1),            # BPF_CGROUP_INET_EGRESS
+    ("edr_udp_release", "CGROUP_SOCK", 34),         # BPF_CGROUP_INET_SOCK_RELEASE
+)
+
+
+def attach_cgroup_hooks(bcc: ModuleType, bpf: Any, cgroup_root: str) -> list[int]:
+    """Load the cgroup socket hooks and link them to the cgroup v2 root; the link fds.
+
+    Through BPF links (``bpf_link_create``), not ``bpf_prog_attach``: a link
+    belongs to its file descriptor, so the hooks are detached when the fds
+    are closed, including when the agent dies without cleaning up, and never
+    pile up on the cgroup across restarts.  The links are additive: other
+    programs attached to the cgroup keep running.  Raises
+    :class:`SensorUnavailable` saying why (then nothing stays attached).
+    """
+    if not cgroup_root:
+        raise SensorUnavailable("no cgroup v2 hierarchy is mounted")
+    lib = bcc.libbcc.lib   # libbpf's bpf_link_create, through libbcc's dependencies
+    lib.bpf_link_create.restype = ctypes.c_int
+    lib.bpf_link_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    links: list[int] = []
+    try:
+        root = os.open(cgroup_root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise SensorUnavailable(f"cannot open the cgroup v2 root {cgroup_root}: {exc.strerror}") from exc
+    try:
+        for name, prog_type, attach_type in CGROUP_HOOKS:
+            try:
+                fn = bpf.load_func(name.encode(), getattr(bcc.BPF, prog_type), attach_type=attach_type)
+            except Exception as exc:
+                raise SensorUnavailable(f"the kernel refused {name} ({exc})") from exc
+            link = lib.bpf_link_create(fn.fd, root, attach_type, None)
+            if link < 0:
+                raise SensorUnavailable(f"cannot link {name} to {cgroup_root}: {os.strerror(-link)}")
+            links.append(link)
+    except BaseException:
+        for fd in links:
+            os.close(fd)
+        raise
+    finally:
+        os.close(root)
+    return links
 
 
 def compile_programs(bcc: ModuleType, flags: list[str]) -> Any:

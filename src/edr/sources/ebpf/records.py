@@ -33,6 +33,13 @@ EV_DNS: Final = 30
 # exec xflags
 XF_ARGV_TRUNCATED: Final = 1
 XF_NO_ARGV: Final = 2
+# exit xflags: what the header's aux holds
+XF_EXIT_CODE: Final = 1  # the exit()/exit_group() status, 0..255
+XF_EXIT_SIGNAL: Final = 2  # the number of the signal that killed the process
+# network xflags
+XF_NET_UNSENT: Final = 1  # a connected UDP socket released before any datagram left
+# file xflags
+XF_FD_WRITTEN: Final = 1  # an fd-based change of a file the process opened for writing (fd still open)
 
 # file ops
 OP_OPEN: Final = 1
@@ -68,9 +75,10 @@ IPPROTO_UDP: Final = 17
 #: fd, direction, len, addr[28], pad (then payload)
 DNS_TAIL: Final = struct.Struct("<iHH28sI")
 DNS_PAYLOAD_OFF: Final = 96
-#: op, pad, dfd, dfd2, flags, mode, arg (then path1[512], path2[512])
-FILE_TAIL: Final = struct.Struct("<HHiiIII")
-FILE_PATH1_OFF: Final = 80
+#: op, pad, dfd, dfd2, flags, mode, arg, start_ns (then path1[512], path2[512]).
+#: ``start_ns``: the syscall's entry (CLOCK_BOOTTIME ns); the header's ts is its exit.
+FILE_TAIL: Final = struct.Struct("<HHiiIIIQ")
+FILE_PATH1_OFF: Final = HDR_SIZE + FILE_TAIL.size  # 88
 FILE_PATH2_OFF: Final = FILE_PATH1_OFF + PATH_SIZE
 
 AF_INET: Final = 2

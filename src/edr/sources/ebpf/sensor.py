@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from edr.sources.ebpf import loader
-from edr.sources.ebpf.records import FAMILIES, FAMILY_INDEX, RawRecord, record_time
+from edr.sources.ebpf.errors import SensorUnavailable
+from edr.sources.ebpf.host import find_cgroup2_mount
+from edr.sources.ebpf.records import FAMILIES, FAMILY_INDEX, NETWORK, RawRecord, record_time
 
 #: Records stamped this close to a drain's start may still be on their way
 #: into their ring (stamped, not yet committed): they wait for the next drain.
@@ -29,6 +31,12 @@ class EbpfSensor:
     callback, the program counts its failed ``bpf_ringbuf_output`` instead.
     Call ``close`` only once ``poll`` has returned (from the polling thread
     or after joining it): bcc frees the rings ``poll`` reads.
+
+    With the network family, UDP is observed through cgroup socket hooks
+    linked to the cgroup v2 root (both ends from the kernel, see sensor.c);
+    when they cannot be attached, ``udp_hooks_error`` says why and UDP is
+    reported from the syscalls, its source end then read from the live
+    process by the decoder.
     """
 
     def __init__(self, *, families: set[str] | None = None, max_args: int = 32,
@@ -43,6 +51,8 @@ class EbpfSensor:
         self._callbacks: list[Callable[[Any, int, int], int]] = []
         self._window = max(batch_window_ms, 0) / 1000
         self._held: list[RawRecord] = []
+        self._links: list[int] = []
+        self.udp_hooks_error: str | None = None
 
     def open(self) -> None:
         """Check the host, compile and attach the programs; raises SensorUnavailable."""
@@ -56,10 +66,27 @@ class EbpfSensor:
                 ignored[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
             for fam in self.families:
                 bpf[f"rb_{fam}".encode()].open_ring_buffer(self._callback(fam))
+            if NETWORK in self.families:
+                self._attach_udp_hooks(bcc, bpf)
         except Exception:
+            self._close_links()
             bpf.cleanup()
             raise
         self._bpf = bpf
+
+    def _attach_udp_hooks(self, bcc: Any, bpf: Any) -> None:
+        try:
+            self._links = loader.attach_cgroup_hooks(bcc, bpf, find_cgroup2_mount())
+        except SensorUnavailable as exc:
+            self.udp_hooks_error = str(exc)
+            return
+        # from now on the syscall programs leave UDP to the hooks
+        bpf[b"net_cfg"][ctypes.c_int(0)] = ctypes.c_uint32(1)
+
+    def _close_links(self) -> None:
+        links, self._links = self._links, []
+        for fd in links:
+            os.close(fd)
 
     def _callback(self, family: str) -> Callable[[Any, int, int], int]:
         append = self._batches[family].append
@@ -138,6 +165,8 @@ class EbpfSensor:
         """Detach the programs and free the maps."""
         bpf = self._bpf
         if bpf is not None:
+            # closing a link detaches its cgroup hook
+            self._close_links()
             # Each detach waits for the kernel to retire the tracepoint (~70 ms
             # here, ~80 of them): done one by one that is seconds of shutdown.
             # bcc's detach is a ctypes call that releases the GIL, so detaching

@@ -1,8 +1,21 @@
-// edr eBPF sensor: tracepoints and syscall tracepoints only (no kprobes, no
+// edr eBPF sensor: tracepoints and syscall tracepoints (no kprobes, no
 // kernel struct dereferences), so it compiles against any distribution's
 // headers and behaves the same on kernels whose struct layouts differ from
 // those headers.  Record layouts are mirrored in edr/sources/ebpf/records.py:
 // change both together.
+//
+// The one other kind of program: cgroup socket hooks for UDP (FAM_NETWORK,
+// attached by sensor.py to the cgroup v2 root through BPF links, so they go
+// away with the agent).  A UDP socket's local port is chosen inside the
+// kernel after any syscall tracepoint could see it, and no tracepoint
+// carries UDP addresses; the cgroup hooks' contexts (struct bpf_sock_addr,
+// struct bpf_sock, struct __sk_buff) are stable uAPI views the kernel itself
+// translates, so they need no struct offsets either.  They only observe:
+// every one returns 1 (allow) and changes nothing.  Without them (no cgroup
+// v2, an old kernel) UDP falls back to the syscall tracepoints below.
+//
+// bpf_get_current_task() is never dereferenced: fentry/fexit and BTF-typed
+// programs are not used because some hosts (this one included) refuse them.
 //
 // Compile-time knobs (set by loader.py through -D):
 //   FAM_PROCESS, FAM_NETWORK, FAM_FILE, FAM_DNS   which families to build
@@ -39,6 +52,14 @@
 #define AF_INET_ 2
 #define AF_INET6_ 10
 #define EINPROGRESS_ 115
+#define SIGKILL_ 9
+
+// exit xflags: how aux is to be read (records.py XF_EXIT_*)
+#define XF_EXIT_CODE 1     // aux: the exit()/exit_group() status (0..255)
+#define XF_EXIT_SIGNAL 2   // aux: the signal that killed the process
+
+// network xflags (records.py XF_NET_*)
+#define XF_NET_UNSENT 1    // a UDP socket connected and released without sending
 
 // 56 bytes: "<QQHHIIIIi16s" in records.py
 struct hdr {
@@ -105,6 +126,102 @@ static __always_inline int is_ignored(void)
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     return ignored.lookup(&tgid) != 0;
 }
+
+static __always_inline u64 tgid_fd(s32 fd)
+{
+    return ((bpf_get_current_pid_tgid() >> 32) << 32) | (u32)fd;
+}
+
+// ------------------------------------------------------- file descriptors --
+// Which file a descriptor is, for the paths of later *at() calls and fd-based
+// changes made after the process is gone from /proc.  Entries are keyed by
+// (tgid << 32 | fd), removed by close() and dup2/dup3, and carry the fd
+// table's epoch: a process's fork or exec starts a new epoch (exec closes
+// O_CLOEXEC descriptors without a close(); a reused pid finds the entries of
+// its predecessor), and an entry of another epoch is not used.
+// tgid -> epoch (the boot-clock time of its fork or last exec; 0: before the sensor)
+BPF_TABLE("lru_hash", u32, u64, fd_epoch, 65536);
+
+static __always_inline u64 current_epoch(void)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u64 *e = fd_epoch.lookup(&tgid);
+    return e ? *e : 0;
+}
+
+#ifdef FAM_FILE
+// files the sensor reported opened for writing, not closed since -> epoch:
+// an fd-based change (fchmod, fchown, AT_EMPTY_PATH) of one of them is of
+// the file that open named, which the decoder remembers
+BPF_TABLE("lru_hash", u64, u64, write_fds, 16384);
+
+// Directories (O_DIRECTORY) and O_PATH descriptors, with their path: absolute,
+// or relative to the working directory (which the decoder knows).  A path
+// relative to such a descriptor is joined to it in the kernel, so the decoder
+// sees (AT_FDCWD, dir/name) however short-lived the process.
+struct dir_ent {
+    u64 epoch;
+    u32 len;         // strlen(path)
+    u32 pad;
+    char path[PATH_SIZE];
+};
+BPF_TABLE("lru_hash", u64, struct dir_ent, dir_fds, 8192);
+BPF_PERCPU_ARRAY(dir_heap, struct dir_ent, 1);
+struct path_buf {
+    char buf[PATH_SIZE * 2];
+};
+BPF_PERCPU_ARRAY(path_scratch, struct path_buf, 1);
+
+static __always_inline struct dir_ent *dir_of(s32 fd)
+{
+    if (fd < 0)
+        return 0;
+    u64 k = tgid_fd(fd);
+    struct dir_ent *d = dir_fds.lookup(&k);
+    if (!d || d->epoch != current_epoch())
+        return 0;
+    return d;
+}
+
+// (*dfd, path) -> (AT_FDCWD, "<dir>/path") when *dfd is a directory the
+// sensor saw opened.  path is a PATH_SIZE buffer; an empty path (AT_EMPTY_PATH,
+// fchmod) becomes the descriptor's own path.  Returns 1 when joined.
+static __always_inline int join_dirfd(s32 *dfd, char *path)
+{
+    if (*dfd < 0 || path[0] == '/')
+        return 0;
+    struct dir_ent *d = dir_of(*dfd);
+    if (!d)
+        return 0;
+    u32 len = d->len;
+    if (len == 0 || len >= PATH_SIZE - 1)
+        return 0;
+    u32 zero = 0;
+    struct path_buf *b = path_scratch.lookup(&zero);
+    if (!b)
+        return 0;
+    // masked after an opaque copy: clang would drop a mask it can prove
+    // redundant, and the verifier needs to see the bound at the helper call
+    u64 n = len;
+    asm volatile("" : "+r"(n));
+    n &= PATH_SIZE - 1;
+    bpf_probe_read_kernel(b->buf, n, d->path);
+    if (path[0]) {
+        b->buf[n] = '/';
+        u64 off = len + 1;
+        asm volatile("" : "+r"(off));
+        off &= PATH_SIZE - 1;
+        if (bpf_probe_read_kernel_str(&b->buf[off], PATH_SIZE, path) < 0)
+            return 0;
+    } else {
+        b->buf[n] = 0;
+    }
+    // longer than PATH_SIZE: truncated, as any captured path is
+    bpf_probe_read_kernel_str(path, PATH_SIZE, b->buf);
+    *dfd = -100;
+    return 1;
+}
+#endif
 
 // --------------------------------------------------------------- process --
 #ifdef FAM_PROCESS
@@ -241,6 +358,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     }
     fill_hdr(&rec->h, EV_EXEC);
     rec->h.xflags = xflags;
+    // exec closed the O_CLOEXEC descriptors without a close()
+    fd_epoch.update(&rec->h.pid, &rec->h.ts);
     struct parent_rec *pp = parents.lookup(&rec->h.pid);
     rec->h.aux = pp ? pp->ppid : 0;
     rec->start_ns = pp ? pp->fork_ns : 0;
@@ -299,8 +418,104 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     pr.ppid = ptgid;
     pr.fork_ns = h.ts;
     parents.update(&child, &pr);
+    // a new fd table (a copy of the parent's, but the sensor's entries are per tgid)
+    fd_epoch.update(&child, &h.ts);
     if (rb_process.ringbuf_output(&h, sizeof(h), WAKE_FLAGS))
         count_lost(FAMILY_PROCESS);
+    return 0;
+}
+
+// How a process ends.  sched_process_exit carries no exit code, and the
+// task's exit_code is a struct field (an offset), so the status is pieced
+// together from what the kernel says on the way out, in the dying process:
+//  - exit_group(code), or exit(code) from the group leader: the code;
+//  - a signal delivered with its default action when that action terminates
+//    (signal_deliver, sa_handler == SIG_DFL).  A group exit already under way
+//    shows as SIGKILL in every thread (get_signal's "already marked for
+//    death": a default-fatal signal that took complete_signal's fast path,
+//    a real SIGKILL, or another thread's exit_group); the signal that started
+//    it is the default-fatal one last generated for the process
+//    (signal_generate), else SIGKILL itself.
+// The first of these per process wins (an exit_group already recorded is not
+// overwritten by the SIGKILLs it sends the other threads), except that an exit
+// syscall replaces a signal record: a process that calls exit_group was not
+// killed by the signal (a PID namespace's init survives SIG_DFL signals).
+#define EXIT_NONFATAL_DEFAULT ((1u << 17) | (1u << 18) | (1u << 19) | (1u << 20) | (1u << 21) | \
+                               (1u << 22) | (1u << 23) | (1u << 28))
+struct exit_status {
+    u32 kind;        // XF_EXIT_CODE | XF_EXIT_SIGNAL
+    s32 value;
+};
+// tgid -> how it is ending; removed when its leader exits
+BPF_TABLE("lru_hash", u32, struct exit_status, exit_status, 16384);
+// target pid -> the last default-fatal signal generated for it
+BPF_TABLE("lru_hash", u32, u32, fatal_sent, 16384);
+
+// SIGCHLD, SIGCONT, the stop signals, SIGURG and SIGWINCH do not terminate by default
+static __always_inline int default_fatal(int sig)
+{
+    if (sig <= 0 || sig > 64)
+        return 0;
+    if (sig < 32)
+        return !((1u << sig) & EXIT_NONFATAL_DEFAULT);
+    return 1;   // real-time signals terminate by default
+}
+
+static __always_inline int exit_syscall(int code, int group)
+{
+    u64 pt = bpf_get_current_pid_tgid();
+    u32 tgid = pt >> 32;
+    if (!group && (u32)pt != tgid)
+        return 0;   // exit() of a thread other than the leader ends only that thread
+    struct exit_status *old = exit_status.lookup(&tgid);
+    if (old && old->kind == XF_EXIT_CODE)
+        return 0;   // the group's first exit_group sets its status
+    struct exit_status st = {XF_EXIT_CODE, code & 0xff};
+    exit_status.update(&tgid, &st);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group) { return exit_syscall(args->error_code, 1); }
+TRACEPOINT_PROBE(syscalls, sys_enter_exit) { return exit_syscall(args->error_code, 0); }
+
+TRACEPOINT_PROBE(signal, signal_generate)
+{
+    // TRACE_SIGNAL_DELIVERED (0) and TRACE_SIGNAL_LOSE_INFO (4) queue the signal
+    int result = args->result;
+    int sig = args->sig;
+    if ((result != 0 && result != 4) || !default_fatal(sig))
+        return 0;
+    u32 target = args->pid;
+    u32 s = sig;
+    fatal_sent.update(&target, &s);
+    return 0;
+}
+
+TRACEPOINT_PROBE(signal, signal_deliver)
+{
+    u64 pt = bpf_get_current_pid_tgid();
+    u32 tgid = pt >> 32;
+    u32 tid = (u32)pt;
+    u32 sig = args->sig;
+    u64 handler = args->sa_handler;
+    if (handler != 0 || !default_fatal(sig)) {
+        if (handler > 1) {
+            // a handler runs: that signal ends nothing, forget it
+            u32 *sent = fatal_sent.lookup(&tgid);
+            if (sent && *sent == sig)
+                fatal_sent.delete(&tgid);
+        }
+        return 0;
+    }
+    if (sig == SIGKILL_) {
+        u32 *sent = fatal_sent.lookup(&tid);
+        if (!sent)
+            sent = fatal_sent.lookup(&tgid);
+        if (sent)
+            sig = *sent;
+    }
+    struct exit_status st = {XF_EXIT_SIGNAL, sig};
+    exit_status.insert(&tgid, &st);
     return 0;
 }
 
@@ -312,10 +527,19 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         return 0;
     u32 tgid = pt >> 32;
     parents.delete(&tgid);
+    struct exit_status status = {};
+    struct exit_status *st = exit_status.lookup(&tgid);
+    if (st) {
+        status = *st;
+        exit_status.delete(&tgid);
+    }
+    fatal_sent.delete(&tgid);
     if (is_ignored())
         return 0;
     struct hdr h = {};
     fill_hdr(&h, EV_EXIT);
+    h.xflags = status.kind;
+    h.aux = status.value;
     if (rb_process.ringbuf_output(&h, sizeof(h), WAKE_FLAGS))
         count_lost(FAMILY_PROCESS);
     return 0;
@@ -358,6 +582,11 @@ static __always_inline int chdir_exit(long ret)
         return 0;
     if (ret == 0) {
         fill_hdr(&c->h, EV_CHDIR);
+#ifdef FAM_FILE
+        // fchdir to a directory the sensor saw opened: its path, as chdir(path) would give it
+        if (c->fd >= 0)
+            join_dirfd(&c->fd, c->path);
+#endif
         if (rb_process.ringbuf_output(c, sizeof(*c), WAKE_FLAGS))
             count_lost(FAMILY_PROCESS);
     }
@@ -380,6 +609,7 @@ struct sock_args {
     u32 addrlen;
     u8 addr[SOCKADDR_SIZE];
     u32 tcp;       // connect: a TCP handshake started (reported from the state changes)
+    u32 udp;       // connect: a UDP socket, reported by the cgroup hooks
 };
 BPF_HASH(sock_inflight, u32, struct sock_args, 4096);
 
@@ -433,23 +663,32 @@ struct udp_key {
 };
 BPF_TABLE("lru_hash", struct udp_key, u8, udp_seen, 16384);
 
-static __always_inline int emit_net(u16 type, s32 fd, s32 ret, const u8 *addr, u32 addrlen)
+// laddr: the local end when the kernel gave it (NULL: the decoder asks the live process)
+static __always_inline int emit_net(u16 type, s32 fd, s32 ret, const u8 *addr, u32 addrlen,
+                                    const u8 *laddr, u16 proto)
 {
     struct net_rec r = {};
     fill_hdr(&r.h, type);
     r.h.aux = ret;
     r.fd = fd;
+    r.proto = proto;
     r.addrlen = addrlen;
     if (addrlen)
         __builtin_memcpy(r.addr, addr, SOCKADDR_SIZE);
+    if (laddr) {
+        __builtin_memcpy(r.laddr, laddr, SOCKADDR_SIZE);
+        r.laddrlen = SOCKADDR_SIZE;
+    }
     if (rb_network.ringbuf_output(&r, sizeof(r), WAKE_FLAGS))
         count_lost(FAMILY_NETWORK);
     return 0;
 }
 
 #define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
 #define TCP_ESTABLISHED_ 1
 #define TCP_SYN_SENT_ 2
+#define TCP_SYN_RECV_ 3
 
 // TCP connects are reported from the socket's state changes, which carry
 // both ends (the source port is only chosen inside connect, out of reach
@@ -458,6 +697,31 @@ static __always_inline int emit_net(u16 type, s32 fd, s32 ret, const u8 *addr, u
 // or CLOSE when the attempt failed) completes and sends it.  So a client
 // that exits at once still has its source address and port.
 BPF_TABLE("lru_hash", u64, struct net_rec, tcp_pending, 4096);
+
+// Accepted TCP connections: the server side's new socket goes SYN_RECV ->
+// ESTABLISHED in softirq context, with both ends, before accept() can return
+// it; accept() then learns the peer (the address the kernel writes for the
+// caller) and takes the local end from here, keyed by that peer.  So a server
+// that closes at once still has its destination.  An accept() that asks for
+// no peer address falls back to the live process (the decoder counts it).
+struct peer_key {
+    u8 addr[16];     // the remote address, IPv4 as ::ffff:a.b.c.d
+    u32 port;        // the remote port, host order
+};
+BPF_TABLE("lru_hash", struct peer_key, struct net_rec, tcp_accepted, 8192);
+
+static __always_inline void peer_key_of(struct peer_key *k, const u8 *sa)
+{
+    __builtin_memset(k, 0, sizeof(*k));
+    if (sa_family(sa) == AF_INET_) {
+        k->addr[10] = 0xff;
+        k->addr[11] = 0xff;
+        __builtin_memcpy(k->addr + 12, sa + 4, 4);
+    } else {
+        __builtin_memcpy(k->addr, sa + 8, 16);
+    }
+    k->port = sa_port(sa);
+}
 
 static __always_inline void put_sockaddr(u8 *dst, u16 family, u16 port, const u8 *a4, const u8 *a6)
 {
@@ -492,6 +756,16 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         tcp_pending.update(&sk, &r);
         return 0;
     }
+    if (args->oldstate == TCP_SYN_RECV_ && args->newstate == TCP_ESTABLISHED_) {
+        u16 fam = args->family;
+        struct net_rec e = {};
+        put_sockaddr(e.laddr, fam, args->sport, args->saddr, args->saddr_v6);
+        put_sockaddr(e.addr, fam, args->dport, args->daddr, args->daddr_v6);
+        struct peer_key k = {};
+        peer_key_of(&k, e.addr);
+        tcp_accepted.update(&k, &e);
+        return 0;
+    }
     if (args->oldstate != TCP_SYN_SENT_)
         return 0;
     struct net_rec *r = tcp_pending.lookup(&sk);
@@ -523,7 +797,170 @@ static __always_inline int udp_dest(s32 fd, const u8 *addr, u32 addrlen)
         return 0;
     u8 one = 1;
     udp_seen.update(&k, &one);
-    return emit_net(EV_SENDTO, fd, 0, addr, addrlen);
+    return emit_net(EV_SENDTO, fd, 0, addr, addrlen, 0, 0);
+}
+
+// [0]: 1 once sensor.py attached the cgroup socket hooks below: UDP is then
+// reported by them, with both ends, and no longer from the syscalls
+BPF_ARRAY(net_cfg, u32, 1);
+
+static __always_inline int udp_hooks_on(void)
+{
+    u32 zero = 0;
+    u32 *on = net_cfg.lookup(&zero);
+    return on && *on;
+}
+
+// A connected UDP socket waiting for its first datagram: the record connect()
+// started (who, where to), completed with both ends when a datagram leaves.
+BPF_SK_STORAGE(udp_parked, struct net_rec);
+
+// struct bpf_sock -> sockaddr bytes.  src_port is host order, dst_port network
+// order.  Every field is loaded whatever the family: the verifier allows only
+// plain loads from a socket pointer, and a load chosen by a branch may be
+// compiled into pointer arithmetic, which it rejects.
+static __always_inline void sock_local(u8 *dst, struct bpf_sock *sk)
+{
+    u32 fam = sk->family;
+    u32 a4 = sk->src_ip4;
+    u32 a6[4];
+    a6[0] = sk->src_ip6[0];
+    a6[1] = sk->src_ip6[1];
+    a6[2] = sk->src_ip6[2];
+    a6[3] = sk->src_ip6[3];
+    put_sockaddr(dst, fam, sk->src_port, (u8 *)&a4, (u8 *)a6);
+}
+
+static __always_inline void sock_remote(u8 *dst, struct bpf_sock *sk)
+{
+    u32 fam = sk->family;
+    u32 a4 = sk->dst_ip4;
+    u32 a6[4];
+    a6[0] = sk->dst_ip6[0];
+    a6[1] = sk->dst_ip6[1];
+    a6[2] = sk->dst_ip6[2];
+    a6[3] = sk->dst_ip6[3];
+    put_sockaddr(dst, fam, bpf_ntohs(sk->dst_port), (u8 *)&a4, (u8 *)a6);
+}
+
+// The address connect()/sendto() was given, from a sock_addr hook's context.
+// v6 must be a constant: the verifier lets an IPv4 hook read only user_ip4
+// and an IPv6 hook only user_ip6, so each hook gets its own copy.
+static __always_inline void user_addr(u8 *dst, struct bpf_sock_addr *ctx, int v6)
+{
+    u32 a[4] = {};
+    if (v6) {
+        a[0] = ctx->user_ip6[0];
+        a[1] = ctx->user_ip6[1];
+        a[2] = ctx->user_ip6[2];
+        a[3] = ctx->user_ip6[3];
+    } else {
+        a[0] = ctx->user_ip4;
+    }
+    put_sockaddr(dst, v6 ? AF_INET6_ : AF_INET_, bpf_ntohs(ctx->user_port), (u8 *)a, (u8 *)a);
+}
+
+// cgroup connect4/connect6: runs inside connect(), before the kernel binds an
+// unbound socket to its ephemeral port, so the record is parked on the
+// socket until a datagram shows both ends.
+static __always_inline int udp_connect_hook(struct bpf_sock_addr *ctx, int v6)
+{
+    if (ctx->protocol != IPPROTO_UDP_ || is_ignored())
+        return 1;
+    struct bpf_sock *sk = ctx->sk;
+    if (!sk)
+        return 1;
+    struct net_rec *p = udp_parked.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+    if (!p)
+        return 1;
+    fill_hdr(&p->h, EV_CONNECT);
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct sock_args *a = sock_inflight.lookup(&tid);
+    p->fd = -1;
+    if (a) {
+        p->fd = a->fd;
+        a->udp = 1;   // sys_exit_connect leaves it to the hooks
+    }
+    p->proto = IPPROTO_UDP_;
+    user_addr(p->addr, ctx, v6);
+    p->addrlen = SOCKADDR_SIZE;
+    p->laddrlen = 0;
+    return 1;
+}
+
+int edr_udp_connect4(struct bpf_sock_addr *ctx) { return udp_connect_hook(ctx, 0); }
+int edr_udp_connect6(struct bpf_sock_addr *ctx) { return udp_connect_hook(ctx, 1); }
+
+// cgroup sendmsg4/sendmsg6: a datagram with an explicit destination
+// (sendto/sendmsg/sendmmsg on an unconnected socket), after the kernel bound
+// the socket: both ends are known.  The first datagram per (process, peer) is
+// reported.  A wildcard source address is left to the decoder (routing).
+static __always_inline int udp_sendmsg_hook(struct bpf_sock_addr *ctx, int v6)
+{
+    if (is_ignored())
+        return 1;
+    struct bpf_sock *sk = ctx->sk;
+    if (!sk)
+        return 1;
+    struct udp_key k = {};
+    k.tgid = bpf_get_current_pid_tgid() >> 32;
+    user_addr(k.addr, ctx, v6);
+    // sin6_flowinfo is not part of the peer (put_sockaddr leaves it zero)
+    if (udp_seen.lookup(&k))
+        return 1;
+    u8 one = 1;
+    udp_seen.update(&k, &one);
+    u8 local[SOCKADDR_SIZE] = {};
+    sock_local(local, sk);
+    emit_net(EV_SENDTO, -1, 0, k.addr, SOCKADDR_SIZE, local, IPPROTO_UDP_);
+    return 1;
+}
+
+int edr_udp_sendmsg4(struct bpf_sock_addr *ctx) { return udp_sendmsg_hook(ctx, 0); }
+int edr_udp_sendmsg6(struct bpf_sock_addr *ctx) { return udp_sendmsg_hook(ctx, 1); }
+
+// cgroup egress: every packet leaving a socket passes here, so the fast path
+// is a protocol test and, for UDP, a socket-local storage look-up that misses.
+// A parked connect() record is completed by its socket's first datagram.
+int edr_udp_egress(struct __sk_buff *skb)
+{
+    struct bpf_sock *sk = skb->sk;
+    if (!sk)
+        return 1;
+    sk = bpf_sk_fullsock(sk);
+    if (!sk || sk->protocol != IPPROTO_UDP_)
+        return 1;
+    struct net_rec *p = udp_parked.sk_storage_get(sk, 0, 0);
+    if (!p)
+        return 1;
+    p->h.ts = bpf_ktime_get_boot_ns();
+    sock_local(p->laddr, sk);
+    p->laddrlen = SOCKADDR_SIZE;
+    sock_remote(p->addr, sk);
+    p->addrlen = SOCKADDR_SIZE;
+    if (rb_network.ringbuf_output(p, sizeof(*p), WAKE_FLAGS))
+        count_lost(FAMILY_NETWORK);
+    udp_parked.sk_storage_delete(sk);
+    return 1;
+}
+
+// cgroup sock_release: a connected UDP socket closed before any datagram left
+// (a route probe such as getaddrinfo's, or one a local firewall dropped).
+// The attempt is reported with what connect() named; the release hook may not
+// read the socket's source end, so the record has none.
+int edr_udp_release(struct bpf_sock *ctx)
+{
+    if (ctx->protocol != IPPROTO_UDP_)
+        return 1;
+    struct net_rec *p = udp_parked.sk_storage_get(ctx, 0, 0);
+    if (!p)
+        return 1;
+    p->h.ts = bpf_ktime_get_boot_ns();
+    p->h.xflags = XF_NET_UNSENT;
+    if (rb_network.ringbuf_output(p, sizeof(*p), WAKE_FLAGS))
+        count_lost(FAMILY_NETWORK);
+    // no delete (not a helper this program type may call): the storage goes with the socket
+    return 1;
 }
 #endif
 
@@ -598,7 +1035,8 @@ static __always_inline int on_send(s32 fd, const void *uaddr, u32 alen, const vo
     int have_addr = uaddr && read_sockaddr(addr, uaddr, alen) == 0 &&
                     (sa_family(addr) == AF_INET_ || sa_family(addr) == AF_INET6_);
 #ifdef FAM_NETWORK
-    if (have_addr)
+    // with the cgroup hooks, UDP destinations are reported by udp_sendmsg_hook
+    if (have_addr && !udp_hooks_on())
         udp_dest(fd, addr, alen > SOCKADDR_SIZE ? SOCKADDR_SIZE : alen);
 #endif
 #ifdef FAM_DNS
@@ -684,9 +1122,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
             mark_dns_fd(a->fd);
 #endif
 #ifdef FAM_NETWORK
-        // TCP is reported by inet_sock_set_state, with both ends
-        if (!a->tcp)
-            emit_net(EV_CONNECT, a->fd, ret, a->addr, a->addrlen);
+        // TCP is reported by inet_sock_set_state and UDP by the cgroup hooks,
+        // with both ends; what is left (no hooks, other protocols) from here
+        if (!a->tcp && !a->udp)
+            emit_net(EV_CONNECT, a->fd, ret, a->addr, a->addrlen, 0, 0);
 #endif
     }
     sock_inflight.delete(&tid);
@@ -722,8 +1161,24 @@ static __always_inline int accept_exit(long ret)
         if (a->uaddr && a->ualen && bpf_probe_read_user(&len, sizeof(len), (void *)a->ualen) == 0 &&
             read_sockaddr(addr, (void *)a->uaddr, len) == 0)
             alen = len > SOCKADDR_SIZE ? SOCKADDR_SIZE : len;
-        emit_net(EV_ACCEPT, ret, a->fd, addr, alen);
+        u16 fam = alen ? sa_family(addr) : 0;
+        if (alen && fam != AF_INET_ && fam != AF_INET6_)
+            goto out;   // a Unix or other non-IP socket
+        struct net_rec *e = 0;
+        struct peer_key k = {};
+        if (alen >= 8) {
+            peer_key_of(&k, addr);
+            e = tcp_accepted.lookup(&k);
+        }
+        if (e) {
+            // both ends as the kernel's socket had them
+            emit_net(EV_ACCEPT, ret, a->fd, e->addr, SOCKADDR_SIZE, e->laddr, IPPROTO_TCP_);
+            tcp_accepted.delete(&k);
+        } else {
+            emit_net(EV_ACCEPT, ret, a->fd, addr, alen, 0, 0);
+        }
     }
+out:
     sock_inflight.delete(&tid);
     return 0;
 }
@@ -802,13 +1257,80 @@ TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return recv_exit(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return recv_exit(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_exit_read) { return recv_exit(args->ret); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_close)
+#endif // FAM_DNS
+
+#if defined(FAM_DNS) || defined(FAM_FILE)
+static __always_inline int fd_closed(s32 fd)
 {
-    u64 k = fd_key(args->fd);
+    u64 k = tgid_fd(fd);
+#ifdef FAM_DNS
     dns_fds.delete(&k);
+#endif
+#ifdef FAM_FILE
+    write_fds.delete(&k);
+    dir_fds.delete(&k);
+#endif
     return 0;
 }
-#endif // FAM_DNS
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close) { return fd_closed(args->fd); }
+#endif
+
+#ifdef FAM_FILE
+// A duplicate is the same file: dup, dup2, dup3 and fcntl(F_DUPFD*) copy the
+// entry (fts, behind rm -r, find and chmod -R, dups each directory it opens).
+#define F_DUPFD_ 0
+#define F_DUPFD_CLOEXEC_ 1030
+BPF_HASH(dup_inflight, u32, s32, 1024);
+
+static __always_inline int dup_enter(s32 oldfd, s32 newfd)
+{
+    if (newfd >= 0 && newfd != oldfd)
+        fd_closed(newfd);   // dup2/dup3 close newfd first
+    u64 k = tgid_fd(oldfd);
+    if (!dir_fds.lookup(&k) && !write_fds.lookup(&k))
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    dup_inflight.update(&tid, &oldfd);
+    return 0;
+}
+
+static __always_inline int dup_exit(long ret)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    s32 *oldfd = dup_inflight.lookup(&tid);
+    if (!oldfd)
+        return 0;
+    s32 from = *oldfd;
+    dup_inflight.delete(&tid);
+    if (ret < 0 || ret == from)
+        return 0;
+    u64 k = tgid_fd(from);
+    u64 nk = tgid_fd(ret);
+    struct dir_ent *d = dir_fds.lookup(&k);
+    if (d)
+        dir_fds.update(&nk, d);
+    u64 *w = write_fds.lookup(&k);
+    if (w)
+        write_fds.update(&nk, w);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_dup) { return dup_enter(args->fildes, -1); }
+TRACEPOINT_PROBE(syscalls, sys_enter_dup2) { return dup_enter(args->oldfd, args->newfd); }
+TRACEPOINT_PROBE(syscalls, sys_enter_dup3) { return dup_enter(args->oldfd, args->newfd); }
+TRACEPOINT_PROBE(syscalls, sys_enter_fcntl)
+{
+    u32 cmd = args->cmd;
+    if (cmd != F_DUPFD_ && cmd != F_DUPFD_CLOEXEC_)
+        return 0;
+    return dup_enter(args->fd, -1);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_dup) { return dup_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_dup2) { return dup_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_dup3) { return dup_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fcntl) { return dup_exit(args->ret); }
+#endif
 
 // ------------------------------------------------------------------ file --
 #ifdef FAM_FILE
@@ -823,12 +1345,19 @@ BPF_RINGBUF_OUTPUT(rb_file, RB_PAGES_FILE);
 #define OP_CHOWN 7
 #define OP_LINK 8
 #define OP_SYMLINK 9
+#define OP_DIROPEN 100   // internal: a directory or O_PATH descriptor opened (never reported)
 
 #define O_WRONLY_ 01
 #define O_RDWR_ 02
 #define O_CREAT_ 0100
 #define O_TRUNC_ 01000
+#define O_DIRECTORY_ 0200000
+#define O_PATH_ 010000000
 
+// file xflags (records.py XF_FILE_*)
+#define XF_FD_WRITTEN 1   // path1 is empty and dfd is a file this process opened for writing
+
+// 88 bytes before path1: "<HHiiIIIQ" after the header in records.py
 struct file_rec {
     struct hdr h;
     u16 op;
@@ -838,6 +1367,7 @@ struct file_rec {
     u32 flags;       // open flags, unlinkat/renameat2 flags
     u32 mode;        // open/chmod/mkdir mode, chown uid
     u32 arg;         // chown gid
+    u64 start_ns;    // bpf_ktime_get_boot_ns() at the syscall's entry (h.ts is its exit)
     char path1[PATH_SIZE];
     char path2[PATH_SIZE];
 };
@@ -860,9 +1390,39 @@ static __always_inline struct file_rec *file_begin(u16 op, s32 dfd, const char *
     r->arg = 0;
     r->path1[0] = 0;
     r->path2[0] = 0;
+    r->start_ns = bpf_ktime_get_boot_ns();
     if (p1 && bpf_probe_read_user_str(r->path1, PATH_SIZE, p1) < 0)
         return 0;
     return r;
+}
+
+// Device nodes written all the time (/dev/null, ttys, the std streams), not
+// files: dropped here, before they cost a record.  Everything else under
+// /dev (tmpfs: /dev/shm, /dev/mqueue...) is reported; the decoder drops the
+// remaining device nodes by their file type.
+#define DEV_IS(lit) dev_name_is(name, lit, sizeof(lit) - 1)
+static __always_inline int dev_name_is(const char *name, const char *lit, int n)
+{
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        if (i >= n)
+            return 1;
+        if (name[i] != lit[i])
+            return 0;
+    }
+    return 1;
+}
+
+static __always_inline int noisy_device(const char *p)
+{
+    if (p[0] != '/' || p[1] != 'd' || p[2] != 'e' || p[3] != 'v' || p[4] != '/')
+        return 0;
+    const char *name = p + 5;
+    // prefixes: tty covers tty, ttyS0, ttyUSB0...; pts/ and fd/ whole directories
+    return DEV_IS("null") || DEV_IS("zero") || DEV_IS("full") || DEV_IS("random") ||
+           DEV_IS("urandom") || DEV_IS("tty") || DEV_IS("pts/") || DEV_IS("ptmx") ||
+           DEV_IS("console") || DEV_IS("stdout") || DEV_IS("stderr") || DEV_IS("stdin") ||
+           DEV_IS("fd/") || DEV_IS("kmsg");
 }
 
 static __always_inline int file_commit(struct file_rec *r)
@@ -872,17 +1432,41 @@ static __always_inline int file_commit(struct file_rec *r)
     return 0;
 }
 
+// A descriptor the sensor will resolve later *at() paths against.
+static __always_inline void remember_dir(s32 fd, struct file_rec *r)
+{
+    join_dirfd(&r->dfd, r->path1);
+    if (r->dfd != -100 || !r->path1[0])
+        return;   // relative to a directory fd the sensor does not know: not remembered
+    u32 zero = 0;
+    struct dir_ent *e = dir_heap.lookup(&zero);
+    if (!e)
+        return;
+    long n = bpf_probe_read_kernel_str(e->path, PATH_SIZE, r->path1);
+    if (n <= 1)
+        return;
+    e->len = n - 1;
+    e->epoch = current_epoch();
+    u64 k = tgid_fd(fd);
+    dir_fds.update(&k, e);
+}
+
 static __always_inline int file_open(s32 dfd, const char *path, u32 flags, u32 mode)
 {
     // read-only opens are most of all opens and not reported: decide before reading the path
-    if (!(flags & (O_WRONLY_ | O_RDWR_ | O_CREAT_ | O_TRUNC_)))
+    if (!(flags & (O_WRONLY_ | O_RDWR_ | O_CREAT_ | O_TRUNC_))) {
+        // but a directory or O_PATH descriptor is remembered, for the *at() calls made with it
+        if (flags & (O_DIRECTORY_ | O_PATH_)) {
+            struct file_rec *r = file_begin(OP_DIROPEN, dfd, path);
+            if (r)
+                file_commit(r);
+        }
         return 0;
+    }
     struct file_rec *r = file_begin(OP_OPEN, dfd, path);
     if (!r)
         return 0;
-    // device nodes (/dev/null, ttys) are opened for writing all the time
-    if (r->path1[0] == '/' && r->path1[1] == 'd' && r->path1[2] == 'e' && r->path1[3] == 'v' &&
-        r->path1[4] == '/')
+    if (noisy_device(r->path1))
         return 0;
     r->flags = flags;
     r->mode = mode;
@@ -954,12 +1538,36 @@ static __always_inline int file_exit(long ret)
     if (ret >= 0) {
         fill_hdr(&r->h, EV_FILE);
         r->h.aux = ret;
+        if (r->op == OP_DIROPEN) {
+            remember_dir(ret, r);
+            goto done;
+        }
+        if (r->path1[0] == 0 && r->dfd >= 0) {
+            // fd-based: a file this process opened for writing, or a directory/O_PATH fd
+            u64 k = tgid_fd(r->dfd);
+            u64 *epoch = write_fds.lookup(&k);
+            if (epoch && *epoch == current_epoch())
+                r->h.xflags = XF_FD_WRITTEN;
+            else
+                join_dirfd(&r->dfd, r->path1);
+        } else if (r->op != OP_SYMLINK) {
+            join_dirfd(&r->dfd, r->path1);   // a symlink's path1 is its content
+        }
+        if (r->path2[0])
+            join_dirfd(&r->dfd2, r->path2);
+        if (r->op == OP_OPEN) {
+            // ret is the new fd: remember it until it is closed
+            u64 k = tgid_fd(ret);
+            u64 epoch = current_epoch();
+            write_fds.update(&k, &epoch);
+        }
         u32 size = sizeof(struct file_rec);
         if (r->path2[0] == 0)
             size = offsetof(struct file_rec, path2);
         if (rb_file.ringbuf_output(r, size, WAKE_FLAGS))
             count_lost(FAMILY_FILE);
     }
+done:
     file_inflight.delete(&tid);
     return 0;
 }
