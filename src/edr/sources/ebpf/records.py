@@ -68,7 +68,8 @@ EXEC_BLOB_OFF: Final = HDR_SIZE + EXEC_TAIL.size  # 72
 #: fd, pad (then path[512])
 CHDIR_TAIL: Final = struct.Struct("<iI")
 CHDIR_PATH_OFF: Final = 64
-#: fd, proto, addrlen, addr[28] (remote), laddrlen, pad, laddr[28] (local), pad
+#: fd, proto, addrlen, addr[28] (remote), laddrlen, pad, laddr[28] (local), pad.
+#: ``proto`` (6 or 17) and ``laddr`` are set when the kernel gave them; ``fd`` is -1 from the cgroup hooks.
 NET_TAIL: Final = struct.Struct("<iHH28sHH28sI")
 IPPROTO_TCP: Final = 6
 IPPROTO_UDP: Final = 17

@@ -646,7 +646,7 @@ BPF_RINGBUF_OUTPUT(rb_network, RB_PAGES_NETWORK);
 struct net_rec {
     struct hdr h;
     s32 fd;
-    u16 proto;       // IPPROTO_TCP when the kernel knows, else 0
+    u16 proto;       // IPPROTO_TCP/UDP when the kernel knows, else 0
     u16 addrlen;
     u8 addr[SOCKADDR_SIZE];    // remote
     u16 laddrlen;
@@ -1260,15 +1260,20 @@ TRACEPOINT_PROBE(syscalls, sys_exit_read) { return recv_exit(args->ret); }
 #endif // FAM_DNS
 
 #if defined(FAM_DNS) || defined(FAM_FILE)
+// close() is among the busiest syscalls and few fds are tracked: a look-up
+// (lock-free) before each delete (which takes the bucket lock)
 static __always_inline int fd_closed(s32 fd)
 {
     u64 k = tgid_fd(fd);
 #ifdef FAM_DNS
-    dns_fds.delete(&k);
+    if (dns_fds.lookup(&k))
+        dns_fds.delete(&k);
 #endif
 #ifdef FAM_FILE
-    write_fds.delete(&k);
-    dir_fds.delete(&k);
+    if (write_fds.lookup(&k))
+        write_fds.delete(&k);
+    if (dir_fds.lookup(&k))
+        dir_fds.delete(&k);
 #endif
     return 0;
 }
@@ -1345,7 +1350,6 @@ BPF_RINGBUF_OUTPUT(rb_file, RB_PAGES_FILE);
 #define OP_CHOWN 7
 #define OP_LINK 8
 #define OP_SYMLINK 9
-#define OP_DIROPEN 100   // internal: a directory or O_PATH descriptor opened (never reported)
 
 #define O_WRONLY_ 01
 #define O_RDWR_ 02
@@ -1432,23 +1436,51 @@ static __always_inline int file_commit(struct file_rec *r)
     return 0;
 }
 
-// A descriptor the sensor will resolve later *at() paths against.
-static __always_inline void remember_dir(s32 fd, struct file_rec *r)
+// A directory (or O_PATH) open in flight: half a file_rec, as opendir() is common.
+struct dir_open {
+    s32 dfd;
+    u32 pad;
+    char path[PATH_SIZE];
+};
+BPF_PERCPU_ARRAY(dir_open_heap, struct dir_open, 1);
+BPF_HASH(dir_inflight, u32, struct dir_open, 1024);
+
+static __always_inline int dir_open_enter(s32 dfd, const char *path)
 {
-    join_dirfd(&r->dfd, r->path1);
-    if (r->dfd != -100 || !r->path1[0])
-        return;   // relative to a directory fd the sensor does not know: not remembered
+    if (is_ignored())
+        return 0;
+    u32 zero = 0;
+    struct dir_open *o = dir_open_heap.lookup(&zero);
+    if (!o)
+        return 0;
+    o->dfd = dfd;
+    if (bpf_probe_read_user_str(o->path, PATH_SIZE, path) <= 1)
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    dir_inflight.update(&tid, o);
+    return 0;
+}
+
+// The descriptor the open returned is remembered, to resolve later *at() paths against.
+static __always_inline int dir_open_exit(struct dir_open *o, long fd)
+{
+    if (fd < 0)
+        return 0;
+    join_dirfd(&o->dfd, o->path);
+    if (o->dfd != -100)
+        return 0;   // relative to a directory fd the sensor does not know: not remembered
     u32 zero = 0;
     struct dir_ent *e = dir_heap.lookup(&zero);
     if (!e)
-        return;
-    long n = bpf_probe_read_kernel_str(e->path, PATH_SIZE, r->path1);
+        return 0;
+    long n = bpf_probe_read_kernel_str(e->path, PATH_SIZE, o->path);
     if (n <= 1)
-        return;
+        return 0;
     e->len = n - 1;
     e->epoch = current_epoch();
     u64 k = tgid_fd(fd);
     dir_fds.update(&k, e);
+    return 0;
 }
 
 static __always_inline int file_open(s32 dfd, const char *path, u32 flags, u32 mode)
@@ -1456,11 +1488,8 @@ static __always_inline int file_open(s32 dfd, const char *path, u32 flags, u32 m
     // read-only opens are most of all opens and not reported: decide before reading the path
     if (!(flags & (O_WRONLY_ | O_RDWR_ | O_CREAT_ | O_TRUNC_))) {
         // but a directory or O_PATH descriptor is remembered, for the *at() calls made with it
-        if (flags & (O_DIRECTORY_ | O_PATH_)) {
-            struct file_rec *r = file_begin(OP_DIROPEN, dfd, path);
-            if (r)
-                file_commit(r);
-        }
+        if (flags & (O_DIRECTORY_ | O_PATH_))
+            dir_open_enter(dfd, path);
         return 0;
     }
     struct file_rec *r = file_begin(OP_OPEN, dfd, path);
@@ -1538,10 +1567,6 @@ static __always_inline int file_exit(long ret)
     if (ret >= 0) {
         fill_hdr(&r->h, EV_FILE);
         r->h.aux = ret;
-        if (r->op == OP_DIROPEN) {
-            remember_dir(ret, r);
-            goto done;
-        }
         if (r->path1[0] == 0 && r->dfd >= 0) {
             // fd-based: a file this process opened for writing, or a directory/O_PATH fd
             u64 k = tgid_fd(r->dfd);
@@ -1567,14 +1592,26 @@ static __always_inline int file_exit(long ret)
         if (rb_file.ringbuf_output(r, size, WAKE_FLAGS))
             count_lost(FAMILY_FILE);
     }
-done:
     file_inflight.delete(&tid);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_open) { return file_exit(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return file_exit(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return file_exit(args->ret); }
+// the exit of an open: a reported one, or a directory being remembered
+static __always_inline int open_exit(long ret)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct dir_open *o = dir_inflight.lookup(&tid);
+    if (o) {
+        dir_open_exit(o, ret);
+        dir_inflight.delete(&tid);
+        return 0;
+    }
+    return file_exit(ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_open) { return open_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return open_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return open_exit(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_exit_creat) { return file_exit(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_exit_unlink) { return file_exit(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_exit_unlinkat) { return file_exit(args->ret); }
