@@ -4,8 +4,9 @@ Sans-IO apart from the injected :class:`~edr.sources.ebpf.host.HostView`
 (working directories, fd paths, socket ends read from /proc when the kernel
 could not capture them, file birth times and types).  State: the boot-time
 clock offset, DNS queries waiting for their answer, each process's working
-directory and the files it opened for writing.  :meth:`Decoder.decode` never raises: a record it
-cannot read is counted in ``statistics()["malformed"]`` and skipped.
+directory and the files it opened for writing.  :meth:`Decoder.decode` never
+raises: a record it cannot read is counted in ``statistics()["malformed"]``
+and skipped.
 
 Choices (documented for rule writers):
 
@@ -117,9 +118,8 @@ from edr.sources.ebpf.host import HostView, NullHost
 O_WRONLY = 0o1
 O_RDWR = 0o2
 O_CREAT = 0o100
-O_TRUNC = 0o1000
-
 O_EXCL = 0o200
+O_TRUNC = 0o1000
 O_TMPFILE = 0o20000000  # __O_TMPFILE: an unnamed file in the directory opened
 
 _TRUE = "true"
@@ -143,6 +143,7 @@ def birth_slack_ns() -> int:
     except OSError:
         tick = 0.01  # HZ=100, the coarsest kernels
     return int(3 * tick * 1e9) + 1_000_000
+
 
 #: process_termination: the exit status.  An ``exit(N)``/``exit_group(N)``
 #: reports N (0..255); a process killed by signal S reports 128 + S, as a

@@ -1,8 +1,9 @@
-"""What the decoder asks the live host: working directories, fd paths, sockets, start times.
+"""What the decoder asks the live host: working directories, fd paths, sockets, start times, files.
 
 The kernel programs capture what they can (pointers are only valid during the
 syscall); the rest is read from /proc after the fact, when the process may
-already be gone.  Every look-up returns None on failure and never raises.
+already be gone, or from the file itself (its birth time and type, stat(2)).
+Every look-up returns None (or False) on failure and never raises.
 :class:`HostView` is the interface the :class:`~edr.sources.ebpf.decode.Decoder`
 uses, so tests can substitute a fake host.
 """
