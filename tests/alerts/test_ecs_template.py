@@ -164,7 +164,9 @@ def test_real_linux_alerts_of_every_engine_are_covered(tmp_path: Path, full: Ecs
     docs = [broken] + [orjson.loads(line) for line in lines.accept([
         Alert("R-9", "odd", "low", "simple", odd, timestamp=1e300, ecs={"no.such.key": 1}),
         Alert("R-9", "renamed", "low", "simple", Event("file_rename", "linux", {
-            "SourceFilename": "/tmp/a", "TargetFilename": "/tmp/b"}, 1_763_000_010.0))]) + lines.finish()]
+            "SourceFilename": "/tmp/a", "TargetFilename": "/tmp/b"}, 1_763_000_010.0)),
+        Alert("R-9", "killed", "low", "simple", Event("process_termination", "linux", {
+            "ProcessId": 11, "ExitCode": 137, "ExitSignal": "SIGKILL"}, 1_763_000_011.0))]) + lines.finish()]
     seen |= covered(docs, full)
     assert docs[0]["edr.error"] == "ZeroDivisionError: division by zero"
     assert EDR_FIELDS.keys() - seen == set()

@@ -124,6 +124,8 @@ def to_ecs(alert: Alert, host: HostInfo, created: float | None = None) -> dict[s
         doc["edr.alert.timestamp"] = _raw_time(alert.timestamp)
     category = event.category if event is not None else "none"
     cats, types = _CATEGORY.get(category, (["host"], ["info"]))
+    if category == "file_event" and event is not None and event.fields.get("Operation") == "file_write":
+        types = ["change"]  # an existing file written to, not created (the eBPF sensor tells them apart)
     doc["event.category"] = cats
     doc["event.type"] = types
     doc["event.action"] = category

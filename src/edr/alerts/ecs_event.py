@@ -178,8 +178,10 @@ def _provider(doc: dict[str, Any], value: Any, event: Event) -> bool:
     return False  # Sigma rules match Provider_Name: kept as recorded too
 
 
-#: ``ExitCode`` is the name of a process's exit status in process_termination events.
+#: ``ExitCode`` is the name of a process's exit status in process_termination events, ``ExitSignal`` the
+#: signal that ended it, if one did (both set by the eBPF decoder).
 EXIT_CODE: Final = "ExitCode"
+EXIT_SIGNAL: Final = "ExitSignal"
 
 MAPPERS: Final[dict[str, _Mapper]] = {
     F.IMAGE: _to_executable("process"),
@@ -209,6 +211,7 @@ MAPPERS: Final[dict[str, _Mapper]] = {
     F.SOURCE_PORT: _to_long("source.port"),
     F.DESTINATION_PORT: _to_long("destination.port"),
     EXIT_CODE: _to_long("process.exit_code"),
+    EXIT_SIGNAL: _to_keyword("edr.process.exit_signal"),
     F.TARGET_FILENAME: _target,
     F.SOURCE_FILENAME: _source_filename,
     F.PROTOCOL: _protocol,

@@ -113,6 +113,7 @@ EDR_FIELDS: Final[Mapping[str, tuple[FieldSpec, str]]] = {
     "edr.alert.last_seen": (FieldSpec("date"), "time of the last alert of a dedup rollup"),
     "edr.file.source_path": (FieldSpec("keyword"), "source of a rename, link or symlink"),
     "edr.file.operation": (FieldSpec("keyword"), "what was done to the file (file_create, file_write, ...)"),
+    "edr.process.exit_signal": (FieldSpec("keyword"), "the signal that ended the process (SIGKILL...), if one did"),
     "edr.rule.references": (FieldSpec("keyword", array=True), "every reference of the rule (rule.reference: 1st)"),
     "edr.correlation.type": (FieldSpec("keyword"), "Sigma correlation type"),
     "edr.correlation.rules": (FieldSpec("keyword", array=True), "rules whose matches made the correlation fire"),

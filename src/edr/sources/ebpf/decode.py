@@ -20,7 +20,7 @@ Choices (documented for rule writers):
   field 22 of /proc/<pid>/stat, so that active response can recognise the
   process however long it waited between fork and exec.  The sensor's fork
   record gives it (it may be one tick after /proc's value, see
-  :mod:`edr.response.kill_linux`); for a process forked before the sensor
+  :mod:`edr.platform.linux.kill`); for a process forked before the sensor
   started, /proc/<pid>/stat at decode time does, unless that answer is later
   than the exec itself (the pid was reused already): then the field is
   absent, never a guess.  It is not an epoch time; the event's own time is

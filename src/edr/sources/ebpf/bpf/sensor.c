@@ -254,7 +254,7 @@ BPF_HASH(execs, u32, struct exec_rec, 512);
 // reading it from the task would need struct offsets too, so the fork's own
 // bpf_ktime_get_boot_ns() (the same clock, CLOCK_BOOTTIME) stands for it.  It
 // is at most one clock tick later once both are truncated to ticks, the slack
-// the responder allows (edr/response/kill_linux.py).  An exec keeps the start
+// the responder allows (edr/platform/linux/kill.py).  An exec keeps the start
 // time (even from a non-leader thread, which takes the leader's), so the exec
 // record carries the fork's time, however long after the fork the exec comes.
 struct parent_rec {
