@@ -493,7 +493,8 @@ def ebpf_record(rng: random.Random) -> r.RawRecord:
         op = rng.choice((r.OP_OPEN, r.OP_UNLINK, r.OP_RMDIR, r.OP_RENAME, r.OP_MKDIR, r.OP_CHMOD, r.OP_CHOWN,
                          r.OP_LINK, r.OP_SYMLINK, 0, 99))
         data = _hdr(rng, typ, pid) + r.FILE_TAIL.pack(op, 0, rng.choice((r.AT_FDCWD, 3)), r.AT_FDCWD,
-                                                      rng.choice((0, 0o100, 0o1000, 0x200)), 0o644, 0)
+                                                      rng.choice((0, 0o100, 0o1000, 0x200)), 0o644, 0,
+                                                      rng.choice((0, 1, 2**64 - 1)))  # the syscall's entry
         return r.RawRecord(r.FILE, data + _path(rng).ljust(r.PATH_SIZE, b"\0") + _path(rng).ljust(r.PATH_SIZE, b"\0"))
     payload = dns_payload(rng)
     data = _hdr(rng, typ, pid) + r.DNS_TAIL.pack(3, rng.randrange(2), len(payload), _sockaddr(rng).ljust(28, b"\0"),
@@ -735,7 +736,7 @@ class Fuzzer:
         return self._maybe(rng, mutator, seed)
 
     def _make_ndjson(self, rng: random.Random, mutator: Mutator) -> bytes:
-        pool = rng.sample(self.corpus.records, rng.randrange(1, 40))
+        pool = rng.sample(self.corpus.records, min(len(self.corpus.records), rng.randrange(1, 40)))
         paths = tuple((k,) for k in NDJSON_KEYS) + tuple(("fields", k) for k in (
             "Image", "ProcessId", "QueryResults", "Hashes", "Initiated", "TargetFilename", "User", "DestinationPort"))
         lines = list(pool)
