@@ -16,6 +16,7 @@ import sys
 
 import trio
 
+from edr.alerts.retention_task import retention_task
 from edr.config import LoadedConfig
 from edr.health import health_task, log_health, watchdog_task
 from edr.instance_lock import InstanceLock, InstanceLocked, acquire
@@ -104,6 +105,7 @@ def _run_locked(loaded: LoadedConfig, mode: str) -> int:
     background = [functools.partial(health_task, interval=float(loaded.config.health.interval_secs))]
     if loaded.config.health.watchdog:
         background.append(watchdog_task)
+    background.append(functools.partial(retention_task, config=trust.config))
     code = trio.run(functools.partial(sup.run, background=background,
                                       on_started=started,
                                       on_stuck=hard_exit(sup, lambda: log_health(sup, final=True))))

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stdout", action="store_true",
                    help="print alerts (NDJSON) to standard output too when --output is given")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.add_argument("--dedup", action="store_true",
+                   help="fold identical alerts as the live agent does (alerts.dedup_*); by default a replay "
+                        "writes one alert per matching record")
     p.add_argument("--sigma", action="append", metavar="PATH",
                    help="Sigma rules path (repeatable; overrides scanner.sigma_rules_path)")
 
@@ -370,7 +373,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"edr: replay: {f}: no such file or directory", file=sys.stderr)
     graph = mode_graph("replay", loaded.config.pipeline.capacities)
     ctx = AgentContext.create(loaded.config, "replay", files=files, stdout=args.stdout or not args.output,
-                              alerts_to_file=bool(args.output))
+                              alerts_to_file=bool(args.output), dedup=args.dedup)
     sup = Supervisor(graph, ctx, stop_timeout=loaded.config.agent.stop_timeout_secs)
     started = time.monotonic()
     sup.build_actors()

@@ -22,11 +22,11 @@ def clean_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def replay_alert_lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
-    """The lines of a real alert file: `edr replay` of the attack samples' Execution recordings with SigmaHQ.
+def replay_alert_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real alert file: `edr replay --output` of the attack samples' Execution recordings with SigmaHQ.
 
     Made once per session in a temporary directory (its own rule cache),
-    exactly as the writer writes them today, without chain fields.
+    exactly as the writer writes it: chained.
     """
     samples = shared_path("evtx-attack-samples", "Execution")
     rules = shared_path("sigma", "rules", "windows", "process_creation")
@@ -41,9 +41,21 @@ def replay_alert_lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     assert r.returncode == 0, r.stderr
     files = sorted((work / "logs").glob("alerts.json.*"))
     assert len(files) == 1, files
-    lines = files[0].read_bytes().splitlines(keepends=True)
+    return files[0]
+
+
+@pytest.fixture(scope="session")
+def replay_alert_lines(replay_alert_file: Path) -> list[bytes]:
+    """The real alert file's lines with the writer's chain fields taken out, for tests to chain as they need."""
+    lines = [unchained(line) for line in replay_alert_file.read_bytes().splitlines()]
     assert len(lines) >= 50, f"only {len(lines)} alerts"
     return lines
+
+
+def unchained(line: bytes) -> bytes:
+    """``line`` (one alert document) without its ``edr.chain.*`` keys, as an NDJSON line."""
+    doc = {k: v for k, v in orjson.loads(line).items() if not k.startswith("edr.chain.")}
+    return orjson.dumps(doc) + b"\n"
 
 
 def chain_lines(lines: Iterable[bytes], chain: AlertChain) -> list[bytes]:

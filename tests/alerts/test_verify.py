@@ -15,6 +15,7 @@ from edr.alerts.chain import AlertChain, ChainStart, ChainState, parse_line
 from edr.alerts.chain_recovery import recover_chain
 from edr.alerts.daily_file import DailyFile
 from edr.alerts.verify import ChainVerifier, render_text, run_verify, verify
+from tests.conftest import shared_path
 
 from .conftest import chain_lines, write_lines
 
@@ -256,3 +257,49 @@ def test_verifier_is_fed_line_by_line_across_files(chained: list[bytes]) -> None
     report = v.report()
     assert report.first is not None and (report.first.kind, report.first.line) == ("reordered", len(chained) - 29)
     assert "files given out of order" in report.first.detail
+
+
+def test_the_writers_own_file_verifies_and_a_second_run_continues_its_chain(tmp_path: Path,
+                                                                              replay_alert_file: Path) -> None:
+    """What `edr replay --output` wrote verifies as written; a second run into the same directory (a restart)
+    continues that chain rather than starting a new one; an edit of the real file is then found by the CLI."""
+    import shutil
+    import subprocess
+    import sys
+
+    from .conftest import clean_env
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    copy = logs / replay_alert_file.name
+    shutil.copyfile(replay_alert_file, copy)
+    written = copy.read_bytes().splitlines()
+    assert [seq_of(line) for line in written] == list(range(1, len(written) + 1))
+
+    def cli(*files: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edr", "alerts", "verify", *map(str, files)],
+                              env=clean_env(), capture_output=True, text=True, timeout=120)
+
+    r = cli(copy)
+    assert r.returncode == 0 and r.stdout.startswith(f"OK: {len(written)} chained line(s)"), r.stdout + r.stderr
+
+    # the restart: a replay of one more recording into the same directory, same day file
+    work = replay_alert_file.parent.parent
+    sample = sorted(shared_path("evtx-attack-samples", "Execution").glob("*.evtx"))[0]
+    r = subprocess.run([sys.executable, "-m", "edr", "replay", "--config", str(work / "edr.toml"), "--no-progress",
+                        "--output", str(logs), "--sigma",
+                        str(shared_path("sigma", "rules", "windows", "process_creation")), str(sample)],
+                       cwd=work, env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    files = sorted(logs.glob("alerts.json.*"))
+    after = b"".join(p.read_bytes() for p in files).splitlines()
+    assert len(after) > len(written)
+    report = verify([str(p) for p in files])
+    assert report.ok, render_text(report)
+    assert len(report.segments) == 1 and report.last_seq == len(after)
+
+    lines = copy.read_bytes().splitlines(keepends=True)
+    lines[7] = lines[7].replace(b'"rule.name":"', b'"rule.name":"x', 1)
+    copy.write_bytes(b"".join(lines))
+    r = cli(*files)
+    assert r.returncode == 1 and f"first: {copy}:8: altered" in r.stdout, r.stdout

@@ -17,6 +17,8 @@ import trio.testing
 
 import edr.alerts.actor as alerts_actor
 from edr.alerts.actor import AlertWriter
+from edr.alerts.alert_lines import AlertLines
+from edr.alerts.chain import AlertChain
 from edr.alerts.daily_file import DailyFile
 from edr.alerts.ecs import HostInfo
 from edr.detect.alert import Alert
@@ -167,7 +169,7 @@ async def test_alert_writer_retries_until_the_disk_is_back(tmp_path: Path, monke
     d.write_text("in the way")  # the directory cannot be created: every write fails
     file = DailyFile(d, "alerts.json")
     log = logging.getLogger("edr.test.writer")
-    writer = AlertWriter("alerts", file, HostInfo("h", "linux"), log=log)
+    writer = AlertWriter("alerts", file, AlertLines(HostInfo("h", "linux"), AlertChain()), log=log)
     edge = Edge("detect.alerts->alerts.in", 2, Policy.BLOCK)
     port = InPort("alerts.in")
     port.attach(edge)

@@ -20,6 +20,8 @@ import trio
 
 import edr.alerts.actor as alerts_actor
 from edr.alerts.actor import AlertWriter
+from edr.alerts.alert_lines import AlertLines
+from edr.alerts.chain import AlertChain
 from edr.alerts.daily_file import DailyFile
 from edr.alerts.ecs import HostInfo
 from edr.detect.alert import Alert
@@ -545,7 +547,8 @@ async def test_alert_writer_counts_exactly_what_a_short_write_left(tmp_path: Pat
     monkeypatch.setattr(alerts_actor, "_RETRY_FIRST", 0.01)
     monkeypatch.setattr(alerts_actor, "_RETRY_MAX", 0.02)
     file = DailyFile(tmp_path / "logs", "alerts.json")
-    writer = AlertWriter("alerts", file, HostInfo("h", "linux"), log=logging.getLogger("edr.test.unwritten"))
+    writer = AlertWriter("alerts", file, AlertLines(HostInfo("h", "linux"), AlertChain()),
+                         log=logging.getLogger("edr.test.unwritten"))
     edge = Edge("detect.alerts->alerts.in", 4, Policy.BLOCK)
     port = InPort("alerts.in")
     port.attach(edge)
@@ -597,7 +600,8 @@ async def test_alerts_abandoned_by_blocked_detection_are_counted(tmp_path: Path,
         "edges": [{"from": "src.out", "to": "detect.in", "capacity": 2, "policy": "block"},
                   {"from": "detect.alerts", "to": "alerts.in", "capacity": 2, "policy": "block"}],
     }, "test-graph.toml", "test", KINDS)
-    writer = AlertWriter("alerts", file, HostInfo("h", "linux"), log=logging.getLogger("edr.test.abandoned"))
+    writer = AlertWriter("alerts", file, AlertLines(HostInfo("h", "linux"), AlertChain()),
+                         log=logging.getLogger("edr.test.abandoned"))
     sup = Supervisor(graph, None, {"alerts": writer}, stop_timeout=0.5)
     with trio.fail_after(5):
         code = await sup.run(handle_signals=False, background=[lambda s: _stop_after(0.1, s)])

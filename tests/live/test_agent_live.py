@@ -23,6 +23,10 @@ pytestmark = pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
     work = tmp_path_factory.mktemp("agent")
+    # files of days long gone, for the retention pass at start (alerts_max_days 90, logs_max_days 30)
+    (work / "logs").mkdir(mode=0o700)
+    for old in ("alerts.json.2020-01-01", "edr.log.2020-01-02"):
+        (work / "logs" / old).write_text("{}\n")
     proc, logs = start_agent(work, f"""
 [scanner]
 sigma_rules_path = "{REPO / 'rules' / 'sigma'}"
@@ -39,6 +43,7 @@ directory = "{work / 'logs'}"
 level = "info"
 [alerts]
 directory = "{work / 'logs'}"
+dedup_window_secs = 3
 [health]
 interval_secs = 1
 [sigma]
@@ -123,6 +128,45 @@ def test_whoami_from_a_shell_fires_the_sigma_rule(agent) -> None:
     assert a["process.executable"] == "/usr/bin/whoami"
     assert a["process.parent.executable"] in ("/usr/bin/dash", "/bin/dash", "/usr/bin/sh", "/bin/sh")
     assert a["user.name"] == "root"
+
+
+def test_retention_at_start_removes_old_files_and_logs_each(agent) -> None:
+    _proc, logs = agent
+
+    def removed() -> bool:
+        return not (logs / "alerts.json.2020-01-01").exists() and not (logs / "edr.log.2020-01-02").exists()
+
+    assert wait_for(removed, 10.0)
+    oplog = "".join(f.read_text() for f in logs.glob("edr.log.*"))
+    assert f"retention: removed {logs / 'alerts.json.2020-01-01'} (3 bytes)" in oplog
+    assert f"retention: removed {logs / 'edr.log.2020-01-02'} (3 bytes)" in oplog
+
+
+def test_a_hundred_identical_executions_are_one_alert_and_one_rollup(agent) -> None:
+    """Dedup, live: the first alert at once, the other 99 counted into one rollup when the window closes."""
+    _proc, logs = agent
+    loop = subprocess.Popen(["/bin/sh", "-c", "i=0; while [ $i -lt 100 ]; do /usr/bin/whoami >/dev/null; "
+                                              "i=$((i+1)); done"])
+    t0 = time.monotonic()
+
+    def ours() -> list[dict]:
+        return [a for a in read_alerts(logs) if a.get("rule.name") == "User Discovery With Whoami From A Shell"
+                and a.get("process.parent.pid") == loop.pid]
+
+    first = wait_for(ours, 5.0)
+    assert first, "no alert for the first whoami"
+    assert time.monotonic() - t0 < 2.0
+    assert loop.wait(timeout=30) == 0
+    took = time.monotonic() - t0
+    assert "edr.alert.count" not in first[0]
+    time.sleep(3.5)  # the last window closes 3 s after it opened, at most 3 s after the loop ended
+    alerts = wait_for(lambda: [a for a in ours() if "edr.alert.count" in a] and ours(), 10.0)
+    rollups = [a for a in alerts if "edr.alert.count" in a]
+    # every execution is accounted for: each alert without a count is one, each rollup its repeats
+    assert sum(a["edr.alert.count"] - 1 if "edr.alert.count" in a else 1 for a in alerts) == 100
+    if took < 2.5:  # all hundred inside the 3 s window (the usual case): the first, then one rollup of 100
+        assert len(alerts) == 2 and rollups[0]["edr.alert.count"] == 100
+    assert all(a["edr.alert.first_seen"] <= a["edr.alert.last_seen"] for a in rollups)
 
 
 def test_sigterm_exits_zero_with_final_health_record(agent) -> None:

@@ -14,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edr.alerts.actor import AlertWriter
+from edr.alerts.alert_lines import AlertLines
+from edr.alerts.chain import AlertChain
 from edr.alerts.daily_file import DailyFile
 from edr.alerts.ecs import HostInfo, alert_line, iso_time, to_ecs
 from edr.alerts.ecs_check import check_document
@@ -153,7 +155,7 @@ def test_a_bug_in_the_mapping_still_writes_the_alert(monkeypatch: Any, caplog: A
 
 async def test_the_alert_writer_writes_every_alert_of_a_batch_with_odd_events(tmp_path: Path) -> None:
     file = DailyFile(tmp_path, "alerts.json")
-    writer = AlertWriter("alerts", file, HOST, log=logging.getLogger("test"))
+    writer = AlertWriter("alerts", file, AlertLines(HOST, AlertChain()), log=logging.getLogger("test"))
     edge = Edge("detect.alerts->alerts.in", 4, Policy.BLOCK)
     port = InPort("alerts.in")
     port.attach(edge)

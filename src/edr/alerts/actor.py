@@ -15,16 +15,20 @@ many lines never reached the file, for the exit report (see
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from math import inf
 from typing import Any, ClassVar
 
 import trio
 
+from edr.alerts.alert_lines import AlertLines, Lines
+from edr.alerts.chain import AlertChain
+from edr.alerts.chain_recovery import AnchorSchedule, anchor_for, save_anchor
 from edr.alerts.daily_file import DailyFile
-from edr.alerts.ecs import HostInfo, alert_line
 from edr.alerts.ndjson import dumps_line
-from edr.detect.alert import Alert
 from edr.event import event_to_record
+from edr.platform.private_files import PrivateDir
 from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.channel import InPort
 
@@ -108,8 +112,45 @@ def _queued(port: InPort | None) -> int:
     return sum(edge.statistics().depth + edge.abandoned for edge in port.edges)
 
 
+class ChainAnchor:
+    """Where the alert chain's last link is kept between runs, and when to save it (live agents only).
+
+    Saved after writes at most once per second and at close, in a worker
+    thread, through ``PrivateDir.write_atomic``; a failure is logged and
+    retried at the next save, never fatal (the alert files themselves carry
+    the chain; the anchor only shows lines cut from the end while stopped).
+    """
+
+    def __init__(self, state: PrivateDir, family: str, key: bytes | None, log: Any) -> None:
+        self.state = state
+        self.family = family
+        self.key = key
+        self.log = log
+        self.schedule = AnchorSchedule(1.0)
+
+    async def save(self, chain: AlertChain, *, force: bool = False) -> None:
+        """Save the chain's state if due (or, with ``force``, if not saved yet)."""
+        state, now = chain.state, time.monotonic()
+        if not (self.schedule.pending(state) if force else self.schedule.due(now, state)):
+            return
+        try:
+            await trio.to_thread.run_sync(save_anchor, self.state, anchor_for(state, family=self.family,
+                                                                                key=self.key))
+        except OSError as exc:
+            self.log.error("alerts: cannot save the chain anchor in %s: %s", self.state.path, exc)
+            return
+        self.schedule.saved(now, state)
+
+
 class AlertWriter(ActorBase):
-    """Writes every alert as one ECS NDJSON line: to the daily alert file, to standard output, or both.
+    """Writes every alert as one chained ECS NDJSON line: to the daily alert file, standard output, or both.
+
+    The lines come from :class:`~edr.alerts.alert_lines.AlertLines`: identical
+    alerts are folded (the first written at once, a rollup with
+    ``edr.alert.count`` when its window closes), every line carries
+    ``edr.chain.seq``/``edr.chain.hash``. ``clock`` (live agents) lets a quiet
+    writer close due dedup windows on the wall clock; a replay has none: its
+    windows close on the alerts' own times.
 
     ``file`` None writes to standard output only (``edr replay`` without
     ``--output``). When the reader of standard output goes away (``| head``)
@@ -121,15 +162,18 @@ class AlertWriter(ActorBase):
     inputs: ClassVar = ("in",)
     outputs: ClassVar = ()
 
-    def __init__(self, name: str, file: DailyFile | None, host: HostInfo, *, stdout: bool = False,
-                 log: Any = None) -> None:
+    def __init__(self, name: str, file: DailyFile | None, core: AlertLines, *, stdout: bool = False,
+                 log: Any = None, anchor: ChainAnchor | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
         super().__init__(name)
         if file is None and not stdout:
             raise ValueError("an alert writer needs a file, standard output, or both")
         self.file = file
-        self.host = host
+        self.core = core
         self.stdout = stdout
         self.log = log
+        self.anchor = anchor
+        self.clock = clock
         self.alerts = 0
         self.stdout_dropped = 0
         self.by_rule: dict[str, int] = {}
@@ -137,35 +181,61 @@ class AlertWriter(ActorBase):
         self._port: InPort | None = None
 
     async def run(self, ports: Ports) -> None:
-        """Write each batch, then take the next; flush and close at end of stream."""
+        """Write each batch's lines (and due rollups), then take the next; flush, finish and close at the end."""
         try:
             inp = ports.input("in")
             self._port = inp
-            async for batch in inp:
-                lines = []
-                rules = []
-                for alert in batch:
-                    assert isinstance(alert, Alert)
-                    lines.append(alert_line(alert, self.host))
-                    rules.append(alert.rule_name)
-                # The disk write is no work on the graph: a replay source need not wait for it.
-                inp.done()
-                if self.outbox is not None:
-                    # A thread write runs to completion even if cancelled meanwhile;
-                    # only the retry sleeps of a failing disk are cancellable.
-                    await self.outbox.write(lines)
-                delivered = self.outbox is not None
-                if self.stdout:
-                    delivered = self._echo(lines) or delivered
-                if not delivered:
-                    self.stdout_dropped += len(lines)
-                    continue
-                self.alerts += len(lines)
-                for rule in rules:
-                    self.by_rule[rule] = self.by_rule.get(rule, 0) + 1
+            core = self.core
+            if self.clock is None:
+                # replay: dedup windows close on the alerts' own times; no timer, no cancel scope per batch
+                async for batch in inp:
+                    await self._write(core.accept(batch), inp)
+                    del batch  # freed before the wait for the next: see edr.runtime.flight
+            else:
+                await self._run_live(inp, self.clock)
+            await self._write(core.finish(), inp)
+            if self.anchor is not None:
+                await self.anchor.save(core.chain, force=True)
         finally:
             if self.file is not None:
                 self.file.close()
+
+    async def _run_live(self, inp: InPort, clock: Callable[[], float]) -> None:
+        """Batches as they come; on a quiet host, the rollups of dedup windows that closed meanwhile."""
+        core = self.core
+        while True:
+            due = core.due()
+            batch: Any = None
+            with trio.move_on_after(inf if due is None else max(0.0, due - clock())):
+                batch = await inp.receive()
+                if batch is None:
+                    return
+            if batch is None:
+                await self._write(core.tick(clock()), inp)
+            else:
+                await self._write(core.accept(batch), inp)
+                del batch
+
+    async def _write(self, lines: Lines, inp: InPort) -> None:
+        # The disk write is no work on the graph: a replay source need not wait for it.
+        inp.done()
+        if not lines:
+            return
+        delivered = self.outbox is not None
+        if self.outbox is not None:
+            # A thread write runs to completion even if cancelled meanwhile;
+            # only the retry sleeps of a failing disk are cancellable.
+            await self.outbox.write(lines)
+        if self.stdout:
+            delivered = self._echo(lines) or delivered
+        if not delivered:
+            self.stdout_dropped += len(lines)
+            return
+        self.alerts += len(lines)
+        for rule in lines.rules:
+            self.by_rule[rule] = self.by_rule.get(rule, 0) + 1
+        if self.anchor is not None:
+            await self.anchor.save(self.core.chain)
 
     def _echo(self, lines: list[bytes]) -> bool:
         """Write ``lines`` to standard output; False once its reader has gone away (``| head``)."""
@@ -184,8 +254,9 @@ class AlertWriter(ActorBase):
         return {"alerts": held + _queued(self._port)}
 
     def statistics(self) -> dict[str, Any]:
-        """Alerts written, write errors, alerts not (yet) written, and the file's own counters."""
-        stats: dict[str, Any] = {"alerts": self.alerts, "unwritten": self.unwritten()["alerts"]}
+        """Lines written, alerts not (yet) written, the core's dedup and chain counters, the file's own."""
+        stats: dict[str, Any] = {"alerts": self.alerts, "unwritten": self.unwritten()["alerts"],
+                                 **{k: v for k, v in self.core.statistics().items() if k != "alerts"}}
         if self.file is not None:
             stats.update(write_errors=self.file.errors, file=self.file.statistics())
         if self.stdout_dropped:

@@ -25,6 +25,16 @@ from edr.alerts.ecs import HostInfo, alert_document
 from edr.detect.alert import Alert
 
 
+class Lines(list[bytes]):
+    """Lines to write, in order, and the name of the rule of each (for counts once they are written)."""
+
+    __slots__ = ("rules",)
+
+    def __init__(self, lines: list[bytes], rules: list[str]) -> None:
+        super().__init__(lines)
+        self.rules = rules
+
+
 class AlertLines:
     """Dedup (optional), :func:`~edr.alerts.ecs.to_ecs` and :meth:`AlertChain.seal`, in that order.
 
@@ -39,7 +49,7 @@ class AlertLines:
         self.alerts = 0
         self.by_rule: dict[str, int] = {}
 
-    def accept(self, alerts: Iterable[Alert]) -> list[bytes]:
+    def accept(self, alerts: Iterable[Alert]) -> Lines:
         """The lines to write for ``alerts``: each first at once, rollups of windows their times closed."""
         dedup = self.dedup
         if dedup is None:
@@ -53,22 +63,24 @@ class AlertLines:
         """When :meth:`tick` has a rollup to write (the earliest window end), or None."""
         return self.dedup.next_deadline() if self.dedup is not None else None
 
-    def tick(self, now: float) -> list[bytes]:
+    def tick(self, now: float) -> Lines:
         """The rollups of the windows that ended by ``now`` (the wall clock, live only), as lines."""
-        return self._lines(self.dedup.expire(now)) if self.dedup is not None else []
+        return self._lines(self.dedup.expire(now)) if self.dedup is not None else Lines([], [])
 
-    def finish(self) -> list[bytes]:
+    def finish(self) -> Lines:
         """The rollups still pending, as lines (end of input)."""
-        return self._lines(self.dedup.flush()) if self.dedup is not None else []
+        return self._lines(self.dedup.flush()) if self.dedup is not None else Lines([], [])
 
-    def _lines(self, alerts: Iterable[Alert]) -> list[bytes]:
+    def _lines(self, alerts: Iterable[Alert]) -> Lines:
         host, seal, by_rule = self.host, self.chain.seal, self.by_rule
-        lines = []
+        lines: list[bytes] = []
+        rules: list[str] = []
         for alert in alerts:
             lines.append(seal(alert_document(alert, host)))
+            rules.append(alert.rule_name)
             by_rule[alert.rule_name] = by_rule.get(alert.rule_name, 0) + 1
         self.alerts += len(lines)
-        return lines
+        return Lines(lines, rules)
 
     def statistics(self) -> dict[str, Any]:
         """Alerts written as lines, the chain's counters and, with dedup, its counters."""

@@ -144,16 +144,51 @@ def scan(ctx: AgentContext, name: str) -> ScanDispatcher:
 
 
 def alerts(ctx: AgentContext, name: str) -> AlertWriter:
-    """The daily ECS alert files of ``[alerts]`` (or ``ctx.options.alert_file``), standard output when ``stdout``."""
-    from edr.alerts.actor import AlertWriter
+    """The daily ECS alert files of ``[alerts]`` (or ``ctx.options.alert_file``), standard output when ``stdout``.
+
+    Lines are folded (``alerts.dedup_*``) and chained (``alerts.chain_key_file``); the chain continues from
+    the last line of the alert files and, live, from the anchor in ``agent.state_directory``.
+    """
+    import time
+
+    from edr.alerts.actor import AlertWriter, ChainAnchor
+    from edr.alerts.alert_lines import AlertLines
+    from edr.alerts.chain import AlertChain, ChainKeyError, ChainStart, load_chain_key
+    from edr.alerts.chain_recovery import family_path, recover_chain
     from edr.alerts.daily_file import DailyFile
+    from edr.alerts.dedup import AlertDeduplicator
     from edr.alerts.ecs import HostInfo
+    from edr.platform.private_files import PrivateDir
 
     cfg = ctx.config.alerts
+    live = ctx.mode in ("linux", "windows")
     file = ctx.options.alert_file
     if file is None and ctx.options.alerts_to_file:
         file = DailyFile(cfg.directory, cfg.filename)
-    return AlertWriter(name, file, HostInfo(), stdout=ctx.options.stdout, log=ctx.log)
+    key = None
+    if cfg.chain_key_file:
+        try:
+            key = load_chain_key(cfg.chain_key_file)
+        except ChainKeyError as exc:
+            ctx.log.error("alerts: %s; the chain goes on with plain SHA-256 (alerts verify will say so)", exc)
+    start = ChainStart.new_chain()
+    anchor = None
+    if file is not None:
+        state = ctx.config.agent.state_directory if live else None
+        resumed = recover_chain(file.directory, file.filename, state_directory=state, key=key)
+        for note in resumed.notes:
+            ctx.log.warning("alerts: %s", note)
+        start = resumed.start
+        if state is not None:
+            anchor = ChainAnchor(PrivateDir(state), family_path(file.directory, file.filename), key, ctx.log)
+    # A replay keeps one alert per matching record (each names its file and record) unless asked to fold
+    # them as the live agent does; folding is for alert fatigue on a live host.
+    fold = cfg.dedup_enabled and (live or ctx.options.dedup)
+    dedup = (AlertDeduplicator(cfg.dedup_window_secs, max_entries=cfg.dedup_max_entries, max_bytes=cfg.dedup_max_bytes)
+             if fold else None)
+    core = AlertLines(HostInfo(), AlertChain(start, key=key), dedup)
+    return AlertWriter(name, file, core, stdout=ctx.options.stdout, log=ctx.log, anchor=anchor,
+                       clock=time.time if live else None)
 
 
 def events(ctx: AgentContext, name: str) -> EventWriter:

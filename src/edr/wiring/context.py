@@ -62,7 +62,9 @@ class RunOptions:
 
     ``files``: what ``edr replay`` reads; ``stdout``: write alerts on
     standard output; ``alerts_to_file``: write them to the daily alert
-    files of ``[alerts]`` (a replay without ``--output`` does not). The
+    files of ``[alerts]`` (a replay without ``--output`` does not);
+    ``dedup``: fold identical alerts in a replay too (live agents always
+    do, per ``alerts.dedup_enabled``). The
     rest replace a real dependency (tests, benchmarks): ``alert_file``
     where alerts go, ``terminator`` what kills a process, ``windows_host``
     the Windows host facts the ETW normalizer asks.
@@ -71,6 +73,7 @@ class RunOptions:
     files: list[str] = attrs.field(factory=list)
     stdout: bool = False
     alerts_to_file: bool = True
+    dedup: bool = False
     alert_file: DailyFile | None = None
     terminator: Callable[[ResponseTarget], KillResult] | None = None
     windows_host: Any = None
