@@ -37,6 +37,7 @@ import attrs
 import cattrs
 
 from edr.platform import current as current_platform
+from edr.runtime.errors import EdrError, Location, toml_error_line
 from edr.severity import SEVERITIES
 
 ENV_PREFIX: Final = "EDR__"
@@ -58,22 +59,26 @@ def platform_trusted_paths() -> list[str]:
     return list(current_platform().trusted_paths)
 
 
-class ConfigError(ValueError):
+class ConfigError(EdrError, ValueError):
     """A configuration value that cannot be used; the message names the key and its source.
 
     A problem with the configuration file itself (missing, not a regular file,
     unreadable, not UTF-8, not TOML) has ``key`` :data:`FILE_KEY` and the
-    file's path as ``source``.
+    file's path as ``source``. ``location``: the source as ``file`` when it
+    is one (not an environment variable or a default), the line when known,
+    the dotted key.
     """
 
-    def __init__(self, key: str, source: str, reason: str) -> None:
+    def __init__(self, key: str, source: str, reason: str, line: int | None = None) -> None:
+        is_file = not source.startswith(("environment", "default", "--", "?"))
+        location = Location(source if is_file else None, line, None if key == FILE_KEY else key)
         if key == FILE_KEY:
-            super().__init__(f"configuration file {source}: {reason}")
+            message = f"configuration file {source}: {reason}"
         else:
-            super().__init__(f"configuration {key} (from {source}): {reason}")
+            message = f"configuration {key} (from {source}): {reason}"
+        super().__init__(reason, location, message=message)
         self.key = key
         self.source = source
-        self.reason = reason
 
 
 def _one_of(*choices: str) -> Any:
@@ -410,9 +415,6 @@ class PipelineConfig:
     """[pipeline]: batching and channel capacities (edr addition)."""
 
     batch_size: int = attrs.field(default=512, validator=_positive, metadata=_doc("Events per batch at most."))
-    batch_latency_ms: int = attrs.field(
-        default=50, validator=_positive, metadata=_doc("Longest a live source holds a partial batch.")
-    )
     capacities: dict[str, int] = attrs.field(
         factory=dict, metadata=_doc('Per-edge capacity overrides, e.g. "router.bulk->enricher.in" = 32.')
     )
@@ -872,11 +874,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(FILE_KEY, source, f"is not UTF-8 text (line {line}, byte offset {exc.start}: "
-                          f"{data[exc.start:exc.start + 1]!r})") from None
+                          f"{data[exc.start:exc.start + 1]!r})", line) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(FILE_KEY, source, f"invalid TOML: {exc}") from None
+        raise ConfigError(FILE_KEY, source, f"invalid TOML: {exc}", toml_error_line(exc)) from None
 
 
 def load_config(

@@ -61,13 +61,15 @@ def ev(category: str, **fields: object) -> Event:
 
 def test_bad_lines_are_reported_with_file_and_line_and_skipped(tmp_path: Path) -> None:
     iocs = load_iocs(write_lists(tmp_path))
-    errs = "\n".join(iocs.errors)
+    errs = "\n".join(map(str, iocs.errors))
     assert f"{tmp_path}/hashes.txt:4:" in errs and "not-a-hash" in errs
     assert f"{tmp_path}/hashes.txt:5:" in errs
     assert f"{tmp_path}/ips.txt:4:" in errs and f"{tmp_path}/ips.txt:5:" in errs
     assert f"{tmp_path}/domains.txt:4:" in errs and f"{tmp_path}/domains.txt:5:" in errs
     assert f"{tmp_path}/paths_regex.txt:3:" in errs
     assert len(iocs.errors) == 7
+    assert sorted((e.file, e.line) for e in iocs.errors)[:2] == [(f"{tmp_path}/domains.txt", 4),
+                                                                  (f"{tmp_path}/domains.txt", 5)]
     counts = iocs.counts()
     assert counts == {"md5": 1, "sha1": 0, "sha256": 1, "ip": 1, "cidr": 2, "domain_exact": 1,
                       "domain_suffix": 2, "path_regex": 2}

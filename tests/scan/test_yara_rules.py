@@ -15,7 +15,8 @@ def test_corrupt_rule_file_is_reported_with_file_and_line_and_others_load(tmp_pa
     assert rules.rule_count == 2
     assert len(rules.errors) == 1
     err = rules.errors[0]
-    assert f"{tmp_path}/rules/broken.yar(6)" in err and "syntax error" in err
+    assert f"{tmp_path}/rules/broken.yar(6)" in str(err) and "syntax error" in str(err)
+    assert (err.file, err.line) == (f"{tmp_path}/rules/broken.yar", 6)
     assert sorted(Path(f).name for f in rules.files) == ["edr_test_marker.yar", "other.yara"]
     assert rules.summary() == "2 rule(s) from 2 file(s); 1 file(s) skipped"
 
@@ -42,7 +43,8 @@ def test_same_rule_name_in_two_files_lives_in_two_namespaces(tmp_path: Path) -> 
 
 def test_missing_rules_path_and_unreadable_target(tmp_path: Path) -> None:
     empty = compile_rules(tmp_path / "nowhere")
-    assert empty.rules is None and "not found" in empty.errors[0]
+    assert empty.rules is None and "not found" in str(empty.errors[0])
+    assert empty.errors[0].file == str(tmp_path / "nowhere")
     assert empty.scan_file("/etc/hostname", 1) == []
     rules = compile_rules(rules_dir(tmp_path / "rules"))
     try:

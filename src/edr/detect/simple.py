@@ -50,6 +50,7 @@ from edr.event import (
     Event,
     F,
 )
+from edr.runtime.errors import EdrError, Location, toml_error_line
 
 TYPES: Final = {
     "process": (PROCESS_CREATION,),
@@ -69,12 +70,11 @@ _DEFAULT_OPERATION: Final = {
 }
 
 
-class RuleError(ValueError):
-    """A simple rule that cannot be used; names the file and the rule id."""
+class RuleError(EdrError, ValueError):
+    """A simple rule that cannot be used; names the file and the rule id (``#N`` for the Nth without one)."""
 
-    def __init__(self, file: str, rule: str, reason: str) -> None:
-        super().__init__(f"{file}: rule {rule}: {reason}")
-        self.file = file
+    def __init__(self, file: str, rule: str, reason: str, line: int | None = None) -> None:
+        super().__init__(reason, Location(file, line, f"rule {rule}"))
         self.rule = rule
 
 
@@ -317,7 +317,7 @@ def load_rules(path: str | Path | None, *, builtin: bool = True) -> LoadResult:
         try:
             data = tomllib.loads(Path(path).read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            errors.append(RuleError(file, "(file)", f"invalid TOML: {exc}"))
+            errors.append(RuleError(file, "(file)", f"invalid TOML: {exc}", toml_error_line(exc)))
             data = {}
         unknown = set(data) - {"rules"}
         if unknown:

@@ -19,6 +19,8 @@ from typing import Any, Final
 import attrs
 import yara
 
+from edr.runtime.errors import EdrError, Location
+
 RULE_SUFFIXES: Final = (".yar", ".yara")
 #: Matched strings kept per rule and bytes kept per string under match_debug.
 MAX_DEBUG_STRINGS: Final = 8
@@ -41,13 +43,17 @@ class YaraHit:
         return f"yara:{self.namespace}:{self.rule}"
 
 
+class YaraFileError(EdrError):
+    """A YARA rule file (or rules path) that could not be compiled; it is left out, the others load."""
+
+
 @attrs.define
 class YaraRuleSet:
-    """Compiled rules plus what loading found: ``files`` loaded, ``errors`` as ``file(line): message``."""
+    """Compiled rules plus what loading found: ``files`` loaded, ``errors`` (file and line in each)."""
 
     rules: Any | None
     files: list[str] = attrs.field(factory=list)
-    errors: list[str] = attrs.field(factory=list)
+    errors: list[YaraFileError] = attrs.field(factory=list)
 
     @property
     def rule_count(self) -> int:
@@ -124,7 +130,7 @@ def compile_rules(root: str | Path, files: Iterable[Path] | None = None) -> Yara
     result = YaraRuleSet(rules=None)
     if not paths:
         if not base.exists():
-            result.errors.append(f"{base}: rules path not found; YARA has no rules")
+            result.errors.append(YaraFileError("rules path not found; YARA has no rules", Location(str(base))))
         return result
     good: dict[str, str] = {}
     for path in paths:
@@ -135,7 +141,7 @@ def compile_rules(root: str | Path, files: Iterable[Path] | None = None) -> Yara
             result.errors.append(_located(str(exc), path))
             continue
         except yara.Error as exc:
-            result.errors.append(f"{path}: {exc}")
+            result.errors.append(YaraFileError(str(exc), Location(str(path))))
             continue
         good[ns] = str(path)
     if good:
@@ -143,13 +149,19 @@ def compile_rules(root: str | Path, files: Iterable[Path] | None = None) -> Yara
             result.rules = yara.compile(filepaths=good)
         except yara.Error as exc:
             # Only a cross-file clash can fail here; report it, keep nothing half-built.
-            result.errors.append(f"{base}: combining rule files failed: {exc}")
+            result.errors.append(YaraFileError(f"combining rule files failed: {exc}", Location(str(base))))
             return result
         result.files = list(good.values())
     return result
 
 
-def _located(message: str, path: Path) -> str:
+def _located(message: str, path: Path) -> YaraFileError:
     # yara reports "<file>(<line>): msg" for filepath compiles; make sure the file is named.
-    return message if str(path) in message else f"{path}: {message}"
+    line = None
+    at = message.find(f"{path}(")
+    if at >= 0:
+        digits = message[at + len(str(path)) + 1:].split(")", 1)[0]
+        line = int(digits) if digits.isdigit() else None
+    text = message if str(path) in message else f"{path}: {message}"
+    return YaraFileError(message, Location(str(path), line), message=text)
 

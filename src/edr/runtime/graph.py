@@ -29,15 +29,15 @@ from typing import Any
 import attrs
 
 from edr.runtime.buffer import Policy
+from edr.runtime.errors import EdrError, Location, toml_error_line
 from edr.runtime.kinds import Kind, KindError, Kinds
 
 
-class GraphError(ValueError):
-    """An invalid graph; the message names the file and the item."""
+class GraphError(EdrError, ValueError):
+    """An invalid graph; the message names the file and the item (and the line, for TOML syntax)."""
 
-    def __init__(self, file: str, item: str, reason: str) -> None:
-        super().__init__(f"{file}: {item}: {reason}")
-        self.file = file
+    def __init__(self, file: str, item: str, reason: str, line: int | None = None) -> None:
+        super().__init__(reason, Location(file, line, item), message=f"{file}: {item}: {reason}")
         self.item = item
 
 
@@ -105,7 +105,7 @@ def load_graph(path: str | Path, kinds: Kinds) -> Graph:
     except (OSError, UnicodeDecodeError) as exc:
         raise GraphError(str(path), "(file)", f"cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise GraphError(str(path), "(file)", f"invalid TOML: {exc}") from None
+        raise GraphError(str(path), "(file)", f"invalid TOML: {exc}", toml_error_line(exc)) from None
     return parse_graph(data, str(path), mode=path.stem, kinds=kinds)
 
 

@@ -12,7 +12,7 @@ from edr.detect.alert import Alert
 from edr.detect.ioc.domains import DomainSet, normalize_domain, validate_listed
 from edr.detect.ioc.extract import dns_answers, domains_in, ips_in
 from edr.detect.ioc.ipset import IpSet, parse_ip, parse_network
-from edr.detect.ioc.lists import Indicator, bad_line, read_list
+from edr.detect.ioc.lists import Indicator, IocLineError, bad_line, read_list
 from edr.event import Event, F
 from edr.text import utf8
 
@@ -69,7 +69,7 @@ class IocSet:
         self.domains = DomainSet()
         self.path_patterns: list[Indicator] = []
         self._path_set: Any = None
-        self.errors: list[str] = []
+        self.errors: list[IocLineError] = []
         self.events = 0
         self.matches = 0
         self._plan: tuple[tuple[str, Callable[[Any, str, list[_Hit]], None]], ...] = ()

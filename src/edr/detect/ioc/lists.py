@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import attrs
 
+from edr.runtime.errors import EdrError, Location
+
 # A comment starts at "#" at the start of a line or after whitespace, so a
 # regex such as "C:\\x#y" keeps its "#".
 _COMMENT = re.compile(r"(?:^|\s)#")
@@ -50,7 +52,11 @@ class ListLine:
     line: int
 
 
-def read_list(path: str, errors: list[str]) -> Iterator[ListLine]:
+class IocLineError(EdrError, ValueError):
+    """A list file, or a line of one, that was skipped; ``location`` names the file and the line."""
+
+
+def read_list(path: str, errors: list[IocLineError]) -> Iterator[ListLine]:
     """The value lines of ``path``; a missing or unreadable file is one error, not an exception.
 
     An empty ``path`` is no list (``edr.rule_trust`` gives that for a list it refused).
@@ -61,10 +67,10 @@ def read_list(path: str, errors: list[str]) -> Iterator[ListLine]:
         with open(path, encoding="utf-8", errors="replace") as fh:
             text = fh.read()
     except FileNotFoundError:
-        errors.append(f"{path}: file not found; list is empty")
+        errors.append(IocLineError("file not found; list is empty", Location(path)))
         return
     except OSError as exc:
-        errors.append(f"{path}: cannot read ({exc.strerror or exc}); list is empty")
+        errors.append(IocLineError(f"cannot read ({exc.strerror or exc}); list is empty", Location(path)))
         return
     for number, raw in enumerate(text.splitlines(), start=1):
         line = _COMMENT.split(raw, 1)[0]
@@ -75,6 +81,6 @@ def read_list(path: str, errors: list[str]) -> Iterator[ListLine]:
         yield ListLine(value=value, comment=comment.strip(), source=path, line=number)
 
 
-def bad_line(errors: list[str], item: ListLine, reason: str) -> None:
-    """Record a skipped line as ``file:line: reason``."""
-    errors.append(f"{item.source}:{item.line}: {reason}: {item.value!r} (skipped)")
+def bad_line(errors: list[IocLineError], item: ListLine, reason: str) -> None:
+    """Record a skipped line (its message: ``file:line: reason: 'value' (skipped)``)."""
+    errors.append(IocLineError(f"{reason}: {item.value!r} (skipped)", Location(item.source, item.line)))

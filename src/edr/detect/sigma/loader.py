@@ -20,6 +20,8 @@ from sigma.filters import SigmaFilter
 from sigma.modifiers import SigmaWideModifier, modifier_mapping
 from sigma.rule import SigmaRule
 
+from edr.runtime.errors import EdrError, Location
+
 # The Sigma specification names ``utf16le`` as an alias of ``wide``; pySigma 2.0
 # lacks the alias, so rules using it would be rejected for a spelling.
 modifier_mapping.setdefault("utf16le", SigmaWideModifier)
@@ -37,6 +39,19 @@ class Rejection:
     title: str = ""
     rule_id: str = ""
     logsource: str = ""
+
+    @property
+    def location(self) -> Location:
+        """The rule file, and the rule's id (else its title) when the rule was read."""
+        return Location(self.path, None, self.rule_id or self.title or None)
+
+    def error(self) -> SigmaRuleError:
+        """This rejection as an :class:`~edr.errors.EdrError` (its message: ``path: [id: ]stage: reason``)."""
+        return SigmaRuleError(f"{self.stage}: {self.reason}", self.location)
+
+
+class SigmaRuleError(EdrError):
+    """A Sigma rule (or rule file) that was rejected; ``location`` names the file and the rule."""
 
 
 @attrs.define

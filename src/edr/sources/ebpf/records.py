@@ -93,21 +93,6 @@ class RawRecord(NamedTuple):
     data: bytes
 
 
-class Header(NamedTuple):
-    """The common header of every record."""
-
-    ts_ns: int
-    cgroup_id: int
-    type: int
-    xflags: int
-    pid: int
-    tid: int
-    uid: int
-    gid: int
-    aux: int
-    comm: str
-
-
 _TS: Final = struct.Struct("<Q")
 
 
@@ -127,12 +112,6 @@ def boot_ns_to_ticks(ns: int, clock_ticks: int) -> int:
     (``sysconf(_SC_CLK_TCK)``), 100 on every mainstream kernel.
     """
     return ns // (NSEC_PER_SEC // clock_ticks)
-
-
-def parse_header(data: bytes) -> Header:
-    """Parse the header; raises ``struct.error`` if the record is too short."""
-    ts, cg, typ, xf, pid, tid, uid, gid, aux, comm = HDR.unpack_from(data)
-    return Header(ts, cg, typ, xf, pid, tid, uid, gid, aux, cstr(comm))
 
 
 def cstr(raw: bytes) -> str:

@@ -29,8 +29,6 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-FORMATS = ("ndjson", "evtx", "evtx_json")
-
 #: The first bytes of every EVTX file.
 EVTX_MAGIC = b"ElfFile\0"
 _GZIP_MAGIC = b"\x1f\x8b"
