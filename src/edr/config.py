@@ -274,6 +274,26 @@ class ResponseConfig:
     allowlist_paths: list[str] | None = attrs.field(
         default=None, metadata=_doc("Path prefixes never terminated; unset inherits allowlist.paths.")
     )
+    rule_kills_per_minute: int = attrs.field(
+        default=10, validator=_positive,
+        metadata=_doc("Kills (or dry-run would-kills) one rule may cause per minute; more opens the breaker."),
+    )
+    global_kills_per_minute: int = attrs.field(
+        default=30, validator=_positive,
+        metadata=_doc("Kills (or would-kills) all rules together may cause per minute; more opens the breaker."),
+    )
+    breaker_cooldown_secs: float = attrs.field(
+        default=900.0, validator=_seconds(zero_ok=True),
+        metadata=_doc("Once a budget is exceeded, seconds of dry-run (plus a critical alert); 0: until restart."),
+    )
+    decided_processes: int = attrs.field(
+        default=8192, validator=_positive,
+        metadata=_doc("Processes remembered as decided, so each gets one kill or would-terminate line."),
+    )
+    decided_ttl_secs: float = attrs.field(
+        default=3600.0, validator=_seconds(zero_ok=False),
+        metadata=_doc("Seconds a decided process is remembered (bounds pid reuse when no start time is known)."),
+    )
 
 
 @attrs.define

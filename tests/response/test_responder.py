@@ -15,6 +15,9 @@ import orjson
 import pytest
 import trio
 
+from edr.alerts.actor import AlertWriter
+from edr.alerts.daily_file import DailyFile
+from edr.alerts.ecs import HostInfo
 from edr.config import Config, ResponseConfig
 from edr.detect.alert import Alert
 from edr.event import Event
@@ -270,7 +273,7 @@ async def test_request_drops_are_logged_rate_limited(oplog: Lines) -> None:
     assert " WARNING edr.response: " in more
 
 
-async def test_health_record_shows_the_request_queue_like_an_edge(oplog: Lines) -> None:
+async def test_health_record_shows_the_request_queue_like_an_edge(oplog: Lines, tmp_path: Path) -> None:
     actor = responder(prevention_enabled=False, channel_capacity=3)
     release = threading.Event()
     calls = 0
@@ -286,8 +289,9 @@ async def test_health_record_shows_the_request_queue_like_an_edge(oplog: Lines) 
     actor.gatherer = held_gatherer
     feed = Feed("feed", [[yara_alert(4_000_000 + i, f"/tmp/evil{i}") for i in range(10)]])
     feed.hold = trio.Event()  # the input stays open until the test has looked
-    sup = supervised({"feed": ("t_feed", feed), "responder": ("responder", actor)},
-                     [("feed.out", "responder.in", 4, "block")])
+    writer = AlertWriter("alerts", DailyFile(tmp_path, "alerts.json"), HostInfo())  # the breaker's alerts
+    sup = supervised({"feed": ("t_feed", feed), "responder": ("responder", actor), "alerts": ("alerts", writer)},
+                     [("feed.out", "responder.in", 4, "block"), ("responder.alerts", "alerts.in", 4, "block")])
     during: list[dict] = []
 
     async def look(s: Supervisor) -> None:

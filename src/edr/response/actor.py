@@ -15,6 +15,18 @@ are not for response), and its capacity counts requests, not batches (see
 in the statistics, so the health record shows its sent, received, dropped,
 depth, high-water and capacity.
 
+Every decision that passed the safety checks then goes through the
+:class:`~edr.response.budget.ResponseGovernor`: one decision per process
+identity (a repeated alert is ``suppressed``: no second kill, no second
+line), per-rule and global budgets of kills per minute, and a circuit
+breaker. When a budget is exceeded the breaker opens: from then on every
+decision is logged as ``would terminate ... dry_run=true breaker=open`` and
+nothing is killed, and one critical alert (``EDR-RESPONSE-BREAKER``, see
+:mod:`edr.response.breaker_alert`) is sent on the ``alerts`` output, which
+the graph connects to the alert writer. Sending it waits for room on that
+edge (alerts are never dropped); without the output (a test harness) the
+alert is only logged. The accounting is the same in dry-run.
+
 The agent, its parent chain, its service manager and PID 1 are never
 killed (:mod:`edr.platform.protected`). The set is logged at start and
 gathered again, in a thread, before every decision, so that it follows the
@@ -31,6 +43,7 @@ pid=4242 image="/tmp/evil" dry_run=true``, i.e. it contains the seed's
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -40,9 +53,12 @@ import trio
 from edr.detect.alert import Alert
 from edr.platform.kill import GONE, MISMATCH, TERMINATED, KillResult
 from edr.platform.protected import ProtectedProcess, describe, gather_protected, roles_by_pid
-from edr.response.decision import DRY_RUN, KILL, ResponsePolicy, ResponseTarget, quote, target_of
+from edr.response.breaker_alert import breaker_alert
+from edr.response.budget import ACT, SUPPRESSED, ResponseGovernor, Trip
+from edr.response.decision import DRY_RUN, KILL, ResponsePolicy, ResponseTarget, quote, target_of, would_terminate
 from edr.response.kill import terminate_target
 from edr.runtime.actor import ActorBase, Ports
+from edr.runtime.channel import OutPort
 from edr.runtime.errlog import ErrorLog
 from edr.runtime.workqueue import WorkQueue
 
@@ -56,12 +72,21 @@ class Responder(ActorBase):
     """Active response per ``[response]``: disabled, dry-run or prevention."""
 
     inputs: ClassVar = ("in",)
-    outputs: ClassVar = ()
+    #: the breaker's critical alert, for the alert writer
+    outputs: ClassVar = ("alerts",)
 
     def __init__(self, name: str, policy: ResponsePolicy, capacity: int,
-                 terminator: Terminator = terminate_target, gatherer: Gatherer = gather_protected) -> None:
+                 terminator: Terminator = terminate_target, gatherer: Gatherer = gather_protected,
+                 governor: ResponseGovernor | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(name)
         self.policy = policy
+        #: budgets, identity suppression and the breaker (defaults: 10 per rule, 30 in all, 15 min cool-down)
+        self.governor = governor if governor is not None else ResponseGovernor(
+            per_rule_per_minute=10, global_per_minute=30, cooldown=900.0)
+        self.clock = clock
+        self._alerts: OutPort | None = None
+        #: breaker alerts sent to the alert writer
+        self.breaker_alerts = 0
         self.terminator = terminator
         self.gatherer = gatherer
         #: the protected processes the policy was last given (empty until the worker starts)
@@ -111,6 +136,45 @@ class Responder(ActorBase):
         async for target in requests:
             await self.handle(target)
 
+    @property
+    def suppressed(self) -> int:
+        """Decisions suppressed because their process was already decided."""
+        return self.governor.suppressed
+
+    @property
+    def budget_denied(self) -> int:
+        """Decisions the budgets refused (the one that opened the breaker and all while it was open)."""
+        return self.governor.denied
+
+    async def _tripped(self, trip: Trip) -> None:
+        mode = "prevention" if self.policy.prevention else "dry-run"
+        until = "until restart" if trip.cooldown <= 0 else f"for {trip.cooldown:g}s"
+        log.critical("Active response circuit breaker opened: rule=%s rule_id=%s budget=%s limit_per_minute=%d "
+                     "rule_granted=%d total_granted=%d mode=%s; nothing is killed %s",
+                     quote(trip.rule_name), quote(trip.rule_id), trip.budget, trip.limit_per_minute,
+                     trip.rule_granted, trip.total_granted, mode, until)
+        if self._alerts is None:
+            return
+        await self._alerts.send([breaker_alert(trip, prevention=self.policy.prevention, when=time.time())])
+        self.breaker_alerts += 1
+
+    async def _govern(self, target: ResponseTarget) -> bool:
+        """Whether the decision on ``target`` may go ahead; if not, it was suppressed or logged as diverted."""
+        verdict = self.governor.judge(target, self.clock())
+        if verdict.closed:
+            log.warning("Active response circuit breaker closed after its cool-down: responses resume")
+        if verdict.action == SUPPRESSED:
+            log.debug("Active response suppressed: process already decided pid=%s image=%s rule=%s",
+                      target.pid, quote(target.image), quote(target.rule_name))
+            return False
+        if verdict.trip is not None:
+            await self._tripped(verdict.trip)
+        if verdict.action != ACT:
+            self.dry_run += 1
+            log.info(would_terminate(target, breaker_open=True))
+            return False
+        return True
+
     async def refresh_protected(self) -> None:
         """Gather the protected processes again (in a thread) and hand them to the policy.
 
@@ -136,6 +200,8 @@ class Responder(ActorBase):
         """Apply the policy to one request: skip, log a dry run, or kill and log the outcome."""
         await self.refresh_protected()
         decision = self.policy.decide(target)
+        if decision.action in (DRY_RUN, KILL) and not await self._govern(target):
+            return
         if decision.action == DRY_RUN:
             self.dry_run += 1
             log.info(decision.message)
@@ -171,6 +237,7 @@ class Responder(ActorBase):
         if self.requests.closed:  # run again after a crash: a new queue (its counters start again)
             self.requests = WorkQueue(self.requests.name, self.requests.capacity)
         requests = self.requests
+        self._alerts = ports.outputs.get("alerts")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._worker, requests)
             try:
@@ -191,4 +258,7 @@ class Responder(ActorBase):
             "identity_mismatch": self.mismatched, "already_exited": self.gone, "failed": self.failed,
             "skipped": dict(self.skipped), "protected": len(self.protected),
             "protected_changes": self.protected_changes,
+            # dry_run counts every would-terminate line: dry-run mode, or the breaker open
+            "would_kill": self.dry_run, "suppressed": self.suppressed, "budget_denied": self.budget_denied,
+            "breaker_alerts": self.breaker_alerts, "budget": self.governor.statistics(self.clock()),
         }

@@ -179,6 +179,12 @@ class ResponsePolicy:
             return Decision(SKIP, "written file",
                             f"Active response skipped: written file {where} file={quote(target.written_file)}")
         if not self.prevention:
-            return Decision(DRY_RUN, "",
-                            f"Active response would terminate process {where} dry_run=true")
+            return Decision(DRY_RUN, "", would_terminate(target))
         return Decision(KILL, "", "")
+
+
+def would_terminate(target: ResponseTarget, *, breaker_open: bool = False) -> str:
+    """The dry-run line for ``target``; ``breaker_open``: logged instead of a kill because the response
+    circuit breaker is open (see :mod:`edr.response.budget`)."""
+    return (f"Active response would terminate process pid={target.pid} image={quote(target.image)} dry_run=true"
+            + (f" breaker=open rule={quote(target.rule_name)}" if breaker_open else ""))

@@ -205,6 +205,7 @@ def responder(ctx: AgentContext, name: str) -> Responder:
     """Active response per ``[response]``; ``allowlist_paths`` inherits ``allowlist.paths`` / platform defaults."""
     from edr.response.actor import Responder
     from edr.response.allowlist import ImageAllowlist
+    from edr.response.budget import ResponseGovernor
     from edr.response.decision import ResponsePolicy
     from edr.response.kill import terminate_target
 
@@ -214,4 +215,9 @@ def responder(ctx: AgentContext, name: str) -> Responder:
     policy = ResponsePolicy(enabled=cfg.response.enabled, prevention=cfg.response.prevention_enabled,
                             min_severity=cfg.response.min_severity, allowlist=allow,
                             protected_pids=frozenset({os.getpid()}))
-    return Responder(name, policy, cfg.response.channel_capacity, ctx.options.terminator or terminate_target)
+    r = cfg.response
+    governor = ResponseGovernor(per_rule_per_minute=r.rule_kills_per_minute,
+                                global_per_minute=r.global_kills_per_minute, cooldown=r.breaker_cooldown_secs,
+                                max_identities=r.decided_processes, identity_ttl=r.decided_ttl_secs)
+    return Responder(name, policy, r.channel_capacity, ctx.options.terminator or terminate_target,
+                     governor=governor)
