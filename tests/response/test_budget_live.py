@@ -193,12 +193,11 @@ def check_breaker_alert(tmp_path: Path, granted: int, mode: str, procs: list[sub
 def test_prevention_kills_at_most_the_budget_and_trips_the_breaker(tmp_path: Path, oplog: Lines,
                                                                     victims: list[subprocess.Popen[bytes]]) -> None:
     responder, writer, elapsed = run_graph(tmp_path, victims, prevention=True)
-    granted = check_accounting(responder, elapsed)
-    assert responder.terminated == granted
-
     killed = pids_in(oplog.having("Active response terminated process"))
     diverted = pids_in(oplog.having("would terminate"))
-    assert len(killed) == granted
+    assert RULE_BUDGET <= len(killed) <= granted_bound(elapsed), (len(killed), elapsed)
+    granted = check_accounting(responder, elapsed)
+    assert responder.terminated == granted == len(killed)
     # which are alive: exactly those the log says were killed are dead, by SIGKILL
     for proc in victims:
         if proc.pid in killed:
@@ -219,12 +218,12 @@ def test_prevention_kills_at_most_the_budget_and_trips_the_breaker(tmp_path: Pat
 def test_dry_run_kills_nothing_one_line_per_process_same_accounting(tmp_path: Path, oplog: Lines,
                                                                     victims: list[subprocess.Popen[bytes]]) -> None:
     responder, writer, elapsed = run_graph(tmp_path, victims, prevention=False)
-    granted = check_accounting(responder, elapsed)
-    assert responder.terminated == 0 and responder.dry_run == VICTIMS
     time.sleep(0.2)
     assert all(p.poll() is None for p in victims), "dry-run must not kill"
     lines = oplog.having("would terminate")
     assert sorted(pids_in(lines)) == sorted(p.pid for p in victims)  # exactly one line per process
+    granted = check_accounting(responder, elapsed)
+    assert responder.terminated == 0 and responder.dry_run == VICTIMS
     assert len([line for line in lines if line.endswith(" dry_run=true")]) == granted
     assert len([line for line in lines if "breaker=open" in line]) == VICTIMS - granted
     [opened] = oplog.having("circuit breaker opened")
