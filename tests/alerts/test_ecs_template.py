@@ -22,6 +22,8 @@ from edr.alerts.ecs_template import coverage_problems, index_template, mapping_o
 from edr.detect.alert import Alert
 from edr.detect.yara_rules import YaraHit
 from edr.event import Event
+from edr.response.breaker_alert import breaker_alert
+from edr.response.budget import Trip
 from edr.scan.alerts import file_alerts, memory_alerts
 from edr.scan.file_scan import FileVerdict, MemoryVerdict
 from tests.alerts.conftest import clean_env
@@ -166,7 +168,9 @@ def test_real_linux_alerts_of_every_engine_are_covered(tmp_path: Path, full: Ecs
         Alert("R-9", "renamed", "low", "simple", Event("file_rename", "linux", {
             "SourceFilename": "/tmp/a", "TargetFilename": "/tmp/b"}, 1_763_000_010.0)),
         Alert("R-9", "killed", "low", "simple", Event("process_termination", "linux", {
-            "ProcessId": 11, "ExitCode": 137, "ExitSignal": "SIGKILL"}, 1_763_000_011.0))]) + lines.finish()]
+            "ProcessId": 11, "ExitCode": 137, "ExitSignal": "SIGKILL"}, 1_763_000_011.0)),
+        breaker_alert(Trip("R-1", "whoami", "rule", 10, 10, 12, 4242, "/tmp/evil", 900.0, 1), prevention=True,
+                      when=1_763_000_012.0)]) + lines.finish()]
     seen |= covered(docs, full)
     assert docs[0]["edr.error"] == "ZeroDivisionError: division by zero"
     assert EDR_FIELDS.keys() - seen == set()
