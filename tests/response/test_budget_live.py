@@ -11,6 +11,9 @@ responder; the responder's breaker alert -> the alert writer.
   rest are logged as would-terminate, and none is decided twice;
 - dry-run: nothing is killed, one would-terminate line per process, and
   the same budget and breaker accounting.
+
+And with the responder alone and an injected clock: the breaker closes
+after its cool-down and kills resume.
 """
 
 from __future__ import annotations
@@ -34,14 +37,15 @@ from edr.alerts.actor import AlertWriter
 from edr.alerts.daily_file import DailyFile
 from edr.alerts.ecs import HostInfo
 from edr.config import Config, IocConfig, ResponseConfig, ScannerConfig, SigmaConfig, SimpleConfig
+from edr.detect.alert import Alert
 from edr.event import Event
 from edr.platform.linux import procfs
 from edr.response.actor import Responder
 from edr.response.breaker_alert import BREAKER_RULE_ID
 from edr.wiring import builders
 from edr.wiring.context import AgentContext
-from tests.response.test_responder import Lines
-from tests.scan.harness import Feed, supervised
+from tests.response.test_responder import Lines, yara_alert
+from tests.scan.harness import Feed, running, supervised, wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and real signals")
 
@@ -231,3 +235,36 @@ def test_dry_run_kills_nothing_one_line_per_process_same_accounting(tmp_path: Pa
     assert not oplog.having("terminated process")
     assert writer.alerts == 2 * VICTIMS + 1
     check_breaker_alert(tmp_path, granted, "dry_run", victims)
+
+
+async def test_breaker_closes_after_its_cool_down_and_kills_resume(tmp_path: Path, oplog: Lines,
+                                                                   victims: list[subprocess.Popen[bytes]]) -> None:
+    cfg = Config(response=ResponseConfig(enabled=True, prevention_enabled=True, rule_kills_per_minute=1,
+                                         breaker_cooldown_secs=60.0))
+    actor = builders.responder(AgentContext.create(cfg, "test"), "responder")
+    now = [1000.0]
+    actor.clock = lambda: now[0]
+    first, second, third = victims[:3]
+
+    def alert(proc: subprocess.Popen[bytes]) -> Alert:
+        return yara_alert(proc.pid, str(Path(f"/proc/{proc.pid}/exe").readlink()),
+                          ProcessStartTime=procfs.start_ticks(proc.pid))
+
+    async with running(actor, output="alerts") as run:
+        await run.send([alert(first), alert(second)])
+        await wait_for(lambda: actor.terminated == 1 and actor.budget_denied == 1, state=actor.statistics)
+        [breaker] = run.received
+        assert breaker.rule_id == BREAKER_RULE_ID and breaker.ecs["process.pid"] == second.pid
+        now[0] += 59.9
+        await run.send([alert(third)])
+        await wait_for(lambda: actor.budget_denied == 2, state=actor.statistics)
+        now[0] += 0.1  # the cool-down is over: the next decision closes the breaker
+        fourth = victims[3]
+        await run.send([alert(fourth)])
+        await wait_for(lambda: actor.terminated == 2, state=actor.statistics)
+    assert first.wait(timeout=5) == -9 and fourth.wait(timeout=5) == -9
+    assert second.poll() is None and third.poll() is None
+    assert len(oplog.having("circuit breaker closed after its cool-down")) == 1
+    assert actor.statistics()["budget"]["breaker"] == {"state": "closed", "trips": 1, "open_for_secs": None,
+                                                       "cooldown_secs": 60.0}
+    assert len(run.received) == 1

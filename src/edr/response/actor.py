@@ -76,13 +76,12 @@ class Responder(ActorBase):
     outputs: ClassVar = ("alerts",)
 
     def __init__(self, name: str, policy: ResponsePolicy, capacity: int,
-                 terminator: Terminator = terminate_target, gatherer: Gatherer = gather_protected,
-                 governor: ResponseGovernor | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 terminator: Terminator = terminate_target, gatherer: Gatherer = gather_protected, *,
+                 governor: ResponseGovernor, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(name)
         self.policy = policy
-        #: budgets, identity suppression and the breaker (defaults: 10 per rule, 30 in all, 15 min cool-down)
-        self.governor = governor if governor is not None else ResponseGovernor(
-            per_rule_per_minute=10, global_per_minute=30, cooldown=900.0)
+        #: budgets, identity suppression and the breaker, judged at ``clock()`` (monotonic seconds)
+        self.governor = governor
         self.clock = clock
         self._alerts: OutPort | None = None
         #: breaker alerts sent to the alert writer
