@@ -35,7 +35,6 @@ import trio
 
 from edr.alerts.actor import AlertWriter
 from edr.alerts.daily_file import DailyFile
-from edr.alerts.ecs import HostInfo
 from edr.config import Config, IocConfig, ResponseConfig, ScannerConfig, SigmaConfig, SimpleConfig
 from edr.detect.alert import Alert
 from edr.event import Event
@@ -121,10 +120,11 @@ def run_graph(tmp_path: Path, procs: list[subprocess.Popen[bytes]], *, preventio
                  response=ResponseConfig(enabled=True, prevention_enabled=prevention,
                                          rule_kills_per_minute=RULE_BUDGET, global_kills_per_minute=30,
                                          breaker_cooldown_secs=600.0))
-    ctx = AgentContext.create(cfg, "test")
+    # mode "test": the alert writer writes every alert (no live folding of repeated ones)
+    ctx = AgentContext.create(cfg, "test", alert_file=DailyFile(tmp_path / "alerts", "alerts.json"))
     detect = builders.detect(ctx, "detect")
     responder = builders.responder(ctx, "responder")
-    writer = AlertWriter("alerts", DailyFile(tmp_path / "alerts", "alerts.json"), HostInfo())
+    writer = builders.alerts(ctx, "alerts")
     events = [creation_event(p) for p in procs]
     # every process matched twice: the second alert on a process must not be decided again
     feed = Feed("feed", [events, [creation_event(p) for p in procs]])

@@ -15,9 +15,7 @@ import orjson
 import pytest
 import trio
 
-from edr.alerts.actor import AlertWriter
 from edr.alerts.daily_file import DailyFile
-from edr.alerts.ecs import HostInfo
 from edr.config import Config, ResponseConfig
 from edr.detect.alert import Alert
 from edr.event import Event
@@ -289,7 +287,9 @@ async def test_health_record_shows_the_request_queue_like_an_edge(oplog: Lines, 
     actor.gatherer = held_gatherer
     feed = Feed("feed", [[yara_alert(4_000_000 + i, f"/tmp/evil{i}") for i in range(10)]])
     feed.hold = trio.Event()  # the input stays open until the test has looked
-    writer = AlertWriter("alerts", DailyFile(tmp_path, "alerts.json"), HostInfo())  # the breaker's alerts
+    # the breaker's alerts (none here)
+    writer = builders.alerts(AgentContext.create(Config(), "test", alert_file=DailyFile(tmp_path, "alerts.json")),
+                             "alerts")
     sup = supervised({"feed": ("t_feed", feed), "responder": ("responder", actor), "alerts": ("alerts", writer)},
                      [("feed.out", "responder.in", 4, "block"), ("responder.alerts", "alerts.in", 4, "block")])
     during: list[dict] = []
