@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -28,25 +29,57 @@ from edr.shutdown import hard_exit, report_unwritten
 from edr.wiring.context import AgentContext, Shared
 from edr.wiring.graphs import mode_graph
 
+if TYPE_CHECKING:
+    from edr.sources.ebpf.loader import Probe
+
 log = logging.getLogger("edr")
+
+
+def linux_preflight() -> tuple[Probe, ...]:
+    """What ``edr run`` checks before it starts the eBPF sensor, each a Probe (none stops the others).
+
+    In order: privileges, bcc, kernel headers, tracefs. The sensor checks
+    again as it loads (:func:`edr.sources.ebpf.loader.preflight_probes`,
+    which accepts a little more: CAP_BPF and CAP_PERFMON without root,
+    headers from /lib/modules/.../source or the kheaders module).
+    """
+    from edr.sources.ebpf.loader import Probe
+
+    probes: list[Probe] = []
+    if os.geteuid() != 0:
+        probes.append(Probe("privileges", False, f"uid {os.geteuid()}",
+                            "edr run needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs",
+                            "run it with sudo"))
+    else:
+        probes.append(Probe("privileges", True, "running as root"))
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        probes.append(Probe("bcc", False, "not importable", "bcc is not importable",
+                            "install it with `apt-get install python3-bpfcc` and use a venv made with "
+                            "--system-site-packages (make run does both; see scripts/setup_host.sh)"))
+    else:
+        probes.append(Probe("bcc", True, "importable"))
+    release = os.uname().release
+    if not os.path.isdir(f"/lib/modules/{release}/build/include"):
+        probes.append(Probe("kernel headers", False, f"none for {release}",
+                            f"no kernel headers at /lib/modules/{release}/build",
+                            "run scripts/setup_host.sh (installs linux-headers-amd64 and links it for this kernel)"))
+    else:
+        probes.append(Probe("kernel headers", True, f"/lib/modules/{release}/build/include"))
+    roots = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+    mounted = [root for root in roots if os.path.isdir(f"{root}/events")]
+    if not mounted:
+        probes.append(Probe("tracefs", False, "not mounted", "tracefs is not mounted",
+                            "mount -t tracefs nodev /sys/kernel/tracing (scripts/setup_host.sh does it)"))
+    else:
+        probes.append(Probe("tracefs", True, f"mounted at {mounted[0]}"))
+    return tuple(probes)
 
 
 def preflight_linux() -> str | None:
     """Why the eBPF sensor cannot start here, with the fix; None when it can."""
-    if os.geteuid() != 0:
-        return "edr run needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        return ("bcc is not importable: install it with `apt-get install python3-bpfcc` and use a venv made "
-                "with --system-site-packages (make run does both; see scripts/setup_host.sh)")
-    release = os.uname().release
-    if not os.path.isdir(f"/lib/modules/{release}/build/include"):
-        return (f"no kernel headers at /lib/modules/{release}/build: run scripts/setup_host.sh "
-                "(installs linux-headers-amd64 and links it for this kernel)")
-    if not (os.path.isdir("/sys/kernel/tracing/events") or os.path.isdir("/sys/kernel/debug/tracing/events")):
-        return "tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing (scripts/setup_host.sh does it)"
-    return None
+    return next((probe.message for probe in linux_preflight() if not probe.ok), None)
 
 
 def take_instance_lock(loaded: LoadedConfig) -> InstanceLock | str:

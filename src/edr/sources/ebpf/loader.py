@@ -2,6 +2,8 @@
 
 Each check that fails raises :class:`SensorUnavailable` naming what is
 missing and the command that fixes it, so ``edr run`` can print it and exit.
+The ``probe_*`` functions behind the checks return a :class:`Probe` instead
+(what was found, or the problem and its fix), for ``edr doctor``.
 """
 
 from __future__ import annotations
@@ -9,20 +11,63 @@ from __future__ import annotations
 import ctypes
 import importlib
 import os
+import re
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 from edr.sources.ebpf.errors import SensorUnavailable
 from edr.sources.ebpf.records import FAMILIES, PROCESS
 
 SOURCE_PATH = Path(__file__).with_name("bpf") / "sensor.c"
 
+#: Capability numbers (``linux/capability.h``) of what the agent keeps (see edr.service.systemd_unit).
+CAP_DAC_READ_SEARCH = 2
+CAP_KILL = 5
+CAP_SYS_PTRACE = 19
+CAP_SYS_ADMIN = 21
+CAP_SYS_RESOURCE = 24
 CAP_PERFMON = 38
 CAP_BPF = 39
+CAPABILITY_BITS: Final[dict[str, int]] = {
+    "CAP_DAC_READ_SEARCH": CAP_DAC_READ_SEARCH, "CAP_KILL": CAP_KILL, "CAP_SYS_PTRACE": CAP_SYS_PTRACE,
+    "CAP_SYS_ADMIN": CAP_SYS_ADMIN, "CAP_SYS_RESOURCE": CAP_SYS_RESOURCE, "CAP_PERFMON": CAP_PERFMON,
+    "CAP_BPF": CAP_BPF,
+}
+#: Where tracefs is looked for: its own mount point, then debugfs's automount of it.
+TRACEFS_ROOTS: Final = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+BTF_PATH: Final = "/sys/kernel/btf/vmlinux"
+#: BPF ring buffers (every family's ``rb_*`` map) arrived in Linux 5.8.
+RINGBUF_SINCE: Final = (5, 8)
 
 
-def _effective_caps() -> int:
+class Probe(NamedTuple):
+    """One precondition of the sensor as found on this host (what ``edr doctor`` reports).
+
+    ``found`` says what was found, ``problem`` (when ``ok`` is False) what is
+    missing and ``fix`` the command that fixes it; :attr:`message` is the
+    text :class:`SensorUnavailable` carries.
+    """
+
+    name: str
+    ok: bool
+    found: str
+    problem: str = ""
+    fix: str = ""
+
+    @property
+    def message(self) -> str:
+        """``problem: fix``."""
+        return f"{self.problem}: {self.fix}" if self.fix else self.problem
+
+    def require(self) -> None:
+        """Raise :class:`SensorUnavailable` with :attr:`message` unless the precondition holds."""
+        if not self.ok:
+            raise SensorUnavailable(self.message)
+
+
+def effective_capabilities() -> int | None:
+    """This process's effective capability set (``CapEff``) as a bit mask; None when it cannot be read."""
     try:
         with open("/proc/self/status", "rb") as f:
             for line in f:
@@ -30,19 +75,27 @@ def _effective_caps() -> int:
                     return int(line.split()[1], 16)
     except (OSError, ValueError, IndexError):
         pass
-    return 0
+    return None
+
+
+def _effective_caps() -> int:
+    return effective_capabilities() or 0
+
+
+def probe_privileges() -> Probe:
+    """Root, or CAP_BPF and CAP_PERFMON."""
+    if os.geteuid() == 0:
+        return Probe("privileges", True, "running as root")
+    caps = _effective_caps()
+    if caps & (1 << CAP_BPF) and caps & (1 << CAP_PERFMON):
+        return Probe("privileges", True, f"uid {os.geteuid()} with CAP_BPF and CAP_PERFMON")
+    return Probe("privileges", False, f"uid {os.geteuid()} without CAP_BPF and CAP_PERFMON",
+                 "the eBPF sensor needs root (or CAP_BPF and CAP_PERFMON)", "run as root, e.g. `sudo edr run`")
 
 
 def check_privileges() -> None:
     """Root, or CAP_BPF and CAP_PERFMON."""
-    if os.geteuid() == 0:
-        return
-    caps = _effective_caps()
-    if caps & (1 << CAP_BPF) and caps & (1 << CAP_PERFMON):
-        return
-    raise SensorUnavailable(
-        "the eBPF sensor needs root (or CAP_BPF and CAP_PERFMON): run as root, e.g. `sudo edr run`"
-    )
+    probe_privileges().require()
 
 
 def import_bcc() -> ModuleType:
@@ -50,37 +103,94 @@ def import_bcc() -> ModuleType:
     try:
         return importlib.import_module("bcc")
     except Exception as exc:
-        raise SensorUnavailable(
-            f"bcc is not importable ({exc}): install it with `apt install python3-bpfcc` and use a "
-            "virtualenv created with --system-site-packages (or run scripts/setup_host.sh)"
-        ) from exc
+        raise SensorUnavailable(_bcc_probe(exc).message) from exc
+
+
+def _bcc_probe(exc: Exception) -> Probe:
+    return Probe("bcc", False, "not importable", f"bcc is not importable ({exc})",
+                 "install it with `apt install python3-bpfcc` and use a virtualenv created with "
+                 "--system-site-packages (or run scripts/setup_host.sh)")
+
+
+def probe_bcc() -> Probe:
+    """Whether ``bcc`` imports, and which one."""
+    try:
+        bcc = importlib.import_module("bcc")
+    except Exception as exc:
+        return _bcc_probe(exc)
+    version = getattr(bcc, "__version__", "") or "(version unknown)"
+    return Probe("bcc", True, f"bcc {version} from {os.path.dirname(getattr(bcc, '__file__', '') or '?')}")
+
+
+def probe_kernel_headers(release: str | None = None) -> Probe:
+    """A kernel header tree bcc can compile against (or the kheaders module)."""
+    release = release or os.uname().release
+    for sub in ("build", "source"):
+        include = Path(f"/lib/modules/{release}/{sub}/include")
+        if include.is_dir():
+            return Probe("kernel headers", True, f"{include} ({os.path.realpath(include)})")
+    if Path("/sys/kernel/kheaders.tar.xz").exists():
+        return Probe("kernel headers", True, "/sys/kernel/kheaders.tar.xz (the kheaders module)")
+    return Probe("kernel headers", False, f"none for {release}",
+                 f"no usable kernel headers for {release} (/lib/modules/{release}/build/include is missing)",
+                 "run scripts/setup_host.sh as root (installs linux-headers and links them), "
+                 "or `modprobe kheaders`")
 
 
 def check_kernel_headers(release: str | None = None) -> None:
     """A kernel header tree bcc can compile against (or the kheaders module)."""
-    release = release or os.uname().release
-    for sub in ("build", "source"):
-        if Path(f"/lib/modules/{release}/{sub}/include").is_dir():
-            return
-    if Path("/sys/kernel/kheaders.tar.xz").exists():
-        return
-    raise SensorUnavailable(
-        f"no usable kernel headers for {release} (/lib/modules/{release}/build/include is missing): "
-        "run scripts/setup_host.sh as root (installs linux-headers and links them), "
-        "or `modprobe kheaders`"
-    )
+    probe_kernel_headers(release).require()
+
+
+def probe_tracefs(roots: tuple[str, ...] = TRACEFS_ROOTS) -> Probe:
+    """tracefs mounted (tracepoint formats and ids live there)."""
+    for root in roots:
+        if Path(root, "events", "syscalls").is_dir():
+            return Probe("tracefs", True, f"mounted at {root}")
+    return Probe("tracefs", False, "not mounted",
+                 f"tracefs is not mounted (no {roots[0] if roots else TRACEFS_ROOTS[0]}/events/syscalls)",
+                 "`mount -t tracefs nodev /sys/kernel/tracing` (scripts/setup_host.sh does it); "
+                 "the kernel also needs CONFIG_FTRACE_SYSCALLS")
 
 
 def check_tracefs() -> None:
     """tracefs mounted (tracepoint formats and ids live there)."""
-    for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
-        if Path(root, "events", "syscalls").is_dir():
-            return
-    raise SensorUnavailable(
-        "tracefs is not mounted (no /sys/kernel/tracing/events/syscalls): "
-        "`mount -t tracefs nodev /sys/kernel/tracing` (scripts/setup_host.sh does it); "
-        "the kernel also needs CONFIG_FTRACE_SYSCALLS"
-    )
+    probe_tracefs().require()
+
+
+def probe_btf(path: str = BTF_PATH) -> Probe:
+    """The kernel's own BTF (CONFIG_DEBUG_INFO_BTF). Not a precondition of the sensor: see ``found``."""
+    if Path(path).is_file():
+        return Probe("BTF", True, f"{path} present")
+    return Probe("BTF", False, f"{path} absent", f"the kernel has no BTF ({path} is missing)",
+                 "not needed by the sensor, whose programs use tracepoints and helpers only; "
+                 "a kernel built with CONFIG_DEBUG_INFO_BTF=y provides it")
+
+
+def kernel_version(release: str) -> tuple[int, int] | None:
+    """``(major, minor)`` of a ``uname -r`` release, None when it does not start with them."""
+    match = re.match(r"(\d+)\.(\d+)", release)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def probe_kernel_version(release: str | None = None) -> Probe:
+    """A kernel with BPF ring buffers (5.8 or later), which every sensor family writes to."""
+    release = release or os.uname().release
+    version = kernel_version(release)
+    since = ".".join(map(str, RINGBUF_SINCE))
+    if version is None:
+        return Probe("kernel", False, release, f"kernel release {release!r} does not start with MAJOR.MINOR",
+                     f"run a Linux {since} or later kernel")
+    if version < RINGBUF_SINCE:
+        return Probe("kernel", False, f"Linux {release}",
+                     f"Linux {release} predates BPF ring buffers ({since}), which the sensor writes to",
+                     f"upgrade to Linux {since} or later")
+    return Probe("kernel", True, f"Linux {release}")
+
+
+def preflight_probes() -> tuple[Probe, ...]:
+    """Every check :func:`preflight` makes, in its order, each run (none stops the others)."""
+    return (probe_privileges(), probe_bcc(), probe_kernel_headers(), probe_tracefs())
 
 
 def preflight() -> ModuleType:
