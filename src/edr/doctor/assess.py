@@ -81,12 +81,17 @@ def capability_checks(host: LinuxHost, *, prevention: bool) -> list[Check]:
         if host.capabilities & (1 << CAPABILITY_BITS[name]):
             checks.append(Check(f"capabilities.{name}", "capabilities", name, Verdict.PASS, f"held ({who}): {why}"))
             continue
+        if name in SENSOR_CAPABILITIES and host.legacy_kernel:
+            checks.append(Check(f"capabilities.{name}", "capabilities", name, Verdict.PASS,
+                                f"not held ({who}): it does not exist before Linux 5.8, where CAP_SYS_ADMIN "
+                                "stands in for it"))
+            continue
         if name == "CAP_KILL" and not prevention:
             checks.append(Check(f"capabilities.{name}", "capabilities", name, Verdict.PASS,
                                 f"not held ({who}); active response needs it only with "
                                 "response.prevention_enabled, which is off"))
             continue
-        required = (name in SENSOR_CAPABILITIES and not host.legacy_kernel) or name == LEGACY_BPF_CAPABILITY[0]
+        required = name in SENSOR_CAPABILITIES or name == LEGACY_BPF_CAPABILITY[0]
         checks.append(Check(f"capabilities.{name}", "capabilities", name, Verdict.FAIL if required else Verdict.WARN,
                             f"not held ({who})", f"without it the agent cannot {why}",
                             "run the agent as root, or under the unit `edr service install` writes "
@@ -134,12 +139,12 @@ def directory_check(facts: DirectoryFacts) -> Check:
         return Check(id_, "paths", facts.key, Verdict.FAIL, facts.path,
                      f"the agent cannot write {facts.role} there: {facts.problem}", facts.fix)
     if facts.created:
-        state = "created (mode 0700), usable"
+        state = "created (mode 0700) and writable"
     elif facts.exists:
-        state = "usable"
+        state = "writable"
     else:
-        state = "missing; the agent creates it (mode 0700) at start"
-    return Check(id_, "paths", facts.key, Verdict.PASS, f"{facts.path}: {state} ({facts.role})")
+        state = "missing, the agent creates it (mode 0700) at start"
+    return Check(id_, "paths", facts.key, Verdict.PASS, f"{facts.path}: {state}, for {facts.role}")
 
 
 def lock_check(facts: LockFacts) -> Check:
@@ -215,7 +220,8 @@ def sigma_check(facts: SigmaFacts, summary: RuleSummary | None) -> Check:
         return Check("rules.sigma", "rules", title, Verdict.PASS, "not used: scanner.sigma_enabled is off")
     if facts.error or summary is None:
         return Check("rules.sigma", "rules", title, Verdict.FAIL, ", ".join(facts.paths) or "no path",
-                     f"loading the rules failed: {facts.error}", "report this as a bug, with the rule paths")
+                     f"loading the rules failed, as it would when the agent starts: {facts.error}",
+                     "fix what the rule-path checks above report; otherwise report this as a bug, with the paths")
     profile = summary.profile
     t = summary.totals
     found = (f"{len(facts.rules)} rules from {facts.files} file(s){' (compiled-rule cache)' if facts.cached else ''}"

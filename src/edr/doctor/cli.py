@@ -71,7 +71,7 @@ def run_rule(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """``edr doctor`` with parsed arguments; the exit code."""
-    if args.rule:
+    if args.rule is not None:
         return run_rule(args)
     diagnosis = diagnose(args.config, create=args.create)
     report = diagnosis.report

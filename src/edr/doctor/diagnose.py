@@ -80,7 +80,7 @@ def config_facts(path: str | None, environ: dict[str, str] | None = None) -> tup
         loaded = load_config(path, environ=environ)
     except ConfigError as exc:
         return ConfigFacts(file=path, error=str(exc)), None
-    file = str(loaded.file) if loaded.file is not None else None
+    file = os.path.abspath(loaded.file) if loaded.file is not None else None
     if file is None or not running_as_root():
         return ConfigFacts(file=file), loaded
     try:

@@ -90,13 +90,27 @@ def _nearest_existing(path: Path) -> Path:
     return probe
 
 
+def _writable(path: Path) -> str:
+    """Why this process cannot create files in the existing directory ``path``, or ""."""
+    if os.access(path, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        return ""
+    readonly = getattr(os, "ST_RDONLY", 0)
+    try:
+        if readonly and os.statvfs(path).f_flag & readonly:
+            return "it is on a read-only file system"
+    except OSError:
+        pass
+    return f"it is not writable by {_who()}"
+
+
 def _creatable(path: Path) -> str:
     """Why the agent could not create the missing directory ``path`` (as PrivateDir would), or ""."""
     ancestor = _nearest_existing(path)
     if not ancestor.is_dir():
         return f"{ancestor} is not a directory"
-    if not os.access(ancestor, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
-        return f"cannot create it: {ancestor} is not writable by {_who()}"
+    unwritable = _writable(ancestor)
+    if unwritable:
+        return f"it cannot be created: {unwritable.replace('it is', f'{ancestor} is', 1)}"
     try:
         check_trusted(ancestor)
     except UnsafePath as exc:
@@ -110,19 +124,6 @@ def _creatable(path: Path) -> str:
             except UnsafePath as parent_exc:
                 return str(parent_exc)
     return ""
-
-
-def _writable(path: Path) -> str:
-    """Why this process cannot create files in the existing directory ``path``, or ""."""
-    if os.access(path, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
-        return ""
-    readonly = getattr(os, "ST_RDONLY", 0)
-    try:
-        if readonly and os.statvfs(path).f_flag & readonly:
-            return "it is on a read-only file system"
-    except OSError:
-        pass
-    return f"it is not writable by {_who()}"
 
 
 def probe_directory(key: str, path: str, role: str, *, create: bool = False) -> DirectoryFacts:
@@ -341,7 +342,9 @@ def probe_sigma(config: Config) -> SigmaFacts:
     report = ruleset.report
     return SigmaFacts(True, tuple(paths), files=report.files, rules=tuple(ruleset.rules),
                       correlations=report.correlations,
-                      rejections=tuple((r.path, r.reason) for r in report.rejections), cached=report.cached,
+                      # a configured path that does not exist is the rule-path check's failure, not a rejection
+                      rejections=tuple((r.path, r.reason) for r in report.rejections
+                                       if not (r.stage == "read" and r.path in paths)), cached=report.cached,
                       seconds=time.perf_counter() - started)
 
 
