@@ -73,7 +73,7 @@ def test_a_healthy_host_passes() -> None:
     assert {c.verdict for c in checks} == {Verdict.PASS}
 
 
-def test_tracefs_down_fails_with_the_first_failing_checks_reason_and_fix() -> None:
+def test_tracefs_down_fails_with_the_loaders_reason_and_fix() -> None:
     # what `edr run` checks passes (events/ exists) but the loader's stricter check does not
     checks = by_id(linux_host_checks(host(sensor=(("tracefs", (OK, TRACEFS_DOWN)),)), prevention=False))
     tracefs = checks["host.tracefs"]
@@ -81,6 +81,11 @@ def test_tracefs_down_fails_with_the_first_failing_checks_reason_and_fix() -> No
     assert tracefs.reason.startswith("tracefs is not mounted") and "mount -t tracefs" in tracefs.fix
     report = Report("linux", list(checks.values()))
     assert report.exit_code == 2 and report.verdict is Verdict.FAIL
+    # both fail: the loader's finding (which tells "not readable" from "not mounted") is the one shown
+    agents = Finding(False, "not mounted", "tracefs is not mounted", "mount -t tracefs nodev /sys/kernel/tracing")
+    loaders = Finding(False, "not readable", "tracefs at /sys/kernel/tracing cannot be read by uid 1000", "root")
+    both = by_id(linux_host_checks(host(sensor=(("tracefs", (agents, loaders)),)), prevention=False))
+    assert both["host.tracefs"].found == "not readable" and "cannot be read" in both["host.tracefs"].reason
 
 
 def test_btf_absent_is_reported_but_passes() -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from edr import agent
 from edr.sources.ebpf import loader
 from edr.sources.ebpf.errors import SensorUnavailable
 from edr.sources.etw import preflight as etw_preflight
+from tests.conftest import REPO
 
 RELEASE = os.uname().release
 
@@ -102,3 +106,33 @@ def test_etw_probes_are_import_safe_off_windows() -> None:
     assert not etw_preflight.probe_pywin32().ok
     admin = etw_preflight.probe_admin()
     assert not admin.ok and admin.found == "not Windows"
+
+
+def test_tracefs_that_cannot_be_read_is_a_failed_probe_not_a_traceback() -> None:
+    """tracefs is root's (mode 0700): a user with CAP_BPF and CAP_PERFMON but not root used to get a
+    PermissionError traceback from check_tracefs (Path.is_dir lets EACCES through) instead of the reason."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to look as another user")
+    top = Path(tempfile.mkdtemp(prefix="edr-tracefs-"))
+    try:
+        os.chmod(top, 0o755)
+        tracing = top / "tracing"
+        (tracing / "events" / "syscalls").mkdir(parents=True)
+        os.chmod(tracing, 0o700)
+        script = ("from edr.sources.ebpf import loader\n"
+                  f"p = loader.probe_tracefs(({str(tracing)!r},))\n"
+                  "print(p.ok, p.found, '|', p.message, sep='|')\n"
+                  "try:\n"
+                  f"    loader.probe_tracefs(({str(tracing)!r},)).require()\n"
+                  "except loader.SensorUnavailable as exc:\n"
+                  "    print('unavailable', exc)\n")
+        done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable,
+                               "-c", script], capture_output=True, text=True, timeout=60, cwd="/",
+                              env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    finally:
+        shutil.rmtree(top)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first == (f"False|not readable|||tracefs at {tracing} cannot be read by uid 65534 (Permission denied): "
+                     "run the agent as root (tracefs is root's, mode 0700)")
+    assert second.startswith(f"unavailable tracefs at {tracing} cannot be read by uid 65534")

@@ -58,9 +58,10 @@ def linux_host_checks(host: LinuxHost, *, prevention: bool) -> list[Check]:
         failed = [f for f in findings if not f.ok]
         found = findings[-1].found if findings else "not checked"
         if failed:
-            first = failed[0]
-            checks.append(Check(f"host.{topic.replace(' ', '_')}", "host", topic, Verdict.FAIL, first.found,
-                                first.problem, first.fix))
+            # the loader's finding comes last and says more (it tells "not readable" from "not mounted")
+            worst = failed[-1]
+            checks.append(Check(f"host.{topic.replace(' ', '_')}", "host", topic, Verdict.FAIL, worst.found,
+                                worst.problem, worst.fix))
         else:
             checks.append(Check(f"host.{topic.replace(' ', '_')}", "host", topic, Verdict.PASS, found))
     checks.extend(capability_checks(host, prevention=prevention))
@@ -93,7 +94,7 @@ def capability_checks(host: LinuxHost, *, prevention: bool) -> list[Check]:
             continue
         required = name in SENSOR_CAPABILITIES or name == LEGACY_BPF_CAPABILITY[0]
         checks.append(Check(f"capabilities.{name}", "capabilities", name, Verdict.FAIL if required else Verdict.WARN,
-                            f"not held ({who})", f"without it the agent cannot {why}",
+                            f"not held ({who})", f"the agent needs it for: {why}",
                             "run the agent as root, or under the unit `edr service install` writes "
                             "(it keeps exactly these capabilities)"))
     return checks
@@ -198,10 +199,10 @@ def pack_check(facts: PackFacts) -> Check:
         return Check("rules.pack", "rules", title, Verdict.PASS,
                      "not used: scanner.sigma_rules_path does not list \"pack\"")
     if facts.problem:
-        return Check("rules.pack", "rules", title, Verdict.FAIL,
-                     f"{facts.active or 'active pack'} in {facts.store}", facts.problem,
-                     "reinstall it (`edr rules install SOURCE`) or go back to the previous one "
-                     "(`edr rules rollback`)")
+        fix = ("reinstall it (`edr rules install SOURCE`) or go back to the previous one (`edr rules rollback`)"
+               if facts.kind == "integrity" else "as the message says; `edr rules list` shows the installed packs")
+        return Check("rules.pack", "rules", title, Verdict.FAIL, f"{facts.active or 'active pack'} in {facts.store}",
+                     facts.problem, fix)
     if facts.active is None:
         return Check("rules.pack", "rules", title, Verdict.WARN, f"none installed in {facts.store}",
                      "only the bundled Sigma rules load",

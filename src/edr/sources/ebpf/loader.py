@@ -12,6 +12,7 @@ import ctypes
 import importlib
 import os
 import re
+import stat
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Final, NamedTuple
@@ -143,10 +144,21 @@ def check_kernel_headers(release: str | None = None) -> None:
 
 
 def probe_tracefs(roots: tuple[str, ...] = TRACEFS_ROOTS) -> Probe:
-    """tracefs mounted (tracepoint formats and ids live there)."""
+    """tracefs mounted (tracepoint formats and ids live there) and readable by this process."""
+    denied: list[tuple[str, OSError]] = []
     for root in roots:
-        if Path(root, "events", "syscalls").is_dir():
-            return Probe("tracefs", True, f"mounted at {root}")
+        try:
+            if stat.S_ISDIR(os.stat(os.path.join(root, "events", "syscalls")).st_mode):
+                return Probe("tracefs", True, f"mounted at {root}")
+        except PermissionError as exc:  # tracefs is root's (0700): EACCES is not "not mounted"
+            denied.append((root, exc))
+        except OSError:
+            continue
+    if denied:
+        root, exc = denied[0]
+        return Probe("tracefs", False, "not readable",
+                     f"tracefs at {root} cannot be read by uid {os.geteuid()} ({exc.strerror})",
+                     "run the agent as root (tracefs is root's, mode 0700)")
     return Probe("tracefs", False, "not mounted",
                  f"tracefs is not mounted (no {roots[0] if roots else TRACEFS_ROOTS[0]}/events/syscalls)",
                  "`mount -t tracefs nodev /sys/kernel/tracing` (scripts/setup_host.sh does it); "
