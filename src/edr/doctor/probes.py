@@ -117,7 +117,7 @@ def _creatable(path: Path) -> str:
         st = os.stat(ancestor)
         # PrivateDir accepts a sticky world-writable directory (/tmp) above one it creates, as its parents
         if not (st.st_mode & stat.S_ISVTX and st.st_uid in (0, os.geteuid())):
-            return exc.reason if exc.path == str(ancestor) else str(exc)
+            return str(exc)
         if ancestor.parent != ancestor:
             try:
                 check_trusted(ancestor.parent)
