@@ -13,6 +13,9 @@ Exit codes:
   that cannot be read or that other users can change while running as root,
   or (``edr run``) another agent already running on the same configuration.
 - 3 the live sensor cannot start here (the message says why and how to fix it).
+
+``edr doctor`` reports a verdict instead: 0 every check passed, 1 one warned,
+2 one failed (see :mod:`edr.doctor.cli`).
 """
 
 from __future__ import annotations
@@ -147,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default=None, help="linux, windows or replay (default: this platform's live mode)")
     p.add_argument("--format", choices=["text", "mermaid"], default="text")
     p.add_argument("--config", metavar="PATH", help="apply pipeline.capacities from this configuration")
+
+    p = sub.add_parser("doctor", help="check that this host can run edr and which rules can fire here "
+                                      "(exit 0 pass, 1 warn, 2 fail)")
+    _doctor_arguments(p)
 
     sub.add_parser("version", help="print the version")
     return parser
@@ -409,6 +416,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_FAILED if (missing or source.failed_files) else EXIT_OK
 
 
+def _doctor_arguments(p: argparse.ArgumentParser) -> None:
+    """The doctor's options (its own module, imported here only: it pulls in the rule compiler)."""
+    from edr.doctor.cli import add_arguments
+
+    add_arguments(p)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``edr doctor``: its verdict is its exit code (a configuration that does not load is a failed check)."""
+    from edr.doctor.cli import run
+
+    return run(args)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``edr run``: the live agent."""
     from edr.agent import run_live
@@ -424,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "version":
             print(f"edr {__version__}")
             return EXIT_OK
+        if args.command == "doctor":
+            return cmd_doctor(args)
         if args.command == "config":
             return cmd_config(args)
         if args.command == "graph":

@@ -1,8 +1,8 @@
 """``edr doctor`` as a real subprocess: it passes on this host, and fails (exit 2, a named reason) when
 tracefs is unmounted (for real, in a private mount namespace) or a rules directory cannot be read.
 
-The command runs as ``python -m edr.doctor``, which is what ``edr doctor`` calls
-(:func:`edr.doctor.cli.run`) once the CLI wires it in.
+The command runs as ``python -m edr doctor`` (edr.cli calls :func:`edr.doctor.cli.run`); one test checks
+that ``python -m edr.doctor`` is the same command.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from edr.doctor.facts import RulePathFacts
 from tests.conftest import ebpf_unavailable
 from tests.doctor.conftest import subprocess_env, write_config
 
-DOCTOR = [sys.executable, "-m", "edr.doctor"]
+DOCTOR = [sys.executable, "-m", "edr", "doctor"]
 
 
 def doctor(*args: str, wrap: list[str] | None = None, timeout: float = 240) -> tuple[int, str, str]:
@@ -182,3 +182,7 @@ def test_a_configuration_that_does_not_load_is_a_failed_check(tmp_path: Path) ->
     assert code == 2
     (check,) = [c for c in json.loads(out)["checks"] if c["id"] == "configuration.load"]
     assert check["verdict"] == "fail" and "scan.workers" in check["reason"]
+    # `python -m edr.doctor` is the same command
+    done = subprocess.run([sys.executable, "-m", "edr.doctor", "--json", "--config", str(config)],
+                          capture_output=True, text=True, env=subprocess_env(), timeout=240, cwd="/")
+    assert done.returncode == 2 and json.loads(done.stdout)["checks"] == json.loads(out)["checks"]
