@@ -12,12 +12,18 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import attrs
 import pytest
 
+from edr import event as ev
 from edr.config import load_config
 from edr.detect.sigma import load_sigma
+from edr.doctor import diagnose
+from edr.doctor.diagnose import profile_of
 from edr.doctor.facts import LOCK_FREE, LOCK_HELD
 from edr.doctor.probes import (
+    Probes,
+    etw_settings,
     load_rules_readonly,
     probe_directory,
     probe_lock,
@@ -191,3 +197,31 @@ def test_service_without_systemd() -> None:
     facts = probe_service(loaded, "linux")
     assert facts.unavailable.startswith("no systemd here") and facts.status is None
     assert "issue #16" in probe_service(loaded, "windows").unavailable
+
+
+def test_the_windows_checks_run_anywhere_and_follow_the_etw_settings(config_file: Path) -> None:
+    """The doctor judges a Windows host's rules from the ``[etw]`` settings the ETW sensor runs with."""
+    config = load_config(str(config_file)).config
+    settings = etw_settings(config)
+    profile = profile_of(config, "windows", Probes())
+    assert (profile.platform, profile.sensor) == ("windows", "ETW")
+    assert settings.providers and "Microsoft-Windows-Kernel-Process" in settings.providers
+    creation = profile.routes[(ev.WINDOWS, ev.PROCESS_CREATION, None)]
+    assert creation is not None and "Image" in creation
+    # PE fields only when the sensor reads them (pefile importable, etw.pe_wait_ms > 0)
+    assert ("Hashes" in creation) == Probes().pe_info(config) == (settings.pe_wait_ms > 0 and _has_pefile())
+    no_pe = profile_of(config, "windows", attrs.evolve(Probes(), pe_info=lambda _config: False))
+    assert "Hashes" not in (no_pe.routes[(ev.WINDOWS, ev.PROCESS_CREATION, None)] or ())
+    # on Linux, the Windows host checks say what is missing instead of raising; the bundled (Linux) rules never fire
+    report = diagnose(str(config_file), platform="windows").report
+    failing = {c.id: c for c in report.failing()}
+    assert {i: c.verdict.value for i, c in failing.items()} == {
+        "host.pywintrace": "fail", "host.pywin32": "fail", "host.admin": "fail", "rules.sigma": "warn"}
+    assert failing["host.admin"].found == "not Windows" and report.exit_code == 2
+    assert failing["rules.sigma"].reason == "no Sigma rule can fire on windows"
+
+
+def _has_pefile() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pefile") is not None

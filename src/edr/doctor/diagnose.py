@@ -34,7 +34,7 @@ from edr.doctor.facts import (
     SigmaFacts,
     TrustFacts,
 )
-from edr.doctor.probes import Probes, configured_rule_paths
+from edr.doctor.probes import Probes, configured_rule_paths, etw_settings
 from edr.doctor.profiles import linux_profile, windows_profile
 from edr.doctor.report import Report
 from edr.doctor.rule_verdicts import SensorProfile
@@ -130,9 +130,7 @@ def _with_pack(config: Config, pack_paths: list[str]) -> Config:
 def profile_of(config: Config, platform: str, probes: Probes) -> SensorProfile:
     """The live sensor's profile on ``platform`` under ``config``."""
     if platform == "windows":
-        from edr.sources.etw.settings import etw_config
-
-        return windows_profile(etw_config(config).providers, pe_info=probes.pe_info(config))
+        return windows_profile(etw_settings(config).providers, pe_info=probes.pe_info(config))
     return linux_profile(config.sensor.families)
 
 

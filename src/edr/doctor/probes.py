@@ -18,7 +18,7 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -348,11 +348,23 @@ def probe_sigma(config: Config) -> SigmaFacts:
                       seconds=time.perf_counter() - started)
 
 
-def pe_info_available(config: Config) -> bool:
-    """Whether the ETW sensor reads process images' hashes and version resources (pefile, ``etw.pe_wait_ms``)."""
+def etw_settings(config: Config) -> Any:
+    """The ``[etw]`` settings the ETW sensor runs with: ``config.etw``.
+
+    Where :class:`~edr.config.Config` has no ``etw`` section yet, the sensor
+    reads its own defaults (``edr.sources.etw.settings``), and so does this.
+    """
+    section = getattr(config, "etw", None)
+    if section is not None:
+        return section
     from edr.sources.etw.settings import etw_config
 
-    return importlib.util.find_spec("pefile") is not None and etw_config(config).pe_wait_ms > 0
+    return etw_config(config)
+
+
+def pe_info_available(config: Config) -> bool:
+    """Whether the ETW sensor reads process images' hashes and version resources (pefile, ``etw.pe_wait_ms``)."""
+    return importlib.util.find_spec("pefile") is not None and etw_settings(config).pe_wait_ms > 0
 
 
 # --- service -------------------------------------------------------------------------------------------
