@@ -2,9 +2,9 @@
 listed that no decoder fills.
 
 - Linux: the real BPF programs, decoder and enricher (:class:`tests.ebpf.live.LiveCapture`) while a child
-  process execs, forks, exits, connects, accepts, sends UDP, asks a DNS server (a responder on
-  127.0.0.1:53) and connects to the answer, and creates, writes, truncates, renames, links, symlinks,
-  chmods, chowns, deletes and makes and removes directories; plus, for what this machine cannot produce
+  process execs, forks, exits (one killed by a signal), connects, accepts, sends UDP, asks a DNS server
+  (a responder on 127.0.0.1:53) and connects to the answer, and creates, writes, truncates, renames, links,
+  symlinks, chmods, chowns, deletes and makes and removes directories; plus, for what this machine cannot produce
   live (a process in a container), kernel records built byte for byte through the same decoder and
   enricher with a host that answers a container's cgroup.
 - Windows: the ETW normalizer on every recorded ETW session (../shared/etw-recordings), on the ETW records
@@ -81,6 +81,7 @@ TRIGGER = r"""
 import json, os, socket, struct, subprocess, sys, time
 d, name = sys.argv[1], sys.argv[2]
 subprocess.run(["/bin/sh", "-c", "exit 3"], cwd=d, check=False)          # exec, fork, exit
+subprocess.run(["/bin/sh", "-c", "kill -9 $$"], cwd=d, check=False)     # killed by a signal
 a, b = os.path.join(d, "a.txt"), os.path.join(d, "b.txt")
 fd = os.open(a, os.O_CREAT | os.O_WRONLY, 0o644); os.write(fd, b"x"); os.close(fd)
 fd = os.open(a, os.O_WRONLY | os.O_TRUNC); os.close(fd)

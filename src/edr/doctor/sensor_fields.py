@@ -23,6 +23,7 @@ from typing import Final
 
 from edr import event as ev
 from edr.event import F
+from edr.sources.ebpf import decode as _ebpf_decode
 
 FieldSet = frozenset[str]
 
@@ -32,13 +33,18 @@ FieldSet = frozenset[str]
 _LINUX_PROCESS_CONTEXT: Final = frozenset({F.IMAGE, F.USER, F.PARENT_PROCESS_ID, F.CONTAINER_ID})
 _LINUX_COMMON: Final = frozenset({F.PROCESS_ID, F.UID, F.COMM}) | _LINUX_PROCESS_CONTEXT
 
+#: ``process_termination``'s exit status: not Sysmon fields, so the decoder names them itself
+#: (``decode.EXIT_CODE``, ``decode.EXIT_SIGNAL``); none with a decoder that does not report exit statuses.
+_LINUX_EXIT_STATUS: Final = frozenset(
+    name for name in (getattr(_ebpf_decode, "EXIT_CODE", None), getattr(_ebpf_decode, "EXIT_SIGNAL", None)) if name)
+
 #: Category -> every field the Linux eBPF sensor (decoder, then enricher) may fill.
 LINUX_EBPF_FIELDS: Final[dict[str, FieldSet]] = {
     ev.PROCESS_CREATION: _LINUX_COMMON | {
         F.COMMAND_LINE, F.GID, F.CGROUP_ID, F.CGROUP_PATH, F.ARGV_TRUNCATED, F.PROCESS_START_TIME,
         F.CURRENT_DIRECTORY, F.EUID, F.PARENT_IMAGE, F.PARENT_COMMAND_LINE, F.PARENT_USER,
     },
-    ev.PROCESS_TERMINATION: _LINUX_COMMON | {F.GID, F.CGROUP_ID, F.COMMAND_LINE},
+    ev.PROCESS_TERMINATION: _LINUX_COMMON | {F.GID, F.CGROUP_ID, F.COMMAND_LINE} | _LINUX_EXIT_STATUS,
     ev.NETWORK_CONNECTION: _LINUX_COMMON | {
         F.CGROUP_ID, F.INITIATED, F.PROTOCOL, F.SOURCE_IP, F.SOURCE_PORT, F.SOURCE_IS_IPV6,
         F.DESTINATION_IP, F.DESTINATION_PORT, F.DESTINATION_IS_IPV6, F.DESTINATION_HOSTNAME,
