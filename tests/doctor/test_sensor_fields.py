@@ -32,9 +32,9 @@ from edr.detect.sigma.logsources import LINUX_EBPF_FED
 from edr.doctor.sensor_fields import (
     ETW_PE_FIELDS,
     ETW_PROVIDER_ROUTES,
-    LINUX_EBPF_FIELDS,
     LINUX_FAMILY_CATEGORIES,
     WINDOWS_ETW_FIELDS,
+    linux_ebpf_fields,
 )
 from edr.enrich.enricher import Enricher
 from edr.event import Event
@@ -66,8 +66,8 @@ def observe(events: Iterable[Event], into: Observed) -> Observed:
 
 def test_the_tables_cover_what_is_routed() -> None:
     """The Linux table has exactly the categories the eBPF collectors feed; every family and provider maps."""
-    assert set(LINUX_EBPF_FIELDS) == {route[1] for route in LINUX_EBPF_FED}
-    assert {c for cats in LINUX_FAMILY_CATEGORIES.values() for c in cats} == set(LINUX_EBPF_FIELDS)
+    assert set(linux_ebpf_fields()) == {route[1] for route in LINUX_EBPF_FED}
+    assert {c for cats in LINUX_FAMILY_CATEGORIES.values() for c in cats} == set(linux_ebpf_fields())
     assert set(LINUX_FAMILY_CATEGORIES) == set(FAMILIES)
     assert set(ETW_PROVIDER_ROUTES) == set(PROVIDERS)
     assert {route for routes in ETW_PROVIDER_ROUTES.values() for route in routes} == set(WINDOWS_ETW_FIELDS)
@@ -186,17 +186,18 @@ def test_linux_table_is_what_the_ebpf_sensor_fills(capture: LiveCapture, dns_res
                      and "DestinationHostname" in e.fields, since, timeout=10)
     events = capture.wait_for(lambda e: True, since, timeout=0.1, settle=1.0)
     live = observe(events, defaultdict(set))
-    assert {c for c, _ in live} >= set(LINUX_EBPF_FIELDS), sorted(live)
+    table = linux_ebpf_fields()
+    assert {c for c, _ in live} >= set(table), sorted(live)
     recorded = observe(recorded_container_events(), defaultdict(set))
     assert all(e.fields.get("ContainerId") == DOCKER_ID for e in recorded_container_events())
-    extra = {cat: sorted(fields - LINUX_EBPF_FIELDS[cat]) for (cat, _svc), fields in [*live.items(), *recorded.items()]
-             if cat in LINUX_EBPF_FIELDS and fields - LINUX_EBPF_FIELDS[cat]}
-    assert extra == {}, f"fields the eBPF sensor fills that sensor_fields.LINUX_EBPF_FIELDS lacks: {extra}"
+    extra = {cat: sorted(fields - table[cat]) for (cat, _svc), fields in [*live.items(), *recorded.items()]
+             if cat in table and fields - table[cat]}
+    assert extra == {}, f"fields the eBPF sensor fills that sensor_fields.linux_ebpf_fields() lacks: {extra}"
     never = {cat: sorted(fields - live[(cat, None)] - recorded[(cat, None)])
-             for cat, fields in LINUX_EBPF_FIELDS.items() if fields - live[(cat, None)] - recorded[(cat, None)]}
-    assert never == {}, f"fields sensor_fields.LINUX_EBPF_FIELDS lists that no event carried: {never}"
+             for cat, fields in table.items() if fields - live[(cat, None)] - recorded[(cat, None)]}
+    assert never == {}, f"fields sensor_fields.linux_ebpf_fields() lists that no event carried: {never}"
     # and only the process cache's own category is left out of the table
-    assert {c for c, _ in live} - set(LINUX_EBPF_FIELDS) <= {ev.PROCESS_FORK}
+    assert {c for c, _ in live} - set(table) <= {ev.PROCESS_FORK}
 
 
 # --- Windows -------------------------------------------------------------------------------------------

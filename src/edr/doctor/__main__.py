@@ -4,4 +4,5 @@ import sys
 
 from edr.doctor.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (as tools that walk every module do) runs nothing
+    sys.exit(main())

@@ -32,7 +32,6 @@ from edr.doctor.facts import (
 from edr.doctor.report import Check, Report, Verdict
 from edr.doctor.rule_verdicts import RuleSummary, SensorProfile, summarize
 from edr.service.systemd_unit import CAPABILITIES, LEGACY_BPF_CAPABILITY
-from edr.sources.ebpf.loader import CAPABILITY_BITS
 
 #: Capabilities without which the sensor cannot load (on kernels of 5.8 and later).
 SENSOR_CAPABILITIES: Final = ("CAP_BPF", "CAP_PERFMON")
@@ -79,7 +78,7 @@ def capability_checks(host: LinuxHost, *, prevention: bool) -> list[Check]:
                                 "the effective capabilities of this process cannot be read",
                                 "run the doctor as the agent runs (root)"))
             continue
-        if host.capabilities & (1 << CAPABILITY_BITS[name]):
+        if name in host.capabilities:
             checks.append(Check(f"capabilities.{name}", "capabilities", name, Verdict.PASS, f"held ({who}): {why}"))
             continue
         if name in SENSOR_CAPABILITIES and host.legacy_kernel:

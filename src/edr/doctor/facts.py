@@ -47,15 +47,15 @@ class LinuxHost:
 
     ``sensor`` maps each precondition of the sensor (privileges, bcc, kernel
     headers, tracefs) to what ``edr run`` checks and what the sensor's
-    loader checks, both of which must hold. ``capabilities`` is the
-    effective capability mask (None: unreadable).
+    loader checks, both of which must hold. ``capabilities`` names the
+    effective capabilities held, of those the agent uses (None: unreadable).
     """
 
     kernel: Finding
     legacy_kernel: bool
     btf: Finding
     sensor: tuple[tuple[str, tuple[Finding, ...]], ...]
-    capabilities: int | None
+    capabilities: frozenset[str] | None
     euid: int
 
 

@@ -69,8 +69,13 @@ def probe_linux_host() -> LinuxHost:
     return LinuxHost(kernel=Finding.of(loader.probe_kernel_version(release)), legacy_kernel=legacy,
                      btf=Finding.of(loader.probe_btf()),
                      sensor=tuple((name, tuple(found)) for name, found in topics.items()),
-                     capabilities=loader.effective_capabilities(),
+                     capabilities=_held(loader.effective_capabilities(), loader.CAPABILITY_BITS),
                      euid=os.geteuid())
+
+
+def _held(mask: int | None, bits: dict[str, int]) -> frozenset[str] | None:
+    """The names in ``bits`` whose bit is set in the capability ``mask`` (None: unreadable)."""
+    return None if mask is None else frozenset(name for name, bit in bits.items() if mask & (1 << bit))
 
 
 def probe_windows_host() -> WindowsHost:

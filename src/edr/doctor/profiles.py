@@ -10,9 +10,9 @@ from edr.doctor.rule_verdicts import RouteFields, SensorProfile
 from edr.doctor.sensor_fields import (
     ETW_PE_FIELDS,
     ETW_PROVIDER_ROUTES,
-    LINUX_EBPF_FIELDS,
     LINUX_FAMILY_CATEGORIES,
     WINDOWS_ETW_FIELDS,
+    linux_ebpf_fields,
 )
 
 
@@ -24,7 +24,7 @@ def linux_profile(families: Iterable[str]) -> SensorProfile:
     for family, categories in LINUX_FAMILY_CATEGORIES.items():
         for category in categories:
             if family in enabled:
-                routes[(ev.LINUX, category, None)] = LINUX_EBPF_FIELDS[category]
+                routes[(ev.LINUX, category, None)] = linux_ebpf_fields()[category]
             else:
                 disabled[category] = (f"comes from the sensor family '{family}', which sensor.families leaves out "
                                       f"(add \"{family}\" to [sensor] families)")

@@ -19,11 +19,13 @@ lists a field no decoder fills. Change a decoder, change the table.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 
 from edr import event as ev
 from edr.event import F
-from edr.sources.ebpf import decode as _ebpf_decode
 
 FieldSet = frozenset[str]
 
@@ -33,18 +35,14 @@ FieldSet = frozenset[str]
 _LINUX_PROCESS_CONTEXT: Final = frozenset({F.IMAGE, F.USER, F.PARENT_PROCESS_ID, F.CONTAINER_ID})
 _LINUX_COMMON: Final = frozenset({F.PROCESS_ID, F.UID, F.COMM}) | _LINUX_PROCESS_CONTEXT
 
-#: ``process_termination``'s exit status: not Sysmon fields, so the decoder names them itself
-#: (``decode.EXIT_CODE``, ``decode.EXIT_SIGNAL``); none with a decoder that does not report exit statuses.
-_LINUX_EXIT_STATUS: Final = frozenset(
-    name for name in (getattr(_ebpf_decode, "EXIT_CODE", None), getattr(_ebpf_decode, "EXIT_SIGNAL", None)) if name)
-
-#: Category -> every field the Linux eBPF sensor (decoder, then enricher) may fill.
-LINUX_EBPF_FIELDS: Final[dict[str, FieldSet]] = {
+#: Category -> every field the Linux eBPF sensor (decoder, then enricher) may fill, the exit status
+#: aside (:func:`linux_ebpf_fields` adds it).
+_LINUX_EBPF_TABLE: Final[dict[str, FieldSet]] = {
     ev.PROCESS_CREATION: _LINUX_COMMON | {
         F.COMMAND_LINE, F.GID, F.CGROUP_ID, F.CGROUP_PATH, F.ARGV_TRUNCATED, F.PROCESS_START_TIME,
         F.CURRENT_DIRECTORY, F.EUID, F.PARENT_IMAGE, F.PARENT_COMMAND_LINE, F.PARENT_USER,
     },
-    ev.PROCESS_TERMINATION: _LINUX_COMMON | {F.GID, F.CGROUP_ID, F.COMMAND_LINE} | _LINUX_EXIT_STATUS,
+    ev.PROCESS_TERMINATION: _LINUX_COMMON | {F.GID, F.CGROUP_ID, F.COMMAND_LINE},
     ev.NETWORK_CONNECTION: _LINUX_COMMON | {
         F.CGROUP_ID, F.INITIATED, F.PROTOCOL, F.SOURCE_IP, F.SOURCE_PORT, F.SOURCE_IS_IPV6,
         F.DESTINATION_IP, F.DESTINATION_PORT, F.DESTINATION_IS_IPV6, F.DESTINATION_HOSTNAME,
@@ -57,6 +55,26 @@ LINUX_EBPF_FIELDS: Final[dict[str, FieldSet]] = {
         F.QUERY_NAME, F.QUERY_TYPE, F.QUERY_STATUS, F.QUERY_RESULTS, F.DESTINATION_IP, F.DESTINATION_PORT,
     },
 }
+
+
+@functools.cache
+def linux_ebpf_fields() -> Mapping[str, FieldSet]:
+    """Category -> every field the Linux eBPF sensor (decoder, then enricher) may fill.
+
+    ``process_termination``'s exit status is not a Sysmon field, so the
+    decoder names it itself (``decode.EXIT_CODE``, ``decode.EXIT_SIGNAL``);
+    those names are read from the decoder (none from one that does not report
+    exit statuses). On first call, not at import: the decoder is Linux-only
+    and this module is imported on Windows too.
+    """
+    from edr.sources.ebpf import decode
+
+    exit_status = frozenset(name for name in (getattr(decode, "EXIT_CODE", None),
+                                              getattr(decode, "EXIT_SIGNAL", None)) if name)
+    table = dict(_LINUX_EBPF_TABLE)
+    table[ev.PROCESS_TERMINATION] = table[ev.PROCESS_TERMINATION] | exit_status
+    return MappingProxyType(table)
+
 
 #: ``sensor.families`` -> the categories that family's events carry (``process_fork`` only feeds the
 #: process cache: no rule is written for it).
