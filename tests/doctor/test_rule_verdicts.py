@@ -149,8 +149,15 @@ def test_summary_counts_per_logsource_and_fields() -> None:
     }
     # only rules the sensor reaches count against a field (w1's fields are not the sensor's fault)
     assert doc["unfilled_fields"] == {"Hashes": 2}
-    text = "\n".join(summary.to_text())
-    assert "linux/process_creation/-" in text and "Hashes (2)" in text
+    l2, l3 = rules[2].meta.rule_id, rules[3].meta.rule_id
+    assert doc["wanting_fields"] == [
+        {"id": l2, "title": "l2", "logsource": "linux/process_creation/-", "verdict": DEGRADED, "unfilled": ["Hashes"]},
+        {"id": l3, "title": "l3", "logsource": "linux/process_creation/-", "verdict": NEVER, "unfilled": ["Hashes"]},
+    ]
+    text = summary.to_text(top_rules=1)
+    assert "linux/process_creation/-" in "\n".join(text) and "Hashes (2)" in "\n".join(text)
+    assert text[-2:] == ["rules reading them (2; `edr doctor --rule ID` explains one, --json lists all):",
+                         f"  {l2}  l2: degraded, Hashes never filled"]
 
 
 @pytest.mark.parametrize("profile", [LINUX, WINDOWS_PE])

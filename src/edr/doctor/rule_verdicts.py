@@ -223,14 +223,20 @@ class RuleSummary:
     per_logsource: dict[str, VerdictCounts] = attrs.field(factory=dict)
     #: unfilled field -> how many degraded or never-firing (for want of fields) rules read it
     unfilled_fields: dict[str, int] = attrs.field(factory=dict)
+    #: the rules the sensor feeds but that read fields it never fills (degraded, or never for want of them),
+    #: in load order: what a user can act on, unlike the rules of a platform or service this host lacks
+    wanting: list[dict[str, object]] = attrs.field(factory=list)
 
-    def add(self, logsource: Route, verdict: RuleVerdict) -> None:
+    def add(self, rule: CompiledRule, verdict: RuleVerdict) -> None:
         """Count one rule."""
+        logsource = route_label(rule.meta.logsource)
         self.totals.add(verdict.verdict)
-        self.per_logsource.setdefault(route_label(logsource), VerdictCounts()).add(verdict.verdict)
-        if verdict.routes:
+        self.per_logsource.setdefault(logsource, VerdictCounts()).add(verdict.verdict)
+        if verdict.routes and verdict.unfilled:
             for name in verdict.unfilled:
                 self.unfilled_fields[name] = self.unfilled_fields.get(name, 0) + 1
+            self.wanting.append({"id": rule.meta.rule_id, "title": rule.meta.title, "logsource": logsource,
+                                 "verdict": verdict.verdict, "unfilled": list(verdict.unfilled)})
 
     def to_json(self) -> dict[str, object]:
         """For ``--json``."""
@@ -240,10 +246,11 @@ class RuleSummary:
             "totals": attrs.asdict(self.totals),
             "logsources": {label: attrs.asdict(c) for label, c in sorted(self.per_logsource.items())},
             "unfilled_fields": dict(sorted(self.unfilled_fields.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "wanting_fields": list(self.wanting),
         }
 
-    def to_text(self, *, top_fields: int = 10) -> list[str]:
-        """A table per logsource, the totals and the unfilled fields that cost most rules."""
+    def to_text(self, *, top_fields: int = 10, top_rules: int = 10) -> list[str]:
+        """A table per logsource, the totals, the unfilled fields that cost most rules and the first such rules."""
         header = ("logsource (product/category/service)", "can fire", "degraded", "never")
         rows = sorted(self.per_logsource.items())
         width = max([len(header[0]), *(len(name) for name, _ in rows)])
@@ -259,6 +266,11 @@ class RuleSummary:
             common = sorted(self.unfilled_fields.items(), key=lambda kv: (-kv[1], kv[0]))[:top_fields]
             lines.append(f"fields the {self.profile.sensor} sensor never fills, by rules reading them: "
                          + ", ".join(f"{name} ({n})" for name, n in common))
+        if self.wanting:
+            lines.append(f"rules reading them ({len(self.wanting)}; `edr doctor --rule ID` explains one"
+                         + (", --json lists all" if len(self.wanting) > top_rules else "") + "):")
+            lines.extend(f"  {r['id']}  {r['title']}: {'degraded' if r['verdict'] == DEGRADED else 'never fires'}, "
+                         f"{', '.join(map(str, r['unfilled']))} never filled" for r in self.wanting[:top_rules])
         return lines
 
 
@@ -266,7 +278,7 @@ def summarize(rules: Iterable[CompiledRule], profile: SensorProfile) -> RuleSumm
     """The verdict of every rule, counted."""
     summary = RuleSummary(profile)
     for rule in rules:
-        summary.add(rule.meta.logsource, verdict_of(rule, profile))
+        summary.add(rule, verdict_of(rule, profile))
     return summary
 
 
