@@ -27,6 +27,7 @@ run: setup
 
 test: setup
 	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/python -m mypy
 	$(VENV)/bin/python -m pytest -q
 
 bench: setup

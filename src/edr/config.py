@@ -682,7 +682,7 @@ def _structure_value(value: Any, typ: Any, key: str, source: str) -> Any:
     # Reject the lossy coercions cattrs would otherwise make (1 -> True, "3" -> 3).
     def check(v: Any, t: Any) -> Any:
         """Raise ConfigError unless ``v`` fits ``t``; returns the type to structure ``v`` as."""
-        args = getattr(t, "__args__", ())
+        args: tuple[Any, ...] = getattr(t, "__args__", ())
         origin = getattr(t, "__origin__", None)
         if t is bool and not isinstance(v, bool):
             raise ConfigError(key, source, f"expected true or false, got {v!r}")
@@ -728,7 +728,9 @@ def _build(cls: type[Any], data: Mapping[str, Any], sources: Mapping[str, str], 
     for key, value in data.items():
         path = f"{prefix}{key}"
         if key not in fields:
-            src = sources.get(path) or next((s for k, s in sources.items() if k.startswith(path)), "?")
+            src = sources.get(path)
+            if not src:  # a whole unknown section: where its first key came from
+                src = next((origin for k, origin in sources.items() if k.startswith(path)), "?")
             raise ConfigError(path, src, "unknown key")
         field = fields[key]
         if attrs.has(field.type) if isinstance(field.type, type) else False:
@@ -949,16 +951,18 @@ def unstructure(config: Config) -> dict[str, Any]:
             return {k: strip(v) for k, v in d.items() if v is not None}
         return d
 
-    return strip(_converter.unstructure(config))
+    data: dict[str, Any] = strip(_converter.unstructure(config))
+    return data
 
 
 def field_docs() -> dict[str, tuple[str, Any]]:
     """``{"section.key": (doc, default)}`` for every key, in declaration order."""
     out: dict[str, tuple[str, Any]] = {}
     for section in attrs.fields(Config):
-        for f in attrs.fields(section.type):
+        section_type: Any = section.type
+        for f in attrs.fields(section_type):
             default = f.default
             if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-                default = default.factory()  # type: ignore[call-arg]
+                default = default.factory()
             out[f"{section.name}.{f.name}"] = (f.metadata.get("doc", ""), default)
     return out

@@ -203,7 +203,7 @@ class Event(msgspec.Struct, gc=False):
 #: Decodes one line of the NDJSON event format into an :class:`Event`,
 #: validating types in C; raises ``msgspec.DecodeError`` (a ValueError) on
 #: anything else, for which :func:`event_from_record` gives the readable reason.
-RECORD_DECODER: Final = msgspec.json.Decoder(Event)
+RECORD_DECODER: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
 
 
 def event_to_record(event: Event) -> dict[str, Any]:

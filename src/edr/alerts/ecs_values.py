@@ -61,9 +61,11 @@ def as_keyword(value: Any) -> str | None:
     """``value`` as keyword text: non-empty text, or an integer's decimal text; None otherwise."""
     kind = type(value)
     if kind is str:
-        return value if value else None  # type: ignore[no-any-return]
+        text: str = value
+        return text if text else None
     if kind is int:
-        return raw_value(value)  # type: ignore[return-value]
+        text_or_none = raw_value(value)  # an int gives text, never a list
+        return text_or_none if isinstance(text_or_none, str) else None
     return None
 
 

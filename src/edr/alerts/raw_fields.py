@@ -68,9 +68,9 @@ def raw_name(name: Any) -> str:
 
 def raw_value(value: Any) -> str | list[str] | None:
     """``value`` as a leaf of an ``edr.*`` object: a string, a list of strings, or None (absent)."""
+    if type(value) is str:
+        return value
     kind = type(value)
-    if kind is str:
-        return value  # type: ignore[no-any-return]
     if kind is int and -_SMALL < value < _SMALL:
         return str(value)
     if kind is list or kind is tuple:
@@ -116,11 +116,11 @@ def is_raw_leaf(value: Any) -> bool:
 
 
 def _element(value: Any) -> str:
-    kind = type(value)
-    if kind is str:
-        return value  # type: ignore[no-any-return]
+    if type(value) is str:
+        return value
     if value is None:
         return ""
+    kind = type(value)
     if kind is list or kind is tuple or kind is dict:
         return _json_text(value)
     return _scalar(value)

@@ -66,9 +66,9 @@ class Router(ActorBase):
         agg = self.aggregator
         if agg is None:
             # Nothing to emit on a timer: no timeout (a cancel scope per batch) needed.
-            async for batch in inp:
-                await self._route(batch, prio_out, bulk_out)
-                del batch  # freed before the wait for the next: see edr.runtime.flight
+            async for each in inp:
+                await self._route(each, prio_out, bulk_out)
+                del each  # freed before the wait for the next: see edr.runtime.flight
             return
         tick = 1.0
         while True:

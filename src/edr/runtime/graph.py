@@ -180,13 +180,13 @@ def parse_graph(data: Mapping[str, Any], file: str, mode: str, kinds: Kinds) -> 
         edges.append(EdgeSpec(body["from"], body["to"], capacity, policy))
 
     connected = {e.src for e in edges} | {e.dst for e in edges}
-    for a in actors.values():
-        for p in a.inputs:
-            if f"{a.name}.{p}" not in connected:
-                raise GraphError(file, f"actor {a.name!r}", f"input port {p!r} is not connected")
-        for p in a.outputs:
-            if f"{a.name}.{p}" not in connected:
-                raise GraphError(file, f"actor {a.name!r}", f"output port {p!r} is not connected")
+    for spec in actors.values():
+        for p in spec.inputs:
+            if f"{spec.name}.{p}" not in connected:
+                raise GraphError(file, f"actor {spec.name!r}", f"input port {p!r} is not connected")
+        for p in spec.outputs:
+            if f"{spec.name}.{p}" not in connected:
+                raise GraphError(file, f"actor {spec.name!r}", f"output port {p!r} is not connected")
     return Graph(mode=mode, file=file, actors=tuple(actors.values()), edges=tuple(edges), kinds=kinds)
 
 

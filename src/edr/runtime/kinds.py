@@ -52,7 +52,8 @@ class Kind:
         for attr in ("inputs", "outputs", "run"):
             if not hasattr(cls, attr):
                 raise KindError(kind, f"{self.actor} is not an actor (no {attr})")
-        return cls  # type: ignore[no-any-return]
+        actor_class: type[Any] = cls
+        return actor_class
 
     def make(self, kind: str, ctx: object, name: str) -> Any:
         """Build an actor called ``name`` from ``ctx`` (may be slow: rule loading)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import BinaryIO, Final
 
 CHUNK: Final = 1 << 20
@@ -27,8 +28,9 @@ def hash_stream(stream: BinaryIO, *, deadline: float | None = None,
     total = 0
     buf = bytearray(CHUNK)
     view = memoryview(buf)
+    readinto: Callable[[bytearray], int | None] = getattr(stream, "readinto")  # noqa: B009 - BinaryIO lacks it
     while True:
-        n = stream.readinto(buf)  # type: ignore[attr-defined]
+        n = readinto(buf)
         if not n:
             break
         chunk = view[:n]
@@ -45,7 +47,7 @@ def hash_stream(stream: BinaryIO, *, deadline: float | None = None,
     return {"md5": md5.hexdigest(), "sha1": sha1.hexdigest(), "sha256": sha256.hexdigest()}
 
 
-def hash_path(path: str, **kwargs: float | int | None) -> dict[str, str]:
+def hash_path(path: str, *, deadline: float | None = None, max_bytes: int | None = None) -> dict[str, str]:
     """:func:`hash_stream` over the file at ``path``."""
     with open(path, "rb") as fh:
-        return hash_stream(fh, **kwargs)  # type: ignore[arg-type]
+        return hash_stream(fh, deadline=deadline, max_bytes=max_bytes)
