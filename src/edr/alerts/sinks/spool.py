@@ -152,6 +152,7 @@ class Spool:
         self._ack = 0
         self._ack_written = 0
         self._ack_at = float("-inf")
+        self._closed_disk_bytes = 0
         self.pending_records = 0
         # counters, for the sink's statistics
         self.appended = 0
@@ -186,8 +187,8 @@ class Spool:
 
     @property
     def disk_bytes(self) -> int:
-        """Bytes of the segment files in the directory."""
-        return sum(s.size for s in self._segments)
+        """Bytes of the segment files in the directory (as they were at :meth:`close`, once closed)."""
+        return sum(s.size for s in self._segments) if self._segments else self._closed_disk_bytes
 
     def statistics(self) -> dict[str, Any]:
         """Counters: records queued, appended, delivered (acked), refused (full), recovered at start, damage found."""
@@ -536,6 +537,7 @@ class Spool:
                 self._release()
 
     def _close_files(self) -> None:
+        self._closed_disk_bytes = sum(s.size for s in self._segments)
         for seg in self._segments:
             if seg.fd is not None:
                 with contextlib.suppress(OSError):
