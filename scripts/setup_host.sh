@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
   log "must run as root (apt packages, kernel headers, tracefs)"; exit 1
 fi
 
-pkgs=(python3-bpfcc python3-venv python3-dev build-essential linux-headers-amd64 libyara-dev)
+pkgs=(python3-bpfcc python3-venv python3-dev build-essential linux-headers-amd64 libyara-dev rsyslog)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

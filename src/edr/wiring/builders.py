@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from edr.alerts.actor import AlertWriter, EventWriter
+    from edr.alerts.sinks.actor import SinkActor
     from edr.detect.actor import DetectActor
     from edr.enrich.actor import EnricherActor
     from edr.response.actor import Responder
@@ -221,3 +222,17 @@ def responder(ctx: AgentContext, name: str) -> Responder:
                                 max_identities=r.decided_processes, identity_ttl=r.decided_ttl_secs)
     return Responder(name, policy, r.channel_capacity, ctx.options.terminator or terminate_target,
                      governor=governor)
+
+
+def syslog_sink(ctx: AgentContext, name: str) -> SinkActor:
+    """Alerts to the ``[syslog]`` targets; draining only when there is none (or a replay not asked to deliver)."""
+    from edr.alerts.sinks.build import build_syslog, sink_section
+
+    return build_syslog(sink_section(ctx.config, "syslog"), ctx.mode, name, ctx.log)
+
+
+def webhook_sink(ctx: AgentContext, name: str) -> SinkActor:
+    """Alerts to the ``[webhook]`` URLs; draining only when there is none (or a replay not asked to deliver)."""
+    from edr.alerts.sinks.build import build_webhook, sink_section
+
+    return build_webhook(sink_section(ctx.config, "webhook"), ctx.mode, name, ctx.log)

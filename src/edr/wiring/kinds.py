@@ -25,5 +25,7 @@ KINDS: Final = Kinds({
     "alerts": _kind("edr.alerts.actor:AlertWriter", "alerts"),
     "events": _kind("edr.alerts.actor:EventWriter", "events"),
     "responder": _kind("edr.response.actor:Responder", "responder"),
+    "syslog_sink": _kind("edr.alerts.sinks.actor:SinkActor", "syslog_sink"),
+    "webhook_sink": _kind("edr.alerts.sinks.actor:SinkActor", "webhook_sink"),
     "null": Kind("edr.runtime.null:NullSink"),
 })
