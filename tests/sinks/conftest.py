@@ -1,0 +1,104 @@
+"""Helpers for the sink tests: recordings that raise alerts, a configuration with the sink sections, replays.
+
+``Config`` gets its ``syslog`` and ``webhook`` sections from the lead's
+wiring; until then :func:`sink_config` makes a subclass of it that has them,
+which the builders read exactly as they will read the real one.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+import trio
+
+from edr.alerts.sinks.document import alert_id
+from edr.alerts.sinks.settings import SyslogConfig, WebhookConfig
+from edr.config import Config, load_config
+from edr.runtime.supervisor import Supervisor
+from edr.wiring.context import AgentContext
+from edr.wiring.graphs import mode_graph
+
+#: Only the simple engine, with its built-in rules (a file under /etc/cron.d/ raises BUILTIN-CRON).
+BASE_CONFIG = """\
+[scanner]
+sigma_enabled = false
+yara_enabled = false
+[ioc]
+enabled = false
+[simple]
+rules_path = ""
+"""
+
+
+@attrs.define
+class SinkTestConfig(Config):
+    """``Config`` with the sink sections (what the lead's wiring adds to it)."""
+
+    syslog: SyslogConfig = attrs.field(factory=SyslogConfig)
+    webhook: WebhookConfig = attrs.field(factory=WebhookConfig)
+
+
+attrs.resolve_types(SinkTestConfig)
+
+
+def sink_config(workdir: Path, *, syslog: dict[str, Any] | None = None, webhook: dict[str, Any] | None = None,
+                **overrides: Any) -> SinkTestConfig:
+    """The configuration of ``workdir/edr.toml`` (:data:`BASE_CONFIG`), alerts under ``workdir/out``, with the sink
+    sections given as keyword dictionaries."""
+    config_file = workdir / "edr.toml"
+    if not config_file.exists():
+        config_file.write_text(BASE_CONFIG)
+    base = load_config(str(config_file), environ={},
+                       overrides={"alerts.directory": str(workdir / "out"), **overrides}).config
+    values = {f.name: getattr(base, f.name) for f in attrs.fields(Config)}
+    return SinkTestConfig(**values, syslog=SyslogConfig(**(syslog or {})), webhook=WebhookConfig(**(webhook or {})))
+
+
+def cron_events(n: int, start: int = 0) -> list[dict[str, Any]]:
+    """``n`` file events, each raising one BUILTIN-CRON alert (each a distinct alert: path, time and seq differ)."""
+    return [{"ts": 1_763_000_000.0 + i * 0.001, "seq": i + 1, "category": "file_event", "product": "linux",
+             "fields": {"ProcessId": 7000 + i % 50, "Image": "/usr/bin/vim", "User": "root",
+                        "TargetFilename": f"/etc/cron.d/job-{i}", "ParentProcessId": 700,
+                        "ParentImage": "/usr/bin/bash", "CommandLine": f"vim /etc/cron.d/job-{i}"}}
+            for i in range(start, start + n)]
+
+
+def write_recording(path: Path, events: list[dict[str, Any]]) -> Path:
+    with open(path, "wb") as fh:
+        for event in events:
+            fh.write(orjson.dumps(event) + b"\n")
+    return path
+
+
+def alert_docs(directory: Path) -> list[dict[str, Any]]:
+    """Every alert document of the daily alert files in ``directory``."""
+    docs = []
+    for f in sorted(directory.glob("alerts.json.*")):
+        docs.extend(orjson.loads(line) for line in f.read_bytes().splitlines())
+    return docs
+
+
+def file_alert_ids(directory: Path) -> list[str]:
+    """The ``event.id`` a sink gives each alert of the alert files (the id the writer's document has too)."""
+    return [doc["event.id"] if "event.id" in doc else alert_id(doc) for doc in alert_docs(directory)]
+
+
+def replay_in_process(config: Config, files: list[Path], *, stop_timeout: float | None = None,
+                      background: list[Any] | None = None) -> Supervisor:
+    """Replay ``files`` through the replay graph (alerts to the configured alert directory, sinks as configured)."""
+    ctx = AgentContext.create(config, "replay", files=[str(f) for f in files])
+    sup = Supervisor(mode_graph("replay"), ctx, stop_timeout=stop_timeout)
+    code = trio.run(functools.partial(sup.run, handle_signals=False, background=background or []))
+    assert code == 0, (code, sup.failed, sup.unwritten())
+    return sup
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDR")}
+    env.update(extra)
+    return env
