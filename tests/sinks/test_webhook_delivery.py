@@ -1,0 +1,104 @@
+"""A real HTTP receiver gets every alert of a replay exactly once, signed, through 503s, Retry-After and a SIGKILL."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from .conftest import cron_events, file_alert_ids, replay_in_process, sink_config, write_recording
+from .webhook_receiver import WebhookReceiver, http_date
+
+pytestmark = pytest.mark.slow
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def secret_file(tmp_path: Path, data: bytes = SECRET) -> Path:
+    path = tmp_path / "webhook.secret"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data + b"\n")
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+def test_503_with_retry_after_then_every_alert_exactly_once_and_signed(tmp_path: Path, fmt: str) -> None:
+    n = 2000
+    recording = write_recording(tmp_path / "events.ndjson", cron_events(n))
+    # Retry-After as seconds, then as an HTTP date two seconds ahead, then seconds again.
+    answers = (lambda: "1", lambda: http_date(2), lambda: "1")
+    with WebhookReceiver(SECRET, fail_first=3, retry_after=answers, fmt=fmt) as receiver:
+        config = sink_config(tmp_path, webhook={
+            "urls": [receiver.url], "replay": True, "format": fmt, "secret_file": str(secret_file(tmp_path)),
+            "spool_directory": str(tmp_path / "spool"), "max_batch_alerts": 300, "drain_secs": 60.0,
+            # a backoff far shorter than Retry-After: the waits measured below are the receiver's
+            "retry_initial_secs": 0.01, "retry_max_secs": 0.02})
+        sup = replay_in_process(config, [recording])
+    file_ids = file_alert_ids(tmp_path / "out")
+    assert len(file_ids) == n == len(set(file_ids))
+    assert receiver.bad_signatures == 0 and all(r.signed for r in receiver.requests)
+    assert collections.Counter(receiver.accepted_ids) == collections.Counter(file_ids)  # each exactly once
+    statuses = [r.status for r in receiver.requests]
+    assert statuses[:4] == [503, 503, 503, 200], statuses
+    # Retry-After honoured: "1" waits at least 1 s, the HTTP date (2 s ahead, 1 s resolution) at least 1 s
+    gaps = [later.at - earlier.at for earlier, later in zip(receiver.requests[:3], receiver.requests[1:4],
+                                                            strict=True)]
+    assert all(gap >= 0.95 for gap in gaps), gaps
+    stats = sup.actors["webhook"].statistics()
+    assert (stats["sent"], stats["failed"], stats["queued"], stats["lost"]) == (n, 3, 0, 0), stats
+    assert stats["spooled"] == n
+
+
+def test_alerts_spooled_while_the_receiver_is_down_survive_a_sigkill(tmp_path: Path) -> None:
+    """The replay runs in its own process while the receiver answers 503; once everything is spooled it is
+    killed with SIGKILL; a new run with nothing to replay delivers what the spool holds, each alert once."""
+    n = 3000
+    recording = write_recording(tmp_path / "events.ndjson", cron_events(n))
+    empty = write_recording(tmp_path / "nothing.ndjson", [])
+    secret = secret_file(tmp_path)
+    stats_file = tmp_path / "stats.json"
+    with WebhookReceiver(SECRET) as receiver:
+        receiver.down = True
+        webhook = {"urls": [receiver.url], "replay": True, "secret_file": str(secret),
+                   "spool_directory": str(tmp_path / "spool"), "drain_secs": 600.0,
+                   "retry_initial_secs": 0.05, "retry_max_secs": 0.2}
+        spec = {"workdir": str(tmp_path), "recording": str(recording), "webhook": webhook,
+                "stats": str(stats_file)}
+        child = subprocess.Popen([sys.executable, "-m", "tests.sinks.replay_child", orjson.dumps(spec).decode()],
+                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            stats: dict[str, int] = {}
+            while time.monotonic() < deadline and child.poll() is None:
+                if stats_file.exists():
+                    stats = orjson.loads(stats_file.read_bytes())
+                    if stats.get("spooled") == n and stats.get("failed", 0) >= 2:
+                        break
+                time.sleep(0.02)
+            assert child.poll() is None, child.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+            assert stats.get("spooled") == n, stats
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        assert child.returncode == -signal.SIGKILL
+        assert receiver.accepted_ids == [] and receiver.requests and all(r.status == 503 for r in receiver.requests)
+        file_ids = file_alert_ids(tmp_path / "out")
+        assert len(file_ids) == n == len(set(file_ids))
+
+        receiver.down = False
+        config = sink_config(tmp_path, webhook=webhook | {"drain_secs": 60.0})
+        sup = replay_in_process(config, [empty])
+    assert receiver.bad_signatures == 0
+    assert collections.Counter(receiver.accepted_ids) == collections.Counter(file_ids)
+    after = sup.actors["webhook"].statistics()
+    assert after["sent"] == n and after["queued"] == 0 and after["lost"] == 0, after
+    assert after["destinations"][receiver.url]["recovered"] == n, after
