@@ -200,4 +200,7 @@ def _why(exc: BaseException | None) -> str:
         return "end of file"
     if isinstance(exc, trio.TooSlowError):
         return "timed out"
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None and not str(exc):
+        # trio wraps what broke the stream (an ssl.SSLError: a certificate refused...); that is what to tell
+        return _why(exc.__cause__)
     return str(exc) or type(exc).__name__
