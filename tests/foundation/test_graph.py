@@ -122,7 +122,7 @@ def test_replay_graph_validates_and_renders() -> None:
     graph = mode_graph("replay")
     assert graph.file.endswith("actors/replay.toml")
     assert {a.name for a in graph.actors} == {"source", "normalizer", "router", "enricher", "detect", "events",
-                                               "alerts"}
+                                               "alerts", "syslog", "webhook"}
     assert all(e.policy is Policy.BLOCK for e in graph.edges)  # replay never sheds
     alerts_edge = next(e for e in graph.edges if e.dst == "alerts.in")
     assert alerts_edge.policy is Policy.BLOCK  # alerts are never dropped
