@@ -102,3 +102,30 @@ def test_alerts_spooled_while_the_receiver_is_down_survive_a_sigkill(tmp_path: P
     after = sup.actors["webhook"].statistics()
     assert after["sent"] == n and after["queued"] == 0 and after["lost"] == 0, after
     assert after["destinations"][receiver.url]["recovered"] == n, after
+
+
+def test_a_document_the_receiver_refuses_is_found_by_halving_and_set_aside(tmp_path: Path) -> None:
+    n = 400
+    recording = write_recording(tmp_path / "events.ndjson", cron_events(n))
+    with WebhookReceiver(SECRET) as receiver:
+        config = sink_config(tmp_path, webhook={
+            "urls": [receiver.url], "replay": True, "secret_file": str(secret_file(tmp_path)),
+            "spool_directory": str(tmp_path / "spool"), "max_batch_alerts": 100, "drain_secs": 60.0})
+        poison = file_alert_ids_of(recording, config)[137]
+        receiver.poison.add(poison)
+        sup = replay_in_process(config, [recording])
+    file_ids = file_alert_ids(tmp_path / "out")
+    assert collections.Counter(receiver.accepted_ids) == collections.Counter(i for i in file_ids if i != poison)
+    stats = sup.actors["webhook"].statistics()
+    each = stats["destinations"][receiver.url]
+    assert (stats["sent"], each["rejected"], stats["queued"], stats["lost"]) == (n - 1, 1, 0, 0), stats
+    assert each["splits"] >= 6  # 100 -> 50 -> 25 -> 12 -> 6 -> 3 -> 1
+    assert [r.status for r in receiver.requests].count(422) == each["splits"] + 1
+
+
+def file_alert_ids_of(recording: Path, config: object) -> list[str]:
+    """The ids the alerts of ``recording`` get, from a replay of it without sinks into a directory of its own."""
+    scratch = recording.parent / "scratch"
+    scratch.mkdir()
+    replay_in_process(sink_config(scratch), [recording])
+    return file_alert_ids(scratch / "out")

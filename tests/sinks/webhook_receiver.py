@@ -2,9 +2,10 @@
 
 It answers the first ``fail_first`` requests 503 with a ``Retry-After`` taken
 in turn from ``retry_after`` (seconds or an HTTP date, made when the request
-comes), and answers 503 too while :attr:`WebhookReceiver.down` is set; every
-other request is accepted (200) and its documents recorded. Deduplication is
-the receiver's, by ``event.id``: :attr:`accepted_ids` lists every id of every
+comes), answers 503 too while :attr:`WebhookReceiver.down` is set, and 422
+to a batch holding an id of :attr:`WebhookReceiver.poison`; every other
+request is accepted (200) and its documents recorded. Deduplication is the
+receiver's, by ``event.id``: :attr:`accepted_ids` lists every id of every
 accepted request, duplicates included, so a test can tell "exactly once".
 """
 
@@ -44,6 +45,8 @@ class WebhookReceiver:
         self.retry_after = retry_after
         self.fmt = fmt
         self.down = False
+        #: ids the receiver refuses: a batch holding one is answered 422
+        self.poison: set[str] = set()
         self.requests: list[Request] = []
         self.accepted_ids: list[str] = []
         self.bad_signatures = 0
@@ -76,10 +79,12 @@ class WebhookReceiver:
         signed = verify_signature(self.secret, data, signature)
         docs = self._documents(data)
         with self._lock:
-            failures = sum(1 for r in self.requests if r.status != 200 and r.retry_after != "down")
+            failures = sum(1 for r in self.requests if r.status == 503 and r.retry_after != "down")
             if not signed:
                 self.bad_signatures += 1
                 status, retry = 401, None
+            elif any(doc["event.id"] in self.poison for doc in docs):
+                status, retry = 422, None
             elif self.down:
                 status, retry = 503, "down"
             elif failures < self.fail_first:
