@@ -19,6 +19,10 @@ their own, so they do not share the agent's interpreter:
 - webhook: an ``http.server`` HTTP/1.1 server that checks every body's
   ``X-Edr-Signature`` (HMAC-SHA256) and counts the NDJSON documents.
 
+Each sink line also gives alerts per CPU-second of the agent's process (all
+its threads; the receivers' excluded): on a host shared with other work,
+that is the figure that does not depend on how much of the CPU it got.
+
 The receiver's own count is checked against ``--count``; a run that loses or
 duplicates anything fails. The chain figure is :meth:`AlertChain.seal`
 minus :func:`dumps_line` per alert (:mod:`edr.alerts.chain`), best of
@@ -208,7 +212,9 @@ def bench_sink(kind: str, alerts: list[Any], batch: int, log: Any) -> tuple[floa
                 cfg = WebhookConfig(urls=[f"http://127.0.0.1:{receiver.port}/alerts"], secret_file=str(secret),
                                     spool_directory=f"{tmp}/spool", drain_secs=600.0)
                 actor = build_webhook(cfg, "agent", "webhook", log, HOST)
+            cpu = time.process_time()
             seconds = trio.run(feed, actor, alerts, batch)
+            cpu = time.process_time() - cpu
         stats = actor.statistics()
         if kind == "syslog":
             received = receiver.last_line()
@@ -220,6 +226,7 @@ def bench_sink(kind: str, alerts: list[Any], batch: int, log: Any) -> tuple[floa
         receiver.stop()
     if stats["sent"] != len(alerts) or received != len(alerts):
         raise SystemExit(f"{kind}: {len(alerts)} alerts, {stats['sent']} acknowledged, {received} received: {stats}")
+    stats["cpu_seconds"] = cpu
     return len(alerts) / seconds, stats
 
 
@@ -268,8 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             rate, stats = max(runs, key=lambda r: r[0])
             extra = f", {stats['destinations'][next(iter(stats['destinations']))].get('requests', 0)} requests" \
                 if kind == "webhook" else ""
-            print(f"  {kind:8s} from {what:9s} {rate:10,.0f} alerts/s  (runs: {', '.join(f'{r:,.0f}' for r, _ in runs)}"
-                  f"; sent {stats['sent']}, failed {stats['failed']}, lost {stats['lost']}{extra})")
+            per_cpu = len(items) / min(s["cpu_seconds"] for _, s in runs)
+            print(f"  {kind:8s} from {what:9s} {rate:10,.0f} alerts/s, {per_cpu:10,.0f} per CPU-second of the agent  "
+                  f"(runs: {', '.join(f'{r:,.0f}' for r, _ in runs)}; sent {stats['sent']}, "
+                  f"failed {stats['failed']}, lost {stats['lost']}{extra})")
 
     # Short runs, many of them, the three figures interleaved: on a shared host the best of each is what the
     # code costs, not what the other processes took meanwhile.
