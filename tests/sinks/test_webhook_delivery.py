@@ -12,6 +12,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+import trio
+
+from edr.runtime.supervisor import Supervisor
 
 from .conftest import cron_events, file_alert_ids, replay_in_process, sink_config, write_recording
 from .webhook_receiver import WebhookReceiver, http_date
@@ -129,3 +132,31 @@ def file_alert_ids_of(recording: Path, config: object) -> list[str]:
     scratch.mkdir()
     replay_in_process(sink_config(scratch), [recording])
     return file_alert_ids(scratch / "out")
+
+
+@pytest.mark.slow
+def test_a_secret_file_others_can_read_holds_delivery_back_until_it_is_fixed(tmp_path: Path) -> None:
+    """Nothing goes unsigned: while the secret file is mode 0644 no request is made (the failure names the file);
+    once it is 0600 every alert is delivered, signed."""
+    n = 50
+    recording = write_recording(tmp_path / "events.ndjson", cron_events(n))
+    secret = secret_file(tmp_path)
+    secret.chmod(0o644)
+    seen: dict[str, object] = {}
+    with WebhookReceiver(SECRET) as receiver:
+        config = sink_config(tmp_path, webhook={
+            "urls": [receiver.url], "replay": True, "secret_file": str(secret), "drain_secs": 60.0,
+            "spool_directory": str(tmp_path / "spool"), "retry_initial_secs": 0.05, "retry_max_secs": 0.1})
+
+        async def fix_the_mode(sup: Supervisor) -> None:
+            while sup.actors["webhook"].statistics().get("failed", 0) < 2:
+                await trio.sleep(0.01)
+            seen["requests_before"] = len(receiver.requests)
+            seen["error"] = sup.actors["webhook"].statistics()["destinations"][receiver.url]["last_error"]
+            secret.chmod(0o600)
+
+        sup = replay_in_process(config, [recording], background=[fix_the_mode])
+    assert seen["requests_before"] == 0
+    assert str(secret) in str(seen["error"]) and "chmod 600" in str(seen["error"])
+    assert collections.Counter(receiver.accepted_ids) == collections.Counter(file_alert_ids(tmp_path / "out"))
+    assert receiver.bad_signatures == 0 and sup.actors["webhook"].statistics()["sent"] == n
