@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +23,7 @@ from edr.runtime.actor import Ports
 from edr.runtime.buffer import Policy
 from edr.runtime.channel import Edge, InPort
 
+from .conftest import openssl
 from .test_cores import alert
 
 HOST = HostInfo("web-01", "linux")
@@ -100,29 +99,6 @@ def test_a_local_socket_that_is_not_a_datagram_socket_is_a_failure_named_and_ret
 
 
 # -- TLS ----------------------------------------------------------------------------------------------------------
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Path:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
-    d = tmp_path / "pki"
-    d.mkdir()
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=edr test CA", cwd=d)
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={name}", cwd=d)
-        (d / f"{name}.ext").write_text(ext + "\n")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
-        os.chmod(d / f"{name}.key", 0o600)
-    return d
 
 
 def tls_server(pki: Path, on_message: Callable[[bytes, str], None]) -> tuple[int, Callable[[], None]]:

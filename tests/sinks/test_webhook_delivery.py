@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -160,3 +161,39 @@ def test_a_secret_file_others_can_read_holds_delivery_back_until_it_is_fixed(tmp
     assert str(secret) in str(seen["error"]) and "chmod 600" in str(seen["error"])
     assert collections.Counter(receiver.accepted_ids) == collections.Counter(file_alert_ids(tmp_path / "out"))
     assert receiver.bad_signatures == 0 and sup.actors["webhook"].statistics()["sent"] == n
+
+
+def test_https_with_a_ca_file_and_a_client_certificate(tmp_path: Path, pki: Path) -> None:
+    n = 100
+    recording = write_recording(tmp_path / "events.ndjson", cron_events(n))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki / "ca.pem"))
+    context.load_cert_chain(str(pki / "server.pem"), str(pki / "server.key"))
+    context.verify_mode = ssl.CERT_REQUIRED
+    with WebhookReceiver(SECRET, tls=context) as receiver:
+        assert receiver.url.startswith("https://")
+        config = sink_config(tmp_path, webhook={
+            "urls": [receiver.url], "replay": True, "secret_file": str(secret_file(tmp_path)),
+            "ca_file": str(pki / "ca.pem"), "cert_file": str(pki / "client.pem"), "key_file": str(pki / "client.key"),
+            "spool_directory": str(tmp_path / "spool"), "drain_secs": 60.0})
+        sup = replay_in_process(config, [recording])
+    assert collections.Counter(receiver.accepted_ids) == collections.Counter(file_alert_ids(tmp_path / "out"))
+    assert set(receiver.peers) == {"client"} and receiver.bad_signatures == 0
+    assert sup.actors["webhook"].statistics()["sent"] == n
+
+
+def test_each_url_has_its_own_queue_one_down_does_not_hold_back_the_other(tmp_path: Path) -> None:
+    n = 300
+    recording = write_recording(tmp_path / "events.ndjson", cron_events(n))
+    with WebhookReceiver(SECRET) as up, WebhookReceiver(SECRET) as down:
+        down.down = True
+        config = sink_config(tmp_path, webhook={
+            "urls": [down.url, up.url], "replay": True, "secret_file": str(secret_file(tmp_path)),
+            "spool_directory": str(tmp_path / "spool"), "drain_secs": 2.0, "retry_initial_secs": 0.05,
+            "retry_max_secs": 0.1})
+        sup = replay_in_process(config, [recording])
+    assert collections.Counter(up.accepted_ids) == collections.Counter(file_alert_ids(tmp_path / "out"))
+    assert down.accepted_ids == [] and down.requests
+    each = sup.actors["webhook"].statistics()["destinations"]
+    assert (each[up.url]["sent"], each[up.url]["queued"]) == (n, 0)
+    assert (each[down.url]["sent"], each[down.url]["queued"], each[down.url]["lost"]) == (0, n, 0)
+    assert len({p.name for p in (tmp_path / "spool").iterdir()}) == 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import http.server
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +40,8 @@ class WebhookReceiver:
     """The server, its state and what it recorded (see the module's notes); a context manager."""
 
     def __init__(self, secret: bytes, *, fail_first: int = 0,
-                 retry_after: tuple[Callable[[], str], ...] = (lambda: "1",), fmt: str = "ndjson") -> None:
+                 retry_after: tuple[Callable[[], str], ...] = (lambda: "1",), fmt: str = "ndjson",
+                 tls: ssl.SSLContext | None = None) -> None:
         self.secret = secret
         self.fail_first = fail_first
         self.retry_after = retry_after
@@ -52,11 +54,17 @@ class WebhookReceiver:
         self.bad_signatures = 0
         self._lock = threading.Lock()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.scheme = "http"
+        #: the common name of each client certificate presented (TLS)
+        self.peers: list[str] = []
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
+        return f"{self.scheme}://127.0.0.1:{self._server.server_address[1]}/alerts"
 
     def __enter__(self) -> WebhookReceiver:
         self._thread.start()
@@ -103,6 +111,9 @@ class WebhookReceiver:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
+                if isinstance(self.connection, ssl.SSLSocket):
+                    cert = self.connection.getpeercert() or {}
+                    receiver.peers.append(dict(x[0] for x in cert.get("subject", ()))["commonName"])
                 data = self.rfile.read(int(self.headers["Content-Length"]))
                 status, retry = receiver._answer(data, self.headers.get(SIGNATURE_HEADER),
                                                  self.headers.get("X-Edr-Count"))
