@@ -4,11 +4,21 @@ full costs alerts to the sink (counted) but never the alert file nor the pipelin
 from __future__ import annotations
 
 import collections
+import logging
 from pathlib import Path
 
 import pytest
+import trio
+
+from edr.alerts.ecs import HostInfo
+from edr.alerts.sinks.build import build_webhook
+from edr.alerts.sinks.settings import WebhookConfig
+from edr.runtime.actor import Ports
+from edr.runtime.buffer import Policy
+from edr.runtime.channel import Edge, InPort
 
 from .conftest import cron_events, file_alert_ids, replay_in_process, sink_config, write_recording
+from .test_cores import alert
 from .webhook_receiver import WebhookReceiver
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -62,3 +72,29 @@ def test_a_full_spool_counts_what_it_cannot_take_and_the_replay_goes_on(tmp_path
     assert sum(delivered.values()) == len(delivered) == stats["spooled"]
     assert set(delivered) <= set(file_ids)
     assert again.actors["webhook"].statistics()["queued"] == 0
+
+
+def test_an_item_that_cannot_be_encoded_is_logged_counted_and_skipped(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    secret.chmod(0o600)
+    with WebhookReceiver(SECRET) as receiver:
+        actor = build_webhook(WebhookConfig(urls=[receiver.url], secret_file=str(secret), drain_secs=30.0,
+                                            spool_directory=str(tmp_path / "spool")),
+                              "agent", "webhook", logging.getLogger("test.sinks"), HostInfo("h", "linux"))
+
+        async def main() -> None:
+            edge = Edge("test->webhook", 8, Policy.BLOCK)
+            port = InPort("in")
+            port.attach(edge)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(actor.run, Ports({"in": port}, {}))
+                await edge.send([alert(1), object(), alert(2)])
+                edge.close()
+
+        trio.run(main)
+    stats = actor.statistics()
+    assert (stats["alerts"], stats["errors"], stats["sent"]) == (2, 1, 2)
+    assert len(receiver.accepted_ids) == 2
+    assert "cannot encode an item of type object" in caplog.text and "it is skipped" in caplog.text

@@ -4,9 +4,11 @@ The graph feeds it from the alert edges (``detect.alerts``, ``scan.alerts``)
 over ``block`` edges: alerts are never dropped on the way. Its intake turns
 each alert into the document to deliver (:func:`~edr.alerts.sinks.document.sink_document`,
 with its ``event.id``), encodes it once for its kind (an RFC 5424 message,
-or the document's JSON), and stores the batch in every destination's spool
-in one worker-thread call; it never waits on the network, so the edge only
-ever waits on the disk, as the alert file's does. Each destination's task
+or the document's JSON), and stores the batch in every destination's spool,
+all in one worker-thread call (so the event loop is never held for a
+batch's encoding); it never waits on the network, so the edge only ever
+waits on the disk, as the alert file's does. An alert that cannot be
+encoded (a bug, not bad data) is logged, counted (``errors``) and skipped. Each destination's task
 then delivers from its spool (:mod:`edr.alerts.sinks.destination`).
 
 With no destination (none configured, or ``edr replay`` without the
@@ -58,6 +60,7 @@ class SinkActor(ActorBase):
         self.log = log if log is not None else logging.getLogger("edr.sinks")
         self.extra_statistics = extra_statistics
         self.alerts = 0
+        self.errors = 0
         self._held = 0
         self._port: InPort | None = None
 
@@ -79,21 +82,30 @@ class SinkActor(ActorBase):
                 await nursery.start(destination.run)
             try:
                 async for batch in inp:
-                    payloads = [self.encode(sink_document(item, self.host)) for item in batch]
-                    self._held = len(payloads)
+                    self._held = len(batch)
                     # The spools are no work on the graph: a replay source need not wait for them.
                     inp.done()
-                    await trio.to_thread.run_sync(self._store, payloads)
-                    self.alerts += len(payloads)
+                    # Encoding (the ECS mapping, JSON, the syslog header) runs in the worker thread with the
+                    # spool writes: the event loop is not held for a whole batch's worth of it.
+                    await trio.to_thread.run_sync(self._encode_and_store, batch)
                     for destination in self.destinations:
                         destination.notify()
             finally:
                 for destination in self.destinations:
                     destination.close_input()
 
-    def _store(self, payloads: list[bytes]) -> None:
+    def _encode_and_store(self, batch: Sequence[Any]) -> None:
+        payloads = []
+        for item in batch:
+            try:
+                payloads.append(self.encode(sink_document(item, self.host)))
+            except Exception as exc:  # a bug upstream or here: this alert is skipped, the others go on
+                self.errors += 1
+                self.log.error("%s sink: cannot encode %s (%s: %s); it is skipped (the alert file has it)",
+                               self.name, _describe(item), type(exc).__name__, exc)
         for destination in self.destinations:
             destination.store(payloads)
+        self.alerts += len(payloads)
         self._held = 0  # here, in the thread: once it ran, the batch is stored even if the caller was cancelled
 
     def unwritten(self) -> dict[str, int]:
@@ -110,7 +122,16 @@ class SinkActor(ActorBase):
         each = {d.name: d.statistics() for d in self.destinations}
         stats: dict[str, Any] = {key: sum(s[key] for s in each.values()) for key in TOTALS}
         stats["alerts"] = self.alerts
+        if self.errors:
+            stats["errors"] = self.errors
         stats["destinations"] = each
         if self.extra_statistics is not None:
             stats.update(self.extra_statistics())
         return stats
+
+
+def _describe(item: object) -> str:
+    rule = getattr(item, "rule_id", None)
+    if rule is None and isinstance(item, dict):
+        rule = item.get("rule.id")
+    return f"an alert of rule {rule!r}" if rule is not None else f"an item of type {type(item).__name__}"
