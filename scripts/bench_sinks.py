@@ -169,7 +169,7 @@ class Receiver:
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline())
 
-    def last_line(self) -> int:
+    def next_line(self) -> int:
         assert self.proc.stdout is not None
         return int(self.proc.stdout.readline())
 
@@ -217,7 +217,9 @@ def bench_sink(kind: str, alerts: list[Any], batch: int, log: Any) -> tuple[floa
             cpu = time.process_time() - cpu
         stats = actor.statistics()
         if kind == "syslog":
-            received = receiver.last_line()
+            # one line per connection that ended (each a running total): the last is the count
+            for _ in range(actor.destinations[0].connections):  # type: ignore[attr-defined]
+                received = receiver.next_line()
         else:
             with socket.create_connection(("127.0.0.1", receiver.port)) as s:
                 s.sendall(b"GET /count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -95,6 +95,9 @@ class StreamSyslog(Destination):
                 await self._lost_connection(conn, f"the receiver closed the connection ({_why(conn.error)})")
                 continue
             more = self.arm()
+            # Taken before the read: the input closing while it runs (the intake's last batch stored just
+            # then) must not pass for "everything was sent".
+            closed = self.input_closed
             batch = await self.read(cursor, BATCH_RECORDS, BATCH_BYTES)
             if batch is not None:
                 started = trio.current_time()
@@ -113,7 +116,7 @@ class StreamSyslog(Destination):
                 await self._confirm(self.window.due(now))
                 continue
             await self._confirm(self.window.due(trio.current_time()))
-            if self.input_closed and len(self.window):
+            if closed and len(self.window):
                 # Everything is sent: a receiver that closes after our end has read it all.
                 if await conn.finish(self.window.hold):
                     await self._confirm(self.window.confirm_all())
@@ -171,9 +174,10 @@ class DatagramSyslog(Destination):
                     await self.failure(f"cannot open the socket: {_why(exc)}")
                     continue
             more = self.arm()
+            closed = self.input_closed  # before the read: what was stored before the close, it sees
             batch = await self.read(self.spool.ack_offset, BATCH_RECORDS, BATCH_BYTES)
             if batch is None:
-                if self.input_closed:
+                if closed:
                     return
                 await self.wait_for_more(more)
                 continue

@@ -73,9 +73,10 @@ class WebhookDelivery(Destination):
             if self.done:
                 return
             more = self.arm()
+            closed = self.input_closed  # before the read: what was stored before the close, it sees
             batch = await self.read(self.spool.ack_offset, self._limit, self.max_batch_bytes)
             if batch is None:
-                if self.input_closed:
+                if closed:
                     return
                 await self.wait_for_more(more)
                 continue
