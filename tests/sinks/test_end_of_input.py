@@ -130,3 +130,39 @@ def test_stream_syslog_sends_what_was_stored_as_the_input_closed_before_finishin
     assert (stats["sent"], stats["queued"]) == (4, 0), stats
     assert b"".join(received).count(b"[edr@32473 ") == 4
     assert connections == 1  # all four on the one connection, finished once
+
+
+def test_each_failed_request_counts_once_in_the_backoff_retry_after_or_not(tmp_path: Path) -> None:
+    """A 503 with Retry-After waits what the receiver asks and is one failure for the backoff, like any other."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    secret.chmod(0o600)
+    with WebhookReceiver(SECRET, fail_first=4, retry_after=(lambda: "0",)) as receiver:
+        actor = build_webhook(WebhookConfig(urls=[receiver.url], secret_file=str(secret), drain_secs=0.5,
+                                            retry_initial_secs=0.01, retry_max_secs=60.0,
+                                            spool_directory=str(tmp_path / "spool")), "agent", "webhook", LOG, HOST)
+        destination = actor.destinations[0]
+        failures: list[int] = []
+        original = destination.failure
+
+        async def failure(why: str, wait: float | None = None) -> None:
+            await original(why, wait)
+            failures.append(destination.backoff.failures)
+
+        destination.failure = failure  # type: ignore[method-assign]
+        run_until_closed(actor, [alert(1)])
+    assert failures == [1, 2, 3, 4]
+    assert actor.statistics()["sent"] == 1
+
+
+def run_until_closed(actor: SinkActor, first: list[Any]) -> None:
+    async def main() -> None:
+        edge = Edge("test->sink", 8, Policy.BLOCK)
+        port = InPort("in")
+        port.attach(edge)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(actor.run, Ports({"in": port}, {}))
+            await edge.send(first)
+            edge.close()
+
+    trio.run(main)

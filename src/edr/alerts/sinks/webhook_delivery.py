@@ -110,8 +110,7 @@ class WebhookDelivery(Destination):
             else:
                 wait = retry_after(response.headers.get("retry-after"), self.clock())
                 if wait is not None:
-                    wait = min(wait, self.retry_after_max)
-                    self.backoff.next()  # a failure all the same
+                    wait = min(wait, self.retry_after_max)  # failure() counts it in the backoff all the same
                 await self.failure(f"the receiver answered HTTP {response.status} ({response.excerpt[:120]!r})",
                                    wait=wait)
 
