@@ -73,7 +73,8 @@ def test_webhook_urls() -> None:
 
 def test_spool_names_are_readable_and_unique_per_url() -> None:
     a, b = spool_name("webhook", "https://siem/a"), spool_name("webhook", "https://siem/a?")
-    assert a.startswith("webhook-siem-a-") and a != b and "/" not in a + b
+    assert a.startswith("webhook-siem-") and a != b and "/" not in a + b
+    assert spool_name("syslog", "tcp://siem:514").startswith("syslog-siem-514-")
 
 
 # -- backoff, Retry-After, throttle -------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ import orjson
 import pytest
 import trio
 
+from edr.alerts.sinks.settings import WebhookConfig
+from edr.alerts.sinks.targets import webhook_display
 from edr.runtime.supervisor import Supervisor
 
 from .conftest import cron_events, file_alert_ids, replay_in_process, sink_config, write_recording
@@ -105,7 +107,7 @@ def test_alerts_spooled_while_the_receiver_is_down_survive_a_sigkill(tmp_path: P
     assert collections.Counter(receiver.accepted_ids) == collections.Counter(file_ids)
     after = sup.actors["webhook"].statistics()
     assert after["sent"] == n and after["queued"] == 0 and after["lost"] == 0, after
-    assert after["destinations"][receiver.url]["recovered"] == n, after
+    assert after["destinations"][webhook_display(receiver.url)]["recovered"] == n, after
 
 
 def test_a_document_the_receiver_refuses_is_found_by_halving_and_set_aside(tmp_path: Path) -> None:
@@ -121,7 +123,7 @@ def test_a_document_the_receiver_refuses_is_found_by_halving_and_set_aside(tmp_p
     file_ids = file_alert_ids(tmp_path / "out")
     assert collections.Counter(receiver.accepted_ids) == collections.Counter(i for i in file_ids if i != poison)
     stats = sup.actors["webhook"].statistics()
-    each = stats["destinations"][receiver.url]
+    each = stats["destinations"][webhook_display(receiver.url)]
     assert (stats["sent"], each["rejected"], stats["queued"], stats["lost"]) == (n - 1, 1, 0, 0), stats
     assert each["splits"] >= 6  # 100 -> 50 -> 25 -> 12 -> 6 -> 3 -> 1
     assert [r.status for r in receiver.requests].count(422) == each["splits"] + 1
@@ -153,7 +155,8 @@ def test_a_secret_file_others_can_read_holds_delivery_back_until_it_is_fixed(tmp
             while sup.actors["webhook"].statistics().get("failed", 0) < 2:
                 await trio.sleep(0.01)
             seen["requests_before"] = len(receiver.requests)
-            seen["error"] = sup.actors["webhook"].statistics()["destinations"][receiver.url]["last_error"]
+            each = sup.actors["webhook"].statistics()["destinations"]
+            seen["error"] = each[webhook_display(receiver.url)]["last_error"]
             secret.chmod(0o600)
 
         sup = replay_in_process(config, [recording], background=[fix_the_mode])
@@ -194,6 +197,31 @@ def test_each_url_has_its_own_queue_one_down_does_not_hold_back_the_other(tmp_pa
     assert collections.Counter(up.accepted_ids) == collections.Counter(file_alert_ids(tmp_path / "out"))
     assert down.accepted_ids == [] and down.requests
     each = sup.actors["webhook"].statistics()["destinations"]
-    assert (each[up.url]["sent"], each[up.url]["queued"]) == (n, 0)
-    assert (each[down.url]["sent"], each[down.url]["queued"], each[down.url]["lost"]) == (0, n, 0)
+    ok, ko = each[webhook_display(up.url)], each[webhook_display(down.url)]
+    assert (ok["sent"], ok["queued"]) == (n, 0)
+    assert (ko["sent"], ko["queued"], ko["lost"]) == (0, n, 0)
     assert len({p.name for p in (tmp_path / "spool").iterdir()}) == 2
+
+
+def test_a_token_in_the_url_is_not_shown_in_logs_statistics_or_spool_names(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Webhook URLs often carry the receiver's token (in the path or the query); the receiver is down here so
+    that failures are logged."""
+    recording = write_recording(tmp_path / "events.ndjson", cron_events(10))
+    with WebhookReceiver(SECRET) as receiver:
+        receiver.down = True
+        url = receiver.url + "/T0123/B0456/sEcReTtOkEn?token=sEcReTtOkEn"
+        config = sink_config(tmp_path, webhook={
+            "urls": [url], "replay": True, "secret_file": str(secret_file(tmp_path)), "drain_secs": 0.5,
+            "spool_directory": str(tmp_path / "spool"), "retry_initial_secs": 0.05, "retry_max_secs": 0.1})
+        sup = replay_in_process(config, [recording])
+    assert receiver.requests  # the URL was used as written
+    stats = sup.actors["webhook"].statistics()
+    assert stats["failed"] >= 1 and "503" in caplog.text
+    shown = webhook_display(url)
+    assert shown.startswith(receiver.url.rsplit("/", 1)[0] + "/… #") and list(stats["destinations"]) == [shown]
+    for text in (caplog.text, orjson.dumps(stats).decode(), *(p.name for p in (tmp_path / "spool").iterdir())):
+        assert "sEcReTtOkEn" not in text
+    with pytest.raises(ValueError) as bad:
+        WebhookConfig(urls=["ftp://siem/sEcReTtOkEn"])
+    assert "sEcReTtOkEn" not in str(bad.value) and "https://" in str(bad.value)

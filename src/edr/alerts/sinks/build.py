@@ -27,7 +27,7 @@ from edr.alerts.sinks.spool import Spool
 from edr.alerts.sinks.syslog_delivery import DatagramSyslog, StreamSyslog
 from edr.alerts.sinks.syslog_format import SyslogFormatter
 from edr.alerts.sinks.syslog_transport import datagram_connector, stream_connector
-from edr.alerts.sinks.targets import parse_syslog_target, parse_webhook_url, spool_name
+from edr.alerts.sinks.targets import parse_syslog_target, parse_webhook_url, spool_name, webhook_display
 from edr.alerts.sinks.webhook_client import WebhookClient
 from edr.alerts.sinks.webhook_delivery import WebhookDelivery
 
@@ -101,16 +101,16 @@ def build_webhook(cfg: WebhookConfig, mode: str, name: str, log: logging.Logger,
             try:
                 target = parse_webhook_url(text)
             except ValueError as exc:
-                log.error("webhook.urls: %s; this URL is skipped", exc)
+                log.error("webhook.urls: %s; this URL is skipped", str(exc).replace(text, webhook_display(text)))
                 continue
             if target.scheme == "http" and target.host not in ("localhost", "127.0.0.1", "::1"):
-                log.warning("webhook: %s is plain http: alerts cross the network unencrypted", text)
+                log.warning("webhook: %s is plain http: alerts cross the network unencrypted", target.display)
             client = WebhookClient(target, timeout=cfg.timeout_secs, ca_file=cfg.ca_file, cert_file=cfg.cert_file,
                                    key_file=cfg.key_file)
             spool = Spool(Path(cfg.spool_directory) / spool_name("webhook", text), max_bytes=cfg.spool_max_mb * _MB)
             backoff = Backoff(cfg.retry_initial_secs, max(cfg.retry_initial_secs, cfg.retry_max_secs))
             destinations.append(WebhookDelivery(
-                text, spool, client, fmt=cfg.format, load_secret=functools.partial(_secret, cfg.secret_file),
+                target.display, spool, client, fmt=cfg.format, load_secret=functools.partial(_secret, cfg.secret_file),
                 max_batch=cfg.max_batch_alerts, max_batch_bytes=cfg.max_batch_kb * 1024,
                 retry_after_max=cfg.retry_after_max_secs, backoff=backoff, drain_secs=cfg.drain_secs, log=log))
     return SinkActor(name, destinations, payload, host, log=log)

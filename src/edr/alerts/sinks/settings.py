@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import attrs
 
-from edr.alerts.sinks.targets import parse_syslog_target, parse_webhook_url
+from edr.alerts.sinks.targets import parse_syslog_target, parse_webhook_url, webhook_display
 from edr.config import MAX_SECONDS, _doc, _one_of, _path, _positive, installed_layout
 
 _STATE: Final = installed_layout().state
@@ -49,7 +49,10 @@ def _syslog_targets(_inst: Any, attribute: attrs.Attribute[Any], value: list[str
 
 def _webhook_urls(_inst: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
     for text in value:
-        parse_webhook_url(text)
+        try:
+            parse_webhook_url(text)
+        except ValueError as exc:  # the message shows the URL without what may be its token
+            raise ValueError(str(exc).replace(repr(text), repr(webhook_display(text)))) from None
     if len(set(value)) != len(value):
         raise ValueError("lists a URL twice")
 

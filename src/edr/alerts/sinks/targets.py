@@ -76,6 +76,21 @@ class WebhookTarget:
     port: int
     target: str  #: path and query, what the request line names
 
+    @property
+    def display(self) -> str:
+        """The URL as logs, statistics and the spool's name show it: see :func:`webhook_display`."""
+        return webhook_display(self.url)
+
+
+def webhook_display(url: str) -> str:
+    """``url`` without its path and query, which often hold the receiver's token (Slack's
+    ``/services/T../B../XXXX``, ``?token=``): ``https://host:port/…`` and a short hash of the whole URL to
+    tell two apart; a URL with neither is shown whole."""
+    parts = urlsplit(url)
+    if parts.path in ("", "/") and not parts.query:
+        return url
+    return f"{parts.scheme}://{parts.netloc}/… #{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+
 
 def parse_webhook_url(text: str) -> WebhookTarget:
     """``text`` as a :class:`WebhookTarget`; ValueError saying what is wrong."""
@@ -100,7 +115,12 @@ def parse_webhook_url(text: str) -> WebhookTarget:
 
 
 def spool_name(kind: str, url: str) -> str:
-    """The spool directory name of a destination: readable, and unique per URL (a hash of it ends the name)."""
-    readable = _SAFE.sub("-", url.split("://", 1)[-1]).strip("-.")[:48]
+    """The spool directory name of a destination: readable, and unique per URL (a hash of it ends the name).
+
+    A webhook's is made from its host and port only (its path and query may hold a token: see
+    :func:`webhook_display`).
+    """
+    shown = urlsplit(url).netloc if kind == "webhook" else url.split("://", 1)[-1]
+    readable = _SAFE.sub("-", shown).strip("-.")[:48]
     digest = hashlib.sha256(url.encode()).hexdigest()[:10]
     return f"{kind}-{readable}-{digest}" if readable else f"{kind}-{digest}"
