@@ -57,7 +57,7 @@ from edr.alerts.ecs import HostInfo, alert_document  # noqa: E402
 from edr.alerts.ndjson import dumps_line  # noqa: E402
 from edr.alerts.sinks.actor import SinkActor  # noqa: E402
 from edr.alerts.sinks.build import build_syslog, build_webhook  # noqa: E402
-from edr.alerts.sinks.settings import SyslogConfig, WebhookConfig  # noqa: E402
+from edr.config import SyslogConfig, WebhookConfig  # noqa: E402
 from edr.detect.alert import Alert  # noqa: E402
 from edr.event import Event  # noqa: E402
 from edr.runtime.actor import Ports  # noqa: E402

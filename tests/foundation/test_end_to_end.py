@@ -80,7 +80,7 @@ REQUIRED = ("@timestamp", "ecs.version", "event.kind", "event.category", "event.
 #: Every ECS field src/edr/alerts/ecs.py may write for these Linux events (ECS 9.x), plus the two Rustinel keys.
 ECS_FIELDS = frozenset({
     "@timestamp", "ecs.version", "message", "tags",
-    "event.kind", "event.category", "event.type", "event.action", "event.module", "event.dataset",
+    "event.id", "event.kind", "event.category", "event.type", "event.action", "event.module", "event.dataset",
     "event.severity", "event.risk_score", "event.created", "event.sequence",
     "rule.id", "rule.name", "rule.ruleset", "rule.description",
     "host.name", "host.os.type", "agent.type", "agent.version",
@@ -300,9 +300,9 @@ def test_event_stream_records_what_replay_reads(workdir: Path) -> None:
     assert len(again) == len(first)
 
     def same(alerts: list[dict[str, Any]]) -> list[list[tuple[str, str]]]:
-        # where the event was read from differs, and with it each line's chain link (the hash covers the
+        # where the event was read from differs, and with it each line's id and chain link (both cover the
         # whole line, and the order of lines may differ); everything about the event must not
-        where = ("log.", "edr.log", "event.created", "edr.chain.")
+        where = ("log.", "edr.log", "event.created", "edr.chain.", "event.id")
         return sorted(sorted((k, repr(v)) for k, v in a.items() if not k.startswith(where)) for a in alerts)
 
     assert same(again) == same(first)

@@ -1,8 +1,7 @@
 """Helpers for the sink tests: recordings that raise alerts, a configuration with the sink sections, replays.
 
-``Config`` gets its ``syslog`` and ``webhook`` sections from the lead's
-wiring; until then :func:`sink_config` makes a subclass of it that has them,
-which the builders read exactly as they will read the real one.
+:func:`sink_config` gives a configuration with the ``[syslog]`` and
+``[webhook]`` sections set from keyword dictionaries.
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ import pytest
 import trio
 
 from edr.alerts.sinks.document import alert_id
-from edr.alerts.sinks.settings import SyslogConfig, WebhookConfig
-from edr.config import Config, load_config
+from edr.config import Config, SyslogConfig, WebhookConfig, load_config
 from edr.runtime.supervisor import Supervisor
 from edr.wiring.context import AgentContext
 from edr.wiring.graphs import mode_graph
@@ -38,19 +36,8 @@ rules_path = ""
 """
 
 
-@attrs.define
-class SinkTestConfig(Config):
-    """``Config`` with the sink sections (what the lead's wiring adds to it)."""
-
-    syslog: SyslogConfig = attrs.field(factory=SyslogConfig)
-    webhook: WebhookConfig = attrs.field(factory=WebhookConfig)
-
-
-attrs.resolve_types(SinkTestConfig)
-
-
 def sink_config(workdir: Path, *, syslog: dict[str, Any] | None = None, webhook: dict[str, Any] | None = None,
-                **overrides: Any) -> SinkTestConfig:
+                **overrides: Any) -> Config:
     """The configuration of ``workdir/edr.toml`` (:data:`BASE_CONFIG`), alerts under ``workdir/out``, with the sink
     sections given as keyword dictionaries."""
     config_file = workdir / "edr.toml"
@@ -58,8 +45,7 @@ def sink_config(workdir: Path, *, syslog: dict[str, Any] | None = None, webhook:
         config_file.write_text(BASE_CONFIG)
     base = load_config(str(config_file), environ={},
                        overrides={"alerts.directory": str(workdir / "out"), **overrides}).config
-    values = {f.name: getattr(base, f.name) for f in attrs.fields(Config)}
-    return SinkTestConfig(**values, syslog=SyslogConfig(**(syslog or {})), webhook=WebhookConfig(**(webhook or {})))
+    return attrs.evolve(base, syslog=SyslogConfig(**(syslog or {})), webhook=WebhookConfig(**(webhook or {})))
 
 
 def cron_events(n: int, start: int = 0) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ from edr.alerts.ecs import HostInfo, alert_document
 from edr.alerts.sinks.confirm import ConfirmWindow
 from edr.alerts.sinks.document import ID_KEY, alert_id, payload, sink_document
 from edr.alerts.sinks.retry import Backoff, Throttle, retry_after
-from edr.alerts.sinks.settings import SyslogConfig, WebhookConfig
 from edr.alerts.sinks.syslog_format import (
     SyslogFormatter,
     cut_utf8,
@@ -23,10 +22,11 @@ from edr.alerts.sinks.syslog_format import (
     sd_escape,
     structured_data,
 )
-from edr.alerts.sinks.targets import parse_syslog_target, parse_webhook_url, spool_name
 from edr.alerts.sinks.webhook_protocol import Outcome, body, classify, headers, signature, verify_signature
+from edr.config import SyslogConfig, WebhookConfig
 from edr.detect.alert import Alert
 from edr.event import Event
+from edr.sink_targets import parse_syslog_target, parse_webhook_url, spool_name
 
 HOST = HostInfo("web-01", "linux")
 

@@ -24,8 +24,8 @@ from edr.alerts.sinks.actor import SinkActor
 from edr.alerts.sinks.build import build_syslog, build_webhook
 from edr.alerts.sinks.destination import Destination
 from edr.alerts.sinks.document import sink_document
-from edr.alerts.sinks.settings import SyslogConfig, WebhookConfig
 from edr.alerts.sinks.spool import Batch
+from edr.config import SyslogConfig, WebhookConfig
 from edr.runtime.actor import Ports
 from edr.runtime.buffer import Policy
 from edr.runtime.channel import Edge, InPort

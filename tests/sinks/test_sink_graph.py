@@ -12,7 +12,7 @@ import trio
 
 from edr.alerts.ecs import HostInfo
 from edr.alerts.sinks.build import build_webhook
-from edr.alerts.sinks.settings import WebhookConfig
+from edr.config import WebhookConfig
 from edr.runtime.actor import Ports
 from edr.runtime.buffer import Policy
 from edr.runtime.channel import Edge, InPort

@@ -17,8 +17,8 @@ import trio
 
 from edr.alerts.ecs import HostInfo
 from edr.alerts.sinks.build import build_syslog
-from edr.alerts.sinks.settings import SyslogConfig
 from edr.alerts.sinks.syslog_transport import tls_context
+from edr.config import SyslogConfig
 from edr.runtime.actor import Ports
 from edr.runtime.buffer import Policy
 from edr.runtime.channel import Edge, InPort

@@ -15,9 +15,9 @@ import orjson
 import pytest
 import trio
 
-from edr.alerts.sinks.settings import WebhookConfig
-from edr.alerts.sinks.targets import webhook_display
+from edr.config import WebhookConfig
 from edr.runtime.supervisor import Supervisor
+from edr.sink_targets import webhook_display
 
 from .conftest import cron_events, file_alert_ids, replay_in_process, sink_config, write_recording
 from .webhook_receiver import WebhookReceiver, http_date

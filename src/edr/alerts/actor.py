@@ -30,7 +30,7 @@ from edr.alerts.ndjson import dumps_line
 from edr.event import event_to_record
 from edr.platform.private_files import PrivateDir
 from edr.runtime.actor import ActorBase, Ports
-from edr.runtime.channel import InPort
+from edr.runtime.channel import InPort, OutPort
 
 _RETRY_FIRST = 0.2
 _RETRY_MAX = 5.0
@@ -160,7 +160,10 @@ class AlertWriter(ActorBase):
     """
 
     inputs: ClassVar = ("in",)
-    outputs: ClassVar = ()
+    #: the documents written (after dedup, with ``event.id`` and the chain's fields), for the sinks;
+    #: sent after the file write, so the file stays the source of truth
+    outputs: ClassVar = ("out",)
+    optional_outputs: ClassVar = ("out",)
 
     def __init__(self, name: str, file: DailyFile | None, core: AlertLines, *, stdout: bool = False,
                  log: Any = None, anchor: ChainAnchor | None = None,
@@ -178,6 +181,7 @@ class AlertWriter(ActorBase):
         self.stdout_dropped = 0
         self.by_rule: dict[str, int] = {}
         self.outbox = Outbox(file, name, log) if file is not None else None
+        self._out: OutPort | None = None
         self._port: InPort | None = None
 
     async def run(self, ports: Ports) -> None:
@@ -185,6 +189,8 @@ class AlertWriter(ActorBase):
         try:
             inp = ports.input("in")
             self._port = inp
+            out = ports.outputs.get("out")
+            self._out = out if out is not None and out.edges else None
             core = self.core
             if self.clock is None:
                 # replay: dedup windows close on the alerts' own times; no timer, no cancel scope per batch
@@ -228,6 +234,8 @@ class AlertWriter(ActorBase):
             await self.outbox.write(lines)
         if self.stdout:
             delivered = self._echo(lines) or delivered
+        if self._out is not None:  # the sinks: after the file, whatever became of standard output
+            await self._out.send(lines.docs)
         if not delivered:
             self.stdout_dropped += len(lines)
             return

@@ -19,20 +19,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from edr.alerts.chain import AlertChain
+from edr.alerts.chain import HASH_KEY, AlertChain
 from edr.alerts.dedup import AlertDeduplicator
 from edr.alerts.ecs import HostInfo, alert_document
+from edr.alerts.sinks.document import ID_KEY, alert_id
 from edr.detect.alert import Alert
 
 
 class Lines(list[bytes]):
-    """Lines to write, in order, and the name of the rule of each (for counts once they are written)."""
+    """Lines to write, in order, the name of the rule of each (for counts once they are written), and the
+    documents they encode (for the sinks: with ``event.id`` and the chain's fields, as in the file)."""
 
-    __slots__ = ("rules",)
+    __slots__ = ("docs", "rules")
 
-    def __init__(self, lines: list[bytes], rules: list[str]) -> None:
+    def __init__(self, lines: list[bytes], rules: list[str], docs: list[dict[str, Any]] | None = None) -> None:
         super().__init__(lines)
         self.rules = rules
+        self.docs: list[dict[str, Any]] = docs if docs is not None else []
 
 
 class AlertLines:
@@ -75,12 +78,19 @@ class AlertLines:
         host, seal, by_rule = self.host, self.chain.seal, self.by_rule
         lines: list[bytes] = []
         rules: list[str] = []
+        docs: list[dict[str, Any]] = []
         for alert in alerts:
-            lines.append(seal(alert_document(alert, host)))
+            doc = alert_document(alert, host)
+            # the same alert always has the same id (receivers dedup on it after a resend)
+            if ID_KEY not in doc:
+                doc[ID_KEY] = alert_id(doc)
+            lines.append(seal(doc))
+            doc[HASH_KEY] = self.chain.state.hash
+            docs.append(doc)
             rules.append(alert.rule_name)
             by_rule[alert.rule_name] = by_rule.get(alert.rule_name, 0) + 1
         self.alerts += len(lines)
-        return Lines(lines, rules)
+        return Lines(lines, rules, docs)
 
     def statistics(self) -> dict[str, Any]:
         """Alerts written as lines, the chain's counters and, with dedup, its counters."""

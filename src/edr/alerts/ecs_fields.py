@@ -33,6 +33,7 @@ FIELDS: Final[dict[str, tuple[str, bool]]] = {
     "event.code": ("keyword", False),
     "event.created": ("date", False),
     "event.dataset": ("keyword", False),
+    "event.id": ("keyword", False),
     "event.kind": ("keyword", False),
     "event.module": ("keyword", False),
     "event.provider": ("keyword", False),

@@ -51,7 +51,9 @@ class Ports:
 class Actor(Protocol):
     """What the runtime runs.
 
-    ``inputs`` and ``outputs`` name the ports; ``is_source`` marks actors
+    ``inputs`` and ``outputs`` name the ports (an actor may also name, in
+    ``optional_outputs``, outputs a graph need not connect: sending on an
+    unconnected output does nothing); ``is_source`` marks actors
     that the runtime cancels first on shutdown (they produce from outside the
     graph); every other actor ends when its inputs are exhausted.
     """
@@ -75,6 +77,7 @@ class ActorBase:
 
     inputs: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()
+    optional_outputs: ClassVar[tuple[str, ...]] = ()
     is_source: ClassVar[bool] = False
 
     def __init__(self, name: str) -> None:

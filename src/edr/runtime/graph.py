@@ -50,6 +50,8 @@ class ActorSpec:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     on_error: str = "stop"
+    #: outputs a graph may leave unconnected (sending on one is then a no-op)
+    optional: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -141,7 +143,8 @@ def parse_graph(data: Mapping[str, Any], file: str, mode: str, kinds: Kinds) -> 
             reason = f"unknown actor kind {exc.kind!r}" if body["kind"] not in kinds else str(exc)
             raise GraphError(file, item, reason) from None
         inputs, outputs = cls.inputs, cls.outputs
-        actors[name] = ActorSpec(name, body["kind"], tuple(inputs), tuple(outputs), on_error)
+        optional = tuple(getattr(cls, "optional_outputs", ()))
+        actors[name] = ActorSpec(name, body["kind"], tuple(inputs), tuple(outputs), on_error, optional)
 
     edges: list[EdgeSpec] = []
     seen: set[tuple[str, str]] = set()
@@ -185,7 +188,7 @@ def parse_graph(data: Mapping[str, Any], file: str, mode: str, kinds: Kinds) -> 
             if f"{spec.name}.{p}" not in connected:
                 raise GraphError(file, f"actor {spec.name!r}", f"input port {p!r} is not connected")
         for p in spec.outputs:
-            if f"{spec.name}.{p}" not in connected:
+            if f"{spec.name}.{p}" not in connected and p not in spec.optional:
                 raise GraphError(file, f"actor {spec.name!r}", f"output port {p!r} is not connected")
     return Graph(mode=mode, file=file, actors=tuple(actors.values()), edges=tuple(edges), kinds=kinds)
 

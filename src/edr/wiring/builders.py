@@ -226,13 +226,13 @@ def responder(ctx: AgentContext, name: str) -> Responder:
 
 def syslog_sink(ctx: AgentContext, name: str) -> SinkActor:
     """Alerts to the ``[syslog]`` targets; draining only when there is none (or a replay not asked to deliver)."""
-    from edr.alerts.sinks.build import build_syslog, sink_section
+    from edr.alerts.sinks.build import build_syslog
 
-    return build_syslog(sink_section(ctx.config, "syslog"), ctx.mode, name, ctx.log)
+    return build_syslog(ctx.config.syslog, ctx.mode, name, ctx.log)
 
 
 def webhook_sink(ctx: AgentContext, name: str) -> SinkActor:
     """Alerts to the ``[webhook]`` URLs; draining only when there is none (or a replay not asked to deliver)."""
-    from edr.alerts.sinks.build import build_webhook, sink_section
+    from edr.alerts.sinks.build import build_webhook
 
-    return build_webhook(sink_section(ctx.config, "webhook"), ctx.mode, name, ctx.log)
+    return build_webhook(ctx.config.webhook, ctx.mode, name, ctx.log)

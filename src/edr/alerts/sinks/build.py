@@ -22,24 +22,16 @@ from edr.alerts.sinks.actor import SinkActor
 from edr.alerts.sinks.destination import Destination
 from edr.alerts.sinks.document import payload
 from edr.alerts.sinks.retry import Backoff
-from edr.alerts.sinks.settings import FACILITIES, SyslogConfig, WebhookConfig
 from edr.alerts.sinks.spool import Spool
 from edr.alerts.sinks.syslog_delivery import DatagramSyslog, StreamSyslog
 from edr.alerts.sinks.syslog_format import SyslogFormatter
 from edr.alerts.sinks.syslog_transport import datagram_connector, stream_connector
-from edr.alerts.sinks.targets import parse_syslog_target, parse_webhook_url, spool_name, webhook_display
 from edr.alerts.sinks.webhook_client import WebhookClient
 from edr.alerts.sinks.webhook_delivery import WebhookDelivery
+from edr.config import FACILITIES, SyslogConfig, WebhookConfig
+from edr.sink_targets import parse_syslog_target, parse_webhook_url, spool_name, webhook_display
 
 _MB = 1 << 20
-
-
-def sink_section(config: Any, name: str) -> Any:
-    """``config.<name>`` (``syslog`` or ``webhook``), or the section's defaults (no destination) while ``Config``
-    has no such section."""
-    default = {"syslog": SyslogConfig, "webhook": WebhookConfig}[name]
-    section = getattr(config, name, None)
-    return section if section is not None else default()
 
 
 def _active(cfg: SyslogConfig | WebhookConfig, destinations: list[str], mode: str, section: str,

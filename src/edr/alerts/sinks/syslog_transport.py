@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from edr.alerts.sinks.targets import SyslogTarget
+from edr.sink_targets import SyslogTarget
 
 _RECEIVE: int = 4096
 

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 import urllib3
 
-from edr.alerts.sinks.targets import WebhookTarget
+from edr.sink_targets import WebhookTarget
 
 #: Bytes of a refusal's body kept for the log.
 EXCERPT = 200
