@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from edr.scan.actor import ScanDispatcher
     from edr.sources.ebpf.actor import EbpfNormalizer, EbpfSource
     from edr.sources.etw.actor import EtwNormalizerActor, EtwSource
+    from edr.sources.etw.eventlog_actor import EventLogNormalizer, EventLogSource
     from edr.sources.replay.actor import ReplaySource
     from edr.sources.replay.normalizer import Normalizer
     from edr.wiring.context import AgentContext
@@ -95,6 +96,30 @@ def etw_normalizer(ctx: AgentContext, name: str) -> EtwNormalizerActor:
     normalizer = EtwNormalizer(devices=host.devices, sids=host.sids, facts=host.facts, pe=host.pe,
                                pe_wait=cfg.pe_wait_ms / 1000, limits=limits, ignore_pids={os.getpid()})
     return EtwNormalizerActor(name, normalizer, host)
+
+
+def eventlog_source(ctx: AgentContext, name: str) -> EventLogSource:
+    """Load pywin32 (raises EventLogUnavailable with the fix) and the saved bookmarks; subscribing is the actor's."""
+    from edr.sources.etw.eventlog_actor import EventLogSource, import_pywin32
+    from edr.sources.etw.eventlog_bookmarks import BookmarkFile
+    from edr.sources.etw.eventlog_reader import EventLogReader
+    from edr.sources.etw.eventlog_settings import eventlog_config
+
+    cfg = eventlog_config(ctx.config)
+    evtlog, events = import_pywin32()
+    store = BookmarkFile(cfg.bookmark_directory or ctx.config.agent.state_directory)
+    bookmarks = store.load()
+    reader = EventLogReader(evtlog, events, cfg.channels, start_after=bookmarks.positions(),
+                            retry_secs=cfg.retry_secs)
+    return EventLogSource(name, reader, bookmarks, store, ctx.config.pipeline.batch_size,
+                          save_interval=cfg.bookmark_interval_secs)
+
+
+def eventlog_normalizer(ctx: AgentContext, name: str) -> EventLogNormalizer:
+    """Event Log records to events, as replay decodes them; no configuration."""
+    from edr.sources.etw.eventlog_actor import EventLogNormalizer
+
+    return EventLogNormalizer(name, ctx.log)
 
 
 def router(ctx: AgentContext, name: str) -> Router:

@@ -18,6 +18,8 @@ KINDS: Final = Kinds({
     "ebpf_normalizer": _kind("edr.sources.ebpf.actor:EbpfNormalizer", "ebpf_normalizer"),
     "etw_source": _kind("edr.sources.etw.actor:EtwSource", "etw_source"),
     "etw_normalizer": _kind("edr.sources.etw.actor:EtwNormalizerActor", "etw_normalizer"),
+    "eventlog_source": _kind("edr.sources.etw.eventlog_actor:EventLogSource", "eventlog_source"),
+    "eventlog_normalizer": _kind("edr.sources.etw.eventlog_actor:EventLogNormalizer", "eventlog_normalizer"),
     "router": _kind("edr.route.router:Router", "router"),
     "enricher": _kind("edr.enrich.actor:EnricherActor", "enricher"),
     "detect": _kind("edr.detect.actor:DetectActor", "detect"),

@@ -1,4 +1,4 @@
-"""The Windows sensor: ETW through pywintrace, normalized into Sysmon-shaped events.
+"""The Windows sensor: ETW through pywintrace, normalized into Sysmon-shaped events, and Event Log channels.
 
 - :mod:`~edr.sources.etw.providers`: the providers, GUIDs and keywords enabled.
 - :mod:`~edr.sources.etw.session`: one real-time session over pywintrace's ``etw``.
@@ -10,6 +10,15 @@
 - :mod:`~edr.sources.etw.settings`: the ``[etw]`` section.
 - :mod:`~edr.sources.etw.actor`: the source and normalizer actors of ``actors/windows.toml``.
 
+Event Log channels (Security, System, Application, Defender...), read live as ``edr replay``
+reads them from EVTX files:
+
+- :mod:`~edr.sources.etw.eventlog_reader`: pull subscriptions through pywin32's ``win32evtlog``.
+- :mod:`~edr.sources.etw.eventlog_xml`: an event's XML -> the record replay decodes (sans-IO, hardened).
+- :mod:`~edr.sources.etw.eventlog_bookmarks`: where each channel was left, kept across restarts.
+- :mod:`~edr.sources.etw.eventlog_settings`: the ``[eventlog]`` section.
+- :mod:`~edr.sources.etw.eventlog_actor`: the ``eventlog_source`` and ``eventlog_normalizer`` actors.
+
 Nothing here imports pywintrace or pywin32 at module level: it all imports on Linux,
-where the tests drive it with recorded ETW events.
+where the tests drive it with recorded ETW events and EVTX records.
 """
