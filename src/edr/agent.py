@@ -4,7 +4,9 @@ Start-up order, each step before anything slower: the sensor's
 preconditions (exit 3), the instance lock (exit 2 when another agent runs
 on this configuration), the rule paths' permissions (refusals logged, the
 agent runs on the rest), then the rules and the sensor are loaded and the
-graph runs until SIGINT/SIGTERM, stopping within ``agent.stop_timeout_secs``.
+graph runs until SIGINT/SIGTERM (as a Windows service: until the service
+control manager's stop, see :mod:`edr.service.windows_stop`), stopping
+within ``agent.stop_timeout_secs``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from edr.wiring.context import AgentContext, Shared
 from edr.wiring.graphs import mode_graph
 
 if TYPE_CHECKING:
+    from edr.service.windows_stop import ServiceStop
     from edr.sources.ebpf.loader import Probe
 
 log = logging.getLogger("edr")
@@ -92,8 +95,13 @@ def take_instance_lock(loaded: LoadedConfig) -> InstanceLock | str:
         return f"cannot take the instance lock in {loaded.config.agent.state_directory} (agent.state_directory): {exc}"
 
 
-def run_live(loaded: LoadedConfig) -> int:
-    """Run the live pipeline of this platform until SIGINT/SIGTERM; returns the exit code."""
+def run_live(loaded: LoadedConfig, *, service_stop: ServiceStop | None = None) -> int:
+    """Run the live pipeline of this platform until SIGINT/SIGTERM; returns the exit code.
+
+    With ``service_stop`` (the Windows service), stops come through it instead
+    of signals: one asked for before the graph runs means the graph never
+    starts (exit 0), one asked for later is the supervisor's orderly stop.
+    """
     mode = current().name
     if mode == "linux":
         problem = preflight_linux()
@@ -107,12 +115,21 @@ def run_live(loaded: LoadedConfig) -> int:
         print(f"edr: {lock}", file=sys.stderr)
         return 2
     try:
-        return _run_locked(loaded, mode)
+        return _run_locked(loaded, mode, service_stop)
     finally:
         lock.release()
 
 
-def _run_locked(loaded: LoadedConfig, mode: str) -> int:
+def _service_stopping(sup: Supervisor) -> None:
+    """The service control manager's stop, in the event loop: what the first SIGTERM does."""
+    if sup.stop_timeout is None:
+        log.info("service stop: stopping sources, draining the pipeline")
+    else:
+        log.info("service stop: stopping sources, draining the pipeline (at most %.1fs)", sup.stop_timeout)
+    sup.stop()
+
+
+def _run_locked(loaded: LoadedConfig, mode: str, service_stop: ServiceStop | None = None) -> int:
     trust = check_rules(expand_pack(loaded.config))
     trust.log_refusals(echo=not loaded.config.logging.console_output)
     graph = mode_graph(mode, loaded.config.pipeline.capacities)
@@ -130,18 +147,31 @@ def _run_locked(loaded: LoadedConfig, mode: str) -> int:
             print(f"edr: cannot start the live sensor: {exc}", file=sys.stderr)
             return 3
         raise
+    if service_stop is not None and service_stop.requested:
+        log.info("stop requested while starting: the graph was not started")
+        return 0
+
     def started() -> None:
         # said once the graph runs and SIGTERM/SIGINT are the supervisor's: from here a stop drains
         log.info("edr started (%s graph, pid %d)", mode, os.getpid())
         service.notify_ready()
+        if service_stop is not None:
+            service_stop.attach(functools.partial(_service_stopping, sup), functools.partial(sup.abort, "second stop"),
+                                trio.lowlevel.current_trio_token().run_sync_soon)
 
     background = [functools.partial(health_task, interval=float(loaded.config.health.interval_secs))]
     if loaded.config.health.watchdog:
         background.append(watchdog_task)
     background.append(functools.partial(retention_task, config=trust.config))
-    code = trio.run(functools.partial(sup.run, background=background,
-                                      on_started=started,
-                                      on_stuck=hard_exit(sup, lambda: log_health(sup, final=True))))
+    try:
+        # a service's Trio runs outside the main thread, where signals cannot be received: its stops come
+        # through service_stop
+        code = trio.run(functools.partial(sup.run, background=background, handle_signals=service_stop is None,
+                                          on_started=started,
+                                          on_stuck=hard_exit(sup, lambda: log_health(sup, final=True))))
+    finally:
+        if service_stop is not None:
+            service_stop.detach()
     service.notify_stopping()
     log_health(sup, final=True)
     report_unwritten(sup, echo=not loaded.config.logging.console_output)
