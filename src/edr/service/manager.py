@@ -4,9 +4,9 @@ The CLI calls a :class:`ServiceManager` and prints what it returns: an
 :class:`ActionReport` (what was done, or with ``dry_run`` what would be) or a
 :class:`ServiceStatus`.  Failures raise :class:`ServiceError`, whose message
 says what went wrong and what to do, and whose ``exit_code`` is the CLI's.
-Linux has :class:`edr.service.systemd_manager.SystemdManager`; a Windows
-manager (pywin32's service control manager, issue #16) implements the same
-protocol beside it.
+Linux has :class:`edr.service.systemd_manager.SystemdManager`, Windows
+:class:`edr.service.windows_manager.WindowsServiceManager` (pywin32's
+service control manager).
 """
 
 from __future__ import annotations
@@ -146,7 +146,15 @@ class ServiceManager(Protocol):
 
 
 def default_executable() -> Path:
-    """The installed ``edr``: /usr/local/bin/edr, else the ``edr`` on PATH; raises ServiceError if neither."""
+    """The installed ``edr``: /usr/local/bin/edr, else the ``edr`` on PATH; raises ServiceError if neither.
+
+    On Windows: pywin32's service host (``pythonservice.exe``) beside this Python, which runs
+    :mod:`edr.service.windows_service`.
+    """
+    if sys.platform == "win32":
+        from edr.service.windows_manager import python_service_exe
+
+        return Path(python_service_exe())
     if DEFAULT_EXECUTABLE.exists():
         return DEFAULT_EXECUTABLE
     found = shutil.which("edr")
@@ -160,10 +168,15 @@ def service_manager(config: Config, *, config_path: str | os.PathLike[str], exec
     """This platform's manager for an agent running ``executable`` with the configuration at ``config_path``.
 
     ``config`` is that configuration, loaded: the directories it writes stay
-    writable to the service.  ``root`` makes every verb a dry run under it.
+    writable to the service.  ``root`` makes every verb a dry run under it
+    (on Windows: a dry run that calls nothing; ``executable`` is pywin32's
+    service host there).
     """
     if sys.platform == "win32":
-        raise ServiceError("`edr service` is not available on Windows yet (issue #16, point 7)")
+        from edr.service.windows_manager import WindowsServiceManager
+
+        return WindowsServiceManager(os.path.abspath(config_path), service_exe=os.fspath(executable),
+                                     dry_run=root is not None)
     from edr.service.systemd_manager import SystemdManager
     from edr.service.systemd_unit import UnitError, facts_from_config, kernel_lacks_bpf_capabilities
 
