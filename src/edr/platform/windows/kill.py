@@ -2,6 +2,9 @@
 
 The handle pins the process object, so the checks (creation time, image
 path) and the kill all apply to one process even if its id is reused.
+Windows has no exec (a process keeps its image for life), so the danger is
+a PID reused by a new process, possibly running the same image: the
+creation time is checked first and decides; the image must match too.
 Import-safe everywhere: ctypes' Windows bits are touched only when called.
 """
 
@@ -29,6 +32,28 @@ START_SLACK_SECS: Final = 2.0
 EXIT_WAIT_MS: Final = 2000
 
 
+#: Prefixes that name the same file as the path after them: Win32 long paths, the object manager's DOS devices.
+_PATH_PREFIXES: Final = ("\\\\?\\", "\\??\\")
+
+
+def _comparable(path: str) -> str:
+    path = path.replace("/", "\\").lower()
+    for prefix in _PATH_PREFIXES:
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path
+
+
+def is_device_path(image: str) -> bool:
+    """Whether ``image`` is an NT device path (``\\Device\\HarddiskVolume3\\...``) rather than a Win32 one."""
+    return image.replace("/", "\\").lower().startswith("\\device\\")
+
+
+def same_image(path: str, image: str) -> bool:
+    """Whether the process's image ``path`` is the alerted ``image`` (case, slashes and prefixes aside)."""
+    return _comparable(path) == _comparable(image)
+
+
 def _identity_problem(created: int, path: str, image: str, start_ticks: int | None,
                       event_time: float | None, start_epoch: float | None) -> str | None:
     """Why the process created at FILETIME ``created`` running ``path`` is not the alerted one, or None."""
@@ -43,7 +68,7 @@ def _identity_problem(created: int, path: str, image: str, start_ticks: int | No
             return "process created after the alerted event (pid reused)"
     else:
         return "no start time or event time to verify the process identity"
-    if path.lower().replace("/", "\\") != image.lower().replace("/", "\\"):
+    if not same_image(path, image):
         return f"executable {path!r} is not {image!r}"
     return None
 
@@ -56,7 +81,8 @@ def terminate(pid: int, image: str, start_ticks: int | None, event_time: float |
         with process_handle(pid, access) as handle:
             try:
                 created = creation_filetime(handle)
-                path = image_path(handle)
+                # an alert keeps the device path when its volume had no drive letter: compare like with like
+                path = image_path(handle, native=is_device_path(image))
             except OSError as exc:
                 return KillResult(FAILED, str(exc))
             if has_exited(handle):

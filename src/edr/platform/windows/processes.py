@@ -22,6 +22,8 @@ SYNCHRONIZE: Final = 0x00100000
 ERROR_ACCESS_DENIED: Final = 5
 ERROR_INVALID_PARAMETER: Final = 87
 WAIT_OBJECT_0: Final = 0
+#: QueryFullProcessImageNameW's flag for the NT device path instead of the Win32 one.
+PROCESS_NAME_NATIVE: Final = 0x00000001
 #: FILETIME of the Unix epoch (100 ns intervals since 1601-01-01).
 EPOCH_FILETIME: Final = 116444736000000000
 #: Longest image path QueryFullProcessImageNameW is given room for (the NT path limit).
@@ -87,14 +89,19 @@ def creation_filetime(handle: int) -> int:
     return (creation.dwHighDateTime << 32) | creation.dwLowDateTime
 
 
-def image_path(handle: int) -> str:
-    """The process's image as a Win32 path (``C:\\Windows\\System32\\cmd.exe``); OSError on failure."""
+def image_path(handle: int, native: bool = False) -> str:
+    """The process's image as a Win32 path (``C:\\Windows\\System32\\cmd.exe``); OSError on failure.
+
+    With ``native``, the NT device path (``\\Device\\HarddiskVolume3\\Windows\\...``,
+    ``PROCESS_NAME_NATIVE``): what an event carries when its volume had no drive letter.
+    """
     import ctypes
     from ctypes import wintypes
 
     buf = ctypes.create_unicode_buffer(MAX_IMAGE_PATH)
     size = wintypes.DWORD(len(buf))
-    if not kernel32().QueryFullProcessImageNameW(handle, 0, buf, ctypes.byref(size)):
+    if not kernel32().QueryFullProcessImageNameW(handle, PROCESS_NAME_NATIVE if native else 0, buf,
+                                                 ctypes.byref(size)):
         raise OSError(f"QueryFullProcessImageNameW failed (error {last_error()})")
     return str(buf.value)
 
