@@ -6,7 +6,7 @@ import threading
 
 import trio
 
-from edr.service.windows_stop import ABORTING, PENDING, STOPPING, ServiceStop
+from edr.service.windows_stop import ABORTING, ENDED, PENDING, STOPPING, ServiceStop
 
 
 def test_a_stop_before_the_run_is_remembered_and_delivered_on_attach() -> None:
@@ -42,9 +42,12 @@ def test_after_detach_or_a_finished_run_requests_are_only_remembered() -> None:
         raise trio.RunFinishedError("the run is over")
 
     stop.attach(lambda: None, lambda: None, finished)
-    assert stop.request() == PENDING  # never raises into the control handler
+    assert stop.request() == ENDED  # never raises into the control handler
     stop.detach()
-    assert stop.request() == PENDING
+    assert stop.request() == ENDED
+    after = ServiceStop()
+    after.detach()  # a run that ended by itself (or never started the graph)
+    assert after.request() == ENDED and after.requested
 
 
 def test_a_request_from_another_thread_runs_stop_in_the_trio_thread() -> None:

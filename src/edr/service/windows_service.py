@@ -162,7 +162,10 @@ def make_service_class(win32serviceutil: types.ModuleType, win32service: types.M
             servicemanager.LogMsg(servicemanager.EVENTLOG_INFORMATION_TYPE, servicemanager.PYS_SERVICE_STARTING,
                                   (self._svc_name_, f" with the configuration {self.config_path}"))
             try:
-                code = run_agent(self.config_path, self.stop_requests)
+                try:
+                    code = run_agent(self.config_path, self.stop_requests)
+                finally:
+                    self.stop_requests.detach()  # a stop from now on finds the run over, whatever ended it
             except ConfigError as exc:
                 servicemanager.LogErrorMsg(f"{self._svc_name_}: cannot start: {exc}")
                 raise ServiceFailed(f"cannot start: {exc}") from exc

@@ -22,8 +22,8 @@ machine with no Trio in it:
   SIGTERM does on Linux (sources cancelled, the pipeline drains, bounded by
   ``agent.stop_timeout_secs``); a second stop request while draining is
   the second signal: everything is cancelled (``abort``);
-- a request after the run ended finds nothing attached and is remembered,
-  harmlessly.
+- a request after the run ended (:meth:`~ServiceStop.detach`) is
+  remembered, harmlessly, and says so (:data:`ENDED`).
 
 No call blocks: ``run_sync_soon`` only queues the call, so the control
 handler returns to the service control manager at once, as it must.
@@ -39,6 +39,7 @@ from typing import Final
 PENDING: Final = "pending"  # remembered: the graph is not running (yet, or any more)
 STOPPING: Final = "stopping"  # handed to the running graph: an orderly stop, the pipeline drains
 ABORTING: Final = "aborting"  # a repeated request during the drain: everything is cancelled
+ENDED: Final = "ended"  # the run is over: nothing left to stop
 
 Schedule = Callable[[Callable[[], None]], None]
 
@@ -59,6 +60,7 @@ class ServiceStop:
         self._stop: Callable[[], None] | None = None
         self._abort: Callable[[], None] | None = None
         self._schedule: Schedule | None = None
+        self._ended = False
 
     @property
     def requested(self) -> bool:
@@ -67,21 +69,23 @@ class ServiceStop:
             return self._requests > 0
 
     def request(self) -> str:
-        """Ask for an orderly stop; returns :data:`PENDING`, :data:`STOPPING` or :data:`ABORTING`.
+        """Ask for an orderly stop; returns :data:`PENDING`, :data:`STOPPING`, :data:`ABORTING` or :data:`ENDED`.
 
-        Never blocks and never raises: a run that has just ended (its token
-        refuses calls) counts as not attached.
+        Never blocks and never raises: a run whose token refuses calls (it
+        has just ended) counts as ended.
         """
         with self._lock:
             self._requests += 1
             first = self._requests == 1
-            schedule, stop, abort = self._schedule, self._stop, self._abort
+            schedule, stop, abort, ended = self._schedule, self._stop, self._abort, self._ended
+        if ended:
+            return ENDED
         if schedule is None or stop is None or abort is None:
             return PENDING
         try:
             schedule(stop if first else abort)
         except RuntimeError:  # trio.RunFinishedError: the loop is gone, nothing left to stop
-            return PENDING
+            return ENDED
         return STOPPING if first else ABORTING
 
     def attach(self, stop: Callable[[], None], abort: Callable[[], None], schedule: Schedule) -> None:
@@ -101,6 +105,7 @@ class ServiceStop:
             stop()
 
     def detach(self) -> None:
-        """The run is over: later requests are only remembered."""
+        """The run is over: later requests are only remembered (:data:`ENDED`)."""
         with self._lock:
             self._stop = self._abort = self._schedule = None
+            self._ended = True
