@@ -15,7 +15,8 @@ import functools
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -32,10 +33,27 @@ from edr.wiring.context import AgentContext, Shared
 from edr.wiring.graphs import mode_graph
 
 if TYPE_CHECKING:
-    from edr.service.windows_stop import ServiceStop
     from edr.sources.ebpf.loader import Probe
 
 log = logging.getLogger("edr")
+
+
+class ServiceStop(Protocol):
+    """Stops from a service manager that sends no signals (:class:`edr.service.windows_stop.ServiceStop`)."""
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop has been asked for."""
+        ...
+
+    def attach(self, stop: Callable[[], None], abort: Callable[[], None],
+               schedule: Callable[[Callable[[], None]], None]) -> None:
+        """From the event loop, once the graph runs: deliver stops with ``schedule(stop)``, then ``schedule(abort)``."""
+        ...
+
+    def detach(self) -> None:
+        """The run is over."""
+        ...
 
 
 def linux_preflight() -> tuple[Probe, ...]:
