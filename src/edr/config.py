@@ -629,6 +629,48 @@ class RulesConfig:
     )
 
 
+# --- [eventlog]: the Windows Event Log channel source -------------------------------------------
+
+#: The channels SigmaHQ's ``service: security|system|application|windefend`` rules are written for.
+EVENTLOG_CHANNELS: Final = ("Security", "System", "Application", "Microsoft-Windows-Windows Defender/Operational")
+#: WaitForMultipleObjects waits on at most 64 handles: one per channel, one spare.
+MAX_EVENTLOG_CHANNELS: Final = 63
+
+
+def _channels(_inst: Any, attribute: attrs.Attribute[Any], values: list[str]) -> None:
+    if not values:
+        raise ValueError(f"{attribute.name} must name at least one channel (or leave the source out of the graph)")
+    if len(values) > MAX_EVENTLOG_CHANNELS:
+        raise ValueError(f"{attribute.name} names {len(values)} channels; "
+                         f"at most {MAX_EVENTLOG_CHANNELS} can be watched")
+    seen: set[str] = set()
+    for value in values:
+        if not isinstance(value, str) or not value.strip() or value != value.strip():
+            raise ValueError(f"{attribute.name}: {value!r} is not a channel name")
+        if value.lower() in seen:  # channel names ignore case on Windows
+            raise ValueError(f"{attribute.name}: {value!r} is named twice")
+        seen.add(value.lower())
+
+
+@attrs.define
+class EventLogConfig:
+    """[eventlog]: which Event Log channels are read live, and where their bookmarks are kept."""
+
+    channels: list[str] = attrs.field(
+        factory=lambda: list(EVENTLOG_CHANNELS), validator=_channels,
+        metadata=_doc("Event Log channels read live (EvtSubscribe); a channel that cannot be read is logged "
+                      "and retried, the others run."))
+    bookmark_directory: str = attrs.field(
+        default="", metadata=_path("Where each channel's bookmark (the last record passed on) is kept; "
+                                   "empty: agent.state_directory."))
+    bookmark_interval_secs: float = attrs.field(
+        default=5.0, validator=_positive,
+        metadata=_doc("How often the bookmarks are written while the agent runs (and always when it stops)."))
+    retry_secs: float = attrs.field(
+        default=30.0, validator=_positive,
+        metadata=_doc("After a channel could not be subscribed to or read, how long before it is tried again."))
+
+
 # --- sinks: [syslog] and [webhook] -------------------------------------------------------------
 # Sections, not a [[sinks]] list: every key then has a name the environment can set
 # (EDR__SYSLOG__TARGETS='["tcp://siem:514"]') and an error can name (syslog.targets). Several
@@ -834,6 +876,7 @@ class Config:
     etw: EtwConfig = attrs.field(factory=EtwConfig)
     syslog: SyslogConfig = attrs.field(factory=SyslogConfig)
     webhook: WebhookConfig = attrs.field(factory=WebhookConfig)
+    eventlog: EventLogConfig = attrs.field(factory=EventLogConfig)
 
     def trusted_paths(self, override: list[str] | None) -> list[str]:
         """A module's allowlist: its own list if set, else ``allowlist.paths``, else platform defaults."""
@@ -941,6 +984,7 @@ _SECTION_CLASSES = (
     AgentConfig, ScannerConfig, AllowlistConfig, LoggingConfig, AlertsConfig, ResponseConfig, ProcessConfig,
     NetworkConfig, IocConfig, SigmaConfig, ScanConfig, SimpleConfig, EventsConfig, PipelineConfig,
     HealthConfig, SensorConfig, RulesConfig, RetentionConfig, EtwConfig, SyslogConfig, WebhookConfig,
+    EventLogConfig,
 )
 _resolve_types()
 

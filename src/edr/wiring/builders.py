@@ -103,9 +103,8 @@ def eventlog_source(ctx: AgentContext, name: str) -> EventLogSource:
     from edr.sources.etw.eventlog_actor import EventLogSource, import_pywin32
     from edr.sources.etw.eventlog_bookmarks import BookmarkFile
     from edr.sources.etw.eventlog_reader import EventLogReader
-    from edr.sources.etw.eventlog_settings import eventlog_config
 
-    cfg = eventlog_config(ctx.config)
+    cfg = ctx.config.eventlog
     evtlog, events = import_pywin32()
     store = BookmarkFile(cfg.bookmark_directory or ctx.config.agent.state_directory)
     bookmarks = store.load()

@@ -16,7 +16,7 @@ reads them from EVTX files:
 - :mod:`~edr.sources.etw.eventlog_reader`: pull subscriptions through pywin32's ``win32evtlog``.
 - :mod:`~edr.sources.etw.eventlog_xml`: an event's XML -> the record replay decodes (sans-IO, hardened).
 - :mod:`~edr.sources.etw.eventlog_bookmarks`: where each channel was left, kept across restarts.
-- :mod:`~edr.sources.etw.eventlog_settings`: the ``[eventlog]`` section.
+- the ``[eventlog]`` section is :class:`edr.config.EventLogConfig`.
 - :mod:`~edr.sources.etw.eventlog_actor`: the ``eventlog_source`` and ``eventlog_normalizer`` actors.
 
 Nothing here imports pywintrace or pywin32 at module level: it all imports on Linux,
