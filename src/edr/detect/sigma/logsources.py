@@ -5,7 +5,10 @@ applies to a route when each of the rule's product, category and service is
 either unset or equal to the route's; ``category: registry_event`` also covers
 the specific registry categories Sysmon events are split into. Windows channel
 events have category ``winlog`` and their channel's service, so
-``service: security`` rules route by channel.
+``service: security`` rules route by channel. A Security audit event with a
+Sysmon counterpart (4688 process creation...) has that category *and* service
+``security`` (:mod:`edr.sources.replay.winlog_audit`): its one route reaches
+the category's rules and the ``service: security`` rules alike, each once.
 
 ``fed`` is the set of routes the running collectors produce (see
 :data:`WINDOWS_EVENTLOG_FED`, :data:`LINUX_EBPF_FED`, :data:`ALL_FED`).
@@ -19,6 +22,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from edr import event as ev
+from edr.sources.replay.winlog_audit import SECURITY_CATEGORIES, SECURITY_SERVICE
 from edr.sources.replay.winlog_channels import (
     CHANNEL_SERVICES,
     POWERSHELL_CATEGORIES,
@@ -49,11 +53,14 @@ def _windows_routes() -> frozenset[Route]:
     for service in set(CHANNEL_SERVICES.values()) - {SYSMON_SERVICE, "powershell",
                                                       "powershell-classic"}:
         routes.add((ev.WINDOWS, ev.WINLOG, service))
+    for category in SECURITY_CATEGORIES:
+        routes.add((ev.WINDOWS, category, SECURITY_SERVICE))
     return frozenset(routes)
 
 
 #: What Windows event log replay (and an ETW collector producing Sysmon-shaped
-#: events and channel events) feeds.
+#: events and channel events) feeds, Security audit events routed to Sysmon
+#: categories included.
 WINDOWS_EVENTLOG_FED: Final[frozenset[Route]] = _windows_routes()
 
 #: What the Linux eBPF collectors feed (Sysmon for Linux categories).

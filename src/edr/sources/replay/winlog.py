@@ -21,10 +21,19 @@ routes the way SigmaHQ's rules expect: Sysmon event ids become categories
 (``process_creation``...), PowerShell 4103/4104/400 become
 ``ps_module``/``ps_script``/``ps_classic_start``, every other channel becomes
 category ``winlog`` with the channel's Sigma service (``security``,
-``system``...). Field names are the ``EventData``/``UserData`` element names,
-which is what SigmaHQ's Windows rules are written against, plus ``EventID``,
-``Channel``, ``Provider_Name``, ``Computer``, ``Level``, ``Keywords`` and
-``Task`` from the System block.
+``system``...), except the Security events Sysmon has a counterpart for
+(4688 process creations...), which keep service ``security`` and get the
+Sysmon category and field names too (:mod:`.winlog_audit`). Field names are
+the ``EventData``/``UserData`` element names, which is what SigmaHQ's Windows
+rules are written against, plus ``EventID``, ``Channel``, ``Provider_Name``,
+``Computer``, ``Level``, ``Keywords`` and ``Task`` from the System block.
+
+A name with spaces (Defender's ``Threat Name``, ``New Value``...) is also
+given without them (``ThreatName``: SigmaHQ's rules, and THOR's mapping of
+them, write Defender's fields so) and with underscores for them
+(``Feature_Name``: one SigmaHQ rule and Hayabusa's field aliases write them
+so). The recorded name stays, so a rule written against the record still
+matches; a recorded name the forms would collide with keeps its own value.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import orjson
 from edr import event as ev
 from edr.event import Event, RecordError, RejectedRecord, nesting_depth_exceeds, timestamp_in_range
 from edr.sources.replay.evtx_chunks import without_link_loops
+from edr.sources.replay.winlog_audit import SECURITY_SERVICE, route_security
 from edr.sources.replay.winlog_channels import (
     POWERSHELL_CATEGORIES,
     POWERSHELL_CLASSIC_CATEGORIES,
@@ -277,6 +287,10 @@ def _data_fields(section: Any, out: dict[str, Any], depth: int = 0) -> None:
         if cleaned is None or cleaned == []:
             continue
         out["Data" if key == "#text" else key] = cleaned
+        if " " in key:
+            # setdefault: a recorded name of that form (set before or after) keeps its own value
+            out.setdefault(key.replace(" ", ""), cleaned)
+            out.setdefault(key.replace(" ", "_"), cleaned)
 
 
 def _int(value: Any) -> int | None:
@@ -294,7 +308,11 @@ def _int(value: Any) -> int | None:
 
 
 def _route(channel: str, event_id: int, fields: dict[str, Any]) -> tuple[str, str | None]:
-    """(category, service) of a record, the way SigmaHQ's logsources expect."""
+    """(category, service) of a record, the way SigmaHQ's logsources expect.
+
+    A Security event routed to a Sysmon category gets that category's fields
+    added (:func:`~.winlog_audit.route_security`).
+    """
     service = channel_service(channel) if channel else None
     if service == SYSMON_SERVICE:
         if event_id in (12, 13, 14):
@@ -307,6 +325,8 @@ def _route(channel: str, event_id: int, fields: dict[str, Any]) -> tuple[str, st
         return POWERSHELL_CATEGORIES.get(event_id, ev.WINLOG), service
     if service == "powershell-classic":
         return POWERSHELL_CLASSIC_CATEGORIES.get(event_id, ev.WINLOG), service
+    if service == SECURITY_SERVICE:
+        return route_security(event_id, fields) or ev.WINLOG, service
     return ev.WINLOG, service
 
 

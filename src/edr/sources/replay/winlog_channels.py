@@ -142,10 +142,11 @@ CHANNEL_SERVICES: Final[dict[str, str]] = {
 #: Every Sigma service the Windows normalizer can emit.
 WINDOWS_SERVICES: Final = frozenset(CHANNEL_SERVICES.values())
 
-#: Every Sigma category the Windows normalizer can emit.
+#: Every Sigma category the Windows normalizer can emit (Security audit events
+#: add ``file_access``: see :mod:`edr.sources.replay.winlog_audit`).
 WINDOWS_CATEGORIES: Final = frozenset(
     {*SYSMON_CATEGORIES.values(), ev.REGISTRY_DELETE, *POWERSHELL_CATEGORIES.values(),
-     *POWERSHELL_CLASSIC_CATEGORIES.values(), ev.WINLOG}
+     *POWERSHELL_CLASSIC_CATEGORIES.values(), ev.WINLOG, "file_access"}
 )
 
 
