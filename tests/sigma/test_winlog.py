@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from edr.detect.sigma.logsources import WINDOWS_EVENTLOG_FED
 from edr.sources.replay.winlog import iter_evtx_json, parse_system_time, winlog_to_event
+from tests.sigma.conftest import RuleLoader, rule
 
 
 def record(channel: str, event_id: Any, data: dict[str, Any] | None = None,
@@ -381,3 +383,51 @@ def test_a_recorded_name_keeps_its_value_when_a_spaced_one_would_take_it(order: 
     assert event is not None
     assert (event.fields["ProductName"], event.fields["Product Name"], event.fields["Product_Name"]) == \
         ("plain", "spaced", "spaced")
+
+
+SECURITY_4688_RULE = """
+title: Security 4688
+status: test
+level: high
+logsource:
+    product: windows
+    service: security
+detection:
+    sel:
+        EventID: 4688
+        NewProcessName|endswith: '\\rundll32.exe'
+    condition: sel
+"""
+WINDOWS_RULE = """
+title: Any Windows
+status: test
+level: high
+logsource:
+    product: windows
+detection:
+    keywords:
+        - 'Control_RunDLL'
+    condition: keywords
+"""
+
+
+def test_a_routed_record_reaches_each_rule_once(load_rules: RuleLoader) -> None:
+    # the record's one route (windows, process_creation, security): the process_creation rules, the
+    # security rules and the product-only rules, each evaluated once; never Sysmon's own rules
+    process = rule("sel:\n  Image|endswith: '\\rundll32.exe'\ncondition: sel", title="Process Creation")
+    sysmon = rule("sel:\n  Image|endswith: '\\rundll32.exe'\ncondition: sel", title="Sysmon Only",
+                  extra="").replace("category: process_creation", "category: process_creation\n    service: sysmon")
+    engine, report = load_rules(process, sysmon, SECURITY_4688_RULE, WINDOWS_RULE, fed=WINDOWS_EVENTLOG_FED)
+    assert report.loaded == 4
+    alerts = engine.match(security_event(4688, process_creation_v2()))
+    assert sorted(a.rule_name for a in alerts) == ["Any Windows", "Process Creation", "Security 4688"]
+
+
+def test_file_access_rules_are_fed_by_windows_event_logs(load_rules: RuleLoader) -> None:
+    access = rule("sel:\n  FileName|contains: '\\Login Data'\ncondition: sel", title="Browser Credentials",
+                  category="file_access")
+    engine, report = load_rules(access, fed=WINDOWS_EVENTLOG_FED)
+    assert (report.loaded, report.inert) == (1, 0)  # 'edr rules check' counts it loaded
+    event = security_event(4663, object_access("File", "C:\\Users\\bob\\AppData\\Local\\Google\\Chrome"
+                                                        "\\User Data\\Default\\Login Data"))
+    assert [a.rule_name for a in engine.match(event)] == ["Browser Credentials"]

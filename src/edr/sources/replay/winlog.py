@@ -288,9 +288,16 @@ def _data_fields(section: Any, out: dict[str, Any], depth: int = 0) -> None:
             continue
         out["Data" if key == "#text" else key] = cleaned
         if " " in key:
-            # setdefault: a recorded name of that form (set before or after) keeps its own value
-            out.setdefault(key.replace(" ", ""), cleaned)
-            out.setdefault(key.replace(" ", "_"), cleaned)
+            _add_spaceless_names(key, cleaned, out)
+
+
+def _add_spaceless_names(key: str, value: Any, out: dict[str, Any]) -> None:
+    """``value`` also under ``key`` without its spaces and with underscores for them.
+
+    A recorded name of either form, set before or after, keeps its own value.
+    """
+    out.setdefault(key.replace(" ", ""), value)
+    out.setdefault(key.replace(" ", "_"), value)
 
 
 def _int(value: Any) -> int | None:
