@@ -312,14 +312,15 @@ def test_5156_is_a_network_connection_with_sysmon_fields() -> None:
     assert (f["SourceIsIpv6"], f["DestinationIsIpv6"]) == (False, False)
 
 
-def test_5156_inbound_keeps_the_local_side_as_source_as_sysmon_does() -> None:
+def test_5156_inbound_keeps_the_local_side_as_source() -> None:
+    # as the filtering platform (and Sysmon until 2019) writes it: SourcePort is the record's own name
     f = security_event(5156, connection(
         ProcessID=4, Application="System", Direction="%%14592", SourceAddress="fe80::1", SourcePort="3389",
-        DestAddress="fe80::2", DestPort="49271", Protocol=17)).fields
+        DestAddress="10.0.0.7", DestPort="49271", Protocol=17)).fields
     assert (f["Image"], f["Initiated"], f["Protocol"]) == ("System", False, "udp")
     assert (f["SourceIp"], f["SourcePort"], f["DestinationIp"], f["DestinationPort"]) == \
-        ("fe80::1", 3389, "fe80::2", 49271)
-    assert (f["SourceIsIpv6"], f["DestinationIsIpv6"]) == (True, True)
+        ("fe80::1", 3389, "10.0.0.7", 49271)
+    assert (f["SourceIsIpv6"], f["DestinationIsIpv6"]) == (True, False)
 
 
 def object_access(object_type: str, name: str) -> dict[str, Any]:

@@ -252,6 +252,35 @@ def test_the_4688_of_every_sysmon_1_process_creation_fires_the_same_rules(sigmah
           f"{same} rule firings shared with the Sysmon record, {differing} differing (a field 4688 lacks)")
 
 
+# --- 5156 ---------------------------------------------------------------------------------------
+
+#: Ports of the services the samples' inbound connections reach (RPC, NetBIOS, SMB, RDP, WS-Discovery, WinRM).
+SERVICE_PORTS = frozenset({135, 139, 445, 3389, 5357, 5985})
+
+
+def test_inbound_5156_names_its_sides_as_the_platform_and_sysmon_of_2019_do() -> None:
+    # An accepted connection to a local service: Sysmon since 2020 (the samples recorded in 2020-2021)
+    # gives the service's port as DestinationPort, the side that connected being the source; Sysmon of
+    # 2019 gave it as SourcePort, as the filtering platform does. The routed 5156 records keep the
+    # platform's sides, which the record's own SourcePort names (see winlog_audit).
+    sides: dict[str, list[tuple[str, int, int]]] = {"security": [], "sysmon": [], "sysmon 2019": []}
+    since_2020 = datetime(2020, 1, 1, tzinfo=UTC).timestamp()
+    for path, event in attack_events():
+        f = event.fields
+        ports = (f.get("SourcePort"), f.get("DestinationPort"))
+        if event.category != "network_connection" or f.get("Initiated") is not False \
+                or f.get("Protocol") != "tcp" or not SERVICE_PORTS & set(ports):
+            continue
+        if f.get("SourceIp") == f.get("DestinationIp"):  # to itself: both sides are local
+            continue
+        kind = event.service if event.service == "security" or event.timestamp >= since_2020 else "sysmon 2019"
+        sides[str(kind)].append((path.name, *ports))
+    assert [len(sides[kind]) for kind in ("security", "sysmon", "sysmon 2019")] == [4, 20, 13], sides
+    for kind, found in sides.items():
+        service_side = [destination if kind == "sysmon" else source for _, source, destination in found]
+        assert all(port in SERVICE_PORTS for port in service_side), (kind, found)
+
+
 # --- Defender -------------------------------------------------------------------------------------
 
 def defender_records() -> list[dict[str, Any]]:

@@ -19,9 +19,13 @@ security`` and every recorded field, and gets a category: its route is
 of its parts is unset or equal (:func:`edr.detect.sigma.logsources.applies`),
 so that one route reaches the ``process_creation`` rules (no service), the
 ``service: security`` rules (no category) and the product-only rules, each
-evaluated once: a rule never alerts twice for one record. The only recorded
-name the Sysmon view redefines is ``ProcessId`` (below); no SigmaHQ
-``service: security`` rule reads it, nor any other name added here.
+evaluated once: a rule never alerts twice for one record. Where the two
+vocabularies share a name, the Sysmon view rewrites the recorded value:
+``ProcessId`` (4688: the new process, where the record names the creator;
+4657, 4663: the same process as an integer), and 5156's ``SourcePort`` (an
+integer) and ``Protocol`` (``tcp`` for 6). No SigmaHQ ``service: security``
+rule reads ``ProcessId`` or ``Protocol``, nor any name added here, and
+``SourcePort: 3389`` matches the integer as it matched the text.
 
 **Per event** (the table :data:`ROUTED_EVENTS`):
 
@@ -73,18 +77,27 @@ name the Sysmon view redefines is ``ProcessId`` (below); no SigmaHQ
   the reference data: the mapping follows Microsoft's documented event.
 - **5156 → network_connection** (not in pySigma; Hayabusa's mapping):
   ``SourceIp``/``SourcePort``/``DestinationIp``/``DestinationPort`` from the
-  source and destination of the record (the local side is the source in both
-  directions, as in Sysmon 3: checked on the samples' inbound connections),
-  ports as integers, ``Initiated`` from ``Direction`` (%%14593 outbound),
+  record's source and destination, ports as integers. The filtering platform
+  writes the local side as the source in both directions, as Sysmon did until
+  2019; Sysmon since 2020 writes the side that opened the connection (the
+  samples' inbound Sysmon 3 records to a service between two addresses: the
+  13 of 2019 one way, the 20 of 2020-2021 the other). An inbound record is
+  *not* swapped to today's Sysmon: ``SourcePort``
+  is the record's own name, which ``service: security`` rules read in the
+  platform's sense (SigmaHQ's "RDP over Reverse SSH Tunnel WFP" tests
+  ``SourcePort: 3389`` with ``DestAddress``), and SigmaHQ's
+  ``network_connection`` rules hardly test inbound ports (one tests
+  ``Initiated: 'false'``, and no port). Hayabusa maps them unswapped too.
+  ``Initiated`` comes from ``Direction`` (%%14593 outbound),
   ``Protocol`` by IANA number (6 ``tcp``, 17 ``udp``...), ``ProcessId`` =
   ``ProcessID``. ``Image`` is ``Application``, which the filtering platform
   writes as a device path (``\\device\\harddiskvolume1\\windows\\...``); the
   record does not say which drive letter the volume has, and SigmaHQ's rules
-  write ``C:\\...`` (their exact and ``startswith`` filters made 11 false
-  alerts of 13 on the samples with the device path), so a
-  ``\\device\\harddiskvolumeN`` prefix is written ``C:``, as Hayabusa's
-  conversion of SigmaHQ's rules assumes; ``Application`` keeps what was
-  recorded. *Cannot match*: ``User``, host names, and a process on another
+  write ``C:\\...``: with the device path as ``Image``, 11 of the 13 alerts
+  the samples gave were false, lsass.exe's Kerberos connections that an exact
+  ``Image`` filter should have left out. So a ``\\device\\harddiskvolumeN``
+  prefix is written ``C:``, as Hayabusa's conversion of SigmaHQ's rules
+  assumes; ``Application`` keeps what was recorded. *Cannot match*: ``User``, host names, and a process on another
   drive reads as ``C:``.
 - **4663 on a File object → file_access** (no pipeline maps it): SigmaHQ's
   ``file_access`` rules are written for Kernel-File ETW, whose ``FileName``
