@@ -5,4 +5,5 @@
 - :mod:`.users` -- :class:`UserCache` (uid -> name)
 - :mod:`.dns_cache` -- :class:`DnsCache` (address -> queried name, TTL-aware)
 - :mod:`.enricher` -- :class:`Enricher`, all of the above behind one call
+- :mod:`.replay` -- :class:`ReplayEnricher`, the same over recorded events, one timeline per recording
 """

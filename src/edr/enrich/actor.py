@@ -1,8 +1,11 @@
-"""The enricher actor: process, user, DNS and container context on live events.
+"""The enricher actor: process, user, DNS and container context on events.
 
-In replay the recorded events are already complete (edr's own stream is
-written after enrichment; EVTX carries its own context), so the actor passes
-them through unchanged.
+Live Linux enriches from the process cache seeded with the running
+processes. Replay runs the same correlations over what the recording holds
+(:mod:`edr.enrich.replay`: DNS answers name later connections, recorded
+process creations name their children's parents), one timeline per
+recording and without looking anything up on this machine. Live Windows
+(ETW) passes events through: its events carry their own context.
 """
 
 from __future__ import annotations

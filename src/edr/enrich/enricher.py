@@ -57,14 +57,22 @@ class Enricher:
       ``CommandLine`` (termination), ``User``, ``ParentProcessId``, container context.
     - ``dns_query`` with results feeds the DNS cache; ``network_connection``
       gets ``DestinationHostname`` from it.
-    - ``User`` from ``Uid`` through the user cache wherever it is missing.
+    - ``User`` from ``Uid`` through the user cache wherever it is missing,
+      unless ``name_uids`` is false (replay: this machine's user database
+      does not name the uids of the host that recorded the events).
+
+    A cached value is only filled in when known: an empty image or command
+    line (a process known from its fork only) leaves the field absent rather
+    than empty, as an absent field is what a rule's filter expects of an
+    unknown value.
     """
 
     def __init__(self, *, processes: ProcessCache | None = None, users: UserCache | None = None,
-                 dns: DnsCache | None = None) -> None:
+                 dns: DnsCache | None = None, name_uids: bool = True) -> None:
         self.processes = processes if processes is not None else ProcessCache()
         self.users = users if users is not None else UserCache()
         self.dns = dns if dns is not None else DnsCache()
+        self._name_uids = name_uids
         self._errors = 0
         self._events = 0
 
@@ -89,7 +97,7 @@ class Enricher:
         procs.expire(ts)
         f = event.fields
         uid = f.get(F.UID)
-        if F.USER not in f and isinstance(uid, int):
+        if F.USER not in f and isinstance(uid, int) and self._name_uids:
             f[F.USER] = self.users.name(uid)
         pid = f.get(F.PROCESS_ID)
         if not isinstance(pid, int):
@@ -114,7 +122,7 @@ class Enricher:
             if info.container_id:
                 f.setdefault(F.CONTAINER_ID, info.container_id)
         if category == PROCESS_TERMINATION:
-            if info is not None:
+            if info is not None and info.command_line:
                 f.setdefault(F.COMMAND_LINE, info.command_line)
             procs.exit(pid, ts)
         elif category == NETWORK_CONNECTION:
@@ -137,8 +145,10 @@ class Enricher:
             f[F.PARENT_PROCESS_ID] = ppid
             parent = procs.get(ppid)
             if parent is not None:
-                f.setdefault(F.PARENT_IMAGE, parent.image)
-                f.setdefault(F.PARENT_COMMAND_LINE, parent.command_line)
+                if parent.image:
+                    f.setdefault(F.PARENT_IMAGE, parent.image)
+                if parent.command_line:
+                    f.setdefault(F.PARENT_COMMAND_LINE, parent.command_line)
                 if parent.user:
                     f.setdefault(F.PARENT_USER, parent.user)
         uid = f.get(F.UID)

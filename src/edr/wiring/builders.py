@@ -136,9 +136,17 @@ def router(ctx: AgentContext, name: str) -> Router:
 
 
 def enricher(ctx: AgentContext, name: str) -> EnricherActor:
-    """Live Linux: the shared process cache seeded with the running processes; other modes: pass-through."""
+    """Live Linux: the shared process cache seeded with the running processes; replay: DNS and process
+    correlation per recording (nothing of this machine looked up); other modes: pass-through."""
     from edr.enrich.actor import EnricherActor
 
+    if ctx.mode == "replay":
+        from edr.enrich.process_cache import ProcessCache
+        from edr.enrich.replay import ReplayEnricher
+
+        limits = ctx.config.process
+        return EnricherActor(name, ReplayEnricher(processes=lambda: ProcessCache(
+            max_entries=limits.max_entries, max_bytes=limits.max_bytes)))
     if ctx.mode != "linux":
         return EnricherActor(name, None)
     from edr.enrich.enricher import Enricher
