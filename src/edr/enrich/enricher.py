@@ -94,7 +94,8 @@ class Enricher:
     def _process(self, event: Event) -> None:
         ts = event.timestamp
         procs = self.processes
-        procs.expire(ts)
+        if ts >= procs.next_expiry:
+            procs.expire(ts)
         f = event.fields
         uid = f.get(F.UID)
         if F.USER not in f and isinstance(uid, int) and self._name_uids:
@@ -137,9 +138,9 @@ class Enricher:
 
     def _exec(self, pid: int, f: dict[str, Any], ts: float) -> None:
         procs = self.processes
-        known = procs.get(pid)
         ppid = f.get(F.PARENT_PROCESS_ID)
         if not isinstance(ppid, int) or ppid <= 0:
+            known = procs.get(pid)
             ppid = known.ppid if known is not None else 0
         if ppid:
             f[F.PARENT_PROCESS_ID] = ppid

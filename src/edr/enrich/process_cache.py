@@ -7,8 +7,8 @@ millisecond of its exec still has its parent and command line.
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from typing import Any
 
 import attrs
 
@@ -41,18 +41,6 @@ class ProcessInfo:
 ENTRY_BYTES = (32 + 12 * SLOT_BYTES) + 4 * INT_BYTES + 2 * FLOAT_BYTES + 128
 
 
-def _text(value: Any) -> int:
-    """Estimated bytes of a text field: 0 when empty or None, else :func:`edr.footprint.value_bytes`."""
-    if type(value) is str:
-        if not value:
-            return 0  # "" is shared
-        if value.isascii():  # the common case, inline: this runs per exec and fork
-            return ASCII_STR_BYTES + len(value)
-    elif value is None:
-        return 0
-    return value_bytes(value)
-
-
 def entry_bytes(info: ProcessInfo) -> int:
     """Estimated bytes of one cached process: :data:`ENTRY_BYTES` plus its text fields.
 
@@ -62,8 +50,15 @@ def entry_bytes(info: ProcessInfo) -> int:
     strings' size, never an underestimate, as the child may outlive the
     parent's record.
     """
-    return (ENTRY_BYTES + _text(info.image) + _text(info.command_line) + _text(info.user) + _text(info.cwd)
-            + _text(info.cgroup_path) + _text(info.container_id))
+    total = ENTRY_BYTES
+    # one loop, the ASCII case inline: this runs twice per exec (the record replaced, the new one)
+    for value in (info.image, info.command_line, info.user, info.cwd, info.cgroup_path, info.container_id):
+        if type(value) is str and value.isascii():
+            if value:  # "" is shared: nothing
+                total += ASCII_STR_BYTES + len(value)
+        elif value is not None:
+            total += value_bytes(value)
+    return total
 
 
 class ProcessCache:
@@ -89,6 +84,9 @@ class ProcessCache:
     def __init__(self, max_entries: int = 65536, exit_linger: float = 5.0, max_bytes: int = 32 << 20) -> None:
         self._procs: dict[int, ProcessInfo] = {}
         self._exits: deque[tuple[float, int]] = deque()
+        #: event time at which :meth:`expire` next has work (the oldest pending exit's), so that
+        #: callers test one float per event instead of calling it
+        self.next_expiry = math.inf
         self._max = max_entries
         self._max_bytes = max_bytes
         self._linger = exit_linger
@@ -171,6 +169,8 @@ class ProcessCache:
         if info is not None:
             info.exited_at = ts
             self._exits.append((ts + self._linger, pid))
+            if len(self._exits) == 1:
+                self.next_expiry = ts + self._linger
         return info
 
     def expire(self, now: float) -> int:
@@ -185,6 +185,7 @@ class ProcessCache:
                 del self._procs[pid]
                 self.bytes -= entry_bytes(info)
                 removed += 1
+        self.next_expiry = exits[0][0] if exits else math.inf
         return removed
 
     def statistics(self) -> dict[str, int]:

@@ -73,6 +73,10 @@ class ReplayEnricher:
         self._max_scopes = max_scopes
         self._scopes: OrderedDict[Hashable, Enricher] = OrderedDict()
         self._current: tuple[Hashable, Enricher] | None = None
+        #: the origin object of the last non-Windows event and its timeline's enricher: NDJSON replay
+        #: gives every event of a file one origin object, so an identity test finds the timeline
+        self._origin: dict[str, Any] | None = None
+        self._origin_enricher: Enricher | None = None
         self.scopes_opened = 0
         self.scopes_dropped = 0
         #: counters of the timelines dropped, so that statistics stay totals
@@ -81,7 +85,15 @@ class ReplayEnricher:
 
     def process(self, event: Event) -> Event:
         """Enrich ``event`` in place from what its timeline recorded before it; return it."""
-        return self._enricher(scope_of(event)).process(event)
+        origin = event.origin
+        if origin is not None and origin is self._origin and event.product != WINDOWS:
+            enricher = self._origin_enricher
+            assert enricher is not None
+            return enricher.process(event)
+        enricher = self._enricher(scope_of(event))
+        if event.product != WINDOWS:  # a Windows event's timeline depends on its Computer too
+            self._origin, self._origin_enricher = origin, enricher
+        return enricher.process(event)
 
     def _enricher(self, scope: Hashable) -> Enricher:
         current = self._current
@@ -95,6 +107,8 @@ class ReplayEnricher:
             self.scopes_opened += 1
             while len(scopes) > self._max_scopes:
                 _, dropped = scopes.popitem(last=False)
+                if dropped is self._origin_enricher:
+                    self._origin = self._origin_enricher = None
                 stats = dropped.statistics()
                 self._dropped_events += stats["events"]
                 self._dropped_errors += stats["errors"]
