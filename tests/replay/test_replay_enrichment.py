@@ -77,7 +77,7 @@ def test_replayed_dns_answer_names_a_later_connection_as_live(workdir: Path) -> 
     (workdir / "edr.toml").write_text(
         f'[scanner]\nsigma_rules_path = "{rule}"\n[sigma]\ncache_dir = ""\n[ioc]\nenabled = false\n'
         '[events]\nenabled = true\n')
-    r = run_edr(["replay", "--config", "edr.toml", "--no-progress", str(recording)], cwd=workdir)
+    r = run_edr(["replay", "--config", "edr.toml", "--output", "logs", "--no-progress", str(recording)], cwd=workdir)
     assert r.returncode == 0, r.stderr
     written = read_events(workdir / "logs")
     assert [e["category"] for e in written] == [DNS_QUERY, NETWORK_CONNECTION, NETWORK_CONNECTION]
