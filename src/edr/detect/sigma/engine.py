@@ -9,6 +9,7 @@ rules are loaded.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any, Final
@@ -16,6 +17,7 @@ from typing import Any, Final
 from edr.detect.alert import Alert
 from edr.detect.sigma import cache as rule_cache
 from edr.detect.sigma.correlation import CorrelationEngine, Fired
+from edr.detect.sigma.costs import RuleCosts
 from edr.detect.sigma.logsources import ALL_FED, Route, applies
 from edr.detect.sigma.matchers import MatchContext
 from edr.detect.sigma.nodes import explain
@@ -26,6 +28,10 @@ from edr.severity import severity_rank
 
 MATCH_MODES: Final = ("all", "best")
 DEBUG_MODES: Final = ("off", "summary", "full")
+#: Default sampling period of the per-rule cost accounting (see :mod:`edr.detect.sigma.costs`).
+COST_SAMPLE_EVERY: Final = 64
+
+log = logging.getLogger("edr.detect.sigma")
 
 
 class SigmaEngine:
@@ -54,6 +60,10 @@ class SigmaEngine:
         self.candidates = 0
         self.matches = 0
         self.errors = 0
+        #: events evaluated per logsource category (what reached the engine, by kind)
+        self.categories: dict[str, int] = {}
+        self.costs = RuleCosts(len(self.rules), self._rule_names, every=COST_SAMPLE_EVERY)
+        self._countdown = COST_SAMPLE_EVERY
 
     # --- Detector ----------------------------------------------------------------
     def match(self, event: Any) -> list[Alert]:
@@ -66,7 +76,10 @@ class SigmaEngine:
 
     def _match(self, event: Any) -> list[Alert]:
         self.events += 1
-        index = self.ruleset.route_index((event.product, event.category, event.service))
+        category = event.category
+        categories = self.categories
+        categories[category] = categories.get(category, 0) + 1
+        index = self.ruleset.route_index((event.product, category, event.service))
         fields = event.fields if isinstance(event.fields, dict) else {}
         ctx = MatchContext(fields)
         candidates = index.candidates(ctx)
@@ -74,12 +87,22 @@ class SigmaEngine:
             return []
         self.candidates += len(candidates)
         rules = self.rules
+        # One event with candidates in costs.every is timed rule by rule; the others pay one
+        # decrement. Conditions read only the event, so evaluating them all before handling
+        # the matches changes nothing that fires.
+        self._countdown -= 1
+        if self._countdown:
+            hits = [n for n in sorted(candidates) if rules[n].condition.ev(ctx)]
+        else:
+            hits = self._timed(sorted(candidates), ctx)
+        if not hits:
+            return []
         alerts: list[Alert] = []
         fired: list[Fired] = []
-        for number in sorted(candidates):
+        matched = self.costs.matches
+        for number in hits:
             rule = rules[number]
-            if not rule.condition.ev(ctx):
-                continue
+            matched[number] += 1
             self.matches += 1
             if rule.emits:
                 alerts.append(self._alert(rule, event, ctx))
@@ -93,6 +116,38 @@ class SigmaEngine:
             best = max(alerts, key=lambda a: severity_rank(a.severity))
             return [best]
         return alerts
+
+    def _timed(self, numbers: list[int], ctx: MatchContext) -> list[int]:
+        """Evaluate ``numbers`` timing each (a sampled event); the rules that matched."""
+        costs = self.costs
+        self._countdown = costs.every
+        rules = self.rules
+        clock = time.perf_counter_ns
+        hits: list[int] = []
+        timings: list[tuple[int, int]] = []
+        for number in numbers:
+            started = clock()
+            hit = rules[number].condition.ev(ctx)
+            timings.append((number, clock() - started))
+            if hit:
+                hits.append(number)
+        if costs.add(timings) or costs.over_budget():
+            for cost in costs.due_warnings(time.monotonic()):
+                log.warning("sigma rule %r (%s) costs %.0f us per evaluation on average, over the budget of "
+                            "%.0f us (metrics.rule_budget_us): it slows every event of its logsource",
+                            cost.title, cost.rule_id, cost.mean_us, costs.budget_ns / 1000)
+        return hits
+
+    def configure_costs(self, every: int, budget_us: float) -> None:
+        """Sample one event in ``every`` and report rules whose mean evaluation exceeds ``budget_us`` (0: never).
+
+        Resets the accounting (call it before matching)."""
+        self.costs = RuleCosts(len(self.rules), self._rule_names, every=every, budget_ns=int(budget_us * 1000))
+        self._countdown = every
+
+    def _rule_names(self, number: int) -> tuple[str, str]:
+        meta = self.rules[number].meta
+        return str(meta.rule_id), str(meta.title)
 
     # --- alerts ------------------------------------------------------------------
     def _alert(self, rule: CompiledRule, event: Any, ctx: MatchContext) -> Alert:
@@ -152,6 +207,8 @@ class SigmaEngine:
             "candidates_evaluated": self.candidates,
             "matches": self.matches,
             "errors": self.errors,
+            "categories": dict(self.categories),
+            "rule_costs": self.costs.statistics(),
         }
         stats.update(self.correlation.statistics())
         return stats
