@@ -181,6 +181,16 @@ def _run_locked(loaded: LoadedConfig, mode: str, service_stop: ServiceStop | Non
     if loaded.config.health.watchdog:
         background.append(watchdog_task)
     background.append(functools.partial(retention_task, config=trust.config))
+    from edr.metrics.observe import observe
+    from edr.metrics.server import MetricsUnavailable
+
+    try:
+        observers = observe(trust.config, sup, ctx.shared.detection.engines)
+    except MetricsUnavailable as exc:
+        log.error("%s", exc)
+        print(f"edr: {exc}", file=sys.stderr)
+        return 3
+    background += observers.background
     try:
         # a service's Trio runs outside the main thread, where signals cannot be received: its stops come
         # through service_stop
@@ -188,6 +198,7 @@ def _run_locked(loaded: LoadedConfig, mode: str, service_stop: ServiceStop | Non
                                           on_started=started,
                                           on_stuck=hard_exit(sup, lambda: log_health(sup, final=True))))
     finally:
+        observers.stop()
         if service_stop is not None:
             service_stop.detach()
     service.notify_stopping()

@@ -450,6 +450,46 @@ class HealthConfig:
 
 
 @attrs.define
+class MetricsConfig:
+    """[metrics]: the Prometheus endpoint and per-rule cost accounting (edr addition)."""
+
+    enabled: bool = attrs.field(default=False, metadata=_doc("Serve Prometheus metrics at ``listen``."))
+    listen: str = attrs.field(default="127.0.0.1:9464", metadata=_doc("HOST:PORT of the metrics endpoint."))
+    top_rules: int = attrs.field(
+        default=20, validator=_positive, metadata=_doc("Rules exported with their own CPU-time series (costliest)."),
+    )
+    rule_sample_every: int = attrs.field(
+        default=64, validator=_positive,
+        metadata=_doc("Time the Sigma rule evaluations of one event in this many (cost sampling)."),
+    )
+    rule_budget_us: float = attrs.field(
+        default=500.0, validator=_non_negative,
+        metadata=_doc("A rule whose mean evaluation costs more (microseconds) is reported; 0 never."),
+    )
+
+
+@attrs.define
+class CoverageConfig:
+    """[coverage]: telemetry-loss alerts and the heartbeat (edr addition)."""
+
+    loss_alerts: bool = attrs.field(
+        default=True, metadata=_doc("Raise EDR-TELEMETRY-LOSS when the sensor loses events or an edge drops."),
+    )
+    check_secs: float = attrs.field(default=1.0, validator=_seconds(zero_ok=False),
+                                    metadata=_doc("Seconds between loss checks."))
+    alert_interval_secs: float = attrs.field(
+        default=30.0, validator=_seconds(zero_ok=False),
+        metadata=_doc("At most one loss alert per kind this often, once the burst is spent."),
+    )
+    alert_burst: int = attrs.field(default=3, validator=_positive,
+                                   metadata=_doc("Loss alerts per kind allowed back to back."))
+    heartbeat_secs: float = attrs.field(
+        default=60.0, validator=_seconds(zero_ok=True),
+        metadata=_doc("Seconds between heartbeat lines in the operational log; 0 turns them off."),
+    )
+
+
+@attrs.define
 class SensorConfig:
     """[sensor]: the Linux eBPF sensor (edr addition)."""
 
@@ -870,6 +910,8 @@ class Config:
     events: EventsConfig = attrs.field(factory=EventsConfig)
     pipeline: PipelineConfig = attrs.field(factory=PipelineConfig)
     health: HealthConfig = attrs.field(factory=HealthConfig)
+    metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
+    coverage: CoverageConfig = attrs.field(factory=CoverageConfig)
     sensor: SensorConfig = attrs.field(factory=SensorConfig)
     rules: RulesConfig = attrs.field(factory=RulesConfig)
     retention: RetentionConfig = attrs.field(factory=RetentionConfig)
@@ -983,8 +1025,8 @@ def _resolve_types() -> None:
 _SECTION_CLASSES = (
     AgentConfig, ScannerConfig, AllowlistConfig, LoggingConfig, AlertsConfig, ResponseConfig, ProcessConfig,
     NetworkConfig, IocConfig, SigmaConfig, ScanConfig, SimpleConfig, EventsConfig, PipelineConfig,
-    HealthConfig, SensorConfig, RulesConfig, RetentionConfig, EtwConfig, SyslogConfig, WebhookConfig,
-    EventLogConfig,
+    HealthConfig, MetricsConfig, CoverageConfig, SensorConfig, RulesConfig, RetentionConfig, EtwConfig,
+    SyslogConfig, WebhookConfig, EventLogConfig,
 )
 _resolve_types()
 

@@ -141,6 +141,20 @@ EDR_FIELDS: Final[Mapping[str, tuple[FieldSpec, str]]] = {
     "edr.response.breaker.total_granted": (FieldSpec("long"), "response breaker: kills the budgets granted, all rules"),
     "edr.response.breaker.cooldown_secs": (FieldSpec("double"), "response breaker: seconds open (0: until restart)"),
     "edr.response.breaker.trips": (FieldSpec("long"), "response breaker: times opened since start"),
+    "edr.telemetry.kind": (FieldSpec("keyword"), "telemetry loss: kernel_lost (sensor) or edge_dropped (pipeline)"),
+    "edr.telemetry.count": (FieldSpec("long"), "telemetry loss: events lost since the previous alert of this kind"),
+    "edr.telemetry.total": (FieldSpec("long"), "telemetry loss: events lost of this kind since the agent started"),
+    "edr.telemetry.families": (FieldSpec("flattened"), "telemetry loss: events lost per sensor family or ETW "
+                               "provider since the previous alert"),
+    "edr.telemetry.families_total": (FieldSpec("flattened"), "telemetry loss: events lost per sensor family or "
+                                     "ETW provider since the start"),
+    "edr.telemetry.edges": (FieldSpec("flattened"), "telemetry loss: events dropped per pipeline edge since the "
+                            "previous alert"),
+    "edr.telemetry.edges_total": (FieldSpec("flattened"), "telemetry loss: events dropped per pipeline edge since "
+                                  "the start"),
+    "edr.telemetry.suppressed": (FieldSpec("long"), "telemetry loss: checks that found loss while the rate limit "
+                                 "held this alert back"),
+    "edr.telemetry.window": (FieldSpec("double"), "telemetry loss: seconds since the previous alert of this kind"),
     "edr.chain.seq": (FieldSpec("long"), "alert hash chain: sequence number"),
     "edr.chain.hash": (FieldSpec("keyword"), "alert hash chain: this line's link"),
     "edr.chain.start": (FieldSpec("keyword"), "alert hash chain: why a segment starts here"),

@@ -33,6 +33,8 @@ class DetectActor(ActorBase):
         self.log = log
         self.events = 0
         self.alerts = 0
+        #: alerts per "engine/severity" (for the metrics endpoint; alerts are few, so counted one by one)
+        self.by_engine_severity: dict[str, int] = {}
         self._event_errors = ErrorLog(log, "engine failures on events")
         self._batch_errors = ErrorLog(log, "engine failures on batches")
 
@@ -76,6 +78,10 @@ class DetectActor(ActorBase):
             alerts.sort(key=lambda a: position.get(id(a.event), last))
         self.events += len(batch)
         self.alerts += len(alerts)
+        by = self.by_engine_severity
+        for alert in alerts:
+            key = f"{alert.engine}/{alert.severity}"
+            by[key] = by.get(key, 0) + 1
         return alerts
 
     def _each(self, engine: Detector, batch: Sequence[Event]) -> list[Alert]:
@@ -98,7 +104,7 @@ class DetectActor(ActorBase):
     def statistics(self) -> dict[str, Any]:
         """Events seen, alerts raised, engine errors, and each engine's own counters."""
         stats: dict[str, Any] = {"events": self.events, "alerts": self.alerts, "errors": self.errors,
-                                 "batch_errors": self.batch_errors}
+                                 "batch_errors": self.batch_errors, "by_engine_severity": dict(self.by_engine_severity)}
         for e in self.engines:
             getter = getattr(e, "statistics", None)
             if getter is not None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from edr.alerts.sinks.actor import SinkActor
     from edr.detect.actor import DetectActor
     from edr.enrich.actor import EnricherActor
+    from edr.metrics.actor import CoverageActor
     from edr.response.actor import Responder
     from edr.route.router import Router
     from edr.scan.actor import ScanDispatcher
@@ -268,3 +269,13 @@ def webhook_sink(ctx: AgentContext, name: str) -> SinkActor:
     from edr.alerts.sinks.build import build_webhook
 
     return build_webhook(ctx.config.webhook, ctx.mode, name, ctx.log)
+
+
+def coverage(ctx: AgentContext, name: str) -> CoverageActor:
+    """Telemetry-loss alerts per ``[coverage]``; the agent binds it to the supervisor's statistics."""
+    from edr.metrics.actor import CoverageActor
+    from edr.metrics.coverage import LossMonitor
+
+    cfg = ctx.config.coverage
+    monitor = LossMonitor(interval=cfg.alert_interval_secs, burst=cfg.alert_burst)
+    return CoverageActor(name, monitor, cfg.check_secs, ctx.log)

@@ -29,5 +29,6 @@ KINDS: Final = Kinds({
     "responder": _kind("edr.response.actor:Responder", "responder"),
     "syslog_sink": _kind("edr.alerts.sinks.actor:SinkActor", "syslog_sink"),
     "webhook_sink": _kind("edr.alerts.sinks.actor:SinkActor", "webhook_sink"),
+    "coverage": _kind("edr.metrics.actor:CoverageActor", "coverage"),
     "null": Kind("edr.runtime.null:NullSink"),
 })

@@ -36,6 +36,8 @@ class EbpfSource(ActorBase):
         self.sensor = sensor
         self.batch_size = batch_size
         self.polls = 0
+        # the sensor's counters as it closed: its kernel maps are gone after close
+        self._final: dict[str, dict[str, int]] | None = None
 
     async def run(self, ports: Ports) -> None:
         """Poll, forward; on cancellation the current poll finishes (<= POLL_MS) and the sensor closes."""
@@ -49,7 +51,7 @@ class EbpfSource(ActorBase):
                     await out.send(records[i:i + self.batch_size])
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self.sensor.close)
+                await trio.to_thread.run_sync(self._close)
             # the last milliseconds the sensor held back for ordering still go
             # down the (draining) pipeline; bounded so a stuck edge cannot hang shutdown
             with trio.move_on_after(2) as scope:
@@ -58,10 +60,18 @@ class EbpfSource(ActorBase):
                 if records:
                     await out.send(records)
 
+    def _close(self) -> None:
+        # Read the kernel's lost counters just before the maps are freed, so that the final
+        # health record reports them (read after close, they would all be 0). Samples lost
+        # while the programs detach, once polling has stopped, are not counted.
+        self._final = self.sensor.statistics()
+        self.sensor.close()
+
     def statistics(self) -> dict[str, Any]:
-        """Per-family events and kernel-lost samples; whether UDP comes from the cgroup hooks."""
-        return {"polls": self.polls, "families": self.sensor.statistics(),
-                "udp_hooks": self.sensor.udp_hooks_error is None}
+        """Per-family events and kernel-lost samples (the last counters once the sensor is closed);
+        whether UDP comes from the cgroup hooks."""
+        families = self._final if self._final is not None else self.sensor.statistics()
+        return {"polls": self.polls, "families": families, "udp_hooks": self.sensor.udp_hooks_error is None}
 
 
 class EbpfNormalizer(ActorBase):
