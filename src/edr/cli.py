@@ -1,4 +1,4 @@
-"""Command line: ``edr run | replay | rules check|install|update|list|rollback | alerts verify |
+"""Command line: ``edr run | replay | rules check|install|update|list|rollback|top | alerts verify |
 ecs template | service VERB | config show|init | graph | version``.
 
 Exit codes:
@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = rsub.add_parser("rollback", help="re-activate the pack installed before the active one (or PACK)")
     _common(p)
     p.add_argument("pack", nargs="?", metavar="PACK", help="the id of an installed pack (see `edr rules list`)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = rsub.add_parser("top", help="the costliest Sigma rules of the running agent (from its [metrics] endpoint)")
+    _common(p)
+    p.add_argument("--listen", help="HOST:PORT of the agent's metrics endpoint (default: metrics.listen)")
+    p.add_argument("--limit", type=int, default=20, help="rules shown at most (default 20)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("alerts", help="alert file tools")
@@ -235,6 +240,8 @@ def cmd_rules(args: argparse.Namespace) -> int:
     """``edr rules check|install|update|list|rollback``."""
     if args.rules_command == "check":
         return cmd_rules_check(args)
+    if args.rules_command == "top":
+        return cmd_rules_top(args)
     from edr.rulepacks import NullProgress, PackError, PackStore, install, list_packs, rollback, terminal_progress
     from edr.rulepacks import update as update_pack
 
@@ -264,6 +271,24 @@ def cmd_rules(args: argparse.Namespace) -> int:
     else:
         verbose = getattr(args, "verbose", False)
         print(result.to_text(verbose=verbose) if args.rules_command in ("install", "update") else result.to_text())
+    return EXIT_OK
+
+
+def cmd_rules_top(args: argparse.Namespace) -> int:
+    """``edr rules top``: exit 3 when the agent's metrics cannot be read."""
+    from edr.metrics.server import MetricsUnavailable
+    from edr.metrics.top import TopUnavailable, fetch_top, format_top
+
+    listen = args.listen or _load(args).config.metrics.listen
+    try:
+        rules = fetch_top(listen)
+    except (TopUnavailable, MetricsUnavailable) as exc:
+        print(f"edr: rules top: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    if args.json:
+        print(json.dumps([{**attrs.asdict(r), "mean_us": r.mean_us} for r in rules[:args.limit]], indent=2))
+    else:
+        print(format_top(rules, args.limit))
     return EXIT_OK
 
 
