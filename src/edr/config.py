@@ -453,7 +453,7 @@ class HealthConfig:
 class MetricsConfig:
     """[metrics]: the Prometheus endpoint and per-rule cost accounting (edr addition)."""
 
-    enabled: bool = attrs.field(default=False, metadata=_doc("Serve Prometheus metrics at ``listen``."))
+    enabled: bool = attrs.field(default=False, metadata=_doc("Serve Prometheus metrics at metrics.listen."))
     listen: str = attrs.field(default="127.0.0.1:9464", metadata=_doc("HOST:PORT of the metrics endpoint."))
     top_rules: int = attrs.field(
         default=20, validator=_positive, metadata=_doc("Rules exported with their own CPU-time series (costliest)."),
