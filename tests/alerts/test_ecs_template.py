@@ -22,6 +22,8 @@ from edr.alerts.ecs_template import coverage_problems, index_template, mapping_o
 from edr.detect.alert import Alert
 from edr.detect.yara_rules import YaraHit
 from edr.event import Event
+from edr.metrics.actor import loss_alert
+from edr.metrics.coverage import LossMonitor
 from edr.response.breaker_alert import breaker_alert
 from edr.response.budget import Trip
 from edr.scan.alerts import file_alerts, memory_alerts
@@ -173,6 +175,10 @@ def test_real_linux_alerts_of_every_engine_are_covered(tmp_path: Path, full: Ecs
                       when=1_763_000_012.0)]) + lines.finish()]
     seen |= covered(docs, full)
     assert docs[0]["edr.error"] == "ZeroDivisionError: division by zero"
+    # telemetry-loss alerts (the coverage actor's): a first report of each kind, then one with a window
+    monitor = LossMonitor()
+    loss = monitor.observe(0.0, {"file": 1}, {"a.out->b.in": 2}) + monitor.observe(40.0, {"file": 5}, {})
+    seen |= covered([orjson.loads(line) for line in lines.accept([loss_alert(r, 40.0) for r in loss])], full)
     assert EDR_FIELDS.keys() - seen == set()
 
 

@@ -214,7 +214,9 @@ heartbeat_secs = 1
         first = alerts[0]
         assert first["rule.severity"] == "high"
         assert first["edr.telemetry.count"] > 0
-        assert int(first["edr.telemetry.families"]["file"]) > 0
+        lost_by = dict(zip(first["edr.telemetry.sources"], first["edr.telemetry.counts"], strict=True))
+        assert lost_by.get("file", 0) > 0, lost_by
+        assert sum(first["edr.telemetry.counts"]) == first["edr.telemetry.count"]
         assert first["edr.telemetry.total"] >= first["edr.telemetry.count"]
         # Rate limited: the alerts of one kind are at most the burst (3) plus one per 30 s interval.
         assert len(loss_alerts()) <= 3 + int((time.monotonic() - started) // 30) + 1

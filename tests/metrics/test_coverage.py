@@ -64,12 +64,12 @@ def test_the_loss_alert_is_a_valid_ecs_document_with_the_counts() -> None:
     assert check_document(doc) == []
     assert doc["rule.id"] == RULE_ID and doc["rule.severity"] == "high"
     assert doc["edr.telemetry.kind"] == "kernel_lost" and doc["edr.telemetry.count"] == 12
-    assert doc["edr.telemetry.families"] == {"file": "12"}
-    assert doc["edr.telemetry.families_total"] == {"file": "12", "dns": "0"}
+    assert doc["edr.telemetry.sources"] == ["file"]
+    assert doc["edr.telemetry.counts"] == [12] and doc["edr.telemetry.totals"] == [12]
     doc = alert_document(loss_alert(edges, 5.0), HostInfo("h", "linux"))
     assert check_document(doc) == []
     assert doc["edr.telemetry.kind"] == "edge_dropped" and doc["edr.telemetry.total"] == 7
-    assert list(doc["edr.telemetry.edges"].values()) == ["7"]
+    assert doc["edr.telemetry.sources"] == ["router.bulk->enricher.in"] and doc["edr.telemetry.counts"] == [7]
 
 
 def test_the_coverage_actor_checks_only_once_bound_and_ignores_its_own_edges() -> None:
@@ -83,7 +83,8 @@ def test_the_coverage_actor_checks_only_once_bound_and_ignores_its_own_edges() -
     actor.bind(lambda: snap)
     alerts = actor.check()
     assert [a.ecs["edr.telemetry.kind"] for a in alerts] == ["kernel_lost", "edge_dropped"]
-    assert alerts[1].ecs["edr.telemetry.edges"] == {"scan.alerts->responder.in": 2}
+    assert alerts[1].ecs["edr.telemetry.sources"] == ["scan.alerts->responder.in"]
+    assert alerts[1].ecs["edr.telemetry.counts"] == [2]
     assert all(a.rule_id == RULE_ID and a.timestamp == 100.0 for a in alerts)
     stats = actor.statistics()
     assert stats["checks"] == 1 and stats["loss_alerts"] == {"kernel_lost": 1, "edge_dropped": 1}

@@ -144,14 +144,12 @@ EDR_FIELDS: Final[Mapping[str, tuple[FieldSpec, str]]] = {
     "edr.telemetry.kind": (FieldSpec("keyword"), "telemetry loss: kernel_lost (sensor) or edge_dropped (pipeline)"),
     "edr.telemetry.count": (FieldSpec("long"), "telemetry loss: events lost since the previous alert of this kind"),
     "edr.telemetry.total": (FieldSpec("long"), "telemetry loss: events lost of this kind since the agent started"),
-    "edr.telemetry.families": (FieldSpec("flattened"), "telemetry loss: events lost per sensor family or ETW "
-                               "provider since the previous alert"),
-    "edr.telemetry.families_total": (FieldSpec("flattened"), "telemetry loss: events lost per sensor family or "
-                                     "ETW provider since the start"),
-    "edr.telemetry.edges": (FieldSpec("flattened"), "telemetry loss: events dropped per pipeline edge since the "
-                            "previous alert"),
-    "edr.telemetry.edges_total": (FieldSpec("flattened"), "telemetry loss: events dropped per pipeline edge since "
-                                  "the start"),
+    "edr.telemetry.sources": (FieldSpec("keyword", array=True), "telemetry loss: the sensor families (or ETW "
+                              "providers) or the pipeline edges that lost events, sorted"),
+    "edr.telemetry.counts": (FieldSpec("long", array=True), "telemetry loss: events each of edr.telemetry.sources "
+                             "lost since the previous alert of this kind (same order)"),
+    "edr.telemetry.totals": (FieldSpec("long", array=True), "telemetry loss: events each of edr.telemetry.sources "
+                             "lost since the start (same order)"),
     "edr.telemetry.suppressed": (FieldSpec("long"), "telemetry loss: checks that found loss while the rate limit "
                                  "held this alert back"),
     "edr.telemetry.window": (FieldSpec("double"), "telemetry loss: seconds since the previous alert of this kind"),

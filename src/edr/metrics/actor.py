@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Final
 import trio
 
 from edr.detect.alert import Alert
-from edr.metrics.coverage import EDGE_DROPPED, KINDS, LossMonitor, LossReport
+from edr.metrics.coverage import KINDS, LossMonitor, LossReport
 from edr.metrics.snapshot import Snapshot
 from edr.runtime.actor import ActorBase, Ports
 
@@ -41,14 +41,15 @@ _NAMES: Final = {
 
 def loss_alert(report: LossReport, now: float) -> Alert:
     """The ``EDR-TELEMETRY-LOSS`` alert of ``report`` (severity high; its counts in ``edr.telemetry.*``)."""
-    what = "edges" if report.kind == EDGE_DROPPED else "families"
     detail = ", ".join(f"{k} {n}" for k, n in sorted(report.counts.items()))
+    sources = sorted(report.counts)
     ecs: dict[str, Any] = {
         "edr.telemetry.kind": report.kind,
         "edr.telemetry.count": report.count,
         "edr.telemetry.total": report.total,
-        f"edr.telemetry.{what}": dict(sorted(report.counts.items())),
-        f"edr.telemetry.{what}_total": dict(sorted(report.totals.items())),
+        "edr.telemetry.sources": sources,
+        "edr.telemetry.counts": [report.counts[k] for k in sources],
+        "edr.telemetry.totals": [report.totals.get(k, 0) for k in sources],
         "edr.telemetry.suppressed": report.suppressed,
     }
     if report.window is not None:
