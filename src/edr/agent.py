@@ -181,8 +181,8 @@ def _run_locked(loaded: LoadedConfig, mode: str, service_stop: ServiceStop | Non
     if loaded.config.health.watchdog:
         background.append(watchdog_task)
     background.append(functools.partial(retention_task, config=trust.config))
+    from edr.metrics.listen import MetricsUnavailable
     from edr.metrics.observe import observe
-    from edr.metrics.server import MetricsUnavailable
 
     try:
         observers = observe(trust.config, sup, ctx.shared.detection.engines)

@@ -276,7 +276,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 def cmd_rules_top(args: argparse.Namespace) -> int:
     """``edr rules top``: exit 3 when the agent's metrics cannot be read."""
-    from edr.metrics.server import MetricsUnavailable
+    from edr.metrics.listen import MetricsUnavailable
     from edr.metrics.top import TopUnavailable, fetch_top, format_top
 
     listen = args.listen or _load(args).config.metrics.listen

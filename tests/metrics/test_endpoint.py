@@ -11,7 +11,8 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from edr.detect.sigma.costs import RuleCosts
-from edr.metrics.server import AgentCollector, MetricsServer, MetricsUnavailable, parse_listen
+from edr.metrics.listen import MetricsUnavailable, parse_listen
+from edr.metrics.server import AgentCollector, MetricsServer
 from edr.metrics.top import format_top, parse_top
 from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.graph import parse_graph

@@ -19,12 +19,12 @@ import attrs
 from edr.detect.sigma.costs import RuleCosts
 from edr.health import Heartbeat
 from edr.metrics.actor import CoverageActor
-from edr.metrics.families import Heartbeats
-from edr.metrics.server import AgentCollector, MetricsServer
+from edr.metrics.listen import MetricsUnavailable
 from edr.metrics.snapshot import Snapshot, take_snapshot
 
 if TYPE_CHECKING:
     from edr.config import Config
+    from edr.metrics.server import MetricsServer
     from edr.runtime.supervisor import Supervisor
 
 log = logging.getLogger("edr.metrics")
@@ -83,6 +83,12 @@ def observe(config: Config, sup: Supervisor, engines: Sequence[Any]) -> Observab
     costs = rule_costs(engines, cfg.rule_sample_every, cfg.rule_budget_us)
     server = None
     if cfg.enabled:
+        try:  # only an agent that serves metrics needs prometheus-client
+            from edr.metrics.families import Heartbeats
+            from edr.metrics.server import AgentCollector, MetricsServer
+        except ImportError as exc:
+            raise MetricsUnavailable(f"[metrics] enabled = true needs prometheus-client ({exc}): "
+                                     "pip install prometheus-client") from None
         collector = AgentCollector(sup, pack=active_pack(config), costs=costs, top_rules=cfg.top_rules,
                                    heartbeats=lambda: Heartbeats(heartbeat.count, heartbeat.last))
         server = MetricsServer(collector, cfg.listen)

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from edr.detect.sigma.costs import RuleCosts
 from edr.metrics.families import Heartbeats, Process, metric_families
+from edr.metrics.listen import MetricsUnavailable, parse_listen
 from edr.metrics.snapshot import Snapshot, take_snapshot
 from edr.platform import current
 
@@ -31,19 +32,6 @@ if TYPE_CHECKING:
     from edr.runtime.supervisor import Supervisor
 
 log = logging.getLogger("edr.metrics")
-
-
-class MetricsUnavailable(Exception):
-    """The endpoint cannot be served (a bad ``metrics.listen`` or a port taken); the message says which and why."""
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``"HOST:PORT"`` (``"[::1]:9464"`` for IPv6) as (host, port); MetricsUnavailable naming the key."""
-    host, sep, port = listen.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise MetricsUnavailable(f"metrics.listen must be HOST:PORT (e.g. 127.0.0.1:9464), not {listen!r}")
-    return host, int(port)
 
 
 class AgentCollector(Collector):

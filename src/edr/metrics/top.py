@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import attrs
 from prometheus_client.parser import text_string_to_metric_families
 
-from edr.metrics.server import parse_listen
+from edr.metrics.listen import parse_listen
 
 
 class TopUnavailable(Exception):
