@@ -87,22 +87,18 @@ class SigmaEngine:
             return []
         self.candidates += len(candidates)
         rules = self.rules
-        # One event with candidates in costs.every is timed rule by rule; the others pay one
-        # decrement. Conditions read only the event, so evaluating them all before handling
-        # the matches changes nothing that fires.
-        self._countdown -= 1
-        if self._countdown:
-            hits = [n for n in sorted(candidates) if rules[n].condition.ev(ctx)]
-        else:
-            hits = self._timed(sorted(candidates), ctx)
-        if not hits:
-            return []
         alerts: list[Alert] = []
         fired: list[Fired] = []
-        matched = self.costs.matches
-        for number in hits:
+        # One event with candidates in costs.every has its candidates timed rule by rule
+        # (conditions read only the event, so evaluating them all first changes nothing that
+        # fires); the others pay one decrement, and each match one increment.
+        self._countdown -= 1
+        ordered = sorted(candidates) if self._countdown else self._timed(sorted(candidates), ctx)
+        for number in ordered:
             rule = rules[number]
-            matched[number] += 1
+            if not rule.condition.ev(ctx):
+                continue
+            self.costs.matches[number] += 1
             self.matches += 1
             if rule.emits:
                 alerts.append(self._alert(rule, event, ctx))
@@ -118,7 +114,8 @@ class SigmaEngine:
         return alerts
 
     def _timed(self, numbers: list[int], ctx: MatchContext) -> list[int]:
-        """Evaluate ``numbers`` timing each (a sampled event); the rules that matched."""
+        """Evaluate ``numbers`` timing each (a sampled event); the rules that matched, which the caller
+        evaluates again (a condition is a pure function of the event) to handle their matches."""
         costs = self.costs
         self._countdown = costs.every
         rules = self.rules
