@@ -152,6 +152,18 @@ scrape_configs:
         assert query(base, "edr_resident_memory_bytes > 0")
         start = query(base, "edr_start_time_seconds")
         assert start and abs(float(start[0]["value"][1]) - time.time()) < 600
+        # `edr rules top` reads the same endpoint: a rule that matched is listed with its exact count.
+        subprocess.run(["/bin/sh", "-c", "/usr/bin/whoami; true"], check=True, capture_output=True)
+        whoami = "User Discovery With Whoami From A Shell"
+        assert wait_for(lambda: [a for a in read_alerts(logs) if a.get("rule.name") == whoami], 10)
+
+        def top() -> list[dict[str, Any]]:
+            out = subprocess.run([sys.executable, "-m", "edr", "rules", "top", "--listen", f"127.0.0.1:{agent_port}",
+                                  "--json"], capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            return [r for r in json.loads(out.stdout) if r["rule"] == whoami and r["matches"] >= 1]
+
+        assert wait_for(top, 10, 0.5), "edr rules top does not list the rule that matched"
     finally:
         prom.terminate()
         prom.wait(timeout=30)
