@@ -48,7 +48,7 @@ def test_the_walk_covers_the_windows_run(report: dict[str, Any]) -> None:
         assert required in names, required
     assert not any(n.startswith(LINUX_ONLY) for n in names)
     assert len(names) > 150
-    assert report["graph_kinds"] == ["alerts", "detect", "enricher", "etw_normalizer", "etw_source",
+    assert report["graph_kinds"] == ["alerts", "coverage", "detect", "enricher", "etw_normalizer", "etw_source",
                                      "eventlog_normalizer", "eventlog_source", "events", "responder", "router",
                                      "scan", "syslog_sink", "webhook_sink"]
 
