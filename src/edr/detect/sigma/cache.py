@@ -27,6 +27,11 @@ What is reused: when every rule file's path and content digest and the
 configuration match (the payload's ``key``), the whole set; otherwise each
 rule file whose path and content digest are unchanged, so editing one rule
 file recompiles that file only (:func:`edr.detect.sigma.ruleset.compile_sources`).
+The payload also records each rule file's status (device, inode, size,
+modification and change times) when its digest was taken: a file found with
+that status is not read to be digested again. That trusts the status as far
+as the file itself is trusted: what could set a file's change time back
+(the clock) or write it unnoticed could as well change the rules.
 Each rule file's entry is a msgpack document of its own inside the payload:
 it is checked and decoded on its own, and the entry of an unchanged file is
 copied into the next cache file as it was read, not encoded again.
@@ -50,6 +55,7 @@ from typing import Final
 import msgspec
 
 from edr.detect.sigma import codec
+from edr.detect.sigma.loader import find_rule_files
 from edr.detect.sigma.logsources import Route
 from edr.detect.sigma.ruleset import RuleFile, RuleSet, Sources, assemble, compile_sources
 from edr.platform.private_files import PrivateDir
@@ -221,24 +227,30 @@ def _collector_paused() -> Iterator[None]:
 
 
 def load_ruleset(paths: list[str], *, placeholders: dict[str, list[str]] | None, fed: Iterable[Route],
-                 cache_dir: str) -> RuleSet:
+                 cache_dir: str, workers: int | None = None) -> RuleSet:
     """The compiled rule set of ``paths``, from the cache in ``cache_dir`` where it is still valid.
 
     A full hit (every rule file unchanged) decodes the stored set; otherwise
-    the unchanged files are reused and the others parsed and compiled, and the
-    cache file is written again. ``report.cached`` tells a full hit,
-    ``report.files_parsed`` how many files were compiled.
+    the unchanged files are reused and the others parsed and compiled (by
+    ``workers`` processes when there are many, see
+    :func:`~edr.detect.sigma.ruleset.compile_sources`), and the cache file is
+    written again. A file whose status is the one the cache recorded with its
+    digest is not read to be digested again. ``report.cached`` tells a full
+    hit, ``report.files_parsed`` how many files were compiled.
     """
-    sources = Sources.find(paths)
+    found, missing = find_rule_files(paths)
     config = config_digest(paths, placeholders)
-    key = set_key(config, sources)
     name = file_name(config)
     engine = engine_digest()
     reuse: dict[tuple[str, str], RuleFile] = {}
     known: dict[tuple[str, str], msgspec.Raw] = {}
     with _collector_paused():
         stored = load(cache_dir, name, engine)
-        if stored is not None and stored.config == config:
+        if stored is not None and stored.config != config:
+            stored = None
+        sources = Sources.digested(found, missing, stored.statuses() if stored is not None else {})
+        key = set_key(config, sources)
+        if stored is not None:
             try:
                 files, correlations, failures = stored.build()
             except codec.CodecError as exc:
@@ -248,18 +260,30 @@ def load_ruleset(paths: list[str], *, placeholders: dict[str, list[str]] | None,
                 if stored.key == key:
                     ruleset = assemble(sources, files, correlations, failures, fed)
                     ruleset.report.cached = True
+                    _record_statuses(cache_dir, name, engine, stored, sources)
                     return ruleset
                 reuse = {(f.path, f.digest): f for f in files if f.digest}
                 known = {(f.path, f.digest): raw for f, raw in zip(files, stored.files, strict=True) if f.digest}
         del stored  # the wire forms: only the objects built from them are kept
-    ruleset, stable = compile_sources(sources, placeholders=placeholders, fed=fed, reuse=reuse)
+    ruleset, stable = compile_sources(sources, placeholders=placeholders, fed=fed, reuse=reuse, known=known,
+                                      workers=workers)
     if not stable:
         log.info("Sigma rule files changed while they were compiled: not caching this rule set")
         return ruleset
     try:
-        payload = codec.encode(codec.Payload.of(ruleset, config=config, key=key, known=known))
+        payload = codec.encode(codec.Payload.of(ruleset, config=config, key=key, known=known, sources=sources))
     except codec.CodecError as exc:
         log.warning("not writing Sigma rule cache %s: %s", Path(cache_dir) / name, exc)
         return ruleset
     store(cache_dir, name, engine, payload)
     return ruleset
+
+
+def _record_statuses(cache_dir: str, name: str, engine: bytes, stored: codec.Payload, sources: Sources) -> None:
+    """Write the cache file again if the files' statuses changed but not their content (``touch``, a checkout).
+
+    Otherwise each later start would read and digest those files again.
+    """
+    statuses = codec.statuses_of(sources)
+    if statuses != stored.stats:
+        store(cache_dir, name, engine, codec.encode(msgspec.structs.replace(stored, stats=statuses)))

@@ -17,6 +17,10 @@ unknown tag raises :class:`CodecError` naming the place (``rule file entry
 is not stored: rule numbers and ``emits`` are set when a set is assembled
 (:func:`edr.detect.sigma.ruleset.assemble`), route indexes are rebuilt, and
 compiled regular expressions are compiled again by their tests' constructors.
+A rule's condition tree is checked with the rest but built from its checked
+wire form only when the rule's route is first used
+(:meth:`~edr.detect.sigma.rules.CompiledRule.deferred`): building every tree
+took most of a start from the cache, and most routes see no event.
 
 The unit of reuse is the rule file (:class:`~edr.detect.sigma.ruleset.RuleFile`,
 keyed by its path and the SHA-256 of its content); the set-level part is the
@@ -38,7 +42,7 @@ from edr.detect.sigma.literals import Needs
 from edr.detect.sigma.loader import Rejection
 from edr.detect.sigma.logsources import Route
 from edr.detect.sigma.rules import CompiledRule, RuleMeta
-from edr.detect.sigma.ruleset import RuleFile, RuleSet
+from edr.detect.sigma.ruleset import FileStat, RuleFile, RuleSet, Sources
 
 #: msgpack holds integers of 64 bits; a rule's number literal may be longer.
 _INT_MIN: Final = -(2**63)
@@ -444,9 +448,10 @@ class WRule(_Wire):
                    rule.warnings)
 
     def build(self, number: int) -> CompiledRule:
-        return CompiledRule(number=number, meta=self.meta.build(), condition=self.condition.build(),
-                            clauses=self.clauses, fields=self.fields, keywords=self.keywords,
-                            warnings=self.warnings)
+        # the condition tree is built from its (checked) wire form when the rule is first used
+        return CompiledRule.deferred(number=number, meta=self.meta.build(), condition=self.condition.build,
+                                     clauses=self.clauses, fields=self.fields, keywords=self.keywords,
+                                     warnings=self.warnings)
 
 
 class WRejection(_Wire):
@@ -577,6 +582,25 @@ class WFile(_Wire):
                         self.correlations, self.filters)
 
 
+class WStat(_Wire):
+    """A rule file's status when its digest was taken (see :class:`~edr.detect.sigma.ruleset.Sources`)."""
+
+    path: str
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    digest: str
+
+
+def statuses_of(sources: Sources) -> tuple[WStat, ...]:
+    """The wire forms of the statuses ``sources`` recorded (files without one are left out)."""
+    return tuple(WStat(path, *status, digest)
+                 for path, digest, status in zip(sources.files, sources.digests, sources.stats, strict=True)
+                 if status is not None and digest)
+
+
 class Payload(msgspec.Struct, frozen=True, gc=False):
     """Everything the cache stores for one rule configuration (a map: fields may be added)."""
 
@@ -590,14 +614,18 @@ class Payload(msgspec.Struct, frozen=True, gc=False):
     correlations: tuple[WCorrelation, ...]
     #: correlations that did not compile (they refer to rules of any file)
     correlation_failures: tuple[WRejection, ...]
+    #: the status each rule file had when digested, for the files whose status can
+    #: vouch for their content (:data:`~edr.detect.sigma.ruleset.SETTLED_NS`)
+    stats: tuple[WStat, ...] = ()
 
     @classmethod
     def of(cls, ruleset: RuleSet, *, config: str, key: str,
-           known: Mapping[tuple[str, str], msgspec.Raw] | None = None) -> Payload:
+           known: Mapping[tuple[str, str], msgspec.Raw] | None = None, sources: Sources | None = None) -> Payload:
         """What the cache stores of ``ruleset`` (raises :class:`CodecError` for a class with no wire form).
 
         ``known`` holds encoded files by (path, content digest): what the same
         engine compiled from the same content, so it is not encoded again.
+        ``sources`` gives the files' statuses.
         """
         known = known or {}
         files = []
@@ -605,8 +633,13 @@ class Payload(msgspec.Struct, frozen=True, gc=False):
             raw = known.get((entry.path, entry.digest)) if entry.digest else None
             files.append(raw if raw is not None else msgspec.Raw(_encode(WFile.of(entry))))
         failures = [r for r in ruleset.report.rejections if r.stage == "correlation"]
+        stats = () if sources is None else statuses_of(sources)
         return cls(config, key, tuple(files), tuple(map(WCorrelation.of, ruleset.correlations)),
-                   tuple(map(WRejection.of, failures)))
+                   tuple(map(WRejection.of, failures)), stats)
+
+    def statuses(self) -> dict[str, tuple[FileStat, str]]:
+        """Each recorded file's status and digest, as :meth:`Sources.find` takes them (``known``)."""
+        return {s.path: ((s.device, s.inode, s.size, s.mtime_ns, s.ctime_ns), s.digest) for s in self.stats}
 
     def build(self) -> tuple[list[RuleFile], list[CompiledCorrelation], list[Rejection]]:
         """New rule files (in the order of ``files``), correlations and correlation failures.
@@ -616,14 +649,23 @@ class Payload(msgspec.Struct, frozen=True, gc=False):
         and when a constructor refuses a value (a pattern RE2 rejects, a
         malformed network): data no encoder of this version writes.
         """
-        files: list[RuleFile] = []
-        for number, raw in enumerate(self.files):
-            try:
-                wire = _FILE_DECODER.decode(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise CodecError(f"rule file entry {number}: {exc}") from exc
-            files.append(_built(wire))
+        files = [decode_file(raw, f"rule file entry {number}") for number, raw in enumerate(self.files)]
         return (files, [_built(w) for w in self.correlations], [_built(w) for w in self.correlation_failures])
+
+
+def decode_file(raw: bytes | msgspec.Raw, where: str) -> RuleFile:
+    """The rule file encoded in ``raw`` (one entry of :attr:`Payload.files`); :class:`CodecError` names ``where``."""
+    try:
+        wire = _FILE_DECODER.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CodecError(f"{where}: {exc}") from exc
+    built: RuleFile = _built(wire)
+    return built
+
+
+def encode_file(entry: RuleFile) -> bytes:
+    """The encoded form of one rule file, as :attr:`Payload.files` holds it."""
+    return _encode(WFile.of(entry))
 
 
 def _built(wire: WFile | WCorrelation | WRejection) -> Any:

@@ -261,6 +261,7 @@ def load_sigma(
     max_groups: int = 10_000,
     max_bytes: int = 64 << 20,
     fed: Iterable[Route] | None = None,
+    workers: int | None = None,
 ) -> tuple[SigmaEngine, LoadReport]:
     """Load every Sigma rule under ``paths`` into a :class:`SigmaEngine`.
 
@@ -270,17 +271,20 @@ def load_sigma(
     bytes; see :mod:`edr.detect.sigma.correlation`). ``fed`` is the
     set of (product, category, service) routes the collectors produce (default
     :data:`~edr.detect.sigma.logsources.ALL_FED`); rules reaching none of them
-    are counted inert. Bad rules are reported in the returned
-    :class:`LoadReport`, never raised.
+    are counted inert. Rules to compile are compiled by ``workers``
+    processes when there are many (default: the processors this process may
+    use; 1: in this process only), with the same result. Bad rules are
+    reported in the returned :class:`LoadReport`, never raised.
     """
     from edr.detect.sigma.ruleset import build_ruleset
 
     started = time.perf_counter()
     fed_set = frozenset(ALL_FED if fed is None else fed)
     if cache_dir:
-        ruleset = rule_cache.load_ruleset(paths, placeholders=placeholders, fed=fed_set, cache_dir=cache_dir)
+        ruleset = rule_cache.load_ruleset(paths, placeholders=placeholders, fed=fed_set, cache_dir=cache_dir,
+                                          workers=workers)
     else:
-        ruleset = build_ruleset(paths, placeholders=placeholders, fed=fed_set)
+        ruleset = build_ruleset(paths, placeholders=placeholders, fed=fed_set, workers=workers)
     ruleset.report.seconds = time.perf_counter() - started
     engine = SigmaEngine(ruleset, match_mode=match_mode, match_debug=match_debug,
                          max_groups=max_groups, max_bytes=max_bytes)

@@ -5,26 +5,31 @@ hold several YAML documents (rules, ``action: global`` templates, filters,
 correlations). A file or rule that fails is recorded as a :class:`Rejection`
 with its path and reason and skipped: loading never aborts. Sigma filters
 are applied to the rules they name once every file is read.
+
+YAML is parsed by libyaml (PyYAML's C loader, about 8 times faster than the
+pure-Python one ``SigmaCollection.from_yaml`` uses) and the documents are
+handed to ``SigmaCollection.from_dicts``, which is what ``from_yaml`` does
+with them. pySigma is imported on the first parse, not with this module: a
+start from the rule cache never needs it.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from sigma.collection import SigmaCollection
-from sigma.correlations import SigmaCorrelationRule
-from sigma.exceptions import SigmaRuleLocation
-from sigma.filters import SigmaFilter
-from sigma.modifiers import SigmaWideModifier, modifier_mapping
-from sigma.rule import SigmaRule
 
 from edr.runtime.errors import EdrError, Location
 
-# The Sigma specification names ``utf16le`` as an alias of ``wide``; pySigma 2.0
-# lacks the alias, so rules using it would be rejected for a spelling.
-modifier_mapping.setdefault("utf16le", SigmaWideModifier)
+if TYPE_CHECKING:
+    from sigma.correlations import SigmaCorrelationRule
+    from sigma.filters import SigmaFilter
+    from sigma.rule import SigmaRule
 
 RULE_SUFFIXES = (".yml", ".yaml")
 
@@ -58,27 +63,87 @@ class SigmaRuleError(EdrError):
 class ParsedFiles:
     """What pySigma made of the rule files."""
 
-    files: list[Path]
+    files: list[str]
     rules: list[SigmaRule]
     correlations: list[SigmaCorrelationRule]
     filters: list[SigmaFilter]
     rejections: list[Rejection]
 
 
-def find_rule_files(paths: list[str]) -> tuple[list[Path], list[Rejection]]:
-    """Rule files under ``paths`` (files or directories), sorted, and missing paths."""
-    files: list[Path] = []
+def find_rule_files(paths: list[str]) -> tuple[list[str], list[Rejection]]:
+    """Rule files under ``paths`` (files or directories), sorted, and missing paths.
+
+    The files and their order are those of ``sorted(Path(p).rglob("*"))``
+    filtered on the suffix and ``is_file()`` (what earlier versions listed;
+    rule numbers follow this order): a directory is listed with hidden
+    entries, linked directories are not descended into, linked files are
+    taken, and paths sort component by component. ``os.scandir`` does it
+    without a Path object per entry, 5 to 10 times faster.
+    """
+    files: list[str] = []
     missing: list[Rejection] = []
     for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*")
-                                if p.suffix.lower() in RULE_SUFFIXES and p.is_file()))
-        elif path.is_file():
-            files.append(path)
+        base = str(Path(raw))  # normalized as Path names it ("rules/" -> "rules")
+        if os.path.isdir(base):
+            found: list[tuple[tuple[str, ...], str]] = []
+            prefix = "" if base == "." else base if base.endswith(os.sep) else base + os.sep
+            _scan(base, prefix, (), found)
+            found.sort(key=_first)
+            files.extend(path for _parts, path in found)
+        elif os.path.isfile(base):
+            files.append(base)
         else:
-            missing.append(Rejection(str(path), "path does not exist", "read"))
+            missing.append(Rejection(base, "path does not exist", "read"))
     return list(dict.fromkeys(files)), missing
+
+
+def _first(item: tuple[tuple[str, ...], str]) -> tuple[str, ...]:
+    return item[0]
+
+
+def _scan(directory: str, prefix: str, parts: tuple[str, ...], found: list[tuple[tuple[str, ...], str]]) -> None:
+    """Append (path components below the root, path) of every rule file under ``directory``."""
+    try:
+        with os.scandir(directory) as listing:
+            entries = list(listing)
+    except PermissionError:  # skipped, as pathlib's glob skips it
+        return
+    for entry in entries:
+        name = entry.name
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            is_dir = False
+        here = (*parts, name)
+        if is_dir:
+            _scan(entry.path, prefix, here, found)
+        elif _suffix(name).lower() in RULE_SUFFIXES and _is_file(entry):
+            found.append((here, prefix + os.sep.join(here)))
+
+
+def _suffix(name: str) -> str:
+    """``PurePath(name).suffix``: the last dot's part, unless the dot starts or ends the name."""
+    dot = name.rfind(".")
+    return name[dot:] if 0 < dot < len(name) - 1 else ""
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file()  # follows a link, as Path.is_file does
+    except OSError:
+        return False
+
+
+@functools.cache
+def pysigma() -> Any:
+    """The pySigma names the parser needs, imported (and patched) once, on first use."""
+    from sigma import collection, correlations, exceptions, filters, modifiers, rule
+
+    # The Sigma specification names ``utf16le`` as an alias of ``wide``; pySigma 2.0
+    # lacks the alias, so rules using it would be rejected for a spelling.
+    modifiers.modifier_mapping.setdefault("utf16le", modifiers.SigmaWideModifier)
+    return SimpleNamespace(collection=collection.SigmaCollection, correlation=correlations.SigmaCorrelationRule,
+                           filter=filters.SigmaFilter, rule=rule.SigmaRule, location=exceptions.SigmaRuleLocation)
 
 
 def _identity(rule: SigmaRule | SigmaCorrelationRule | SigmaFilter) -> tuple[str, str]:
@@ -89,19 +154,37 @@ def _errors_text(errors: list[Exception]) -> str:
     return "; ".join(dict.fromkeys(str(e) for e in errors))
 
 
-def _parse_file(path: Path) -> Iterator[SigmaRule | SigmaCorrelationRule | SigmaFilter | Rejection]:
+def read_rule_text(data: bytes) -> str:
+    """The text of a rule file's bytes as ``Path.read_text(encoding="utf-8")`` gives it (newlines as ``\\n``).
+
+    Raises UnicodeDecodeError.
+    """
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _parse_file(path: str | Path) -> Iterator[SigmaRule | SigmaCorrelationRule | SigmaFilter | Rejection]:
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            text = read_rule_text(fh.read())
     except (OSError, UnicodeDecodeError) as exc:
         yield Rejection(str(path), f"cannot read: {exc}", "read")
         return
+    yield from parse_text(str(path), text)
+
+
+def parse_text(path: str, text: str) -> Iterator[SigmaRule | SigmaCorrelationRule | SigmaFilter | Rejection]:
+    """What the rule file ``path`` holding ``text`` parses to: rules, correlations, filters and rejections."""
+    import yaml
+
+    sigma = pysigma()
     try:
-        collection = SigmaCollection.from_yaml(
-            text, collect_errors=True, source=SigmaRuleLocation(path),
+        documents = list(yaml.load_all(text, Loader=yaml.CSafeLoader))
+        collection = sigma.collection.from_dicts(
+            documents, collect_errors=True, source=sigma.location(Path(path)),
             collect_filters=True, resolve_references=False,
         )
     except Exception as exc:  # YAML errors and anything pySigma raises despite collect_errors
-        yield Rejection(str(path), f"{type(exc).__name__}: {exc}", "parse")
+        yield Rejection(path, f"{type(exc).__name__}: {exc}", "parse")
         return
     reported: set[str] = set()
     for item in (*collection.rules, *collection.filters):
@@ -109,44 +192,53 @@ def _parse_file(path: Path) -> Iterator[SigmaRule | SigmaCorrelationRule | Sigma
             title, rule_id = _identity(item)
             reason = _errors_text(item.errors)
             reported.update(str(e) for e in item.errors)
-            yield Rejection(str(path), reason, "parse", title, rule_id)
+            yield Rejection(path, reason, "parse", title, rule_id)
         else:
             yield item
     leftover = [e for e in collection.errors if str(e) not in reported]
     if leftover:
-        yield Rejection(str(path), _errors_text(leftover), "parse")
+        yield Rejection(path, _errors_text(leftover), "parse")
+
+
+def sort_parsed(items: Iterator[Any], into: ParsedFiles) -> None:
+    """Add parsed ``items`` (rules, correlations, filters, rejections) to ``into``, by kind."""
+    sigma = pysigma()
+    for item in items:
+        if isinstance(item, Rejection):
+            into.rejections.append(item)
+        elif isinstance(item, sigma.correlation):
+            into.correlations.append(item)
+        elif isinstance(item, sigma.filter):
+            into.filters.append(item)
+        else:
+            into.rules.append(item)
 
 
 def parse_files(paths: list[str]) -> ParsedFiles:
     """Parse every rule file under ``paths``; apply filters to the rules they name."""
     files, rejections = find_rule_files(paths)
-    rules: list[SigmaRule] = []
-    correlations: list[SigmaCorrelationRule] = []
-    filters: list[SigmaFilter] = []
+    parsed = ParsedFiles(files, [], [], [], rejections)
     for path in files:
-        for item in _parse_file(path):
-            if isinstance(item, Rejection):
-                rejections.append(item)
-            elif isinstance(item, SigmaCorrelationRule):
-                correlations.append(item)
-            elif isinstance(item, SigmaFilter):
-                filters.append(item)
-            else:
-                rules.append(item)
-    if filters:
-        filtered: list[SigmaRule] = []
-        for rule in rules:
-            try:
-                for sigma_filter in filters:
-                    result = sigma_filter.apply_on_rule(rule)
-                    assert isinstance(result, SigmaRule)
-                    rule = result
-            except Exception as exc:
-                title, rule_id = _identity(rule)
-                source = rule.source.path if rule.source else ""
-                rejections.append(Rejection(str(source), f"filter failed: {exc}", "filter",
-                                            title, rule_id))
-                continue
-            filtered.append(rule)
-        rules = filtered
-    return ParsedFiles(files, rules, correlations, filters, rejections)
+        sort_parsed(_parse_file(path), parsed)
+    if parsed.filters:
+        apply_filters(parsed)
+    return parsed
+
+
+def apply_filters(parsed: ParsedFiles) -> None:
+    """Apply every filter of ``parsed`` to its rules (in place); a rule a filter fails on is rejected."""
+    sigma = pysigma()
+    filtered: list[SigmaRule] = []
+    for rule in parsed.rules:
+        try:
+            for sigma_filter in parsed.filters:
+                result = sigma_filter.apply_on_rule(rule)
+                assert isinstance(result, sigma.rule)
+                rule = result
+        except Exception as exc:
+            title, rule_id = _identity(rule)
+            source = rule.source.path if rule.source else ""
+            parsed.rejections.append(Rejection(str(source), f"filter failed: {exc}", "filter", title, rule_id))
+            continue
+        filtered.append(rule)
+    parsed.rules = filtered

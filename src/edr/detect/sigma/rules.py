@@ -1,22 +1,27 @@
 """A compiled Sigma rule: metadata for alerts plus its condition tree.
 
-Also maps a rule's ``attack.*`` tags onto ECS ``threat.*`` fields.
+Also maps a rule's ``attack.*`` tags onto ECS ``threat.*`` fields. A rule
+from the rule cache builds its condition tree when its route is first used
+(:meth:`CompiledRule.deferred`): most of the objects of a rule set are in
+those trees, and a host's events reach a fraction of the routes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
-from sigma.rule import SigmaRule
 
-from edr.detect.sigma.compiler import RuleCompiler
 from edr.detect.sigma.literals import Needs, clauses
 from edr.detect.sigma.logsources import Route
 from edr.detect.sigma.nodes import Node
 from edr.severity import SEVERITIES
+
+if TYPE_CHECKING:
+    from sigma.rule import SigmaRule
 
 #: ATT&CK tactic tags (``attack.<slug>``) -> ECS ``threat.tactic.name``.
 ATTACK_TACTICS: Final[dict[str, str]] = {
@@ -96,6 +101,38 @@ class CompiledRule:
     #: whether the rule's own matches become alerts (False when only
     #: correlations without ``generate`` use it)
     emits: bool = True
+    #: what builds ``condition`` of a deferred rule until it is built; None once it is
+    _pending: Callable[[], Node] | None = attrs.field(default=None, eq=False, repr=False, alias="pending")
+
+    @classmethod
+    def deferred(cls, *, condition: Callable[[], Node], **fields: Any) -> CompiledRule:
+        """A rule whose condition tree ``condition()`` builds on first use (``fields``: the other fields).
+
+        ``condition`` is left unset until then, so that reading it (the
+        engine's route index does, :meth:`build` does) builds it; equality
+        and ``repr`` read it too, so a deferred rule compares as the built one.
+        """
+        rule = cls(condition=_UNBUILT, pending=condition, **fields)
+        del rule.condition
+        return rule
+
+    def build(self) -> None:
+        """Build the condition tree now if it is deferred (raises what its constructors raise)."""
+        if self._pending is not None:
+            self.condition  # noqa: B018 - reading it builds it (__getattr__)
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only when normal lookup fails: for ``condition``, while it is deferred.
+        pending = self._pending if name == "condition" else None
+        if pending is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self.condition = pending()
+        self._pending = None
+        return self.condition
+
+
+#: Stands for a deferred condition while the rule is constructed (it is unset right after).
+_UNBUILT: Final[Any] = object()
 
 
 def rule_meta(rule: SigmaRule | Any, path: str) -> RuleMeta:
@@ -134,6 +171,8 @@ def rule_meta(rule: SigmaRule | Any, path: str) -> RuleMeta:
 def compile_rule(number: int, rule: SigmaRule, placeholders: dict[str, list[str]] | None,
                  ) -> CompiledRule:
     """Compile a parsed detection rule (raises CompileError with the reason)."""
+    from edr.detect.sigma.compiler import RuleCompiler  # pySigma: only when compiling
+
     path = str(rule.source.path) if rule.source is not None and rule.source.path else ""
     compiler = RuleCompiler(placeholders)
     condition = compiler.compile_rule(rule)

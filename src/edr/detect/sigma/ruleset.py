@@ -8,33 +8,49 @@ built per route, on its first event). The rule cache (:mod:`edr.detect.sigma.cac
 parts and the correlations as data (:mod:`edr.detect.sigma.codec`) and hands
 back the files whose content is unchanged (``reuse``), so that editing one
 rule file recompiles that file only.
+
+Many files are parsed and compiled in a pool of processes
+(:mod:`edr.detect.sigma.parallel`), each file on its own as here, and the
+results are taken in file order: the set is the one a single process builds.
+
+A file's content is known by its SHA-256 (:class:`Sources`); a file whose
+status (device, inode, size, modification and change times) is the one
+recorded with its digest is not read again to be digested (see
+:data:`SETTLED_NS` for why that is safe).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import attrs
-from sigma.correlations import (
-    CorrelationConditionAND,
-    CorrelationConditionNOT,
-    CorrelationConditionOR,
-    SigmaCorrelationCondition,
-    SigmaCorrelationRule,
-    SigmaExtendedCorrelationCondition,
-    SigmaRuleReference,
-)
 
-from edr.detect.sigma.compiler import CompileError
 from edr.detect.sigma.correlation import CompiledCorrelation, RefKey
 from edr.detect.sigma.index import RouteIndex
 from edr.detect.sigma.loader import ParsedFiles, Rejection, find_rule_files, parse_files
 from edr.detect.sigma.logsources import Route, applies, is_fed, route_label
 from edr.detect.sigma.report import LoadReport
-from edr.detect.sigma.rules import CompiledRule, compile_rule, rule_meta
+from edr.detect.sigma.rules import CompiledRule, compile_rule
+
+log = logging.getLogger(__name__)
+
+#: What tells a rule file's content without reading it: (device, inode, size, mtime ns, ctime ns).
+FileStat = tuple[int, int, int, int, int]
+
+#: A status is recorded with a digest only when the file had not changed for this long (ns)
+#: before the digest was taken. A file written again later gets a later change time (which
+#: no user can set back: only the clock can go back), so it differs from the recorded one
+#: however coarse the file system's timestamps are (2 s on FAT, a clock tick on ext4);
+#: without the margin, a write in the same tick as the digest would go unnoticed.
+SETTLED_NS: Final = 2_000_000_000
+
+#: Below this many files to compile, one process does it: starting a pool costs more.
+PARALLEL_MIN_FILES: Final = 64
 
 
 def file_digest(path: str) -> str:
@@ -44,6 +60,14 @@ def file_digest(path: str) -> str:
             return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return ""
+
+
+def default_workers() -> int:
+    """The processors this process may run on: how many processes compile (or replay) in parallel."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
 @attrs.define(frozen=True)
@@ -56,13 +80,44 @@ class Sources:
     digests: tuple[str, ...]
     #: configured paths that do not exist
     missing: tuple[Rejection, ...]
+    #: each file's status when it was digested, if the file had been left alone for
+    #: :data:`SETTLED_NS` by then (else None): what a later load may trust the digest by
+    stats: tuple[FileStat | None, ...] = attrs.field(default=(), eq=False)
 
     @classmethod
-    def find(cls, paths: list[str], *, digests: bool = True) -> Sources:
-        """Find every rule file under ``paths`` and digest it (reads each file; not without ``digests``)."""
+    def find(cls, paths: list[str], *, digests: bool = True,
+             known: Mapping[str, tuple[FileStat, str]] | None = None) -> Sources:
+        """Find every rule file under ``paths`` and digest it (not without ``digests``).
+
+        ``known`` maps a file to the status and digest recorded for it (by
+        the rule cache): a file with that very status is not read again.
+        """
         found, missing = find_rule_files(paths)
-        files = tuple(str(path) for path in found)
-        return cls(files, tuple(map(file_digest, files)) if digests else ("",) * len(files), tuple(missing))
+        if not digests:
+            return cls(tuple(found), ("",) * len(found), tuple(missing), (None,) * len(found))
+        return cls.digested(found, missing, known or {})
+
+    @classmethod
+    def digested(cls, files: list[str], missing: list[Rejection],
+                 known: Mapping[str, tuple[FileStat, str]]) -> Sources:
+        """``files`` with their digests (see :meth:`find`)."""
+        settled = time.time_ns() - SETTLED_NS
+        digests: list[str] = []
+        stats: list[FileStat | None] = []
+        for path in files:
+            try:
+                st = os.stat(path)
+            except OSError:
+                digests.append("")
+                stats.append(None)
+                continue
+            status = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            recorded = known.get(path)
+            # the status is taken before the content: a write after it changes the status seen next time
+            digest = recorded[1] if recorded is not None and recorded[0] == status else file_digest(path)
+            digests.append(digest)
+            stats.append(status if digest and max(st.st_mtime_ns, st.st_ctime_ns) < settled else None)
+        return cls(tuple(files), tuple(digests), tuple(missing), tuple(stats))
 
 
 @attrs.define
@@ -104,7 +159,12 @@ class RuleSet:
     _by_logsource: dict[Route, list[int]] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def route_index(self, route: Route) -> RouteIndex:
-        """The literal index of the rules that apply to ``route`` (built on first use)."""
+        """The literal index of the rules that apply to ``route`` (built on first use).
+
+        The condition trees of those rules are built then too, if they came
+        from the rule cache (:meth:`CompiledRule.deferred`); a rule whose
+        tree cannot be built is logged and left out of the index.
+        """
         index = self.routes.get(route)
         if index is None:
             if not self._by_logsource:
@@ -114,9 +174,20 @@ class RuleSet:
             numbers = sorted(number for logsource, group in self._by_logsource.items()
                              if applies(logsource, route) for number in group)
             rules = self.rules
-            index = RouteIndex((number, rules[number].clauses) for number in numbers)
+            index = RouteIndex((number, rules[number].clauses) for number in numbers if _built(rules[number]))
             self.routes[route] = index
         return index
+
+
+def _built(rule: CompiledRule) -> bool:
+    """Build ``rule``'s condition tree now if it is deferred; False (logged) when that fails."""
+    try:
+        rule.build()
+    except Exception as exc:  # whatever a constructor raises on a stored value it refuses
+        log.error("Sigma rule %r (%s) from the rule cache cannot be built, so it never matches: %s: %s",
+                  rule.meta.title, rule.meta.path, type(exc).__name__, exc)
+        return False
+    return True
 
 
 def _label(route: Route) -> str:
@@ -124,48 +195,86 @@ def _label(route: Route) -> str:
 
 
 def build_ruleset(paths: list[str], *, placeholders: dict[str, list[str]] | None,
-                  fed: Iterable[Route]) -> RuleSet:
-    """Parse and compile every rule under ``paths``; never raises for a bad rule."""
+                  fed: Iterable[Route], workers: int | None = None) -> RuleSet:
+    """Parse and compile every rule under ``paths``; never raises for a bad rule.
+
+    ``workers`` processes compile the files when there are many (default:
+    :func:`default_workers`; 1 compiles in this process).
+    """
     # without a cache to key, the files need not be digested
-    ruleset, _stable = compile_sources(Sources.find(paths, digests=False), placeholders=placeholders, fed=fed)
+    ruleset, _stable = compile_sources(Sources.find(paths, digests=False), placeholders=placeholders, fed=fed,
+                                       workers=workers)
     return ruleset
 
 
 def compile_sources(sources: Sources, *, placeholders: dict[str, list[str]] | None, fed: Iterable[Route],
-                    reuse: Mapping[tuple[str, str], RuleFile] | None = None) -> tuple[RuleSet, bool]:
+                    reuse: Mapping[tuple[str, str], RuleFile] | None = None,
+                    known: dict[tuple[str, str], Any] | None = None,
+                    workers: int | None = None) -> tuple[RuleSet, bool]:
     """Compile the rule files of ``sources``, taking unchanged ones from ``reuse``; never raises for a bad rule.
 
     ``reuse`` maps (path, content digest) to a file compiled earlier with the
-    same placeholders and engine. Returns the rule set and whether every file
-    parsed still has the content it had when ``sources`` digested it (else
-    the set may mix two versions of a file and must not be cached).
+    same placeholders and engine. ``workers`` is as for :func:`build_ruleset`;
+    what they compile arrives encoded for the rule cache
+    (:func:`~edr.detect.sigma.codec.encode_file`), and is added to ``known``
+    by (path, digest) so that the cache stores it without encoding it again.
+    Returns the rule set and whether every file parsed still has the content
+    it had when ``sources`` digested it (else the set may mix two versions of
+    a file and must not be cached).
     """
     started = time.perf_counter()
     reuse = reuse or {}
-    known = [reuse.get((path, digest)) if digest else None
-             for path, digest in zip(sources.files, sources.digests, strict=True)]
+    reused = [reuse.get((path, digest)) if digest else None
+              for path, digest in zip(sources.files, sources.digests, strict=True)]
     # a reused file with correlations is parsed again for them: they are compiled with the whole set
-    wanted = [path for path, entry in zip(sources.files, known, strict=True)
+    wanted = [path for path, entry in zip(sources.files, reused, strict=True)
               if entry is None or entry.correlations]
-    parsed = parse_files(wanted)
-    per_file = _per_file(parsed, wanted)
-    files: list[RuleFile]
-    if per_file is None:
-        # A Sigma filter applies to rules of every file: compile everything together, as one unit
-        if len(wanted) < len(sources.files):
-            wanted = list(sources.files)
-            parsed = parse_files(wanted)
-        files = [_compile_file("", "", parsed, placeholders)]
-    else:
-        files = [entry if entry is not None else _compile_file(path, digest, per_file[path], placeholders)
-                 for path, digest, entry in zip(sources.files, sources.digests, known, strict=True)]
-    compiled, failures = _compile_correlations(parsed.correlations, _number(files))
+    digests = dict(zip(sources.files, sources.digests, strict=True))
+    workers = default_workers() if workers is None else workers
+    files: list[RuleFile] | None = None
+    correlations: list[Any] = []  # pySigma's correlation rules, in file order
+    stable = True
+    if workers > 1 and len(wanted) >= PARALLEL_MIN_FILES:
+        from edr.detect.sigma.parallel import compile_in_pool
+
+        pooled = compile_in_pool(wanted, placeholders, workers)
+        if pooled is not None:  # None: a file holds a Sigma filter, which makes every file one unit
+            done = dict(zip(wanted, pooled, strict=True))
+            files = [entry if entry is not None else done[path].file
+                     for path, entry in zip(sources.files, reused, strict=True)]
+            if known is not None:
+                known.update(((c.file.path, c.file.digest), c.encoded) for c in pooled if c.file.digest)
+            correlations = [corr for path in wanted for corr in done[path].correlations]
+            # each worker digests the very bytes it compiled
+            stable = all(done[path].digest == digests[path] for path in wanted if digests[path])
+    if files is None:
+        parsed = parse_files(wanted)
+        per_file = _per_file(parsed, wanted)
+        if per_file is None:
+            # A Sigma filter applies to rules of every file: compile everything together, as one unit
+            if len(wanted) < len(sources.files):
+                wanted = list(sources.files)
+                parsed = parse_files(wanted)
+            files = [compile_file("", "", parsed, placeholders)]
+        else:
+            files = [entry if entry is not None else compile_file(path, digest, per_file[path], placeholders)
+                     for path, digest, entry in zip(sources.files, sources.digests, reused, strict=True)]
+        correlations = parsed.correlations
+        stable = all(file_digest(path) == digests[path] for path in wanted if digests[path])
+    compiled, failures = _compile_correlations(correlations, _number(files))
     ruleset = assemble(sources, files, compiled, failures, fed)
     ruleset.report.files_parsed = len(wanted)
     ruleset.report.seconds = time.perf_counter() - started
-    digests = dict(zip(sources.files, sources.digests, strict=True))
-    stable = all(file_digest(path) == digests[path] for path in wanted if digests[path])
     return ruleset, stable
+
+
+def _compile_correlations(parsed: list[Any], rules: list[CompiledRule],
+                          ) -> tuple[list[CompiledCorrelation], list[Rejection]]:
+    if not parsed:
+        return [], []
+    from edr.detect.sigma.correlation_compiler import compile_correlations
+
+    return compile_correlations(parsed, rules)
 
 
 def _per_file(parsed: ParsedFiles, paths: list[str]) -> dict[str, ParsedFiles] | None:
@@ -188,8 +297,11 @@ def _per_file(parsed: ParsedFiles, paths: list[str]) -> dict[str, ParsedFiles] |
     return out
 
 
-def _compile_file(path: str, digest: str, parsed: ParsedFiles,
-                  placeholders: dict[str, list[str]] | None) -> RuleFile:
+def compile_file(path: str, digest: str, parsed: ParsedFiles,
+                 placeholders: dict[str, list[str]] | None) -> RuleFile:
+    """What the parsed content of one rule file (``digest`` its SHA-256) compiles to."""
+    from edr.detect.sigma.compiler import CompileError
+
     rules: list[CompiledRule] = []
     failures: list[Rejection] = []
     for sigma_rule in parsed.rules:
@@ -203,6 +315,7 @@ def _compile_file(path: str, digest: str, parsed: ParsedFiles,
                                       str(sigma_rule.id or ""), _label(route)))
     return RuleFile(path, digest, rules, list(parsed.rejections), failures, len(parsed.correlations),
                     len(parsed.filters))
+
 
 
 def _number(files: list[RuleFile]) -> list[CompiledRule]:
@@ -253,97 +366,6 @@ def assemble(sources: Sources, files: list[RuleFile], correlations: list[Compile
     # all 88 fed routes of the full SigmaHQ set take 0.1-0.2 s, where a Linux host's
     # events reach 8 of them and a replay of Windows logs a dozen.
     return RuleSet(rules=rules, correlations=correlations, report=report, fed=fed_set, files=files)
-
-
-def _compile_correlations(parsed: list[SigmaCorrelationRule], rules: list[CompiledRule],
-                          ) -> tuple[list[CompiledCorrelation], list[Rejection]]:
-    """Compiled correlations (references resolved to rule numbers), and those that failed."""
-    names: dict[str, RefKey] = {}
-    for rule in rules:
-        names[rule.meta.rule_id] = ("r", rule.number)
-        if rule.meta.name:
-            names[rule.meta.name] = ("r", rule.number)
-    # correlations may reference correlations: register every one first
-    for number, corr in enumerate(parsed):
-        if corr.id:
-            names.setdefault(str(corr.id), ("c", number))
-        if corr.name:
-            names.setdefault(corr.name, ("c", number))
-    labels = {key: label for label, key in names.items()}
-
-    out: list[CompiledCorrelation] = []
-    failures: list[Rejection] = []
-    for number, corr in enumerate(parsed):
-        path = str(corr.source.path) if corr.source and corr.source.path else ""
-        try:
-            out.append(_compile_correlation(number, corr, names, labels, path))
-        except (KeyError, ValueError, TypeError) as exc:
-            failures.append(Rejection(path, f"correlation: {exc}", "correlation",
-                                      corr.title or "", str(corr.id or ""), "correlation"))
-    return out, failures
-
-
-def _compile_correlation(number: int, corr: SigmaCorrelationRule,
-                         names: dict[str, RefKey], labels: dict[RefKey, str],
-                         path: str) -> CompiledCorrelation:
-    def resolve(ref: SigmaRuleReference | str) -> RefKey:
-        text = ref.reference if isinstance(ref, SigmaRuleReference) else ref
-        if text not in names:
-            raise KeyError(f"referenced rule '{text}' not found")
-        key = names[text]
-        if key == ("c", number):
-            raise ValueError("correlation references itself")
-        return key
-
-    condition = corr.condition
-    extended: Any = None
-    refs_source: list[Any] = list(corr.rules or [])
-    if isinstance(condition, SigmaExtendedCorrelationCondition):
-        extended = _extended(condition.parsed, resolve)
-        if not refs_source:
-            refs_source = list(condition.get_referenced_rules())
-    if not refs_source:
-        raise ValueError("correlation references no rules")
-    refs = tuple(resolve(r) for r in refs_source)
-    op, count, fieldref, pct = "GTE", 1.0, (), None
-    if isinstance(condition, SigmaCorrelationCondition):
-        op = condition.op.name
-        count = float(condition.count)
-        if condition.fieldref is not None:
-            fieldref = (tuple(condition.fieldref) if isinstance(condition.fieldref, list)
-                        else (condition.fieldref,))
-        pct = float(condition.percentile) if condition.percentile is not None else None
-    aliases: dict[str, dict[RefKey, str]] = {}
-    for alias in corr.aliases:
-        aliases[alias.alias] = {resolve(ref): field for ref, field in alias.mapping.items()}
-    return CompiledCorrelation(
-        number=number,
-        meta=rule_meta(corr, path),
-        kind=corr.type.name.lower(),
-        refs=refs,
-        ref_labels=tuple(labels.get(r, str(r)) for r in refs),
-        group_by=tuple(corr.group_by or ()),
-        aliases=aliases,
-        timespan=float(corr.timespan.seconds),
-        op=op,
-        count=count,
-        fieldref=fieldref,
-        percentile=pct,
-        extended=extended,
-        generate=bool(corr.generate),
-    )
-
-
-def _extended(node: Any, resolve: Any) -> Any:
-    if isinstance(node, SigmaRuleReference):
-        return ("ref", resolve(node))
-    if isinstance(node, CorrelationConditionNOT):
-        return ("not", [_extended(node.args[0], resolve)])
-    if isinstance(node, CorrelationConditionAND):
-        return ("and", [_extended(a, resolve) for a in node.args])
-    if isinstance(node, CorrelationConditionOR):
-        return ("or", [_extended(a, resolve) for a in node.args])
-    raise ValueError(f"unsupported extended condition element {node!r}")
 
 
 def _apply_generate(rules: list[CompiledRule], correlations: list[CompiledCorrelation]) -> None:
