@@ -19,11 +19,20 @@ and shuts the pool down); a worker that dies is reported by the executor
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
+
+
+def default_workers() -> int:
+    """The processors this process may run on: how many workers a command starts by default."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
 def start_method() -> str:

@@ -36,6 +36,7 @@ from edr.detect.sigma.loader import ParsedFiles, Rejection, find_rule_files, par
 from edr.detect.sigma.logsources import Route, applies, is_fed, route_label
 from edr.detect.sigma.report import LoadReport
 from edr.detect.sigma.rules import CompiledRule, compile_rule
+from edr.runtime.process_pool import default_workers
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,6 @@ def file_digest(path: str) -> str:
             return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return ""
-
-
-def default_workers() -> int:
-    """The processors this process may run on: how many processes compile (or replay) in parallel."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 @attrs.define(frozen=True)
