@@ -43,6 +43,17 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 log = logging.getLogger("edr")
 
 
+def _positive(text: str) -> int:
+    """An integer of at least 1 (``--workers``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="PATH",
                    help="configuration file (default: $EDR_CONFIG, else the installed one if it exists)")
@@ -82,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dedup", action="store_true",
                    help="fold identical alerts as the live agent does (alerts.dedup_*); by default a replay "
                         "writes one alert per matching record")
+    p.add_argument("--workers", type=_positive, default=None, metavar="N",
+                   help="processes that read and decode the EVTX files, in file order (default: the "
+                        "processors this process may use; 1: this process only)")
     p.add_argument("--sigma", action="append", metavar="PATH",
                    help="Sigma rules path (repeatable; overrides scanner.sigma_rules_path)")
 
@@ -369,6 +383,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from edr.health import log_health
     from edr.rule_trust import check_rules
     from edr.rulepacks.active import expand_pack
+    from edr.runtime.process_pool import default_workers
     from edr.runtime.supervisor import Supervisor
     from edr.shutdown import hard_exit, report_unwritten
     from edr.sources.replay.formats import expand_inputs
@@ -404,8 +419,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for f in missing:
         print(f"edr: replay: {f}: no such file or directory", file=sys.stderr)
     graph = mode_graph("replay", loaded.config.pipeline.capacities)
+    workers = args.workers or default_workers()
     ctx = AgentContext.create(loaded.config, "replay", files=files, stdout=args.stdout or not args.output,
-                              alerts_to_file=bool(args.output), dedup=args.dedup)
+                              alerts_to_file=bool(args.output), dedup=args.dedup, workers=workers)
     sup = Supervisor(graph, ctx, stop_timeout=loaded.config.agent.stop_timeout_secs)
     started = time.monotonic()
     sup.build_actors()

@@ -29,10 +29,11 @@ if TYPE_CHECKING:
 
 
 def replay_source(ctx: AgentContext, name: str) -> ReplaySource:
-    """The recorded files of ``ctx.options.files``."""
+    """The recorded files of ``ctx.options.files``, read by ``ctx.options.workers`` processes."""
     from edr.sources.replay.actor import ReplaySource
 
-    return ReplaySource(name, list(ctx.options.files), ctx.config.pipeline.batch_size, ctx.log)
+    return ReplaySource(name, list(ctx.options.files), ctx.config.pipeline.batch_size, ctx.log,
+                        workers=ctx.options.workers)
 
 
 def replay_normalizer(ctx: AgentContext, name: str) -> Normalizer:

@@ -67,7 +67,8 @@ class RunOptions:
     do, per ``alerts.dedup_enabled``). The
     rest replace a real dependency (tests, benchmarks): ``alert_file``
     where alerts go, ``terminator`` what kills a process, ``windows_host``
-    the Windows host facts the ETW normalizer asks.
+    the Windows host facts the ETW normalizer asks. ``workers``: how many
+    processes read the files of a replay (``edr replay --workers``).
     """
 
     files: list[str] = attrs.field(factory=list)
@@ -77,6 +78,7 @@ class RunOptions:
     alert_file: DailyFile | None = None
     terminator: Callable[[ResponseTarget], KillResult] | None = None
     windows_host: Any = None
+    workers: int = 1
 
 
 @attrs.define

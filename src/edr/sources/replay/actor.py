@@ -9,6 +9,11 @@ record read.
 The source lets one batch into the graph at a time: after each send it waits
 until the graph has settled (:mod:`edr.runtime.flight` says why).
 
+With ``workers`` > 1 a pool of processes reads and decodes the Windows event
+log files ahead of the one being replayed (:mod:`edr.sources.replay.parallel`);
+this source then sends what they decoded in file order, batch by batch, so
+that everything after it sees what a replay in one process sees.
+
 A bad file never stops the next one. A file that cannot be used at all (not
 a regular file, no recognised format, unreadable, an EVTX header the parser
 refuses) is reported with the reason and counted in ``failures``; a bad
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +40,7 @@ from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.channel import OutPort
 from edr.sources.replay.formats import UnusableFile, open_recording
 from edr.sources.replay.normalizer import NdjsonLines
+from edr.sources.replay.parallel import PooledFiles, WireFile, batch_items
 from edr.sources.replay.winlog import UnreadableFile
 
 #: Bytes per read. Every read is a round trip to a worker thread whose GIL
@@ -59,14 +66,21 @@ class ReplaySource(ActorBase):
     outputs: ClassVar = ("out",)
     is_source: ClassVar = True
 
-    def __init__(self, name: str, files: list[str], batch_size: int, log: Any) -> None:
+    def __init__(self, name: str, files: list[str], batch_size: int, log: Any, workers: int = 1) -> None:
+        """``workers`` > 1: that many processes read the files (started now, so that they read while the
+        rest of the graph is built, rules compiled included)."""
         super().__init__(name)
         self.files = files
         self.batch_size = batch_size
         self.log = log
+        self._pool: PooledFiles | None = None
+        if workers > 1 and len(files) > 1:
+            self._pool = PooledFiles(files, batch_size, workers)
         self.records = 0
         self.bytes_read = 0
         self.files_done = 0
+        #: files read and decoded by reader processes (the others were read here)
+        self.files_pooled = 0
         #: (path, reason) of each file that could not be (wholly) replayed
         self.failures: list[tuple[str, str]] = []
 
@@ -86,15 +100,55 @@ class ReplaySource(ActorBase):
     async def run(self, ports: Ports) -> None:
         """Replay every file in order; an unusable file is reported and skipped."""
         out = ports.output("out")
-        for path in self.files:
-            try:
-                fh, fmt = await trio.to_thread.run_sync(open_recording, path)
-            except UnusableFile as exc:
-                self._fail(path, str(exc))
+        pool, self._pool = self._pool, None
+        try:
+            for index, path in enumerate(self.files):
+                done = None
+                if pool is not None:
+                    # a worker may still be reading it: waiting is abandoned on cancellation (close() ends it)
+                    done = await trio.to_thread.run_sync(pool.result, index, abandon_on_cancel=True)
+                if done is not None and done.pooled:
+                    await self._pooled(path, done, out, ports)
+                else:
+                    await self._open(path, out, ports)
+                self.files_done += 1
+        finally:
+            if pool is not None:
+                pool.close()
+
+    def close(self) -> None:
+        """End the reader processes of a source that was built but never run."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    async def _open(self, path: str, out: OutPort, ports: Ports) -> None:
+        try:
+            fh, fmt = await trio.to_thread.run_sync(open_recording, path)
+        except UnusableFile as exc:
+            self._fail(path, str(exc))
+        else:
+            with fh:
+                await self._replay(path, fh, fmt, out, ports)
+
+    async def _pooled(self, path: str, done: WireFile, out: OutPort, ports: Ports) -> None:
+        """Send what a worker read and decoded of ``path``, batch by batch, as :meth:`_records` sends them."""
+        for level, name, message in done.logs:  # what the worker logged, under the logger it used
+            logging.getLogger(name).log(level, "%s", message)
+        self.files_pooled += 1
+        for raw in done.batches:
+            items, records = batch_items(raw, done.fmt, path)
+            await out.send(items)
+            self.records += records
+            await ports.settled()
+        if done.failure is not None:
+            if done.trace:
+                self.log.error("replay: %s: %s\n%s", path, done.failure, done.trace.rstrip())
+                self.failures.append((path, done.failure))
             else:
-                with fh:
-                    await self._replay(path, fh, fmt, out, ports)
-            self.files_done += 1
+                self._fail(path, done.failure)
+        else:
+            self.bytes_read += done.size
 
     async def _replay(self, path: str, fh: BinaryIO, fmt: str, out: OutPort, ports: Ports) -> None:
         try:

@@ -12,6 +12,7 @@ from edr.event import RECORD_DECODER, Event, RecordError, RejectedRecord, event_
 from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.errlog import ErrorLog
 from edr.runtime.transform import transform
+from edr.sources.replay.parallel import DecodeFailure
 
 #: A decoder turns one raw record of its format into events; it may raise
 #: ValueError (or a subclass, such as RecordError), KeyError or TypeError for
@@ -72,7 +73,9 @@ class Normalizer(ActorBase):
     an NDJSON or evtx JSON file, the record of an EVTX file), or
     already-built Events (passed through). A payload that is a
     :class:`~edr.event.RejectedRecord` is a record its reader could not
-    read. Bad records are logged with file and line or record and the reason
+    read (or a reader process's decoder refused); a
+    :class:`~edr.sources.replay.parallel.DecodeFailure` is a decoder error
+    of a reader process. Bad records are logged with file and line or record and the reason
     (the first ``MAX_REPORTED`` per file), counted in ``rejected`` and
     skipped. A decoder that raises anything but :data:`BAD_RECORD` has a bug
     the record revealed: the record is skipped all the same, counted in
@@ -111,6 +114,9 @@ class Normalizer(ActorBase):
             fmt, payload, path, number = item
             if type(payload) is RejectedRecord:
                 self._reject(fmt, path, number, payload.reason)
+                continue
+            if type(payload) is DecodeFailure:
+                self._failed_in_worker(fmt, path, number, payload)
                 continue
             try:
                 result = decoders[fmt](payload, path, number)
@@ -171,6 +177,12 @@ class Normalizer(ActorBase):
         self.errors += 1
         self._bad.report("replay: %s: skipped: decoding failed: %s: %s", _where(fmt, path, number),
                          type(exc).__name__, exc, key=path, exc_info=True)
+
+    def _failed_in_worker(self, fmt: str, path: str, number: int, failure: DecodeFailure) -> None:
+        """A decoder error of a reader process (:mod:`~edr.sources.replay.parallel`), reported as :meth:`_error`."""
+        self.errors += 1
+        self._bad.report("replay: %s: skipped: decoding failed: %s: %s\n%s", _where(fmt, path, number),
+                         failure.error, failure.message, failure.trace.rstrip(), key=path)
 
     async def run(self, ports: Ports) -> None:
         """Decode each batch and pass it on."""
