@@ -359,29 +359,42 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     paths, refusals = trusted_sigma_paths(configured, enforced=enforced,
                                           key="PATH" if args.paths else "scanner.sigma_rules_path")
     RuleTrust(loaded.config, refusals, enforced=enforced).log_refusals()
-    text, data, code = rules_check(paths, placeholders=loaded.config.sigma.placeholders, strict=args.strict)
+    text, data, code = rules_check(paths, placeholders=loaded.config.sigma.placeholders, strict=args.strict,
+                                   progress=None if args.json else "terminal")
     print(json.dumps(data, indent=2) if args.json else text)
     # a rule path refused for its permissions is a problem this check found
     return code or (EXIT_FAILED if refusals and enforced else EXIT_OK)
 
 
-async def _progress(source: Any, sup: Any) -> None:
-    total = max(source.total_bytes(), 1)
-    start = time.monotonic()
-    while True:
-        done = min(source.bytes_read, total)
-        frac = done / total
-        bar = "#" * int(frac * 30)
-        rate = source.records / max(time.monotonic() - start, 1e-6)
-        sys.stderr.write(f"\r[{bar:<30}] {frac:6.1%} {source.records} records {rate:,.0f}/s ")
-        sys.stderr.flush()
-        await trio.sleep(0.25)
+class _ReplayBar:
+    """A progress bar (a rulepacks Progress) of the bytes the replay source has read."""
+
+    def __init__(self, source: Any, bar: Any) -> None:
+        self.source, self.bar, self.shown = source, bar, 0
+        bar.begin("replay", source.total_bytes(), "B")
+
+    def update(self) -> None:
+        done = self.source.bytes_read
+        if done > self.shown:
+            self.bar.advance(done - self.shown)
+            self.shown = done
+
+    async def run(self, sup: Any) -> None:
+        """Update four times a second until cancelled (the supervisor's background task)."""
+        while True:
+            self.update()
+            await trio.sleep(0.25)
+
+    def close(self) -> None:
+        self.update()
+        self.bar.end()
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``edr replay FILE...``: exit 0 when every file was read (alerts or not)."""
     from edr.health import log_health
     from edr.rule_trust import check_rules
+    from edr.rulepacks import progress
     from edr.rulepacks.active import expand_pack
     from edr.runtime.process_pool import default_workers
     from edr.runtime.supervisor import Supervisor
@@ -423,21 +436,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
     ctx = AgentContext.create(loaded.config, "replay", files=files, stdout=args.stdout or not args.output,
                               alerts_to_file=bool(args.output), dedup=args.dedup, workers=workers)
     sup = Supervisor(graph, ctx, stop_timeout=loaded.config.agent.stop_timeout_secs)
+    shown = None
+    if args.no_progress:
+        progress.quiet()  # the rule compile's progress too
+    elif not isinstance(terminal := progress.terminal_progress(), progress.NullProgress):
+        shown = terminal
     started = time.monotonic()
     sup.build_actors()
     load_secs = time.monotonic() - started
     source = sup.actors["source"]
     background = []
-    if sys.stderr.isatty() and not args.no_progress:
-        background.append(functools.partial(_progress, source))
+    bar = _ReplayBar(source, shown) if shown is not None else None
+    if bar is not None:
+        background.append(bar.run)
     code = trio.run(functools.partial(sup.run, background=background,
                                       on_stuck=hard_exit(sup, lambda: log_health(sup, final=True))))
     elapsed = time.monotonic() - started - load_secs
     log_health(sup, final=True)
     writer = sup.actors["alerts"]
     normalizer = sup.actors["normalizer"]
-    if background:
-        sys.stderr.write("\n")
+    if bar is not None:
+        bar.close()
     lines = [
         f"replay: {len(ctx.options.files)} file(s), {source.records} records, "
         f"{normalizer.decoded} events, {normalizer.rejected} rejected, {writer.alerts} alerts "

@@ -163,9 +163,11 @@ def _validate(staging: Staging, plan: PackPlan, placeholders: Mapping[str, list[
     from edr.detect.sigma.ruleset import build_ruleset
 
     dirs = [str(staging.content / d) if d else str(staging.content) for d in plan.rule_dirs]
+    # the compile reports each rule file (phase "compile") when the pack holds any
     progress.begin("validate", None, "rules")
     try:
-        report = build_ruleset(dirs, placeholders=dict(placeholders or {}), fed=ALL_FED).report
+        report = build_ruleset(dirs, placeholders=dict(placeholders or {}), fed=ALL_FED,
+                               progress=_ValidateProgress(progress)).report
     finally:
         progress.end()
     base = str(staging.content) + os.sep
@@ -174,6 +176,22 @@ def _validate(staging: Staging, plan: PackPlan, placeholders: Mapping[str, list[
     for warning in report.warnings:
         warning["path"] = warning.get("path", "").removeprefix(base)
     return report
+
+
+class _ValidateProgress:
+    """The rule compile's progress shown as the ``validate`` phase of an install."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def begin(self, phase: str, total: int | None = None, unit: str = "") -> None:
+        self.progress.begin("validate", total, unit)
+
+    def advance(self, amount: int = 1) -> None:
+        self.progress.advance(amount)
+
+    def end(self) -> None:
+        """Nothing: the validate phase ends when the whole validation does."""
 
 
 def _pack_id(sequence: int, digest: str) -> tuple[str, str]:

@@ -4,8 +4,12 @@ The commands report phases through :class:`Progress` (``begin``,
 ``advance``, ``end``) and know nothing of terminals, so they stay testable
 and the same calls serve a CLI, a service log or nothing
 (:class:`NullProgress`). :func:`terminal_progress` gives a tqdm bar on
-standard error when it is a terminal and :class:`NullProgress` otherwise:
-a pipe, a log file or a ``--json`` consumer never sees control characters.
+standard error when it is a terminal (:func:`interactive`) and
+:class:`NullProgress` otherwise: a pipe, a log file, a service's journal or
+a ``--json`` consumer never sees control characters. The Sigma rule
+compile (``compile``: rule files, on a cold start, ``edr rules check``, and
+as the ``validate`` phase of an install) and ``edr replay`` (bytes of the
+recorded files) report through the same classes.
 
 Phases, in order: ``download`` (bytes; ``update`` only), ``read`` (files
 read, hashed and written), ``validate`` (loading every rule with edr's
@@ -53,7 +57,7 @@ class NullProgress:
 
 
 _LABELS = {"download": "downloading", "read": "reading pack", "validate": "validating rules",
-           "activate": "activating"}
+           "activate": "activating", "compile": "compiling Sigma rules", "replay": "replaying"}
 
 
 class TqdmProgress:
@@ -66,12 +70,15 @@ class TqdmProgress:
         self._ticker: threading.Thread | None = None
 
     def _width(self) -> dict[str, object]:
-        """tqdm's width options: follow the terminal, or 80 columns if it reports none (a serial console)."""
+        """tqdm's size options: follow the terminal, or 80 by 24 if it reports no size (a serial console).
+
+        tqdm hides a bar below the terminal's last row: with 0 rows reported, every bar.
+        """
         try:
-            columns = os.get_terminal_size(self.stream.fileno()).columns
+            size = os.get_terminal_size(self.stream.fileno())
         except (AttributeError, OSError, ValueError):
-            columns = 0
-        return {"dynamic_ncols": True} if columns else {"ncols": 80}
+            size = os.terminal_size((0, 0))
+        return {"dynamic_ncols": True} if size.columns and size.lines else {"ncols": 80, "nrows": 24}
 
     def begin(self, phase: str, total: int | None = None, unit: str = "") -> None:
         """See :class:`Progress`."""
@@ -111,11 +118,39 @@ class TqdmProgress:
             self._bar = None
 
 
-def terminal_progress(stream: TextIO | None = None) -> Progress:
-    """tqdm progress on ``stream`` (standard error by default) if it is a terminal, else :class:`NullProgress`."""
-    stream = sys.stderr if stream is None else stream
+def interactive(stream: TextIO) -> bool:
+    """Whether a person watches ``stream``: it is a terminal, and this process is not a systemd service.
+
+    A service may have a terminal (``StandardError=tty``: a console that
+    also logs to the journal); one that systemd supervises says so with
+    ``NOTIFY_SOCKET``, and a stream connected to the journal is the one
+    ``JOURNAL_STREAM`` names (device:inode, as systemd documents).
+    """
     try:
-        interactive = stream.isatty()
-    except (AttributeError, ValueError):
-        interactive = False
-    return TqdmProgress(stream) if interactive else NullProgress()
+        if not stream.isatty():
+            return False
+        status = os.fstat(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return False
+    if os.environ.get("NOTIFY_SOCKET"):
+        return False
+    journal = os.environ.get("JOURNAL_STREAM", "")
+    return journal != f"{status.st_dev}:{status.st_ino}"
+
+
+_quiet = False
+
+
+def quiet() -> None:
+    """No progress from now on in this process, even on a terminal (``--no-progress``)."""
+    global _quiet
+    _quiet = True
+
+
+def terminal_progress(stream: TextIO | None = None) -> Progress:
+    """tqdm progress on ``stream`` (standard error by default) if :func:`interactive`, else :class:`NullProgress`.
+
+    Also :class:`NullProgress` after :func:`quiet`.
+    """
+    stream = sys.stderr if stream is None else stream
+    return TqdmProgress(stream) if interactive(stream) and not _quiet else NullProgress()

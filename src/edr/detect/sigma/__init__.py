@@ -40,12 +40,18 @@ def rules_check(
     placeholders: dict[str, list[str]] | None = None,
     strict: bool = False,
     fed: frozenset[Route] | None = None,
+    progress: Any = None,
 ) -> tuple[str, dict[str, Any], int]:
-    """Load ``paths`` and report: (text table, JSON dict, exit code); see module doc."""
+    """Load ``paths`` and report: (text table, JSON dict, exit code); see module doc.
+
+    ``progress`` hears how many rule files are compiled (see
+    :func:`~edr.detect.sigma.ruleset.build_ruleset`; ``"terminal"``: a bar
+    on standard error if it is a terminal).
+    """
     from edr.detect.sigma.ruleset import build_ruleset
 
     ruleset = build_ruleset(list(paths), placeholders=placeholders,
-                            fed=ALL_FED if fed is None else fed)
+                            fed=ALL_FED if fed is None else fed, progress=progress)
     report = ruleset.report
     doc = report.to_json()
     doc["compile_failures"] = len(report.compile_failures())

@@ -57,7 +57,7 @@ import msgspec
 from edr.detect.sigma import codec
 from edr.detect.sigma.loader import find_rule_files
 from edr.detect.sigma.logsources import Route
-from edr.detect.sigma.ruleset import RuleFile, RuleSet, Sources, assemble, compile_sources
+from edr.detect.sigma.ruleset import CompileProgress, RuleFile, RuleSet, Sources, assemble, compile_sources
 from edr.platform.private_files import PrivateDir
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,8 @@ def _collector_paused() -> Iterator[None]:
 
 
 def load_ruleset(paths: list[str], *, placeholders: dict[str, list[str]] | None, fed: Iterable[Route],
-                 cache_dir: str, workers: int | None = None) -> RuleSet:
+                 cache_dir: str, workers: int | None = None,
+                 progress: CompileProgress | str | None = None) -> RuleSet:
     """The compiled rule set of ``paths``, from the cache in ``cache_dir`` where it is still valid.
 
     A full hit (every rule file unchanged) decodes the stored set; otherwise
@@ -236,7 +237,8 @@ def load_ruleset(paths: list[str], *, placeholders: dict[str, list[str]] | None,
     :func:`~edr.detect.sigma.ruleset.compile_sources`), and the cache file is
     written again. A file whose status is the one the cache recorded with its
     digest is not read to be digested again. ``report.cached`` tells a full
-    hit, ``report.files_parsed`` how many files were compiled.
+    hit, ``report.files_parsed`` how many files were compiled; ``progress``
+    hears how many (see :func:`~edr.detect.sigma.ruleset.compile_sources`).
     """
     found, missing = find_rule_files(paths)
     config = config_digest(paths, placeholders)
@@ -266,7 +268,7 @@ def load_ruleset(paths: list[str], *, placeholders: dict[str, list[str]] | None,
                 known = {(f.path, f.digest): raw for f, raw in zip(files, stored.files, strict=True) if f.digest}
         del stored  # the wire forms: only the objects built from them are kept
     ruleset, stable = compile_sources(sources, placeholders=placeholders, fed=fed, reuse=reuse, known=known,
-                                      workers=workers)
+                                      workers=workers, progress=progress)
     if not stable:
         log.info("Sigma rule files changed while they were compiled: not caching this rule set")
         return ruleset

@@ -23,7 +23,7 @@ from edr.detect.sigma.matchers import MatchContext
 from edr.detect.sigma.nodes import explain
 from edr.detect.sigma.report import LoadReport
 from edr.detect.sigma.rules import CompiledRule
-from edr.detect.sigma.ruleset import RuleSet
+from edr.detect.sigma.ruleset import ON_TERMINAL, CompileProgress, RuleSet
 from edr.severity import severity_rank
 
 MATCH_MODES: Final = ("all", "best")
@@ -262,6 +262,7 @@ def load_sigma(
     max_bytes: int = 64 << 20,
     fed: Iterable[Route] | None = None,
     workers: int | None = None,
+    progress: CompileProgress | str | None = ON_TERMINAL,
 ) -> tuple[SigmaEngine, LoadReport]:
     """Load every Sigma rule under ``paths`` into a :class:`SigmaEngine`.
 
@@ -273,8 +274,10 @@ def load_sigma(
     :data:`~edr.detect.sigma.logsources.ALL_FED`); rules reaching none of them
     are counted inert. Rules to compile are compiled by ``workers``
     processes when there are many (default: the processors this process may
-    use; 1: in this process only), with the same result. Bad rules are
-    reported in the returned :class:`LoadReport`, never raised.
+    use; 1: in this process only), with the same result; ``progress``
+    hears how many are compiled (default: a progress bar on standard error
+    when it is a terminal, not a service's journal; None: nothing). Bad
+    rules are reported in the returned :class:`LoadReport`, never raised.
     """
     from edr.detect.sigma.ruleset import build_ruleset
 
@@ -282,9 +285,9 @@ def load_sigma(
     fed_set = frozenset(ALL_FED if fed is None else fed)
     if cache_dir:
         ruleset = rule_cache.load_ruleset(paths, placeholders=placeholders, fed=fed_set, cache_dir=cache_dir,
-                                          workers=workers)
+                                          workers=workers, progress=progress)
     else:
-        ruleset = build_ruleset(paths, placeholders=placeholders, fed=fed_set, workers=workers)
+        ruleset = build_ruleset(paths, placeholders=placeholders, fed=fed_set, workers=workers, progress=progress)
     ruleset.report.seconds = time.perf_counter() - started
     engine = SigmaEngine(ruleset, match_mode=match_mode, match_debug=match_debug,
                          max_groups=max_groups, max_bytes=max_bytes)

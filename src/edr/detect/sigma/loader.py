@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -214,12 +214,17 @@ def sort_parsed(items: Iterator[Any], into: ParsedFiles) -> None:
             into.rules.append(item)
 
 
-def parse_files(paths: list[str]) -> ParsedFiles:
-    """Parse every rule file under ``paths``; apply filters to the rules they name."""
+def parse_files(paths: list[str], parsed_one: Callable[[], None] | None = None) -> ParsedFiles:
+    """Parse every rule file under ``paths``; apply filters to the rules they name.
+
+    ``parsed_one()`` is called after each file (progress).
+    """
     files, rejections = find_rule_files(paths)
     parsed = ParsedFiles(files, [], [], [], rejections)
     for path in files:
         sort_parsed(_parse_file(path), parsed)
+        if parsed_one is not None:
+            parsed_one()
     if parsed.filters:
         apply_filters(parsed)
     return parsed

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import as_completed
 from typing import Any
 
 import attrs
@@ -31,6 +32,12 @@ from edr.detect.sigma import codec
 from edr.detect.sigma.loader import ParsedFiles, Rejection, parse_text, read_rule_text, sort_parsed
 from edr.detect.sigma.ruleset import RuleFile, compile_file
 from edr.runtime.process_pool import process_pool
+
+#: What a fork server imports once for all the workers it forks (when this process already runs
+#: other threads, e.g. a replay's reader pool): this module and pySigma, which each worker
+#: would otherwise import on its own.
+PRELOAD = ("edr.detect.sigma.parallel", "edr.detect.sigma.compiler", "sigma.collection", "sigma.correlations",
+           "sigma.filters", "sigma.rule", "yaml")
 
 #: Runs of files per worker: small enough that a slow run (long files) does not keep one
 #: worker busy while the others wait, large enough that each task is worth its round trip.
@@ -55,13 +62,14 @@ class Compiled:
 _Result = tuple[str, str, bytes, str | None, int]
 
 
-def compile_in_pool(paths: Sequence[str], placeholders: dict[str, list[str]] | None,
-                    workers: int) -> list[Compiled] | None:
+def compile_in_pool(paths: Sequence[str], placeholders: dict[str, list[str]] | None, workers: int,
+                    compiled: Callable[[int], None] | None = None) -> list[Compiled] | None:
     """Every file of ``paths`` parsed and compiled by ``workers`` processes, in the order of ``paths``.
 
     None when a file holds a Sigma filter (the files are then not
     independent). Never raises for a bad rule file: its problems are in its
-    entry's rejections, as when one process compiles it.
+    entry's rejections, as when one process compiles it. ``compiled(n)`` is
+    called (in this thread) each time a worker has compiled ``n`` more files.
     """
     size = max(1, -(-len(paths) // (workers * RUNS_PER_WORKER)))
     runs = [list(paths[start:start + size]) for start in range(0, len(paths), size)]
@@ -69,8 +77,12 @@ def compile_in_pool(paths: Sequence[str], placeholders: dict[str, list[str]] | N
     from edr.detect.sigma.loader import pysigma
 
     pysigma()
-    with process_pool(min(workers, len(runs))) as pool:
-        results = [result for run in pool.map(compile_run, runs, [placeholders] * len(runs)) for result in run]
+    with process_pool(min(workers, len(runs)), preload=PRELOAD) as pool:
+        futures = [pool.submit(compile_run, run, placeholders) for run in runs]
+        if compiled is not None:
+            for future in as_completed(futures):
+                compiled(len(future.result()))
+        results = [result for future in futures for result in future.result()]
     if any(filters for *_rest, filters in results):
         return None
     out: list[Compiled] = []

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import attrs
 
@@ -52,6 +52,36 @@ SETTLED_NS: Final = 2_000_000_000
 
 #: Below this many files to compile, one process does it: starting a pool costs more.
 PARALLEL_MIN_FILES: Final = 64
+
+#: ``progress=ON_TERMINAL``: a progress bar on standard error while rule files are compiled,
+#: if it is a terminal and not a service's (:func:`edr.rulepacks.progress.terminal_progress`).
+ON_TERMINAL: Final = "terminal"
+
+
+class CompileProgress(Protocol):
+    """Hears how many rule files are compiled (:class:`edr.rulepacks.progress.Progress` is one)."""
+
+    def begin(self, phase: str, total: int | None = None, unit: str = "") -> None:
+        """Compiling starts: ``total`` files (phase "compile", unit "files")."""
+        ...
+
+    def advance(self, amount: int = 1) -> None:
+        """``amount`` more files are compiled."""
+        ...
+
+    def end(self) -> None:
+        """Compiling is over (also when it failed)."""
+        ...
+
+
+def _progress(progress: CompileProgress | str | None) -> CompileProgress | None:
+    """The progress to report to (resolved only when there are files to compile: tqdm is imported then)."""
+    if progress != ON_TERMINAL:
+        return progress if not isinstance(progress, str) else None
+    from edr.rulepacks.progress import NullProgress, terminal_progress
+
+    shown = terminal_progress()
+    return None if isinstance(shown, NullProgress) else shown
 
 
 def file_digest(path: str) -> str:
@@ -188,22 +218,25 @@ def _label(route: Route) -> str:
 
 
 def build_ruleset(paths: list[str], *, placeholders: dict[str, list[str]] | None,
-                  fed: Iterable[Route], workers: int | None = None) -> RuleSet:
+                  fed: Iterable[Route], workers: int | None = None,
+                  progress: CompileProgress | str | None = None) -> RuleSet:
     """Parse and compile every rule under ``paths``; never raises for a bad rule.
 
     ``workers`` processes compile the files when there are many (default:
-    :func:`default_workers`; 1 compiles in this process).
+    :func:`default_workers`; 1 compiles in this process). ``progress`` hears
+    each file compiled (:data:`ON_TERMINAL`: a bar on a terminal).
     """
     # without a cache to key, the files need not be digested
     ruleset, _stable = compile_sources(Sources.find(paths, digests=False), placeholders=placeholders, fed=fed,
-                                       workers=workers)
+                                       workers=workers, progress=progress)
     return ruleset
 
 
 def compile_sources(sources: Sources, *, placeholders: dict[str, list[str]] | None, fed: Iterable[Route],
                     reuse: Mapping[tuple[str, str], RuleFile] | None = None,
                     known: dict[tuple[str, str], Any] | None = None,
-                    workers: int | None = None) -> tuple[RuleSet, bool]:
+                    workers: int | None = None,
+                    progress: CompileProgress | str | None = None) -> tuple[RuleSet, bool]:
     """Compile the rule files of ``sources``, taking unchanged ones from ``reuse``; never raises for a bad rule.
 
     ``reuse`` maps (path, content digest) to a file compiled earlier with the
@@ -211,9 +244,10 @@ def compile_sources(sources: Sources, *, placeholders: dict[str, list[str]] | No
     what they compile arrives encoded for the rule cache
     (:func:`~edr.detect.sigma.codec.encode_file`), and is added to ``known``
     by (path, digest) so that the cache stores it without encoding it again.
-    Returns the rule set and whether every file parsed still has the content
-    it had when ``sources`` digested it (else the set may mix two versions of
-    a file and must not be cached).
+    ``progress`` is as for :func:`build_ruleset` (told nothing when every
+    file is reused). Returns the rule set and whether every file parsed
+    still has the content it had when ``sources`` digested it (else the set
+    may mix two versions of a file and must not be cached).
     """
     started = time.perf_counter()
     reuse = reuse or {}
@@ -224,13 +258,34 @@ def compile_sources(sources: Sources, *, placeholders: dict[str, list[str]] | No
               if entry is None or entry.correlations]
     digests = dict(zip(sources.files, sources.digests, strict=True))
     workers = default_workers() if workers is None else workers
+    shown = _progress(progress) if wanted else None
+    if shown is not None:
+        shown.begin("compile", len(wanted), "files")
+    try:
+        files, correlations, stable = _compile_wanted(sources, wanted, reused, digests, placeholders, known,
+                                                      workers, shown)
+    finally:
+        if shown is not None:
+            shown.end()
+    compiled, failures = _compile_correlations(correlations, _number(files))
+    ruleset = assemble(sources, files, compiled, failures, fed)
+    ruleset.report.files_parsed = len(wanted)
+    ruleset.report.seconds = time.perf_counter() - started
+    return ruleset, stable
+
+
+def _compile_wanted(sources: Sources, wanted: list[str], reused: list[RuleFile | None], digests: dict[str, str],
+                    placeholders: dict[str, list[str]] | None, known: dict[tuple[str, str], Any] | None,
+                    workers: int, progress: CompileProgress | None) -> tuple[list[RuleFile], list[Any], bool]:
+    """The files of ``sources`` (``wanted`` compiled, the rest ``reused``), the correlations, and stability."""
     files: list[RuleFile] | None = None
     correlations: list[Any] = []  # pySigma's correlation rules, in file order
     stable = True
+    advance = progress.advance if progress is not None else None
     if workers > 1 and len(wanted) >= PARALLEL_MIN_FILES:
         from edr.detect.sigma.parallel import compile_in_pool
 
-        pooled = compile_in_pool(wanted, placeholders, workers)
+        pooled = compile_in_pool(wanted, placeholders, workers, advance)
         if pooled is not None:  # None: a file holds a Sigma filter, which makes every file one unit
             done = dict(zip(wanted, pooled, strict=True))
             files = [entry if entry is not None else done[path].file
@@ -241,24 +296,25 @@ def compile_sources(sources: Sources, *, placeholders: dict[str, list[str]] | No
             # each worker digests the very bytes it compiled
             stable = all(done[path].digest == digests[path] for path in wanted if digests[path])
     if files is None:
-        parsed = parse_files(wanted)
+        parsed_one = (lambda: advance(1)) if advance is not None else None
+        if progress is not None and workers > 1 and len(wanted) >= PARALLEL_MIN_FILES:
+            progress.begin("compile", len(wanted), "files")  # again: the pool handed the set back
+        parsed = parse_files(wanted, parsed_one)
         per_file = _per_file(parsed, wanted)
         if per_file is None:
             # A Sigma filter applies to rules of every file: compile everything together, as one unit
             if len(wanted) < len(sources.files):
                 wanted = list(sources.files)
-                parsed = parse_files(wanted)
+                if progress is not None:
+                    progress.begin("compile", len(wanted), "files")
+                parsed = parse_files(wanted, parsed_one)
             files = [compile_file("", "", parsed, placeholders)]
         else:
             files = [entry if entry is not None else compile_file(path, digest, per_file[path], placeholders)
                      for path, digest, entry in zip(sources.files, sources.digests, reused, strict=True)]
         correlations = parsed.correlations
         stable = all(file_digest(path) == digests[path] for path in wanted if digests[path])
-    compiled, failures = _compile_correlations(correlations, _number(files))
-    ruleset = assemble(sources, files, compiled, failures, fed)
-    ruleset.report.files_parsed = len(wanted)
-    ruleset.report.seconds = time.perf_counter() - started
-    return ruleset, stable
+    return files, correlations, stable
 
 
 def _compile_correlations(parsed: list[Any], rules: list[CompiledRule],
