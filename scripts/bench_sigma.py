@@ -10,7 +10,11 @@ Rule loading, on a copy of ../shared/sigma (so that one file can be edited):
 (b) end to end: ``edr replay FILE... --stdout`` on the same EVTX files, twice:
     with an empty rule cache (a first start) and with the cache it filled.
 
-Usage: .venv/bin/python scripts/bench_sigma.py [--events N] [--passes N] [--loads N] [--shared DIR]
+Wall and CPU time are both printed: this machine is shared, so the wall
+time depends on its load (printed too) and the CPU time says what a load
+costs; the cold load's CPU time includes its worker processes.
+
+Usage: .venv/bin/python scripts/bench_sigma.py [--events N] [--passes N] [--loads N] [--workers N] [--shared DIR]
 """
 
 from __future__ import annotations
@@ -37,11 +41,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (the rule compile's worker processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--passes", type=int, default=3, help="passes of (a) over the events (default 3)")
     parser.add_argument("--loads", type=int, default=5, help="cached rule loads measured (default 5)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes compiling the cold load (default: the usable processors)")
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[1] / ".." / "shared"))
     args = parser.parse_args()
     shared = Path(args.shared).resolve()
@@ -53,30 +65,35 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as work:
         copy, cache = Path(work) / "sigma", str(Path(work) / "cache")
         shutil.copytree(rules, copy)
-        started = time.perf_counter()
-        _engine, report = load_sigma([str(copy)], cache_dir=cache)
-        cold = time.perf_counter() - started
+        started, cpu = time.perf_counter(), cpu_seconds()
+        _engine, report = load_sigma([str(copy)], cache_dir=cache, workers=args.workers)
+        cold, cold_cpu = time.perf_counter() - started, cpu_seconds() - cpu
         del _engine
         cached: list[float] = []
+        cached_cpu: list[float] = []
         for _ in range(max(args.loads, 1)):
             gc.collect()
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), cpu_seconds()
             engine, cached_report = load_sigma([str(copy)], cache_dir=cache)
             cached.append(time.perf_counter() - started)
+            cached_cpu.append(cpu_seconds() - cpu)
             assert cached_report.cached
         edited_file = next(p for p in sorted(copy.rglob("*.yml")) if p.name.startswith("proc_creation_win_"))
         with edited_file.open("a") as fh:
             fh.write("# edited by bench_sigma\n")
         del engine
         gc.collect()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         engine, edited_report = load_sigma([str(copy)], cache_dir=cache)
-        edited = time.perf_counter() - started
+        edited, edited_cpu = time.perf_counter() - started, cpu_seconds() - cpu
     print(f"rules: loaded {report.loaded}, inert {report.inert}, rejected {report.rejected}, "
           f"compile failures {len(report.compile_failures())}")
-    print(f"rule load: cold {cold:.2f} s; cached {' '.join(f'{t:.3f}' for t in cached)} s, median "
-          f"{statistics.median(cached):.3f} s (target <= 0.3 s); one rule file edited {edited:.3f} s, "
-          f"{edited_report.files_parsed} file(s) parsed (target <= 0.5 s)")
+    print(f"rule load (wall): cold {cold:.2f} s with {args.workers or 'all'} worker(s) (target <= 4 s); cached "
+          f"{' '.join(f'{t:.3f}' for t in cached)} s, median {statistics.median(cached):.3f} s (target <= 0.3 s); "
+          f"one rule file edited {edited:.3f} s, {edited_report.files_parsed} file(s) parsed (target <= 0.5 s)")
+    print(f"rule load (CPU, workers included): cold {cold_cpu:.2f} s; cached "
+          f"{' '.join(f'{t:.3f}' for t in cached_cpu)} s, median {statistics.median(cached_cpu):.3f} s; "
+          f"one rule file edited {edited_cpu:.3f} s; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
     files = sorted(samples.rglob("*.evtx"))
     decoded = [event for path in files for event in iter_winlog_events(path)]

@@ -104,7 +104,9 @@ class ReplaySource(ActorBase):
         try:
             for index, path in enumerate(self.files):
                 done = None
-                if pool is not None:
+                if pool is not None and pool.ready(index):
+                    done = pool.result(index)  # no thread round trip: most files are read ahead
+                elif pool is not None:
                     # a worker may still be reading it: waiting is abandoned on cancellation (close() ends it)
                     done = await trio.to_thread.run_sync(pool.result, index, abandon_on_cancel=True)
                 if done is not None and done.pooled:

@@ -283,6 +283,11 @@ class PooledFiles:
             self._pending[self._next] = self._pool.submit(read_file, self.files[self._next], self.batch_size)
             self._next += 1
 
+    def ready(self, index: int) -> bool:
+        """Whether :meth:`result` of file ``index`` would return at once (it was read, or is not in the pool)."""
+        future = self._pending.get(index)
+        return future is None or future.done()
+
     def result(self, index: int) -> WireFile:
         """What the pool made of file ``index``; ``pooled`` False when the source must read it itself."""
         future = self._pending.pop(index, None)
