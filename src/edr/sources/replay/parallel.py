@@ -280,7 +280,15 @@ class PooledFiles:
             return
         self._next = max(self._next, index)
         while self._next < len(self.files) and self._next < index + self.workers + AHEAD:
-            self._pending[self._next] = self._pool.submit(read_file, self.files[self._next], self.batch_size)
+            try:
+                future = self._pool.submit(read_file, self.files[self._next], self.batch_size)
+            except BrokenProcessPool:  # a worker died on a later file since the last look
+                self._restart()
+                if self._pool is None:
+                    return
+                self._next = index
+                continue
+            self._pending[self._next] = future
             self._next += 1
 
     def ready(self, index: int) -> bool:
