@@ -145,3 +145,24 @@ def test_a_file_changed_just_before_it_was_digested_is_digested_again(tmp_path: 
         digests.clear()
         _engine, report = load_sigma(paths, cache_dir=cache)
         assert report.cached and sorted(digests) == ["r0.yml", "r1.yml"]
+
+
+def test_rules_parse_the_same_where_pyyaml_has_no_libyaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from edr.detect.sigma import loader
+
+    rules = sorted(shared_path("sigma", "rules", "windows", "builtin", "security").glob("*.yml"))[:40]
+    broken = tmp_path / "broken.yml"
+    broken.write_text("title: [unclosed\n")
+    paths = [*map(str, rules), str(broken)]
+    with_libyaml = loader.parse_files(paths)
+    monkeypatch.delattr(yaml, "CSafeLoader")
+    loader._yaml_loader.cache_clear()
+    try:
+        without = loader.parse_files(paths)
+    finally:
+        loader._yaml_loader.cache_clear()
+    assert [r.id for r in without.rules] == [r.id for r in with_libyaml.rules] and len(without.rules) == 40
+    assert [r.detection.to_dict() for r in without.rules] == [r.detection.to_dict() for r in with_libyaml.rules]
+    assert [(r.path, r.stage) for r in without.rejections] == [(str(broken), "parse")]

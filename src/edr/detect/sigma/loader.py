@@ -178,7 +178,7 @@ def parse_text(path: str, text: str) -> Iterator[SigmaRule | SigmaCorrelationRul
 
     sigma = pysigma()
     try:
-        documents = list(yaml.load_all(text, Loader=yaml.CSafeLoader))
+        documents = list(yaml.load_all(text, Loader=_yaml_loader()))
         collection = sigma.collection.from_dicts(
             documents, collect_errors=True, source=sigma.location(Path(path)),
             collect_filters=True, resolve_references=False,
@@ -198,6 +198,14 @@ def parse_text(path: str, text: str) -> Iterator[SigmaRule | SigmaCorrelationRul
     leftover = [e for e in collection.errors if str(e) not in reported]
     if leftover:
         yield Rejection(path, _errors_text(leftover), "parse")
+
+
+@functools.cache
+def _yaml_loader() -> Any:
+    """libyaml's safe loader; PyYAML's own (what ``safe_load_all`` uses) where PyYAML was built without libyaml."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def sort_parsed(items: Iterator[Any], into: ParsedFiles) -> None:
