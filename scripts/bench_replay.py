@@ -208,7 +208,7 @@ def main() -> int:
 def zircolite(checkout: Path, python: str, samples: Path, count: int, runs: int) -> None:
     """Time Zircolite on ``samples`` with its bundled SigmaHQ ruleset for Sysmon-style logs."""
     script = checkout / "zircolite.py"
-    rules = checkout / "rules" / "rules_windows_generic_pysigma.json"
+    rules = checkout / "rules" / "rules_windows_generic.json"
     if not script.is_file() or not rules.is_file():
         print(f"zircolite: {script} or {rules} not found: skipped")
         return
@@ -216,7 +216,7 @@ def zircolite(checkout: Path, python: str, samples: Path, count: int, runs: int)
         with tempfile.TemporaryDirectory(prefix="bench_replay_zircolite.") as work:
             out = Path(work) / "detected.json"
             wall, cpu, result = timed([python, str(script), "--evtx", str(samples), "--ruleset", str(rules),
-                                       "--outfile", str(out), "--nolog"], stdout=subprocess.DEVNULL)
+                                       "--outfile", str(out), "--nolog", "--quiet"], stdout=subprocess.DEVNULL)
             print(f"zircolite run {run}: {wall:6.2f} s wall {cpu:6.2f} s CPU on {count} files, "
                   f"exit {result.returncode}")
 
