@@ -23,9 +23,10 @@ def pooled(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     runs: list[int] = []
     real = parallel_module.compile_in_pool
 
-    def counting(paths: list[str], placeholders: dict[str, list[str]] | None, workers: int) -> object:
+    def counting(paths: list[str], placeholders: dict[str, list[str]] | None, workers: int,
+                 compiled: object = None) -> object:
         runs.append(len(paths))
-        return real(paths, placeholders, workers)
+        return real(paths, placeholders, workers, compiled)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ruleset_module, "PARALLEL_MIN_FILES", 1)
     monkeypatch.setattr(parallel_module, "compile_in_pool", counting)
@@ -152,3 +153,38 @@ def test_sigmahq_compiled_by_a_pool_is_the_set_one_process_compiles() -> None:
 
     titles = [a.rule_name for a in SigmaEngine(parallel).match(event)]
     assert titles and titles == [a.rule_name for a in SigmaEngine(serial).match(event)]
+
+
+def test_a_pool_that_fails_leaves_the_compile_to_this_process(
+        tmp_path: Path, pooled: list[int], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import os
+
+    from edr.runtime import process_pool
+
+    docs = {f"r{i}.yml": rule(f"sel:\n  A: 'v{i}'\ncondition: sel", title=f"R{i}") for i in range(6)}
+    paths = [write_rules(tmp_path / "rules", docs)]
+    serial = build_ruleset(paths, placeholders=None, fed=ALL_FED, workers=1)
+
+    real = parallel_module._compile_one
+
+    def crashing(path: str, placeholders: dict[str, list[str]] | None) -> object:
+        if path.endswith("r3.yml"):
+            os._exit(70)  # as a parser that crashes its process would
+        return real(path, placeholders)
+
+    # forked workers inherit the patch (a fork server, which idle threads of this process would
+    # otherwise make the pool use, would import the real one)
+    monkeypatch.setattr(process_pool, "start_method", lambda: "fork")
+    monkeypatch.setattr(parallel_module, "_compile_one", crashing)
+    crashed = build_ruleset(paths, placeholders=None, fed=ALL_FED, workers=2)
+    assert pooled == [6]
+    assert_same(serial, crashed)
+    assert "the pool of 2 compiling processes failed (BrokenProcessPool" in caplog.text
+
+    def no_processes(*args: object, **kwargs: object) -> object:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(parallel_module, "process_pool", no_processes)
+    caplog.clear()
+    assert_same(serial, build_ruleset(paths, placeholders=None, fed=ALL_FED, workers=2))
+    assert "failed (BlockingIOError: [Errno 11] Resource temporarily unavailable)" in caplog.text

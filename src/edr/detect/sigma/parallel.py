@@ -20,9 +20,11 @@ compiles the whole set in one process).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import attrs
@@ -32,6 +34,8 @@ from edr.detect.sigma import codec
 from edr.detect.sigma.loader import ParsedFiles, Rejection, parse_text, read_rule_text, sort_parsed
 from edr.detect.sigma.ruleset import RuleFile, compile_file
 from edr.runtime.process_pool import process_pool
+
+log = logging.getLogger(__name__)
 
 #: What a fork server imports once for all the workers it forks (when this process already runs
 #: other threads, e.g. a replay's reader pool): this module and pySigma, which each worker
@@ -67,7 +71,8 @@ def compile_in_pool(paths: Sequence[str], placeholders: dict[str, list[str]] | N
     """Every file of ``paths`` parsed and compiled by ``workers`` processes, in the order of ``paths``.
 
     None when a file holds a Sigma filter (the files are then not
-    independent). Never raises for a bad rule file: its problems are in its
+    independent), and when the pool fails (logged): the caller then
+    compiles in one process. Never raises for a bad rule file: its problems are in its
     entry's rejections, as when one process compiles it. ``compiled(n)`` is
     called (in this thread) each time a worker has compiled ``n`` more files.
     """
@@ -77,24 +82,33 @@ def compile_in_pool(paths: Sequence[str], placeholders: dict[str, list[str]] | N
     from edr.detect.sigma.loader import pysigma
 
     pysigma()
-    with process_pool(min(workers, len(runs)), preload=PRELOAD) as pool:
-        futures = [pool.submit(compile_run, run, placeholders) for run in runs]
-        if compiled is not None:
-            for future in as_completed(futures):
-                compiled(len(future.result()))
-        results = [result for future in futures for result in future.result()]
-    if any(filters for *_rest, filters in results):
+    try:
+        with process_pool(min(workers, len(runs)), preload=PRELOAD) as pool:
+            futures = [pool.submit(compile_run, run, placeholders) for run in runs]
+            if compiled is not None:
+                for future in as_completed(futures):
+                    compiled(len(future.result()))
+            results = [result for future in futures for result in future.result()]
+        if any(filters for *_rest, filters in results):
+            return None
+        return [_received(*result) for result in results]
+    except (OSError, RuntimeError, BrokenProcessPool, codec.CodecError) as exc:
+        # no processes here, a worker that died (a parser crash) or sent what the codec refuses:
+        # the caller compiles the set in this process, as without a pool
+        log.warning("Sigma rules: the pool of %d compiling processes failed (%s: %s); compiling in this process",
+                    workers, type(exc).__name__, exc)
         return None
-    out: list[Compiled] = []
-    for path, digest, encoded, text, _filters in results:
-        raw = msgspec.Raw(encoded)
-        compiled = Compiled(codec.decode_file(raw, f"rule file {path} from a worker"), digest, raw)
-        if text is not None:
-            parsed = ParsedFiles([], [], [], [], [])
-            sort_parsed(parse_text(path, text), parsed)
-            compiled.correlations = parsed.correlations
-        out.append(compiled)
-    return out
+
+
+def _received(path: str, digest: str, encoded: bytes, text: str | None, _filters: int) -> Compiled:
+    """What a worker sent for one file, decoded (checked) by the codec; its correlations parsed here."""
+    raw = msgspec.Raw(encoded)
+    entry = Compiled(codec.decode_file(raw, f"rule file {path} from a worker"), digest, raw)
+    if text is not None:
+        parsed = ParsedFiles([], [], [], [], [])
+        sort_parsed(parse_text(path, text), parsed)
+        entry.correlations = parsed.correlations
+    return entry
 
 
 def compile_run(paths: list[str], placeholders: dict[str, list[str]] | None) -> list[_Result]:

@@ -286,7 +286,7 @@ def _compile_wanted(sources: Sources, wanted: list[str], reused: list[RuleFile |
         from edr.detect.sigma.parallel import compile_in_pool
 
         pooled = compile_in_pool(wanted, placeholders, workers, advance)
-        if pooled is not None:  # None: a file holds a Sigma filter, which makes every file one unit
+        if pooled is not None:  # None: a Sigma filter makes every file one unit, or the pool failed
             done = dict(zip(wanted, pooled, strict=True))
             files = [entry if entry is not None else done[path].file
                      for path, entry in zip(sources.files, reused, strict=True)]
