@@ -25,7 +25,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Protocol
 
 import attrs
@@ -299,7 +299,7 @@ def _compile_wanted(sources: Sources, wanted: list[str], reused: list[RuleFile |
         parsed_one = (lambda: advance(1)) if advance is not None else None
         if progress is not None and workers > 1 and len(wanted) >= PARALLEL_MIN_FILES:
             progress.begin("compile", len(wanted), "files")  # again: the pool handed the set back
-        parsed = parse_files(wanted, parsed_one)
+        parsed = _parse(wanted, parsed_one)
         per_file = _per_file(parsed, wanted)
         if per_file is None:
             # A Sigma filter applies to rules of every file: compile everything together, as one unit
@@ -307,7 +307,7 @@ def _compile_wanted(sources: Sources, wanted: list[str], reused: list[RuleFile |
                 wanted = list(sources.files)
                 if progress is not None:
                     progress.begin("compile", len(wanted), "files")
-                parsed = parse_files(wanted, parsed_one)
+                parsed = _parse(wanted, parsed_one)
             files = [compile_file("", "", parsed, placeholders)]
         else:
             files = [entry if entry is not None else compile_file(path, digest, per_file[path], placeholders)
@@ -315,6 +315,11 @@ def _compile_wanted(sources: Sources, wanted: list[str], reused: list[RuleFile |
         correlations = parsed.correlations
         stable = all(file_digest(path) == digests[path] for path in wanted if digests[path])
     return files, correlations, stable
+
+
+def _parse(paths: list[str], parsed_one: Callable[[], None] | None) -> ParsedFiles:
+    """``parse_files(paths)``, telling ``parsed_one`` of each file when there is one to tell."""
+    return parse_files(paths) if parsed_one is None else parse_files(paths, parsed_one)
 
 
 def _compile_correlations(parsed: list[Any], rules: list[CompiledRule],
