@@ -166,3 +166,28 @@ def test_rules_parse_the_same_where_pyyaml_has_no_libyaml(tmp_path: Path, monkey
     assert [r.id for r in without.rules] == [r.id for r in with_libyaml.rules] and len(without.rules) == 40
     assert [r.detection.to_dict() for r in without.rules] == [r.detection.to_dict() for r in with_libyaml.rules]
     assert [(r.path, r.stage) for r in without.rejections] == [(str(broken), "parse")]
+
+
+def test_a_directory_that_cannot_be_listed_is_reported_not_skipped(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rules directory the agent cannot list (a permission error) is a rejection naming it, not silence."""
+    import os
+
+    from edr.detect.sigma.loader import find_rule_files
+
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "a.yml").write_text("title: a\n")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "b.yml").write_text("title: b\n")
+    real = os.scandir
+
+    def scandir(path: str) -> object:
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    files, rejected = find_rule_files([str(tmp_path)])
+    assert files == [str(tmp_path / "ok" / "a.yml")]
+    assert [(r.path, r.reason) for r in rejected] == [
+        (str(tmp_path / "locked"), "cannot list the directory: Permission denied")]

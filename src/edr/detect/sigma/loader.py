@@ -86,14 +86,25 @@ def find_rule_files(paths: list[str]) -> tuple[list[str], list[Rejection]]:
         base = str(Path(raw))  # normalized as Path names it ("rules/" -> "rules")
         if os.path.isdir(base):
             found: list[tuple[tuple[str, ...], str]] = []
+            unreadable: list[tuple[str, str]] = []
             prefix = "" if base == "." else base if base.endswith(os.sep) else base + os.sep
-            _scan(base, prefix, (), found)
+            _scan(base, prefix, (), found, unreadable)
             found.sort(key=_first)
             files.extend(path for _parts, path in found)
+            # a directory that cannot be listed is reported (its rules did not load), not silently passed over
+            missing.extend(Rejection(path, f"cannot list the directory: {reason}", "read")
+                           for path, reason in unreadable)
         elif os.path.isfile(base):
             files.append(base)
         else:
-            missing.append(Rejection(base, "path does not exist", "read"))
+            try:
+                os.stat(base)
+                reason = "is neither a rule file nor a directory"
+            except FileNotFoundError:
+                reason = "path does not exist"
+            except OSError as exc:
+                reason = f"cannot be read: {exc.strerror or exc}"
+            missing.append(Rejection(base, reason, "read"))
     return list(dict.fromkeys(files)), missing
 
 
@@ -101,12 +112,15 @@ def _first(item: tuple[tuple[str, ...], str]) -> tuple[str, ...]:
     return item[0]
 
 
-def _scan(directory: str, prefix: str, parts: tuple[str, ...], found: list[tuple[tuple[str, ...], str]]) -> None:
-    """Append (path components below the root, path) of every rule file under ``directory``."""
+def _scan(directory: str, prefix: str, parts: tuple[str, ...], found: list[tuple[tuple[str, ...], str]],
+          unreadable: list[tuple[str, str]]) -> None:
+    """Append (path components below the root, path) of every rule file under ``directory``; directories that
+    cannot be listed to ``unreadable`` (path, reason)."""
     try:
         with os.scandir(directory) as listing:
             entries = list(listing)
-    except PermissionError:  # skipped, as pathlib's glob skips it
+    except OSError as exc:
+        unreadable.append((directory, exc.strerror or str(exc)))
         return
     for entry in entries:
         name = entry.name
@@ -116,7 +130,7 @@ def _scan(directory: str, prefix: str, parts: tuple[str, ...], found: list[tuple
             is_dir = False
         here = (*parts, name)
         if is_dir:
-            _scan(entry.path, prefix, here, found)
+            _scan(entry.path, prefix, here, found, unreadable)
         elif _suffix(name).lower() in RULE_SUFFIXES and _is_file(entry):
             found.append((here, prefix + os.sep.join(here)))
 
