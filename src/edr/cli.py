@@ -1,4 +1,4 @@
-"""Command line: ``edr run | replay | rules check|install|update|list|rollback|top | alerts verify |
+"""Command line: ``edr run | reload | replay | rules check|install|update|list|rollback|top | alerts verify |
 ecs template | service VERB | config show|init | graph | version``.
 
 Exit codes:
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the live agent in the foreground (Linux: eBPF; Windows: ETW)")
     _common(p)
     _permissions(p)
+
+    p = sub.add_parser("reload", help="make the running agent reload its rules and reloadable keys (SIGHUP)")
+    _common(p)
 
     p = sub.add_parser("replay", help="run the detection pipeline over recorded NDJSON/EVTX files")
     _common(p)
@@ -498,6 +501,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_live(loaded)
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """``edr reload``: SIGHUP to the agent holding this configuration's instance lock."""
+    from edr.agent import signal_reload
+
+    loaded = _load(args)
+    pid, message = signal_reload(loaded.config.agent.state_directory)
+    print(f"edr: {message}", file=sys.stdout if pid is not None else sys.stderr)
+    return EXIT_OK if pid is not None else EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edr`` console script."""
     args = build_parser().parse_args(argv)
@@ -523,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_replay(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "reload":
+            return cmd_reload(args)
     except ConfigError as exc:
         print(f"edr: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from edr.detect.alert import Alert, Detector
+from edr.detect.reloadable import RuleSetHolder, carry_correlations
 from edr.event import Event
 from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.errlog import ErrorLog
@@ -20,23 +21,50 @@ class DetectActor(ActorBase):
     and counted; the event is skipped for that engine, the agent goes on.
     Per engine, the first failures are logged with their traceback and the
     rest only counted (:class:`~edr.runtime.errlog.ErrorLog`).
+
+    With ``rules`` (a :class:`~edr.detect.reloadable.RuleSetHolder`), a
+    hot reload's new engines are taken before the next batch, never within
+    one; the Sigma correlation state of unchanged correlations moves over.
     """
 
     inputs: ClassVar = ("in",)
     outputs: ClassVar = ("alerts",)
 
-    def __init__(self, name: str, engines: list[Detector], log: logging.Logger) -> None:
+    def __init__(self, name: str, engines: list[Detector], log: logging.Logger, *,
+                 rules: RuleSetHolder | None = None) -> None:
         super().__init__(name)
-        self.engines = engines
-        # each engine with its batch entry point, or None: looked up once, not per batch
-        self._batch_calls = [(e, getattr(e, "match_batch", None)) for e in engines]
         self.log = log
+        self._rules = rules
+        self.rules_version = rules.version if rules is not None else 0
+        self._use(engines)
         self.events = 0
         self.alerts = 0
         #: alerts per "engine/severity" (for the metrics endpoint; alerts are few, so counted one by one)
         self.by_engine_severity: dict[str, int] = {}
         self._event_errors = ErrorLog(log, "engine failures on events")
         self._batch_errors = ErrorLog(log, "engine failures on batches")
+
+    def _use(self, engines: list[Detector]) -> None:
+        self.engines = engines
+        # each engine with its batch entry point, or None: looked up once, not per batch
+        self._batch_calls = [(e, getattr(e, "match_batch", None)) for e in engines]
+
+    def _refresh(self) -> None:
+        """Take the rule set a reload published, between two batches (see the class docstring)."""
+        holder = self._rules
+        if holder is None or holder.version == self.rules_version:
+            return
+        current = holder.current
+        old_sigma = next((e for e in self.engines if getattr(e, "name", None) == "sigma"), None)
+        new_sigma = current.detection.sigma
+        carried = (0, 0)
+        if old_sigma is not None and new_sigma is not None:
+            carried = carry_correlations(old_sigma, new_sigma)  # type: ignore[arg-type]
+        self._use(list(current.detection.engines))
+        self.log.info("%s: rule set #%d in use from event %d on (was #%d); correlation state of %d "
+                      "correlations (%d groups) carried over", self.name, current.version, self.events + 1,
+                      self.rules_version, carried[0], carried[1])
+        self.rules_version = current.version
 
     @property
     def errors(self) -> int:
@@ -56,6 +84,7 @@ class DetectActor(ActorBase):
         so that only the offending event is skipped. Alerts of several engines
         are merged back into event order (engine order within one event).
         """
+        self._refresh()
         alerts: list[Alert] = []
         engines_with_alerts = 0
         for engine, match_batch in self._batch_calls:
@@ -104,7 +133,8 @@ class DetectActor(ActorBase):
     def statistics(self) -> dict[str, Any]:
         """Events seen, alerts raised, engine errors, and each engine's own counters."""
         stats: dict[str, Any] = {"events": self.events, "alerts": self.alerts, "errors": self.errors,
-                                 "batch_errors": self.batch_errors, "by_engine_severity": dict(self.by_engine_severity)}
+                                 "batch_errors": self.batch_errors, "by_engine_severity": dict(self.by_engine_severity),
+                                 "rules_version": self.rules_version}
         for e in self.engines:
             getter = getattr(e, "statistics", None)
             if getter is not None:

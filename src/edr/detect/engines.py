@@ -32,13 +32,15 @@ class Detection:
 
     ``sigma``, ``iocs`` and ``simple`` are the same objects as in
     ``engines`` (None when that engine is off), for the actors that need one
-    engine in particular.
+    engine in particular. ``problems`` are the rule errors the load logged
+    (each naming its file), which a reload compares with the running set's.
     """
 
     engines: tuple[Detector, ...]
     sigma: SigmaEngine | None = None
     iocs: IocSet | None = None
     simple: SimpleEngine | None = None
+    problems: tuple[str, ...] = ()
 
     def fields_read(self, category: str) -> frozenset[str] | None:
         """Every field any engine reads for ``category``; None if some engine cannot say (read all)."""
@@ -52,6 +54,7 @@ def load_detection(cfg: Config) -> Detection:
     missing rules path is a warning, not a failure.
     """
     engines: list[Detector] = []
+    problems: list[str] = []
     sigma = iocs = simple = None
     if cfg.scanner.sigma_enabled:
         from edr.detect.sigma import load_sigma
@@ -66,8 +69,9 @@ def load_detection(cfg: Config) -> Detection:
             max_bytes=cfg.sigma.correlation_max_bytes,
         )
         for rej in report.rejections:
-            log.warning("sigma: %s: rule %s rejected (%s): %s", rej.path, rej.title or rej.rule_id or "?",
-                        rej.stage, rej.reason)
+            problems.append(f"sigma: {rej.path}: rule {rej.title or rej.rule_id or '?'} rejected ({rej.stage}): "
+                            f"{rej.reason}")
+            log.warning("%s", problems[-1])
         log.info("sigma: %d rules loaded, %d inert, %d rejected, %d correlations from %d files in %.2fs%s",
                  report.loaded, report.inert, report.rejected, report.correlations, report.files,
                  report.seconds, " (cached)" if report.cached else "")
@@ -77,17 +81,19 @@ def load_detection(cfg: Config) -> Detection:
 
         iocs = load_iocs(cfg.ioc)
         for err in iocs.errors:
-            log.warning("ioc: %s", err)
+            problems.append(f"ioc: {err}")
+            log.warning("%s", problems[-1])
         log.info("ioc: %s", iocs.summary())
         engines.append(iocs)
     if cfg.simple.enabled:
         result = load_rules(cfg.simple.rules_path, builtin=cfg.simple.builtin_enabled)
         for err in result.errors:
-            log.warning("simple rules: %s", err)
+            problems.append(f"simple rules: {err}")
+            log.warning("%s", problems[-1])
         log.info("simple rules: %d loaded", len(result.rules))
         simple = SimpleEngine(result.rules)
         engines.append(simple)
-    return Detection(tuple(engines), sigma=sigma, iocs=iocs, simple=simple)
+    return Detection(tuple(engines), sigma=sigma, iocs=iocs, simple=simple, problems=tuple(problems))
 
 
 def load_yara(cfg: Config, files: Iterable[str] | None = None) -> YaraRuleSet | None:

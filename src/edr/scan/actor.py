@@ -20,6 +20,7 @@ record shows its sent, received, dropped, depth, high-water and capacity.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -31,6 +32,7 @@ import trio
 
 from edr.config import Config
 from edr.detect.alert import Alert
+from edr.detect.reloadable import RuleSetHolder
 from edr.detect.yara_rules import YaraRuleSet
 from edr.event import LINUX, Event, F
 from edr.platform import current as current_platform
@@ -86,17 +88,26 @@ class ScanDispatcher(ActorBase):
 
     ``workers`` jobs run at once; ``queue_capacity`` more wait, the newest
     beyond that is dropped. ``debug`` adds what matched to the alerts.
+
+    With ``rules``, a hot reload's YARA rules and IOC hashes are taken
+    between two input batches: jobs queued from then on scan with them
+    (each job reads the scanner once, so a running job finishes with the
+    rules it began with), and verdicts cached under the old rules are not
+    reused. What the planner scans (files at all, memory) stays as built.
     """
 
     inputs: ClassVar = ("in",)
     outputs: ClassVar = ("alerts",)
 
     def __init__(self, name: str, scanner: FileScanner, planner: ScanPlanner, iocs: HashMatcher | None, *,
-                 workers: int, queue_capacity: int, debug: bool = False) -> None:
+                 workers: int, queue_capacity: int, debug: bool = False,
+                 rules: RuleSetHolder | None = None) -> None:
         super().__init__(name)
         self.scanner = scanner
         self.planner = planner
         self.iocs = iocs
+        self._rules = rules
+        self.rules_version = rules.version if rules is not None else 0
         self.workers = workers
         self.debug = debug
         self.events = 0
@@ -129,16 +140,35 @@ class ScanDispatcher(ActorBase):
                                       self.jobs.capacity, job.kind, job.path or job.pid, self.dropped,
                                       level=logging.WARNING)
 
+    def _refresh(self) -> None:
+        """Take the YARA rules and IOC hashes a reload published (between batches, on the event loop)."""
+        holder = self._rules
+        if holder is None or holder.version == self.rules_version:
+            return
+        current = holder.current
+        # A new scanner object, not the old one changed: jobs running in threads keep theirs,
+        # and a verdict they cache goes into the old cache, never into the new rules' one.
+        scanner = copy.copy(self.scanner)
+        yara = current.yara
+        scanner.rules = yara if yara is not None and yara.rules is not None else None
+        scanner.cache = IdentityCache[FileVerdict](self.scanner.cache.capacity)
+        if self.iocs is not None:
+            self.iocs = current.detection.iocs
+        self.scanner = scanner
+        self.rules_version = current.version
+
     # --- jobs ------------------------------------------------------------------
 
     def _run_job(self, job: ScanJob) -> list[Alert]:
-        # Runs in a worker thread: plain blocking calls only.
+        # Runs in a worker thread: plain blocking calls only. The scanner and the
+        # IOC set are read once: a reload between two reads must not mix rule sets.
+        scanner, iocs = self.scanner, self.iocs
         if job.kind in (EXEC, WRITTEN):
             assert job.path is not None
-            verdict = self.scanner.scan_file(job.path, require_executable=job.kind == WRITTEN)
-            return file_alerts(verdict, job.event, self.iocs, debug=self.debug, written=job.kind == WRITTEN)
+            verdict = scanner.scan_file(job.path, require_executable=job.kind == WRITTEN)
+            return file_alerts(verdict, job.event, iocs, debug=self.debug, written=job.kind == WRITTEN)
         assert job.pid is not None
-        mem = self.scanner.scan_memory(job.pid)
+        mem = scanner.scan_memory(job.pid)
         if not mem.hits:
             return []
         event = job.event if job.event is not None else _sweep_event(job.pid)
@@ -186,6 +216,7 @@ class ScanDispatcher(ActorBase):
                     if planner.sweeping:
                         timers.start_soon(self._sweep_loop)
                     async for batch in ports.input("in"):
+                        self._refresh()
                         now = trio.current_time()
                         for event in batch:
                             self._enqueue(planner.intake(event, now))

@@ -44,7 +44,10 @@ def replay_normalizer(ctx: AgentContext, name: str) -> Normalizer:
 
 
 def ebpf_source(ctx: AgentContext, name: str) -> EbpfSource:
-    """Compile and attach the BPF programs per ``[sensor]`` (seconds); raises SensorUnavailable with the fix."""
+    """Compile and attach the BPF programs per ``[sensor]`` (seconds), then drain them until the graph runs.
+
+    Raises SensorUnavailable with the fix.
+    """
     from edr.sources.ebpf.actor import EbpfSource
     from edr.sources.ebpf.sensor import EbpfSensor
 
@@ -55,7 +58,10 @@ def ebpf_source(ctx: AgentContext, name: str) -> EbpfSource:
     if sensor.udp_hooks_error is not None and "network" in sensor.families:
         ctx.log.warning("ebpf: UDP is observed from the syscalls, its source end read from the live process, "
                         "because the cgroup socket hooks could not be attached: %s", sensor.udp_hooks_error)
-    return EbpfSource(name, sensor, ctx.config.pipeline.batch_size)
+    source = EbpfSource(name, sensor, ctx.config.pipeline.batch_size)
+    # attached from here on: keep the rings empty until the graph runs (start-up loses nothing)
+    source.start_draining()
+    return source
 
 
 def ebpf_normalizer(ctx: AgentContext, name: str) -> EbpfNormalizer:
@@ -160,22 +166,25 @@ def enricher(ctx: AgentContext, name: str) -> EnricherActor:
 
 
 def detect(ctx: AgentContext, name: str) -> DetectActor:
-    """Every configured engine."""
+    """Every configured engine, replaced between batches when a hot reload publishes new rules."""
     from edr.detect.actor import DetectActor
 
-    return DetectActor(name, list(ctx.shared.detection.engines), ctx.log)
+    rules = ctx.shared.rules
+    return DetectActor(name, list(rules.current.detection.engines), ctx.log, rules=rules)
 
 
 def scan(ctx: AgentContext, name: str) -> ScanDispatcher:
-    """YARA per ``[scanner]`` and hashing for the IOC engine's hash indicators."""
+    """YARA per ``[scanner]`` and hashing for the IOC engine's hash indicators (both replaced by a hot reload)."""
     from edr.scan.actor import ScanDispatcher, build_planner, build_scanner
 
     cfg = ctx.config
-    iocs = ctx.shared.detection.iocs if cfg.ioc.enabled else None
+    rules = ctx.shared.rules
+    iocs = rules.current.detection.iocs if cfg.ioc.enabled else None
     want_hashes = bool(iocs is not None and iocs.has_hashes)
-    scanner = build_scanner(cfg, ctx.shared.yara, want_hashes)
+    scanner = build_scanner(cfg, rules.current.yara, want_hashes)
     return ScanDispatcher(name, scanner, build_planner(cfg, scanner), iocs, workers=cfg.scan.workers,
-                          queue_capacity=cfg.scan.queue_capacity, debug=cfg.alerts.match_debug != "off")
+                          queue_capacity=cfg.scan.queue_capacity, debug=cfg.alerts.match_debug != "off",
+                          rules=rules if cfg.ioc.enabled or cfg.scanner.yara_enabled else None)
 
 
 def alerts(ctx: AgentContext, name: str) -> AlertWriter:

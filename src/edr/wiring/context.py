@@ -11,6 +11,7 @@ import attrs
 
 from edr.config import Config
 from edr.detect.engines import Detection, load_detection, load_yara
+from edr.detect.reloadable import RuleSet, RuleSetHolder
 from edr.enrich.process_cache import ProcessCache
 
 if TYPE_CHECKING:
@@ -28,7 +29,11 @@ class Shared:
       scanner asks the IOC engine about hashes);
     - :attr:`yara`: the compiled YARA rules (None when YARA is off);
     - :attr:`processes`: the process cache, bounded per ``[process]``; the
-      enricher actor is the only one that changes it.
+      enricher actor is the only one that changes it;
+    - :attr:`rules`: :attr:`detection` and :attr:`yara` as version 1 of a
+      :class:`~edr.detect.reloadable.RuleSetHolder`, which a hot reload
+      replaces; the detection and scan actors read it between batches (after
+      a reload :attr:`detection` and :attr:`yara` are the rules of the start).
 
     ``yara_files`` restricts YARA to the rule files the permission check
     trusted (None: the configured path as it is). ``edr replay``, the
@@ -48,6 +53,11 @@ class Shared:
     def yara(self) -> YaraRuleSet | None:
         """The compiled YARA rules, None when YARA is off."""
         return load_yara(self.config, self.yara_files)
+
+    @cached_property
+    def rules(self) -> RuleSetHolder:
+        """The rules in force, replaced by hot reloads (loading them may take seconds)."""
+        return RuleSetHolder(RuleSet(1, self.detection, self.yara))
 
     @cached_property
     def processes(self) -> ProcessCache:

@@ -11,6 +11,7 @@ not feed back into the sensor.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, ClassVar
 
 import trio
@@ -22,10 +23,59 @@ from edr.runtime.errlog import ErrorLog
 POLL_MS = 250
 #: how often the normalizer turns DNS queries that got no answer into events
 FLUSH_SECS = 1.0
+#: records the start-up drain holds at most (a count, not bytes: most records are a few hundred bytes)
+STARTUP_RECORDS = 200_000
+#: the start-up drain's poll timeout: how long handing over to the actor may wait
+STARTUP_POLL_MS = 50
+
+
+class StartupDrain:
+    """Polls an opened sensor in a thread until the pipeline runs, so that start-up loses nothing.
+
+    Between the programs being attached and the source actor's first poll
+    the agent still builds the other actors (seeding the process cache,
+    opening files) and starts the graph: seconds during which nobody would
+    empty the kernel's rings, which then overflow and drop records. This
+    thread empties them into a list bounded by ``limit`` records; when the
+    list is full it stops polling and leaves the rest in the rings (whatever
+    they cannot hold is then counted by the kernel as ``lost``, and
+    ``full`` says so). :meth:`stop` hands the records over in kernel order.
+    """
+
+    def __init__(self, sensor: Any, limit: int) -> None:
+        self.sensor = sensor
+        self.limit = limit
+        self.records: list[Any] = []
+        self.polls = 0
+        self.full = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="edr-ebpf-startup-drain", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        records = self.records
+        while not self._stop.is_set():
+            if len(records) >= self.limit:
+                self.full = True
+                return
+            records.extend(self.sensor.poll(STARTUP_POLL_MS))
+            self.polls += 1
+
+    def stop(self) -> list[Any]:
+        """Stop polling (waits for the poll under way, <= STARTUP_POLL_MS) and take the records. Blocking."""
+        self._stop.set()
+        self._thread.join()
+        out, self.records = self.records, []
+        return out
 
 
 class EbpfSource(ActorBase):
-    """Loads the BPF programs at build time; polls them until cancelled."""
+    """Loads the BPF programs at build time; polls them until cancelled.
+
+    :meth:`start_draining`, called by the builder right after the programs
+    are attached, keeps the rings empty until :meth:`run` takes over (see
+    :class:`StartupDrain`); the health record shows what it held.
+    """
 
     inputs: ClassVar = ()
     outputs: ClassVar = ("out",)
@@ -38,11 +88,35 @@ class EbpfSource(ActorBase):
         self.polls = 0
         # the sensor's counters as it closed: its kernel maps are gone after close
         self._final: dict[str, dict[str, int]] | None = None
+        self._drain: StartupDrain | None = None
+        self.startup_records = 0
+        self.startup_full = False
+
+    def start_draining(self, limit: int = STARTUP_RECORDS) -> None:
+        """Poll the opened sensor in a thread until :meth:`run` starts (idempotent)."""
+        if self._drain is None:
+            self._drain = StartupDrain(self.sensor, limit)
+
+    async def _take_startup(self, out: Any) -> None:
+        drain, self._drain = self._drain, None
+        if drain is None:
+            return
+        records = await trio.to_thread.run_sync(drain.stop)
+        self.polls += drain.polls
+        self.startup_records = len(records)
+        self.startup_full = drain.full
+        for i in range(0, len(records), self.batch_size):
+            await out.send(records[i:i + self.batch_size])
 
     async def run(self, ports: Ports) -> None:
-        """Poll, forward; on cancellation the current poll finishes (<= POLL_MS) and the sensor closes."""
+        """Poll, forward; on cancellation the current poll finishes (<= POLL_MS) and the sensor closes.
+
+        What the start-up drain held goes first, then the loop polls on
+        from where the drain stopped (the sensor's ordering state included).
+        """
         out = ports.output("out")
         try:
+            await self._take_startup(out)
             while True:
                 # Not abandoned on cancel: the thread owns the bcc object until poll returns.
                 records = await trio.to_thread.run_sync(self.sensor.poll, POLL_MS)
@@ -68,10 +142,11 @@ class EbpfSource(ActorBase):
         self.sensor.close()
 
     def statistics(self) -> dict[str, Any]:
-        """Per-family events and kernel-lost samples (the last counters once the sensor is closed);
-        whether UDP comes from the cgroup hooks."""
+        """Per-family events and kernel-lost samples (the last counters once the sensor is closed); whether UDP
+        comes from the cgroup hooks; what the start-up drain held."""
         families = self._final if self._final is not None else self.sensor.statistics()
-        return {"polls": self.polls, "families": families, "udp_hooks": self.sensor.udp_hooks_error is None}
+        return {"polls": self.polls, "families": families, "udp_hooks": self.sensor.udp_hooks_error is None,
+                "startup": {"records": self.startup_records, "full": self.startup_full}}
 
 
 class EbpfNormalizer(ActorBase):
