@@ -35,6 +35,7 @@ class DetectActor(ActorBase):
         super().__init__(name)
         self.log = log
         self._rules = rules
+        self._ruleset = rules.current if rules is not None else None
         self.rules_version = rules.version if rules is not None else 0
         self._use(engines)
         self.events = 0
@@ -55,11 +56,12 @@ class DetectActor(ActorBase):
         if holder is None or holder.version == self.rules_version:
             return
         current = holder.current
-        old_sigma = next((e for e in self.engines if getattr(e, "name", None) == "sigma"), None)
-        new_sigma = current.detection.sigma
+        old = self._ruleset
         carried = (0, 0)
-        if old_sigma is not None and new_sigma is not None:
-            carried = carry_correlations(old_sigma, new_sigma)  # type: ignore[arg-type]
+        if old is not None and old.detection.sigma is not None and current.detection.sigma is not None:
+            carried = carry_correlations(old.detection.sigma, current.detection.sigma, old.sigma_digests,
+                                         current.sigma_digests)
+        self._ruleset = current
         self._use(list(current.detection.engines))
         self.log.info("%s: rule set #%d in use from event %d on (was #%d); correlation state of %d "
                       "correlations (%d groups) carried over", self.name, current.version, self.events + 1,

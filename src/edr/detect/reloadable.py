@@ -23,7 +23,9 @@ job (a single attribute read, atomic in CPython).
 from __future__ import annotations
 
 import copy
-from collections.abc import Hashable
+import hashlib
+from collections.abc import Hashable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
@@ -47,6 +49,8 @@ class RuleSet:
     version: int
     detection: Detection
     yara: YaraRuleSet | None = None
+    #: Sigma rule file -> SHA-256 of what was compiled (see :func:`sigma_digests`)
+    sigma_digests: Mapping[str, str] = attrs.field(factory=dict)
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -86,9 +90,10 @@ class RuleSetHolder:
         """The version of :attr:`current`."""
         return self.current.version
 
-    def replace(self, detection: Detection, yara: YaraRuleSet | None) -> RuleSet:
+    def replace(self, detection: Detection, yara: YaraRuleSet | None,
+                digests: Mapping[str, str] | None = None) -> RuleSet:
         """Publish a new rule set under the next version; returns it."""
-        new = RuleSet(self.current.version + 1, detection, yara)
+        new = RuleSet(self.current.version + 1, detection, yara, dict(digests or {}))
         self.current = new
         return new
 
@@ -97,10 +102,33 @@ class RuleSetHolder:
 Identity = tuple[Hashable, ...]
 
 
-def _identities(engine: SigmaEngine) -> dict[Identity, CompiledCorrelation]:
+def sigma_digests(detection: Detection) -> dict[str, str]:
+    """SHA-256 of each Sigma rule file of ``detection``: the rule cache's, else read now. Blocking.
+
+    Call it right after the load, before the files can change: a file
+    edited in between gets the digest of its new content, and its
+    correlations are then carried over one reload too many or too few (a
+    window of milliseconds). Unreadable files are left out (never carried).
+    """
+    out: dict[str, str] = {}
+    if detection.sigma is None:
+        return out
+    for f in detection.sigma.ruleset.files:
+        if not f.path:
+            continue
+        if f.digest:
+            out[f.path] = f.digest
+            continue
+        try:
+            out[f.path] = hashlib.sha256(Path(f.path).read_bytes()).hexdigest()
+        except OSError:
+            continue
+    return out
+
+
+def _identities(engine: SigmaEngine, digests: Mapping[str, str]) -> dict[Identity, CompiledCorrelation]:
     """Each correlation of ``engine`` by identity; those whose identity is unknown are left out."""
     ruleset = engine.ruleset
-    digests = {f.path: f.digest for f in ruleset.files if f.path and f.digest}
     rules = ruleset.rules
     by_number = {c.number: c for c in ruleset.correlations}
     memo: dict[int, Identity | None] = {}
@@ -144,8 +172,11 @@ def _identities(engine: SigmaEngine) -> dict[Identity, CompiledCorrelation]:
     return out
 
 
-def carry_correlations(old: SigmaEngine, new: SigmaEngine) -> tuple[int, int]:
+def carry_correlations(old: SigmaEngine, new: SigmaEngine, old_digests: Mapping[str, str],
+                       new_digests: Mapping[str, str]) -> tuple[int, int]:
     """Move the correlation state of every unchanged correlation from ``old`` into ``new``.
+
+    ``old_digests`` and ``new_digests`` are the engines' :func:`sigma_digests`.
 
     Returns (correlations carried, groups carried). Group keys and the
     rule references inside retained matches are renumbered for ``new``;
@@ -155,10 +186,10 @@ def carry_correlations(old: SigmaEngine, new: SigmaEngine) -> tuple[int, int]:
     src, dst = old.correlation, new.correlation
     if not src.groups:
         return 0, 0
-    old_ids = _identities(old)
+    old_ids = _identities(old, old_digests)
     numbers: dict[int, int] = {}
     refs: dict[int, dict[tuple[str, int], tuple[str, int]]] = {}
-    for ident, new_corr in _identities(new).items():
+    for ident, new_corr in _identities(new, new_digests).items():
         old_corr = old_ids.get(ident)
         if old_corr is None:
             continue

@@ -11,7 +11,7 @@ import attrs
 
 from edr.config import Config
 from edr.detect.engines import Detection, load_detection, load_yara
-from edr.detect.reloadable import RuleSet, RuleSetHolder
+from edr.detect.reloadable import RuleSet, RuleSetHolder, sigma_digests
 from edr.enrich.process_cache import ProcessCache
 
 if TYPE_CHECKING:
@@ -57,7 +57,8 @@ class Shared:
     @cached_property
     def rules(self) -> RuleSetHolder:
         """The rules in force, replaced by hot reloads (loading them may take seconds)."""
-        return RuleSetHolder(RuleSet(1, self.detection, self.yara))
+        detection = self.detection
+        return RuleSetHolder(RuleSet(1, detection, self.yara, sigma_digests(detection)))
 
     @cached_property
     def processes(self) -> ProcessCache:

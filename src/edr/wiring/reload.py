@@ -34,7 +34,7 @@ import attrs
 
 from edr.config import Config, ConfigError, LoadedConfig, load_config, unstructure
 from edr.detect.engines import Detection, load_detection, load_yara
-from edr.detect.reloadable import RuleSet, RuleSetHolder
+from edr.detect.reloadable import RuleSet, RuleSetHolder, sigma_digests
 from edr.detect.yara_rules import YaraRuleSet
 
 #: The configuration keys a reload applies: what the rule engines are compiled from.
@@ -98,6 +98,7 @@ class Candidate:
     config: Config | None = None
     detection: Detection | None = None
     yara: YaraRuleSet | None = None
+    digests: Mapping[str, str] = attrs.field(factory=dict)
     problems: tuple[str, ...] = ()
     restart_keys: tuple[str, ...] = ()
     seconds: float = 0.0
@@ -155,6 +156,7 @@ class Reloader:
             _, restart = config_changes(self.config, fresh)
             config = merge_reloadable(self.config, fresh)
             detection = load_detection(config)
+            digests = sigma_digests(detection)
             yara = load_yara(config, yara_files)
         except ConfigError as exc:
             return Candidate(error=f"configuration: {exc}", seconds=time.perf_counter() - started)
@@ -164,7 +166,7 @@ class Reloader:
         problems = tuple(refusals) + detection.problems
         if yara is not None:
             problems += tuple(f"yara: {err}" for err in yara.errors)
-        return Candidate(config=config, detection=detection, yara=yara, problems=problems,
+        return Candidate(config=config, detection=detection, yara=yara, digests=digests, problems=problems,
                          restart_keys=tuple(restart), seconds=time.perf_counter() - started)
 
     def apply(self, candidate: Candidate) -> Outcome:
@@ -179,7 +181,7 @@ class Reloader:
         if new:
             return self._refuse(running, new)
         before = running.counts()
-        rules = self.holder.replace(candidate.detection, candidate.yara)
+        rules = self.holder.replace(candidate.detection, candidate.yara, candidate.digests)
         self.config = candidate.config
         self.problems = candidate.problems
         self.accepted += 1
