@@ -43,7 +43,7 @@ while True:
         time.sleep(min((made + 1) / rate - now, 0.01))
         continue
     for _ in range(due - made):
-        with open(os.path.join(directory, f"f{made % 1000}"), "w") as fh:
+        with open(os.path.join(directory, f"f{made}"), "w") as fh:
             fh.write("x")
         made += 1
 """
@@ -64,6 +64,8 @@ enabled = false
 directory = "{logs}"
 [alerts]
 directory = "{logs}"
+[health]
+interval_secs = 1
 [sigma]
 cache_dir = "{work / 'cold-cache'}"
 [agent]
@@ -90,12 +92,15 @@ state_directory = "{work / 'state'}"
     text = "".join(f.read_text(errors="replace") for f in sorted(logs.glob("edr.log.*")))
     records = [json.loads(m.group(1)) for m in re.finditer(r" health (\{.*\})\s*$", text, re.M)]
     final = next((r for r in reversed(records) if r.get("final")), None)
+    # kernel-lost counters from the last record taken with the sensor open (gone in the final one)
+    running = next((r for r in reversed(records) if not r.get("final")), None)
     out: dict[str, Any] = {"start_secs": started, "exit": code, "cold": "(cached)" not in text}
     if final is not None:
         source = final["actors"]["source"]
         out["file_events"] = source["families"]["file"]["events"]
-        out["file_lost"] = source["families"]["file"]["lost"]
-        out["lost_all"] = sum(f["lost"] for f in source["families"].values())
+        families = running["actors"]["source"]["families"] if running is not None else None
+        out["file_lost"] = families["file"]["lost"] if families else None
+        out["lost_all"] = sum(f["lost"] for f in families.values()) if families else None
         startup = source.get("startup", {})
         out["drain_records"] = startup.get("records")
         out["drain_full"] = startup.get("full")

@@ -18,6 +18,7 @@ arrives during start-up (the reload then follows the start).
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import signal
@@ -85,8 +86,8 @@ def written_directories(config: Config) -> list[tuple[str, str]]:
     return dirs
 
 
-def unwritable_directory(config: Config) -> str | None:
-    """Why the first directory the agent writes cannot be used (naming its key and path), or None.
+def unwritable_directory(config: Config) -> tuple[str, str] | None:
+    """The first directory the agent writes that cannot be used: (its key, why, naming key and path); or None.
 
     Each is created as its writer would create it (owner-only, checked, no
     links) and a file is created in it and removed again, so a read-only
@@ -108,7 +109,7 @@ def unwritable_directory(config: Config) -> str | None:
             reason = exc.strerror or str(exc)
             if getattr(exc, "reason", None):  # UnsafePath: what is wrong and the fix
                 reason = str(exc.reason)  # type: ignore[attr-defined]
-            return f"the directory {path} ({key}) cannot be written: {reason}"
+            return key, f"the directory {path} ({key}) cannot be written: {reason}"
         finally:
             directory.close()
     return None
@@ -179,9 +180,12 @@ def reload_task(reloader: Reloader, service: ServiceNotifier,
                 reloader.apply(candidate)
                 service.notify_ready()
 
+        hangup = getattr(signal, "SIGHUP", None)
+        if hangup is None:  # Windows: no SIGHUP (a service control would be its reload)
+            return
         async with trio.open_nursery() as nursery:
             nursery.start_soon(worker)
-            with trio.open_signal_receiver(signal.SIGHUP) as signals:
+            with trio.open_signal_receiver(hangup) as signals:
                 if early.take():
                     request("SIGHUP received during start-up")
                 async for _ in signals:
@@ -266,10 +270,14 @@ def _run_live(loaded: LoadedConfig, early: EarlyHangup) -> int:
             return 3
     unwritable = unwritable_directory(loaded.config)
     if unwritable:
-        # one line on stderr; the op log too unless it is the directory that cannot be written
-        if os.path.abspath(loaded.config.logging.directory) not in unwritable:
-            log.error("cannot start: %s", unwritable)
-        print(f"edr: cannot start: {unwritable}", file=sys.stderr)
+        key, why = unwritable
+        # One line on stderr: the op log's own (console logging on) or ours. The op log gets it
+        # unless the log's directory is the one that cannot be written (its handler would complain too).
+        logged = key != "logging.directory"
+        if logged:
+            log.error("cannot start: %s", why)
+        if not (logged and loaded.config.logging.console_output):
+            print(f"edr: cannot start: {why}", file=sys.stderr)
         return 2
     lock = take_instance_lock(loaded)
     if isinstance(lock, str):
@@ -293,6 +301,12 @@ def _run_locked(loaded: LoadedConfig, mode: str, early: EarlyHangup) -> int:
     # The rules first (seconds, a cold Sigma set 10-15 s), the sensor after: attached, its rings
     # are drained from then on, so compiling before attaching keeps that start-up window short.
     rules = ctx.shared.rules
+    # The full collection the supervisor makes before the graph runs walks every object of the
+    # rules (a second or more for SigmaHQ's) holding the GIL, and the sensor's start-up drain
+    # cannot run meanwhile: do it now, before the sensor is attached, and freeze what it keeps
+    # (as the supervisor would), so that collection finds almost nothing left to walk.
+    gc.collect()
+    gc.freeze()
     refusals = tuple(r.message(trust.enforced) for r in trust.refusals)
     reloader = Reloader(loaded, trust.config, rules, problems=refusals + rules.current.problems,
                         prepare=_prepare_rules, log=logging.getLogger("edr.reload"))

@@ -49,7 +49,8 @@ while outstanding:
 print(made, flush=True)
 """
 
-#: A load process: create (and write) a new file in DIR RATE times a second until killed.
+#: A load process: create (and write) a new file in DIR RATE times a second until killed (new names:
+#: the sensor reports a file written again less often than a new one).
 FILE_WRITER = r"""
 import os, sys, time
 directory, rate = sys.argv[1], float(sys.argv[2])
@@ -62,7 +63,7 @@ while True:
         time.sleep(min((made + 1) / rate - now, 0.01))
         continue
     for _ in range(due - made):
-        with open(os.path.join(directory, f"f{made % 1000}"), "w") as fh:
+        with open(os.path.join(directory, f"f{made}"), "w") as fh:
             fh.write("x")
         made += 1
 """
@@ -120,6 +121,16 @@ def op_log(logs: Path) -> str:
 def health_records(logs: Path) -> list[dict[str, Any]]:
     """Every health record in the operational log, oldest first."""
     return [orjson.loads(m.group(1)) for m in re.finditer(r" health (\{.*\})\s*$", op_log(logs), re.M)]
+
+
+def kernel_lost(logs: Path) -> dict[str, int]:
+    """Per family, the kernel-lost count of the last health record taken while the sensor was open.
+
+    The final record is taken after the sensor closed, when its counters are gone: it is not used.
+    """
+    running = [h for h in health_records(logs) if not h.get("final")]
+    assert running, "no health record was written while the agent ran"
+    return {fam: f["lost"] for fam, f in running[-1]["actors"]["source"]["families"].items()}
 
 
 def stop_agent(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
