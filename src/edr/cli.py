@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     _permissions(p)
 
     p = sub.add_parser("reload", help="make the running agent reload its rules and reloadable keys (SIGHUP)")
-    _common(p)
+    p.add_argument("--config", metavar="PATH",
+                   help="the running agent's configuration file, which names its agent.state_directory (default: "
+                        "$EDR_CONFIG, else the installed one if it exists)")
 
     p = sub.add_parser("replay", help="run the detection pipeline over recorded NDJSON/EVTX files")
     _common(p)
