@@ -48,6 +48,8 @@ class StartupDrain:
         self.records: list[Any] = []
         self.polls = 0
         self.full = False
+        #: per family, the records the kernel lost from the attach until :meth:`stop`
+        self.lost: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edr-ebpf-startup-drain", daemon=True)
         self._thread.start()
@@ -62,9 +64,13 @@ class StartupDrain:
             self.polls += 1
 
     def stop(self) -> list[Any]:
-        """Stop polling (waits for the poll under way, <= STARTUP_POLL_MS) and take the records. Blocking."""
+        """Stop polling (waits for the poll under way, <= STARTUP_POLL_MS) and take the records. Blocking.
+
+        Also reads what the kernel lost so far (:attr:`lost`, per family): the records lost at start.
+        """
         self._stop.set()
         self._thread.join()
+        self.lost = {fam: counts["lost"] for fam, counts in self.sensor.statistics().items()}
         out, self.records = self.records, []
         return out
 
@@ -74,7 +80,9 @@ class EbpfSource(ActorBase):
 
     :meth:`start_draining`, called by the builder right after the programs
     are attached, keeps the rings empty until :meth:`run` takes over (see
-    :class:`StartupDrain`); the health record shows what it held.
+    :class:`StartupDrain`); the health record shows, under ``startup``, what
+    it held, whether it filled up, and per family what the kernel lost
+    before the graph ran (records lost at start).
     """
 
     inputs: ClassVar = ()
@@ -91,6 +99,7 @@ class EbpfSource(ActorBase):
         self._drain: StartupDrain | None = None
         self.startup_records = 0
         self.startup_full = False
+        self.startup_lost: dict[str, int] = {}
 
     def start_draining(self, limit: int = STARTUP_RECORDS) -> None:
         """Poll the opened sensor in a thread until :meth:`run` starts (idempotent)."""
@@ -105,6 +114,7 @@ class EbpfSource(ActorBase):
         self.polls += drain.polls
         self.startup_records = len(records)
         self.startup_full = drain.full
+        self.startup_lost = drain.lost
         for i in range(0, len(records), self.batch_size):
             await out.send(records[i:i + self.batch_size])
 
@@ -146,7 +156,8 @@ class EbpfSource(ActorBase):
         comes from the cgroup hooks; what the start-up drain held."""
         families = self._final if self._final is not None else self.sensor.statistics()
         return {"polls": self.polls, "families": families, "udp_hooks": self.sensor.udp_hooks_error is None,
-                "startup": {"records": self.startup_records, "full": self.startup_full}}
+                "startup": {"records": self.startup_records, "full": self.startup_full,
+                            "lost": self.startup_lost}}
 
 
 class EbpfNormalizer(ActorBase):
