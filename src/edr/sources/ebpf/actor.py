@@ -50,26 +50,33 @@ class StartupDrain:
         self.full = False
         #: per family, the records the kernel lost from the attach until :meth:`stop`
         self.lost: dict[str, int] = {}
+        self.error: Exception | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edr-ebpf-startup-drain", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         records = self.records
-        while not self._stop.is_set():
-            if len(records) >= self.limit:
-                self.full = True
-                return
-            records.extend(self.sensor.poll(STARTUP_POLL_MS))
-            self.polls += 1
+        try:
+            while not self._stop.is_set():
+                if len(records) >= self.limit:
+                    self.full = True
+                    return
+                records.extend(self.sensor.poll(STARTUP_POLL_MS))
+                self.polls += 1
+        except Exception as exc:  # raised again by stop(), in the actor: the supervisor logs it with its name
+            self.error = exc
 
     def stop(self) -> list[Any]:
         """Stop polling (waits for the poll under way, <= STARTUP_POLL_MS) and take the records. Blocking.
 
-        Also reads what the kernel lost so far (:attr:`lost`, per family): the records lost at start.
+        A poll that raised in the thread raises here. Also reads what the
+        kernel lost so far (:attr:`lost`, per family): the records lost at start.
         """
         self._stop.set()
         self._thread.join()
+        if self.error is not None:
+            raise self.error
         self.lost = {fam: counts["lost"] for fam, counts in self.sensor.statistics().items()}
         out, self.records = self.records, []
         return out
