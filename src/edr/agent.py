@@ -7,7 +7,9 @@ the instance lock (exit 2 when another agent runs on this configuration),
 the rule paths' permissions (refusals logged, the agent runs on the rest),
 then the rules are compiled, and only then is the sensor attached (and
 drained until the graph runs: start-up loses no kernel record), and the
-graph runs until SIGINT/SIGTERM, stopping within ``agent.stop_timeout_secs``.
+graph runs until SIGINT/SIGTERM (as a Windows service: until the service
+control manager's stop, see :mod:`edr.service.windows_stop`), stopping
+within ``agent.stop_timeout_secs``.
 
 SIGHUP (``edr reload``, systemd's ``ExecReload``) reloads the rules and the
 reloadable configuration keys while the graph runs (see
@@ -25,10 +27,11 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from edr.alerts.retention_task import retention_task
 from edr.config import Config, LoadedConfig
 from edr.health import health_task, log_health, watchdog_task
 from edr.instance_lock import LOCK_NAME, InstanceLock, InstanceLocked, acquire
@@ -42,25 +45,75 @@ from edr.wiring.context import AgentContext, Shared
 from edr.wiring.graphs import mode_graph
 from edr.wiring.reload import Reloader
 
+if TYPE_CHECKING:
+    from edr.sources.ebpf.loader import Probe
+
 log = logging.getLogger("edr")
+
+
+class ServiceStop(Protocol):
+    """Stops from a service manager that sends no signals (:class:`edr.service.windows_stop.ServiceStop`)."""
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop has been asked for."""
+        ...
+
+    def attach(self, stop: Callable[[], None], abort: Callable[[], None],
+               schedule: Callable[[Callable[[], None]], None]) -> None:
+        """From the event loop, once the graph runs: deliver stops with ``schedule(stop)``, then ``schedule(abort)``."""
+        ...
+
+    def detach(self) -> None:
+        """The run is over."""
+        ...
+
+
+def linux_preflight() -> tuple[Probe, ...]:
+    """What ``edr run`` checks before it starts the eBPF sensor, each a Probe (none stops the others).
+
+    In order: privileges, bcc, kernel headers, tracefs. The sensor checks
+    again as it loads (:func:`edr.sources.ebpf.loader.preflight_probes`,
+    which accepts a little more: CAP_BPF and CAP_PERFMON without root,
+    headers from /lib/modules/.../source or the kheaders module).
+    """
+    from edr.sources.ebpf.loader import Probe
+
+    probes: list[Probe] = []
+    if os.geteuid() != 0:
+        probes.append(Probe("privileges", False, f"uid {os.geteuid()}",
+                            "edr run needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs",
+                            "run it with sudo"))
+    else:
+        probes.append(Probe("privileges", True, "running as root"))
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        probes.append(Probe("bcc", False, "not importable", "bcc is not importable",
+                            "install it with `apt-get install python3-bpfcc` and use a venv made with "
+                            "--system-site-packages (make run does both; see scripts/setup_host.sh)"))
+    else:
+        probes.append(Probe("bcc", True, "importable"))
+    release = os.uname().release
+    if not os.path.isdir(f"/lib/modules/{release}/build/include"):
+        probes.append(Probe("kernel headers", False, f"none for {release}",
+                            f"no kernel headers at /lib/modules/{release}/build",
+                            "run scripts/setup_host.sh (installs linux-headers-amd64 and links it for this kernel)"))
+    else:
+        probes.append(Probe("kernel headers", True, f"/lib/modules/{release}/build/include"))
+    roots = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+    mounted = [root for root in roots if os.path.isdir(f"{root}/events")]
+    if not mounted:
+        probes.append(Probe("tracefs", False, "not mounted", "tracefs is not mounted",
+                            "mount -t tracefs nodev /sys/kernel/tracing (scripts/setup_host.sh does it)"))
+    else:
+        probes.append(Probe("tracefs", True, f"mounted at {mounted[0]}"))
+    return tuple(probes)
 
 
 def preflight_linux() -> str | None:
     """Why the eBPF sensor cannot start here, with the fix; None when it can."""
-    if os.geteuid() != 0:
-        return "edr run needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        return ("bcc is not importable: install it with `apt-get install python3-bpfcc` and use a venv made "
-                "with --system-site-packages (make run does both; see scripts/setup_host.sh)")
-    release = os.uname().release
-    if not os.path.isdir(f"/lib/modules/{release}/build/include"):
-        return (f"no kernel headers at /lib/modules/{release}/build: run scripts/setup_host.sh "
-                "(installs linux-headers-amd64 and links it for this kernel)")
-    if not (os.path.isdir("/sys/kernel/tracing/events") or os.path.isdir("/sys/kernel/debug/tracing/events")):
-        return "tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing (scripts/setup_host.sh does it)"
-    return None
+    return next((probe.message for probe in linux_preflight() if not probe.ok), None)
 
 
 def take_instance_lock(loaded: LoadedConfig) -> InstanceLock | str:
@@ -251,16 +304,21 @@ def signal_reload(state_directory: str) -> tuple[int | None, str]:
     return pid, f"reload requested: SIGHUP sent to the edr agent (PID {pid}); its log says what was reloaded"
 
 
-def run_live(loaded: LoadedConfig) -> int:
-    """Run the live pipeline of this platform until SIGINT/SIGTERM; returns the exit code."""
+def run_live(loaded: LoadedConfig, *, service_stop: ServiceStop | None = None) -> int:
+    """Run the live pipeline of this platform until SIGINT/SIGTERM; returns the exit code.
+
+    With ``service_stop`` (the Windows service), stops come through it instead
+    of signals: one asked for before the graph runs means the graph never
+    starts (exit 0), one asked for later is the supervisor's orderly stop.
+    """
     early = EarlyHangup()
     try:
-        return _run_live(loaded, early)
+        return _run_live(loaded, early, service_stop)
     finally:
         early.restore()
 
 
-def _run_live(loaded: LoadedConfig, early: EarlyHangup) -> int:
+def _run_live(loaded: LoadedConfig, early: EarlyHangup, service_stop: ServiceStop | None = None) -> int:
     mode = current().name
     if mode == "linux":
         problem = preflight_linux()
@@ -285,12 +343,22 @@ def _run_live(loaded: LoadedConfig, early: EarlyHangup) -> int:
         print(f"edr: {lock}", file=sys.stderr)
         return 2
     try:
-        return _run_locked(loaded, mode, early)
+        return _run_locked(loaded, mode, early, service_stop)
     finally:
         lock.release()
 
 
-def _run_locked(loaded: LoadedConfig, mode: str, early: EarlyHangup) -> int:
+def _service_stopping(sup: Supervisor) -> None:
+    """The service control manager's stop, in the event loop: what the first SIGTERM does."""
+    if sup.stop_timeout is None:
+        log.info("service stop: stopping sources, draining the pipeline")
+    else:
+        log.info("service stop: stopping sources, draining the pipeline (at most %.1fs)", sup.stop_timeout)
+    sup.stop()
+
+
+def _run_locked(loaded: LoadedConfig, mode: str, early: EarlyHangup,
+                service_stop: ServiceStop | None = None) -> int:
     trust = check_rules(expand_pack(loaded.config))
     trust.log_refusals(echo=not loaded.config.logging.console_output)
     graph = mode_graph(mode, loaded.config.pipeline.capacities)
@@ -320,18 +388,44 @@ def _run_locked(loaded: LoadedConfig, mode: str, early: EarlyHangup) -> int:
             print(f"edr: cannot start the live sensor: {exc}", file=sys.stderr)
             return 3
         raise
+    if service_stop is not None and service_stop.requested:
+        log.info("stop requested while starting: the graph was not started")
+        return 0
+
     def started() -> None:
         # said once the graph runs and SIGTERM/SIGINT are the supervisor's: from here a stop drains
         log.info("edr started (%s graph, pid %d)", mode, os.getpid())
         service.notify_ready()
+        if service_stop is not None:
+            service_stop.attach(functools.partial(_service_stopping, sup), functools.partial(sup.abort, "second stop"),
+                                trio.lowlevel.current_trio_token().run_sync_soon)
 
-    background = [functools.partial(health_task, interval=float(loaded.config.health.interval_secs)),
-                  reload_task(reloader, service, early)]
+    background = [functools.partial(health_task, interval=float(loaded.config.health.interval_secs))]
+    if service_stop is None:  # a service's Trio runs outside the main thread: no signals, so no SIGHUP reload
+        background.append(reload_task(reloader, service, early))
     if loaded.config.health.watchdog:
         background.append(watchdog_task)
-    code = trio.run(functools.partial(sup.run, background=background,
-                                      on_started=started,
-                                      on_stuck=hard_exit(sup, lambda: log_health(sup, final=True))))
+    background.append(functools.partial(retention_task, config=trust.config))
+    from edr.metrics.listen import MetricsUnavailable
+    from edr.metrics.observe import observe
+
+    try:
+        observers = observe(trust.config, sup, ctx.shared.detection.engines)
+    except MetricsUnavailable as exc:
+        log.error("%s", exc)
+        print(f"edr: {exc}", file=sys.stderr)
+        return 3
+    background += observers.background
+    try:
+        # a service's Trio runs outside the main thread, where signals cannot be received: its stops come
+        # through service_stop
+        code = trio.run(functools.partial(sup.run, background=background, handle_signals=service_stop is None,
+                                          on_started=started,
+                                          on_stuck=hard_exit(sup, lambda: log_health(sup, final=True))))
+    finally:
+        observers.stop()
+        if service_stop is not None:
+            service_stop.detach()
     service.notify_stopping()
     log_health(sup, final=True)
     report_unwritten(sup, echo=not loaded.config.logging.console_output)

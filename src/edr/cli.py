@@ -397,9 +397,9 @@ class _ReplayBar:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``edr replay FILE...``: exit 0 when every file was read (alerts or not)."""
+    from edr import progress
     from edr.health import log_health
     from edr.rule_trust import check_rules
-    from edr.rulepacks import progress
     from edr.rulepacks.active import expand_pack
     from edr.runtime.process_pool import default_workers
     from edr.runtime.supervisor import Supervisor

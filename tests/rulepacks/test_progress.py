@@ -10,8 +10,8 @@ import struct
 import termios
 from pathlib import Path
 
+from edr.progress import TqdmProgress
 from edr.rulepacks import NullProgress, install, terminal_progress
-from edr.rulepacks.progress import TqdmProgress
 from tests.rulepacks.packs import make_zip, settings, sigmahq_like
 
 

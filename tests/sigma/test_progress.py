@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from edr import progress
 from edr.detect.sigma.logsources import ALL_FED
 from edr.detect.sigma.ruleset import build_ruleset
-from edr.rulepacks import progress
 from tests.conftest import shared_path
 from tests.foundation.conftest import clean_env
 
@@ -160,7 +160,7 @@ def test_a_stream_connected_to_the_journal_is_not_a_terminal(monkeypatch: pytest
 
 
 class Recorder:
-    """A :class:`~edr.rulepacks.progress.Progress` that keeps every call."""
+    """A :class:`~edr.progress.Progress` that keeps every call."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, ...]] = []

@@ -27,7 +27,7 @@ Modules: ``settings`` (``[rules]`` and the limits), ``layout`` (names,
 hostile entries, which files are rules; sans-IO), ``archive`` (reading
 directories, zips and tars), ``integrity`` (SHA256SUMS, minisign, digest;
 sans-IO), ``manifest`` (``pack.json``), ``store`` (pack directories and the
-atomic ``active`` switch), ``download`` (HTTPS), ``progress`` (tqdm on a
+atomic ``active`` switch), ``download`` (HTTPS), ``progress`` (:mod:`edr.progress`: tqdm on a
 terminal), ``commands`` (the steps of an install), ``results``.
 """
 
@@ -51,7 +51,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'edr.rulepacks' has no attribute {name!r}")
-    return getattr(import_module(f"edr.rulepacks.{module}"), name)
+    # the progress bars live in edr.progress (the Sigma compiler shows them too)
+    return getattr(import_module("edr.progress" if module == "progress" else f"edr.rulepacks.{module}"), name)
 
 
 __all__ = [

@@ -39,6 +39,7 @@ import attrs
 
 from edr import __version__
 from edr.config import RulesConfig
+from edr.progress import NullProgress, Progress
 from edr.rulepacks.active import active_paths
 from edr.rulepacks.archive import open_source
 from edr.rulepacks.download import Downloaded, download
@@ -52,7 +53,6 @@ from edr.rulepacks.integrity import (
 )
 from edr.rulepacks.layout import PackPlan, plan_pack
 from edr.rulepacks.manifest import FORMAT, PackManifest, RejectionRecord, SignatureRecord
-from edr.rulepacks.progress import NullProgress, Progress
 from edr.rulepacks.results import InstallResult, ListResult, PackInfo, RollbackResult
 from edr.rulepacks.settings import Limits, limits_of
 from edr.rulepacks.store import CONTENT_DIR, PackStore, Staging

@@ -26,8 +26,8 @@ import attrs
 
 from edr import __version__
 from edr.config import RulesConfig
+from edr.progress import Progress
 from edr.rulepacks.errors import PackError
-from edr.rulepacks.progress import Progress
 
 CHUNK: Final = 64 << 10
 #: Longest silence of the connection, whatever the overall deadline.

@@ -54,12 +54,12 @@ SETTLED_NS: Final = 2_000_000_000
 PARALLEL_MIN_FILES: Final = 64
 
 #: ``progress=ON_TERMINAL``: a progress bar on standard error while rule files are compiled,
-#: if it is a terminal and not a service's (:func:`edr.rulepacks.progress.terminal_progress`).
+#: if it is a terminal and not a service's (:func:`edr.progress.terminal_progress`).
 ON_TERMINAL: Final = "terminal"
 
 
 class CompileProgress(Protocol):
-    """Hears how many rule files are compiled (:class:`edr.rulepacks.progress.Progress` is one)."""
+    """Hears how many rule files are compiled (:class:`edr.progress.Progress` is one)."""
 
     def begin(self, phase: str, total: int | None = None, unit: str = "") -> None:
         """Compiling starts: ``total`` files (phase "compile", unit "files")."""
@@ -78,7 +78,7 @@ def _progress(progress: CompileProgress | str | None) -> CompileProgress | None:
     """The progress to report to (resolved only when there are files to compile: tqdm is imported then)."""
     if progress != ON_TERMINAL:
         return progress if not isinstance(progress, str) else None
-    from edr.rulepacks.progress import NullProgress, terminal_progress
+    from edr.progress import NullProgress, terminal_progress
 
     shown = terminal_progress()
     return None if isinstance(shown, NullProgress) else shown
