@@ -319,3 +319,14 @@ def test_matches_the_stated_semantics_when_nothing_is_evicted(stream: list[tuple
     expected = [(e[0], e[1], e[2], iso_time(e[3]), iso_time(e[4])) if e[0] == "rollup" else e
                 for e in _model(stream, window)]
     assert got == expected
+
+
+def test_held_counts_the_repeats_waiting_for_their_rollup() -> None:
+    d = AlertDeduplicator(10.0)
+    first, *repeats = [alert(file_event(T0 + t, 30)) for t in (0.0, 1.0, 2.0)]
+    assert d.offer(first) == [first] and d.held == 0
+    for a in repeats:
+        assert d.offer(a) == []
+    assert d.held == 2
+    [rollup] = d.flush()
+    assert rollup.ecs[COUNT_KEY] == 3 and d.held == 0

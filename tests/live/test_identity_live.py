@@ -79,6 +79,8 @@ directory = "{work / 'logs'}"
 level = "info"
 [alerts]
 directory = "{work / 'logs'}"
+# each execution's own alert is read back (the marked program run twice by this process would be folded)
+dedup_enabled = false
 [sigma]
 cache_dir = "{work / 'cache'}"
 """, timeout=120)

@@ -89,8 +89,12 @@ def test_sigterm_with_unwritable_alerts_ends_within_the_stop_timeout(tmp_path: P
     marker = f"edr-stop-{uuid.uuid4().hex[:8]}"
     binary = tmp_path / marker
     shutil.copy("/bin/true", binary)
-    (tmp_path / "blocker").write_text("a file where the alerts directory's parent should be")
-    agent, logs = start_agent(tmp_path, _config(tmp_path, marker, tmp_path / "blocker" / "alerts"), timeout=120)
+    # writable at start (the agent checks that and would exit 2), made immutable once it runs: every
+    # write of the alert file fails from then on
+    alerts_dir = tmp_path / "alerts"
+    alerts_dir.mkdir(mode=0o700)
+    agent, logs = start_agent(tmp_path, _config(tmp_path, marker, alerts_dir), timeout=120)
+    subprocess.run(["chattr", "+i", str(alerts_dir)], check=True)
     try:
         for _ in range(3):
             subprocess.run([str(binary)], check=True)
@@ -102,6 +106,7 @@ def test_sigterm_with_unwritable_alerts_ends_within_the_stop_timeout(tmp_path: P
         _, err_bytes = agent.communicate(timeout=30)
         elapsed = time.monotonic() - t0
     finally:
+        subprocess.run(["chattr", "-i", str(alerts_dir)], check=False)
         if agent.poll() is None:
             agent.kill()
             agent.wait()

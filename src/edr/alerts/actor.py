@@ -257,9 +257,10 @@ class AlertWriter(ActorBase):
 
     def unwritten(self) -> dict[str, int]:
         """Alerts given to this writer and not delivered: in its hands (the file's pending lines
-        included) or still on its input edges (queued, or abandoned there by a cancelled sender)."""
+        included, and the repeats its open dedup windows count, whose rollup is not written yet) or still
+        on its input edges (queued, or abandoned there by a cancelled sender)."""
         held = self.outbox.unwritten if self.outbox is not None else 0
-        return {"alerts": held + _queued(self._port)}
+        return {"alerts": held + self.core.held + _queued(self._port)}
 
     def statistics(self) -> dict[str, Any]:
         """Lines written, alerts not (yet) written, the core's dedup and chain counters, the file's own."""

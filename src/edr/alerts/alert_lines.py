@@ -62,6 +62,11 @@ class AlertLines:
             out.extend(dedup.offer(alert))
         return self._lines(out)
 
+    @property
+    def held(self) -> int:
+        """Alerts accepted and not yet in any line: the repeats that open dedup windows count."""
+        return self.dedup.held if self.dedup is not None else 0
+
     def due(self) -> float | None:
         """When :meth:`tick` has a rollup to write (the earliest window end), or None."""
         return self.dedup.next_deadline() if self.dedup is not None else None

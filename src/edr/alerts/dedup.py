@@ -317,6 +317,11 @@ class AlertDeduplicator:
         """Windows open now."""
         return len(self._windows)
 
+    @property
+    def held(self) -> int:
+        """Alerts counted in open windows whose rollup is not emitted yet (the repeats, not the firsts)."""
+        return sum(win.count - 1 for win in self._windows.values())
+
     def statistics(self) -> DedupStats:
         """The counters; ``offered == emitted_first + counted`` always."""
         return DedupStats(offered=self._offered, emitted_first=self._emitted_first, counted=self._counted,
