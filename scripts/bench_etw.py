@@ -1,7 +1,7 @@
 """Benchmark the Windows ETW path on the recorded ETW events (prints figures; not a test).
 
 The 84 records of ../shared/etw-recordings, converted to exactly what
-pywintrace hands its callback (``tests/etw/pywintrace_shape.py``), are
+pywintrace hands its callback (``tests/sources/etw/pywintrace_shape.py``), are
 repeated to ``--records`` and pushed, per run, through:
 
 (a) the callback bridge alone: a producer thread calling the real callback,
@@ -95,7 +95,7 @@ def main() -> int:
     if not (shared / "etw-recordings").is_dir() or not (shared / "sigma").is_dir():
         print(f"reference data not found under {shared}", file=sys.stderr)
         return 2
-    from tests.etw.pywintrace_shape import all_recorded
+    from tests.sources.etw.pywintrace_shape import all_recorded
 
     base = all_recorded()
     records = (base * (args.records // len(base) + 1))[: args.records]

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.cli_helpers import workdir  # noqa: F401 - the fixture, for every test package
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO.parent / "shared").resolve()
 
@@ -20,6 +22,18 @@ def shared_path(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"reference data not found: {p}")
     return p
+
+
+#: Fixtures that load the real BPF programs: every test using one is marked ``root`` (``pytest -m "not root"``
+#: runs the rest anywhere, as any user).
+ROOT_FIXTURES = frozenset({"live", "sensor_host"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``root`` every test that uses a fixture of :data:`ROOT_FIXTURES`."""
+    for item in items:
+        if ROOT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.root)
 
 
 def ebpf_unavailable() -> str | None:

@@ -84,6 +84,7 @@ def test_alert_edges_never_drop() -> None:
                 assert edge.policy.value == "block", edge.name
 
 
+@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
 def test_run_without_root_says_what_is_missing(tmp_path) -> None:
     os.chmod(tmp_path, 0o777)

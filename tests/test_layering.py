@@ -237,3 +237,15 @@ def test_the_platform_check_finds_what_it_must() -> None:
         "edr.enrich.seed": [f"line {lines['edr.enrich.seed'] - 1}: '/proc'"],  # not the docstring below it
         "edr.config": [f"line {lines['edr.config']}: from sys import platform"],
     }
+
+
+def test_the_tests_mirror_the_source() -> None:
+    """One test package per source package: tests/<path>/ exists only where src/edr/<path>/ does.
+
+    tests/live is the exception, on purpose: it runs the whole agent (every package at once).
+    """
+    tests = Path(__file__).resolve().parent
+    src = tests.parent / "src" / "edr"
+    packages = sorted(p.parent.relative_to(tests) for p in tests.rglob("__init__.py") if p.parent != tests)
+    strays = [str(p) for p in packages if p.parts[0] != "live" and not (src / p / "__init__.py").exists()]
+    assert strays == [], f"test packages with no source package of that name: {strays}"

@@ -24,7 +24,8 @@ from tests.conftest import REPO, shared_path
 # them also run (and fail) against a tree without it.
 
 NOBODY = 65534
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the checks apply to an agent running as root")
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(os.geteuid() != 0, reason="the checks apply to an agent running as root")]
 EDR = [sys.executable, "-m", "edr"]
 
 

@@ -30,7 +30,7 @@ def live() -> Iterator[Any]:
         pytest.skip("loads BPF programs: run as root")
     if importlib.util.find_spec("bcc") is None:
         pytest.skip("bcc is not importable")
-    from tests.ebpf.live import LiveCapture
+    from tests.sources.ebpf.live import LiveCapture
 
     capture = LiveCapture()
     capture.start()

@@ -29,8 +29,8 @@ from edr.response.budget import Trip
 from edr.scan.alerts import file_alerts, memory_alerts
 from edr.scan.file_scan import FileVerdict, MemoryVerdict
 from tests.alerts.conftest import clean_env
+from tests.cli_helpers import file_event, net, proc, write_ndjson
 from tests.conftest import shared_path
-from tests.foundation.conftest import file_event, net, proc, write_ndjson
 
 
 @pytest.fixture(scope="module")

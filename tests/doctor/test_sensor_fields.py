@@ -1,14 +1,14 @@
 """The sensor field tables against the real decoders: neither a field filled that a table lacks, nor a field
 listed that no decoder fills.
 
-- Linux: the real BPF programs, decoder and enricher (:class:`tests.ebpf.live.LiveCapture`) while a child
+- Linux: the real BPF programs, decoder and enricher (:class:`tests.sources.ebpf.live.LiveCapture`) while a child
   process execs, forks, exits (one killed by a signal), connects, accepts, sends UDP, asks a DNS server
   (a responder on 127.0.0.1:53) and connects to the answer, and creates, writes, truncates, renames, links,
   symlinks, chmods, chowns, deletes and makes and removes directories; plus, for what this machine cannot produce
   live (a process in a container), kernel records built byte for byte through the same decoder and
   enricher with a host that answers a container's cgroup.
 - Windows: the ETW normalizer on every recorded ETW session (../shared/etw-recordings), on the ETW records
-  built from every Sysmon event of the attack samples (as tests/etw/test_sigmahq_etw.py does), with a PE
+  built from every Sysmon event of the attack samples (as tests/sources/etw/test_sigmahq_etw.py does), with a PE
   lookup reading a real PE file, and on records for the paths neither exercises (inbound names, WMI
   bindings, PowerShell module logging and incomplete script blocks).
 """
@@ -47,13 +47,13 @@ from edr.sources.etw.pe_info import read_pe_info
 from edr.sources.etw.providers import PROVIDERS
 from edr.sources.replay.winlog import iter_winlog_events
 from tests.conftest import ebpf_unavailable, shared_path
-from tests.ebpf import rawrec
-from tests.ebpf.fakehost import FakeHost
-from tests.ebpf.live import LiveCapture, run_python
-from tests.etw.conftest import LAB_ACCOUNTS, LAB_DEVICES
-from tests.etw.pywintrace_shape import RECORDINGS, all_recorded, load_recording, to_pywintrace
-from tests.etw.records import record
-from tests.etw.sysmon_to_etw import DEVICES, SysmonToEtw
+from tests.sources.ebpf import rawrec
+from tests.sources.ebpf.fakehost import FakeHost
+from tests.sources.ebpf.live import LiveCapture, run_python
+from tests.sources.etw.conftest import LAB_ACCOUNTS, LAB_DEVICES
+from tests.sources.etw.pywintrace_shape import RECORDINGS, all_recorded, load_recording, to_pywintrace
+from tests.sources.etw.records import record
+from tests.sources.etw.sysmon_to_etw import DEVICES, SysmonToEtw
 
 Observed = dict[tuple[str, str | None], set[str]]
 

@@ -2,7 +2,7 @@
 
 The agents these tests start decode with the same :class:`~edr.sources.ebpf.decode.Decoder`;
 a capture in this process records the same kernel events for the whole run (the one
-tests/ebpf uses, when both run) and fails the session if any file event's path was
+tests/sources/ebpf uses, when both run) and fails the session if any file event's path was
 relative or empty.  Without root or bcc there is no capture and nothing is checked here:
 the tests themselves skip.
 """
@@ -21,7 +21,7 @@ def _kernel_file_paths_are_absolute() -> Iterator[None]:
     if ebpf_unavailable() is not None:
         yield
         return
-    from tests.ebpf.live import acquire_capture, bad_paths_since, release_capture
+    from tests.sources.ebpf.live import acquire_capture, bad_paths_since, release_capture
 
     capture = acquire_capture()
     try:

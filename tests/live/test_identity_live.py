@@ -30,7 +30,7 @@ from tests.conftest import REPO, ebpf_unavailable
 from tests.live.agent import read_alerts, start_agent, wait_for
 from tests.scan.marked import marked_binary
 
-pytestmark = pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))
+pytestmark = [pytest.mark.root, pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))]
 
 #: How long the marked program would run if nobody killed it.
 NATURAL_SECS = 60

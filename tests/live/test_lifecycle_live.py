@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import ebpf_unavailable
 from tests.live.agent import start_agent, wait_for
 
-pytestmark = pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))
+pytestmark = [pytest.mark.root, pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))]
 
 STOP_SECS = 2.0
 #: Beyond the stop timeout: the final health record, closing the BPF programs' file descriptors and

@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import REPO, ebpf_unavailable
 from tests.live.agent import read_alerts, start_agent, wait_for
 
-pytestmark = pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))
+pytestmark = [pytest.mark.root, pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))]
 
 
 @pytest.fixture(scope="module")

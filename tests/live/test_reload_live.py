@@ -35,7 +35,7 @@ from tests.live.reload_helpers import (
     stop_agent,
 )
 
-pytestmark = pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))
+pytestmark = [pytest.mark.root, pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))]
 
 RATE = 400
 STORM_SECS = 8.0

@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import SHARED, ebpf_unavailable
 from tests.live.agent import read_alerts, start_agent, wait_for
 
-pytestmark = pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))
+pytestmark = [pytest.mark.root, pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))]
 
 LINUX_RULES = SHARED / "sigma" / "rules" / "linux"
 SHELLS = ("/bin/sh", "/usr/bin/sh", "/usr/bin/dash", "/bin/dash")

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import ebpf_unavailable
 
-pytestmark = pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))
+pytestmark = [pytest.mark.root, pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))]
 
 
 def _config(work: Path, logs: Path, alerts: Path) -> Path:

@@ -20,7 +20,7 @@ import trio
 from tests.conftest import ebpf_unavailable
 from tests.live.agent import wait_for
 
-pytestmark = pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))
+pytestmark = [pytest.mark.root, pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))]
 
 EXECS = 40
 

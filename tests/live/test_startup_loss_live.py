@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import ebpf_unavailable, shared_path
 from tests.live.reload_helpers import FILE_WRITER, health_records, op_log, start_agent_env, stop_agent
 
-pytestmark = pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))
+pytestmark = [pytest.mark.root, pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))]
 
 STARTS = 2
 RATE = 200

@@ -10,7 +10,7 @@ import pytest
 
 from edr.detect.sigma import load_sigma
 from edr.detect.sigma.costs import MIN_SAMPLES, WARN_EVERY_SECS, RuleCosts
-from tests.sigma.conftest import make_event, rule
+from tests.detect.sigma.conftest import make_event, rule
 
 
 def names(number: int) -> tuple[str, str]:

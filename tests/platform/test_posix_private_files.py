@@ -161,6 +161,7 @@ def test_check_trusted_tree_finds_one_bad_rule_deep_inside(tmp_path: Path) -> No
         check_trusted_tree(tmp_path / "rules")
 
 
+@pytest.mark.root
 @as_root
 def test_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     f = tmp_path / "conf.toml"
@@ -170,6 +171,7 @@ def test_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
         check_trusted(f)
 
 
+@pytest.mark.root
 @as_root
 def test_nobody_cannot_redirect_a_write_through_a_directory_it_owns(open_tmp: Path) -> None:
     """The attack of the review: nobody plants today's file name as a link to a root file."""

@@ -27,7 +27,7 @@ from edr.response.breaker_alert import BREAKER_RULE_ID
 from tests.conftest import ebpf_unavailable
 from tests.live.agent import read_alerts, start_agent, wait_for
 
-pytestmark = pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))
+pytestmark = [pytest.mark.root, pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))]
 
 VICTIMS = 50
 BUDGET = 10

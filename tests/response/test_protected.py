@@ -188,6 +188,7 @@ def spawn_with_pid(pid: int, argv: list[str]) -> subprocess.Popen[bytes] | None:
     return None
 
 
+@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to choose a PID")
 def test_a_dead_parents_pid_taken_by_a_new_process_is_not_protected(tree: Tree, tmp_path: Path) -> None:
     grand, parent, agent = tree.grand.pid, tree.parent, tree.agent

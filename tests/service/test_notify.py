@@ -119,6 +119,7 @@ async def test_the_watchdog_task_pings_at_half_the_timeout(listener: NotifyListe
     assert len(listener.lines()) <= 12
 
 
+@pytest.mark.root
 @pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))
 @pytest.mark.slow
 def test_edr_run_notifies_ready_watchdog_and_stopping(tmp_path: Path) -> None:

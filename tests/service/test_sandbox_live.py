@@ -30,6 +30,7 @@ from tests.service.sandboxed_agent import (
 )
 
 pytestmark = [
+    pytest.mark.root,
     pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable())),
     pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools())),
     pytest.mark.slow,

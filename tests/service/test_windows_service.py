@@ -4,8 +4,8 @@ Each start runs the real agent (:func:`edr.agent.run_live`, the real
 Windows graph and Supervisor, real rules, alert files) with stand-ins only
 where Windows itself is needed: pywin32's service modules
 (:mod:`tests.service.standin_pywin32`), pywintrace's ``etw``
-(:mod:`tests.etw.standin_etw`, which delivers the real ETW recordings) and
-pywin32's ``win32evtlog``/``win32event`` (:mod:`tests.etw.standin_eventlog`).
+(:mod:`tests.sources.etw.standin_etw`, which delivers the real ETW recordings) and
+pywin32's ``win32evtlog``/``win32event`` (:mod:`tests.sources.etw.standin_eventlog`).
 ``edr.agent`` is told it runs on Windows (its ``current()``), nothing else.
 The stop comes from another thread through the registered control handler,
 as the service control manager's dispatcher delivers it.
@@ -26,11 +26,11 @@ import pytest
 import edr.agent
 from edr.platform.windows import WindowsPlatform
 from edr.service.windows_service import CONFIG_OPTION, SERVICE_NAME, judge, make_service_class
-from tests.etw.pywintrace_shape import all_recorded
-from tests.etw.standin_etw import SessionTable, make_module
-from tests.etw.standin_eventlog import EventLogService
 from tests.service import standin_pywin32 as w
 from tests.service.standin_pywin32 import ServiceControlManager
+from tests.sources.etw.pywintrace_shape import all_recorded
+from tests.sources.etw.standin_etw import SessionTable, make_module
+from tests.sources.etw.standin_eventlog import EventLogService
 
 RULE = """\
 title: cmd started by PowerShell at high integrity

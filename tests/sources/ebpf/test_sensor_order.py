@@ -1,0 +1,80 @@
+"""EbpfSensor.poll's ordering across rings, with the rings faked (the drain logic is pure Python)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from edr.sources.ebpf import records as r
+from edr.sources.ebpf.sensor import HOLD_NS, EbpfSensor
+from tests.sources.ebpf import rawrec as rr
+
+
+def _now_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+class NoLosses:
+    """The per-CPU lost counters of a family: all zero."""
+
+    def __getitem__(self, family: object) -> list[int]:
+        return [0, 0]
+
+
+class FakeRings:
+    """Stands in for the bcc object: each consume() delivers what is scripted for it."""
+
+    def __init__(self, sensor: EbpfSensor, deliveries: list[list[r.RawRecord]]) -> None:
+        self.sensor = sensor
+        self.deliveries = deliveries
+
+    def __getitem__(self, name: bytes) -> NoLosses:
+        assert name == b"lost"
+        return NoLosses()
+
+    def ring_buffer_poll(self, timeout_ms: int) -> None:
+        self.ring_buffer_consume()
+
+    def ring_buffer_consume(self) -> None:
+        if self.deliveries:
+            for rec in self.deliveries.pop(0):
+                self.sensor._batches[rec.family].append(rec)
+
+
+def _sensor(deliveries: list[list[r.RawRecord]]) -> EbpfSensor:
+    sensor = EbpfSensor(batch_window_ms=0)
+    fake: Any = FakeRings(sensor, deliveries)
+    sensor._bpf = fake
+    return sensor
+
+
+def test_records_are_merged_across_rings_in_kernel_time_order() -> None:
+    t = _now_ns() - 10 * HOLD_NS
+    exec_ = rr.exec_rec(7, "/usr/bin/id", ["id"], ts_ns=t + 2)
+    fork = rr.fork_rec(1, 7, ts_ns=t + 1)
+    opened = rr.file_rec(7, 1, "/tmp/x", ts_ns=t + 3)
+    sensor = _sensor([[opened, fork, exec_]])
+    assert sensor.poll(0) == [fork, exec_, opened]
+
+
+def test_a_record_stamped_during_the_drain_waits_for_the_next_batch() -> None:
+    # The file ring was drained after the process ring: it holds a record
+    # stamped just now, whose process's exec (stamped just before) was
+    # committed to the process ring too late for this drain.
+    now = _now_ns()
+    early = rr.fork_rec(1, 8, ts_ns=now - 10 * HOLD_NS)
+    late_file = rr.file_rec(8, 1, "/etc/cron.d/x", ts_ns=now + HOLD_NS)
+    late_exec = rr.exec_rec(8, "/bin/sh", ["sh"], ts_ns=now + HOLD_NS - 1)
+    sensor = _sensor([[early, late_file], [late_exec]])
+    assert sensor.poll(0) == [early]
+    time.sleep(3 * HOLD_NS / 1e9)
+    assert sensor.poll(0) == [late_exec, late_file]
+    assert sensor.held() == []
+    assert sensor.statistics()["process"]["events"] == 2 and sensor.statistics()["file"]["events"] == 1
+
+
+def test_held_records_are_handed_over_at_shutdown() -> None:
+    late = rr.file_rec(9, 1, "/tmp/y", ts_ns=_now_ns() + 10 * HOLD_NS)
+    sensor = _sensor([[late]])
+    assert sensor.poll(0) == []
+    assert sensor.held() == [late]
