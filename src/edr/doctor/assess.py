@@ -26,6 +26,7 @@ from edr.doctor.facts import (
     RulePathFacts,
     ServiceFacts,
     SigmaFacts,
+    SinkFacts,
     TrustFacts,
     WindowsHost,
 )
@@ -271,6 +272,30 @@ def service_check(facts: ServiceFacts) -> Check:
 
 # --- the whole report ----------------------------------------------------------------------------------
 
+# --- sinks ---------------------------------------------------------------------------------------------
+
+def sink_checks(sinks: tuple[SinkFacts, ...]) -> list[Check]:
+    """One check per alert destination: reachable (pass), unreachable (warn: alerts wait in its spool and
+    nothing is lost up to the spool's size), not checkable (UDP, pass); none configured (pass)."""
+    if not sinks:
+        return [Check("sinks", "sinks", "alert sinks", Verdict.PASS,
+                      "none configured: alerts go to the local ECS file only")]
+    checks = []
+    for sink in sinks:
+        id_ = f"sinks.{sink.section}:{sink.destination}"
+        title = f"{sink.section} {sink.destination}"
+        if sink.reachable is None:
+            checks.append(Check(id_, "sinks", title, Verdict.PASS, f"not checked: {sink.detail}"))
+        elif sink.reachable:
+            checks.append(Check(id_, "sinks", title, Verdict.PASS, "reachable"))
+        else:
+            key = f"{sink.section}.{'targets' if sink.section == 'syslog' else 'urls'}"
+            checks.append(Check(id_, "sinks", title, Verdict.WARN, "unreachable",
+                                f"cannot connect: {sink.detail} (alerts wait in its spool until it answers)",
+                                f"check the receiver and {key}"))
+    return checks
+
+
 def build_report(facts: DoctorFacts, profile: SensorProfile | None, context: dict[str, object] | None = None,
                  ) -> Report:
     """Every check of ``facts``, in report order, and the rule verdicts under ``profile``."""
@@ -292,6 +317,8 @@ def build_report(facts: DoctorFacts, profile: SensorProfile | None, context: dic
         if facts.sigma.enabled and not facts.sigma.error:
             report.rules = summarize(facts.sigma.rules, profile)
         report.add(sigma_check(facts.sigma, report.rules))
+    if facts.sinks is not None:
+        report.extend(sink_checks(facts.sinks))
     if facts.service is not None:
         report.add(service_check(facts.service))
     return report

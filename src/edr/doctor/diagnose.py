@@ -178,8 +178,9 @@ def diagnose(config_path: str | None = None, *, probes: Probes | None = None, cr
         rules = _rules(config, probes)
         profile = profile_of(config, platform, probes)
         service = probes.service(loaded, platform)
+        sinks = tuple(probes.sinks(config))
         facts = DoctorFacts(platform, config_state, linux, windows, directories, lock, rules.paths, rules.trust,
-                            rules.pack, rules.sigma, service,
+                            rules.pack, rules.sigma, service, sinks,
                             prevention=config.response.enabled and config.response.prevention_enabled)
         report = build_report(facts, profile, context)
     report.messages.extend(messages)

@@ -193,6 +193,17 @@ class ServiceFacts:
 
 
 @attrs.frozen
+class SinkFacts:
+    """One configured alert destination and whether it answered: ``reachable`` None when its transport has
+    nothing to connect to (UDP: a datagram is never acknowledged)."""
+
+    section: str  #: "syslog" or "webhook"
+    destination: str  #: as logs show it (a webhook URL without its path and query)
+    reachable: bool | None
+    detail: str = ""
+
+
+@attrs.frozen
 class DoctorFacts:
     """Everything the probes found; a part left None was not probed (another platform, no configuration)."""
 
@@ -207,5 +218,7 @@ class DoctorFacts:
     pack: PackFacts | None = None
     sigma: SigmaFacts | None = None
     service: ServiceFacts | None = None
+    #: the configured alert sinks (None: not probed)
+    sinks: tuple[SinkFacts, ...] | None = None
     #: what active response needs: signal other users' processes (response.enabled and prevention_enabled)
     prevention: bool = False

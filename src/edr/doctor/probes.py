@@ -36,6 +36,7 @@ from edr.doctor.facts import (
     RulePathFacts,
     ServiceFacts,
     SigmaFacts,
+    SinkFacts,
     TrustFacts,
     WindowsHost,
 )
@@ -397,6 +398,49 @@ def probe_service(loaded: LoadedConfig, platform: str) -> ServiceFacts:
         return ServiceFacts(problem=str(exc))
 
 
+def _connect(family: int, kind: int, address: Any, timeout: float) -> str:
+    """"" when a connection to ``address`` succeeds within ``timeout``, else why not."""
+    import socket
+
+    try:
+        with socket.socket(family, kind) as sock:
+            sock.settimeout(timeout)
+            sock.connect(address)
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return ""
+
+
+def probe_sinks(config: Config, timeout: float = 3.0) -> list[SinkFacts]:
+    """Each ``[syslog]`` target and ``[webhook]`` URL, connected to (TCP, or the local socket) and closed at once.
+
+    Nothing is sent. A TLS target is reached, not handshaken (its certificates are the sink's own check at
+    run time); a UDP target has nothing to connect to and is reported as such.
+    """
+    import socket
+
+    from edr.sink_targets import parse_syslog_target, parse_webhook_url
+
+    found: list[SinkFacts] = []
+    for text in config.syslog.targets:
+        target = parse_syslog_target(text)
+        if target.transport == "udp":
+            found.append(SinkFacts("syslog", text, None, "UDP: nothing to connect to, delivery is not acknowledged"))
+            continue
+        if target.transport == "unix":
+            why = _connect(socket.AF_UNIX, socket.SOCK_DGRAM, target.path, timeout)
+        else:
+            why = _connect(socket.AF_INET6 if ":" in target.host else socket.AF_INET, socket.SOCK_STREAM,
+                           (target.host, target.port), timeout)
+        found.append(SinkFacts("syslog", text, not why, why))
+    for url in config.webhook.urls:
+        hook = parse_webhook_url(url)
+        why = _connect(socket.AF_INET6 if ":" in hook.host else socket.AF_INET, socket.SOCK_STREAM,
+                       (hook.host, hook.port), timeout)
+        found.append(SinkFacts("webhook", hook.display, not why, why))
+    return found
+
+
 @attrs.frozen
 class Probes:
     """Every probe the doctor runs; replace any of them (``attrs.evolve``) to test the rest."""
@@ -411,3 +455,4 @@ class Probes:
     sigma: Callable[[Config], SigmaFacts] = probe_sigma
     pe_info: Callable[[Config], bool] = pe_info_available
     service: Callable[[LoadedConfig, str], ServiceFacts] = probe_service
+    sinks: Callable[[Config], list[SinkFacts]] = probe_sinks
