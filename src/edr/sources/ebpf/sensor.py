@@ -13,6 +13,7 @@ from typing import Any
 from edr.sources.ebpf import loader
 from edr.sources.ebpf.errors import SensorUnavailable
 from edr.sources.ebpf.host import find_cgroup2_mount
+from edr.sources.ebpf.pacing import BatchPacer
 from edr.sources.ebpf.records import FAMILIES, FAMILY_INDEX, NETWORK, RawRecord, record_time
 
 #: Records stamped this close to a drain's start may still be on their way
@@ -50,6 +51,7 @@ class EbpfSensor:
         self._events: dict[str, int] = dict.fromkeys(self.families, 0)
         self._callbacks: list[Callable[[Any, int, int], int]] = []
         self._window = max(batch_window_ms, 0) / 1000
+        self._pacer = BatchPacer(max(batch_window_ms, 0) * 1_000_000)
         self._held: list[RawRecord] = []
         self._links: list[int] = []
         self.udp_hooks_error: str | None = None
@@ -114,19 +116,20 @@ class EbpfSensor:
             raise RuntimeError("EbpfSensor.poll before open")
         # The kernel wakes us for the first record written into a drained
         # ring (adaptive wake-ups, sensor.c), so a lone record is seen at once;
-        # records held back by the last drain are due within one window.
+        # records held back by the last drain are due once the hold has passed.
         held = self._held
         wait_ms = max(timeout_ms, 0)
         if held:
-            wait_ms = min(wait_ms, int(self._window * 1000) + 1)
+            wait_ms = min(wait_ms, HOLD_NS // 1_000_000 + 1)
         bpf.ring_buffer_poll(wait_ms)
         batches = self._batches.values()
-        if any(batches) and self._window:
-            # Records come in bursts (a fork, its exec, its exit...) and every
-            # batch costs each actor a scheduling round: let the rings fill
-            # for one window and hand over one larger batch.  This bounds the
-            # batches to 1/window per second whatever the event rate.
-            time.sleep(self._window)
+        if any(batches):
+            # While records keep coming, let the rings fill for one window and hand
+            # over one larger batch (at most 1/window batches per second); on a quiet
+            # host, go at once (see edr.sources.ebpf.pacing).
+            pause = self._pacer.pause_ns(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+            if pause:
+                time.sleep(pause / 1e9)
         # The rings are drained one after the other, so a record stamped after
         # the drain began may be missing from a ring drained earlier while a
         # later record of another ring is here (an exec in the process ring, the
@@ -145,6 +148,7 @@ class EbpfSensor:
         ready = bisect.bisect_right(out, cut, key=record_time)
         self._held = out[ready:]
         del out[ready:]
+        self._pacer.drained(cut + HOLD_NS, len(out) + len(self._held))
         return out
 
     def held(self) -> list[RawRecord]:
