@@ -1,4 +1,4 @@
-"""Regenerate the README's generated sections (configuration reference, CLI, actor graphs).
+"""Regenerate the README's generated sections (configuration reference, CLI, actor graphs of every mode).
 
 `python scripts/gen_readme.py` rewrites README.md in place; `--check` exits 1
 if it is stale (a test runs the check, so the reference never drifts from
@@ -71,7 +71,7 @@ def sections(rules: bool = False) -> dict[str, str]:
     out = {"config": render_reference_markdown(), "cli": cli_reference()}
     if rules:
         out["rules-check"] = rules_check_section()
-    for mode in ("linux", "replay"):
+    for mode in ("linux", "windows", "replay"):
         out[f"graph-{mode}"] = "```mermaid\n" + render_mermaid(mode_graph(mode)) + "\n```"
     return out
 
