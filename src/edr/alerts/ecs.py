@@ -90,11 +90,40 @@ def _raw_time(ts: Any) -> str:
 
 
 class HostInfo:
-    """Facts about this host stamped on every alert."""
+    """Facts about this host stamped on every alert; with ``replay``, the recording's host instead.
 
-    def __init__(self, name: str | None = None, os_type: str | None = None) -> None:
+    A replayed alert describes a host that was recorded, not this one: its
+    ``host.name`` is the record's computer (``winlog.computer_name``, or a
+    ``Computer`` field), absent when the record names none, its
+    ``host.os.type`` the event's product (windows, linux), and it carries
+    ``edr.replay: true``, so that a SIEM never takes it for a live incident here.
+    """
+
+    def __init__(self, name: str | None = None, os_type: str | None = None, *, replay: bool = False) -> None:
         self.name = name or socket.gethostname()
         self.os_type = os_type or current_platform().name
+        self.replay = replay
+
+
+#: ``host.os.type`` values (ECS) an event's product may stand for
+_OS_TYPES: Final = frozenset({"linux", "windows", "macos"})
+
+
+def _recorded_host(doc: dict[str, Any], event: Any) -> None:
+    """Replace this host's name and OS in ``doc`` by the recording's (see :class:`HostInfo`); mark it replayed."""
+    doc["edr.replay"] = True
+    name = doc.get("winlog.computer_name")
+    if not isinstance(name, str) and event is not None:
+        name = event.fields.get("Computer")
+    if isinstance(name, str) and name:
+        doc["host.name"] = name
+    else:
+        doc.pop("host.name", None)
+    product = getattr(event, "product", None)
+    if product in _OS_TYPES:
+        doc["host.os.type"] = product
+    else:
+        doc.pop("host.os.type", None)
 
 
 def _created(now: float) -> str:
@@ -181,6 +210,8 @@ def to_ecs(alert: Alert, host: HostInfo, created: float | None = None) -> dict[s
         place_all(doc, alert.ecs)
     if alert.debug is not None:
         place(doc, "edr.match", alert.debug if isinstance(alert.debug, dict) else {"detail": alert.debug})
+    if host.replay:
+        _recorded_host(doc, event)
     return doc
 
 
@@ -218,6 +249,8 @@ def _bare_alert(alert: Alert, host: HostInfo, exc: Exception, created: float | N
         "host.os.type": host.os_type,
         "edr.error": error,
     }
+    if host.replay:
+        _recorded_host(doc, None)
     for key, value in (("rule.id", alert.rule_id), ("rule.name", alert.rule_name),
                        ("rule.severity", alert.severity), ("rule.engine", alert.engine)):
         if type(value) is str:

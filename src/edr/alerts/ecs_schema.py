@@ -132,6 +132,8 @@ EDR_FIELDS: Final[Mapping[str, tuple[FieldSpec, str]]] = {
     "edr.match": (FieldSpec("flattened"), "match details (alerts.match_debug), by the raw-field rule"),
     "edr.unmapped": (FieldSpec("flattened"), "keys an engine sent that the schema lacks, by the raw-field rule"),
     "edr.error": (FieldSpec("keyword"), "why the alert was written without its event"),
+    "edr.replay": (FieldSpec("boolean"), "true: the alert comes from `edr replay` of a recording (host.* is the "
+                                         "recorded host), not from this host live"),
     "edr.response.mode": (FieldSpec("keyword"), "response mode when the alert was raised: prevention or dry_run"),
     "edr.response.breaker.rule_id": (FieldSpec("keyword"), "response breaker: rule whose kill found a budget empty"),
     "edr.response.breaker.rule_name": (FieldSpec("keyword"), "response breaker: that rule's name"),

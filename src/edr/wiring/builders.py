@@ -230,7 +230,7 @@ def alerts(ctx: AgentContext, name: str) -> AlertWriter:
     fold = cfg.dedup_enabled and (live or ctx.options.dedup)
     dedup = (AlertDeduplicator(cfg.dedup_window_secs, max_entries=cfg.dedup_max_entries, max_bytes=cfg.dedup_max_bytes)
              if fold else None)
-    core = AlertLines(HostInfo(), AlertChain(start, key=key), dedup)
+    core = AlertLines(HostInfo(replay=ctx.mode == "replay"), AlertChain(start, key=key), dedup)
     return AlertWriter(name, file, core, stdout=ctx.options.stdout, log=ctx.log, anchor=anchor,
                        clock=time.time if live else None)
 
