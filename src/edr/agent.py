@@ -159,9 +159,8 @@ def unwritable_directory(config: Config) -> tuple[str, str] | None:
             os.close(directory.open_append(probe))
             os.unlink(probe, dir_fd=directory.fd())
         except OSError as exc:
-            reason = exc.strerror or str(exc)
-            if getattr(exc, "reason", None):  # UnsafePath: what is wrong and the fix
-                reason = str(exc.reason)  # type: ignore[attr-defined]
+            # UnsafePath carries what is wrong and the fix in ``reason``
+            reason = str(getattr(exc, "reason", None) or exc.strerror or exc)
             return key, f"the directory {path} ({key}) cannot be written: {reason}"
         finally:
             directory.close()

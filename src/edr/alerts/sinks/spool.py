@@ -375,7 +375,7 @@ class Spool:
         except OSError:
             # The partial batch stays in this segment: count the segment as it is and never append to it again.
             with contextlib.suppress(OSError):
-                active.size = os.fstat(active.fd).st_size  # type: ignore[arg-type]
+                active.size = os.fstat(active.fd).st_size
             self._roll()
 
     def _roll(self) -> None:

@@ -136,7 +136,8 @@ class SyslogFormatter:
 
     def format(self, doc: dict[str, Any], json_message: bytes | None = None) -> bytes:
         """The message for ``doc``; ``json_message`` is its JSON (computed when None and needed)."""
-        severity = SEVERITIES.get(doc.get("rule.severity"), DEFAULT_SEVERITY)  # type: ignore[arg-type]
+        level = doc.get("rule.severity")
+        severity = SEVERITIES.get(level, DEFAULT_SEVERITY) if isinstance(level, str) else DEFAULT_SEVERITY
         stamp = doc.get("event.created")
         if not (isinstance(stamp, str) and _TIMESTAMP.match(stamp)):
             stamp = "-"

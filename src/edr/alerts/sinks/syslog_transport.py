@@ -68,10 +68,11 @@ class StreamConnection:
     async def finish(self, timeout: float) -> bool:
         """Close our side and wait up to ``timeout`` for the receiver to close its own, which it does after
         reading everything: True when it did (everything sent was read), False otherwise."""
-        if not self.can_finish:
+        stream = self.stream
+        if not self.can_finish or not isinstance(stream, trio.abc.HalfCloseableStream):
             return False
         try:
-            await self.stream.send_eof()  # type: ignore[attr-defined]
+            await stream.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return False
         with trio.move_on_after(timeout):
