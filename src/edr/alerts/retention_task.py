@@ -69,6 +69,9 @@ async def retention_task(_sup: Any, config: Config) -> None:
     while True:
         try:
             await trio.to_thread.run_sync(retention_pass, families)
+        except NotImplementedError as exc:  # no directory descriptors here (Windows): said once, not hourly
+            _log.warning("retention: not available on this platform (%s); files are kept", exc)
+            return
         except Exception:  # a bug here must not stop the agent: logged, retried next interval
             _log.exception("retention pass failed")
         await trio.sleep(config.retention.interval_secs)
