@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -60,8 +60,9 @@ class ServiceStop(Protocol):
         ...
 
     def attach(self, stop: Callable[[], None], abort: Callable[[], None],
-               schedule: Callable[[Callable[[], None]], None]) -> None:
-        """From the event loop, once the graph runs: deliver stops with ``schedule(stop)``, then ``schedule(abort)``."""
+               schedule: Callable[[Callable[[], None]], None], reload: Callable[[], None] | None = None) -> None:
+        """From the event loop, once the graph runs: deliver stops with ``schedule(stop)``, then ``schedule(abort)``;
+        reload requests with ``schedule(reload)``."""
         ...
 
     def detach(self) -> None:
@@ -198,27 +199,47 @@ class EarlyHangup:
             self.previous = None
 
 
-def reload_task(reloader: Reloader, service: ServiceNotifier,
-                early: EarlyHangup) -> Callable[[Supervisor], Awaitable[None]]:
-    """The background task that reloads the rules on SIGHUP (see :mod:`edr.wiring.reload`).
+class ReloadRequests:
+    """Rule reloads on request: SIGHUP, or a service control (see :mod:`edr.wiring.reload`).
 
-    Requests coalesce: while a reload compiles, one more SIGHUP queues
-    one more reload (it may carry edits made after this one read its
-    files) and any further ones merge into it. The compile runs in a worker
-    thread; the swap and the log lines happen here, on the event loop, and
-    the service manager hears ``RELOADING=1`` (with ``MONOTONIC_USEC``) and,
-    whatever the outcome, ``READY=1``. Cancelled with the other background
-    tasks when the graph has ended; a compile under way is abandoned.
+    :meth:`run` is the background task: it reloads one request at a time and
+    listens for SIGHUP when ``signals`` (the main thread, not Windows).
+    Requests coalesce: while a reload compiles, one more request queues one
+    more reload (it may carry edits made after this one read its files) and
+    any further ones merge into it. The compile runs in a worker thread; the
+    swap and the log lines happen on the event loop, and the service manager
+    hears ``RELOADING=1`` (with ``MONOTONIC_USEC``) and, whatever the outcome,
+    ``READY=1``. Cancelled with the other background tasks when the graph has
+    ended; a compile under way is abandoned.
     """
 
-    async def run(sup: Supervisor) -> None:
-        send, receive = trio.open_memory_channel[str](1)
+    def __init__(self, reloader: Reloader, service: ServiceNotifier, early: EarlyHangup, *, signals: bool) -> None:
+        self.reloader = reloader
+        self.service = service
+        self.early = early
+        self.signals = signals
+        self._send: trio.MemorySendChannel[str] | None = None
+        self._early: list[str] = []
 
-        def request(why: str) -> None:
-            try:
-                send.send_nowait(why)
-            except trio.WouldBlock:
-                log.info("reload: %s while a reload is pending: merged into it", why)
+    def request(self, why: str) -> None:
+        """Ask for a reload (in the event loop); before :meth:`run` listens, it is kept for then."""
+        send = self._send
+        if send is None:
+            self._early.append(why)
+            return
+        try:
+            send.send_nowait(why)
+        except trio.WouldBlock:
+            log.info("reload: %s while a reload is pending: merged into it", why)
+
+    async def run(self, sup: Supervisor) -> None:
+        """Serve requests until cancelled."""
+        send, receive = trio.open_memory_channel[str](1)
+        self._send = send
+        for why in self._early:
+            self.request(why)
+        self._early.clear()
+        reloader, service = self.reloader, self.service
 
         async def worker() -> None:
             async for why in receive:
@@ -232,18 +253,16 @@ def reload_task(reloader: Reloader, service: ServiceNotifier,
                 reloader.apply(candidate)
                 service.notify_ready()
 
-        hangup = getattr(signal, "SIGHUP", None)
-        if hangup is None:  # Windows: no SIGHUP (a service control would be its reload)
-            return
+        hangup = getattr(signal, "SIGHUP", None) if self.signals else None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(worker)
+            if hangup is None:  # a service's run (no signals there): its control requests come via request()
+                return
             with trio.open_signal_receiver(hangup) as signals:
-                if early.take():
-                    request("SIGHUP received during start-up")
+                if self.early.take():
+                    self.request("SIGHUP received during start-up")
                 async for _ in signals:
-                    request("SIGHUP received")
-
-    return run
+                    self.request("SIGHUP received")
 
 
 def _prepare_rules(loaded: LoadedConfig) -> tuple[Config, list[str] | None, tuple[str, ...]]:
@@ -397,11 +416,14 @@ def _run_locked(loaded: LoadedConfig, mode: str, early: EarlyHangup,
         service.notify_ready()
         if service_stop is not None:
             service_stop.attach(functools.partial(_service_stopping, sup), functools.partial(sup.abort, "second stop"),
-                                trio.lowlevel.current_trio_token().run_sync_soon)
+                                trio.lowlevel.current_trio_token().run_sync_soon,
+                                functools.partial(reloads.request, "service control: reload"))
 
-    background = [functools.partial(health_task, interval=float(loaded.config.health.interval_secs))]
-    if service_stop is None:  # a service's Trio runs outside the main thread: no signals, so no SIGHUP reload
-        background.append(reload_task(reloader, service, early))
+    # a service's Trio runs outside the main thread, where signals cannot be received: its reloads come
+    # from the service control manager through service_stop
+    reloads = ReloadRequests(reloader, service, early, signals=service_stop is None)
+    background = [functools.partial(health_task, interval=float(loaded.config.health.interval_secs)),
+                  reloads.run]
     if loaded.config.health.watchdog:
         background.append(watchdog_task)
     background.append(functools.partial(retention_task, config=trust.config))

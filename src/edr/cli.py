@@ -504,10 +504,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    """``edr reload``: SIGHUP to the agent holding this configuration's instance lock."""
+    """``edr reload``: SIGHUP to the agent holding this configuration's instance lock; on Windows, the
+    service's PARAMCHANGE control."""
     from edr.agent import signal_reload
+    from edr.platform import current
 
     loaded = _load(args)
+    if current().name == "windows":
+        from edr.service.manager import ServiceError
+        from edr.service.windows_manager import WindowsServiceManager
+
+        try:
+            report = WindowsServiceManager(str(loaded.file or "")).reload()
+        except ServiceError as exc:
+            print(f"edr: reload: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print("edr: " + "; ".join(report.steps))
+        return EXIT_OK
     pid, message = signal_reload(loaded.config.agent.state_directory)
     print(f"edr: {message}", file=sys.stdout if pid is not None else sys.stderr)
     return EXIT_OK if pid is not None else EXIT_FAILED

@@ -52,8 +52,9 @@ SERVICE_AUTO_START, SERVICE_DEMAND_START, SERVICE_DISABLED = 2, 3, 4
 SERVICE_STOPPED, SERVICE_START_PENDING, SERVICE_STOP_PENDING, SERVICE_RUNNING = 1, 2, 3, 4
 SERVICE_CONTINUE_PENDING, SERVICE_PAUSE_PENDING, SERVICE_PAUSED = 5, 6, 7
 SERVICE_CONTROL_STOP, SERVICE_CONTROL_PAUSE, SERVICE_CONTROL_CONTINUE = 1, 2, 3
-SERVICE_CONTROL_INTERROGATE, SERVICE_CONTROL_SHUTDOWN = 4, 5
+SERVICE_CONTROL_INTERROGATE, SERVICE_CONTROL_SHUTDOWN, SERVICE_CONTROL_PARAMCHANGE = 4, 5, 6
 SERVICE_ACCEPT_STOP, SERVICE_ACCEPT_PAUSE_CONTINUE, SERVICE_ACCEPT_SHUTDOWN = 1, 2, 4
+SERVICE_ACCEPT_PARAMCHANGE = 8
 SERVICE_CONFIG_DESCRIPTION, SERVICE_CONFIG_FAILURE_ACTIONS = 1, 2
 SERVICE_CONFIG_DELAYED_AUTO_START_INFO, SERVICE_CONFIG_FAILURE_ACTIONS_FLAG = 3, 4
 SC_ACTION_NONE, SC_ACTION_RESTART, SC_ACTION_REBOOT, SC_ACTION_RUN_COMMAND = 0, 1, 2, 3
@@ -172,7 +173,8 @@ class ServiceControlManager:
             handler = service.handler
         if state == SERVICE_STOPPED:
             raise error(ERROR_SERVICE_NOT_ACTIVE, "ControlService", "The service has not been started.")
-        wanted = {SERVICE_CONTROL_STOP: SERVICE_ACCEPT_STOP, SERVICE_CONTROL_SHUTDOWN: SERVICE_ACCEPT_SHUTDOWN}
+        wanted = {SERVICE_CONTROL_STOP: SERVICE_ACCEPT_STOP, SERVICE_CONTROL_SHUTDOWN: SERVICE_ACCEPT_SHUTDOWN,
+                  SERVICE_CONTROL_PARAMCHANGE: SERVICE_ACCEPT_PARAMCHANGE}
         if code in wanted and not accepted & wanted[code]:
             raise error(ERROR_SERVICE_CANNOT_ACCEPT_CTRL, "ControlService",
                         "The service cannot accept control messages at this time.")
@@ -323,6 +325,12 @@ class ServiceControlManager:
                     return self.SvcShutdown()  # type: ignore[attr-defined]
                 if control == SERVICE_CONTROL_INTERROGATE:
                     return self.ReportServiceStatus(SERVICE_RUNNING)
+                return self.SvcOtherEx(control, event_type, data)
+
+            def SvcOtherEx(self, control: int, event_type: int, data: Any) -> Any:
+                return self.SvcOther(control)
+
+            def SvcOther(self, control: int) -> Any:
                 return None
 
             def SvcRun(self) -> None:
@@ -393,6 +401,11 @@ class ServiceControlManager:
             scm.control(serviceName, SERVICE_CONTROL_STOP)
             return scm._get(serviceName, "ControlService").status
 
+        def ControlService(serviceName: str, code: int, machine: str | None = None) -> tuple[int, ...]:
+            scm.calls.append(("ControlService", serviceName, code))
+            scm.control(serviceName, code)
+            return scm._get(serviceName, "ControlService").status
+
         def QueryServiceStatus(serviceName: str, machine: str | None = None) -> tuple[int, ...]:
             return scm._get(serviceName, "OpenService").status
 
@@ -409,7 +422,7 @@ class ServiceControlManager:
         def LocatePythonServiceExe(exe: str | None = None) -> str:
             return exe or scm.exe
 
-        for f in (InstallService, ChangeServiceConfig, RemoveService, StartService, StopService, QueryServiceStatus,
-                  SetServiceCustomOption, GetServiceCustomOption, LocatePythonServiceExe):
+        for f in (InstallService, ChangeServiceConfig, RemoveService, StartService, StopService, ControlService,
+                  QueryServiceStatus, SetServiceCustomOption, GetServiceCustomOption, LocatePythonServiceExe):
             setattr(su, f.__name__, f)
         return su, ws, sm, pywintypes

@@ -180,3 +180,31 @@ def test_service_manager_is_the_windows_one_on_windows(monkeypatch: pytest.Monke
     assert scm.services[SERVICE_NAME].command == '"C:\\Python312\\pythonservice.exe"'
     dry = service_manager(config, config_path=tmp_path / "config.toml", executable=exe, root=tmp_path)
     assert isinstance(dry, WindowsServiceManager) and dry.dry_run
+
+
+def test_reload_sends_the_paramchange_control_and_says_when_it_cannot() -> None:
+    scm, manager = lab()
+    manager.install()
+    manager.start()
+    # this idle service does not accept PARAMCHANGE (the agent's EdrService does: tests/service/test_windows_service)
+    with pytest.raises(ServiceError, match="cannot accept control messages"):
+        manager.reload()
+    assert ("ControlService", SERVICE_NAME, 6) in scm.calls
+
+    class Reloading(scm.service_class):  # type: ignore[misc,name-defined]
+        reloads = 0
+
+        def GetAcceptedControls(self) -> int:
+            return int(super().GetAcceptedControls()) | 8  # SERVICE_ACCEPT_PARAMCHANGE
+
+        def SvcOther(self, control: int) -> None:
+            type(self).reloads += control == 6
+
+    manager.stop()
+    scm.service_class = Reloading
+    manager.start()
+    assert manager.reload().steps == ("reload requested from service edr; its log says what was reloaded",)
+    assert Reloading.reloads == 1
+    manager.stop()
+    dry = WindowsServiceManager(CONFIG, modules=manager.modules, dry_run=True)
+    assert dry.reload().dry_run

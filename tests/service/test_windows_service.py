@@ -216,6 +216,53 @@ def test_a_stop_drains_the_pipeline_and_writes_the_alerts(monkeypatch: pytest.Mo
     assert "service stop: stopping sources, draining the pipeline (at most 20.0s)" in lab.oplog()
 
 
+SECOND_RULE = RULE.replace("cmd started by PowerShell at high integrity", "cmd started by PowerShell").replace(
+    "5f0c7f6e-6f1e-4d6b-9a49-3d2a3c0e0101", "5f0c7f6e-6f1e-4d6b-9a49-3d2a3c0e0102").replace(
+    "        IntegrityLevel: High\n", "")
+
+
+def _wait(pred: Any, secs: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return bool(pred())
+
+
+def test_the_reload_control_swaps_the_rules_while_the_service_runs(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    """PARAMCHANGE (what `edr reload` sends on Windows) reloads the rules as SIGHUP does on Linux."""
+    records = all_recorded()
+    done = threading.Event()
+
+    def feed() -> Iterator[tuple[int, dict[str, Any]]]:
+        yield from records
+        done.wait(120)  # the session stays open until the test has reloaded
+
+    lab = Lab(monkeypatch, tmp_path, feed=feed)
+    lab.scm.host(SERVICE_NAME)
+    try:
+        assert _wait(lambda: "edr started" in lab.oplog(), 120), lab.oplog()[-2000:]
+        (tmp_path / "rules" / "second.yml").write_text(textwrap.dedent(SECOND_RULE))
+        control = threading.Thread(target=lab.scm.control, args=(SERVICE_NAME, w.SERVICE_CONTROL_PARAMCHANGE))
+        control.start()
+        control.join(10)
+        assert not control.is_alive(), "the control handler blocked"
+        assert _wait(lambda: "rule set #2 in force (was #1)" in lab.oplog(), 60), lab.oplog()[-3000:]
+        swapped = next(line for line in lab.oplog().splitlines() if "rule set #2 in force" in line)
+        assert "sigma rules 1 -> 2" in swapped, swapped
+        assert (w.EVENTLOG_INFORMATION_TYPE, "edr: rule reload requested (reloading)") in lab.scm.application_log
+    finally:
+        lab.stop_from_the_manager()
+        done.set()
+    assert lab.scm.wait_stopped(SERVICE_NAME, 120)
+    lab.service.thread.join(10)
+    assert lab.service.status[3:5] == (0, 0)
+
+
 def test_an_agent_that_fails_by_itself_stops_the_service_with_an_error(monkeypatch: pytest.MonkeyPatch,
                                                                        tmp_path: Path) -> None:
     # enabling a provider is refused (as EnableTraceEx2 can be): the source fails, the graph stops, exit 1
@@ -258,7 +305,8 @@ def test_the_service_class_reads_its_configuration_option(tmp_path: Path) -> Non
     su.SetServiceCustomOption(SERVICE_NAME, CONFIG_OPTION, "D:\\edr\\agent.toml")
     assert cls([SERVICE_NAME]).config_path == "D:\\edr\\agent.toml"
     # stop and shutdown are accepted, and only once running (pywin32 accepts nothing while START_PENDING)
-    assert instance.GetAcceptedControls() == w.SERVICE_ACCEPT_STOP | w.SERVICE_ACCEPT_SHUTDOWN
+    assert instance.GetAcceptedControls() == (w.SERVICE_ACCEPT_STOP | w.SERVICE_ACCEPT_SHUTDOWN
+                                            | w.SERVICE_ACCEPT_PARAMCHANGE)
 
 
 def test_the_service_module_builds_its_class_from_pywin32_on_first_use(monkeypatch: pytest.MonkeyPatch) -> None:

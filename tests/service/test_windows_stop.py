@@ -79,3 +79,17 @@ def test_a_request_from_another_thread_runs_stop_in_the_trio_thread() -> None:
     loop.join(10)
     assert outcomes == [STOPPING]
     assert seen == [("stop", loop.ident)]
+
+
+def test_reload_requests_pending_while_starting_then_scheduled_then_ended() -> None:
+    from edr.service.windows_stop import RELOADING
+
+    reloads: list[str] = []
+    scheduled: list[object] = []
+    requests = ServiceStop()
+    assert requests.request_reload() == PENDING  # while the rules load: kept for the start
+    requests.attach(lambda: None, lambda: None, scheduled.append, lambda: reloads.append("reload"))
+    assert reloads == ["reload"] and scheduled == []  # delivered at attach, in the loop
+    assert requests.request_reload() == RELOADING and len(scheduled) == 1
+    requests.detach()
+    assert requests.request_reload() == ENDED

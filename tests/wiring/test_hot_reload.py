@@ -244,7 +244,7 @@ def test_correlation_state_is_dropped_when_its_rule_changed(tmp_path: Path) -> N
 
 def test_sighups_during_a_reload_coalesce_and_systemd_hears_reloading_then_ready(
         tmp_path: Path, rules_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edr.agent import EarlyHangup, reload_task
+    from edr.agent import EarlyHangup, ReloadRequests
     from edr.platform import current
 
     sock_path = tmp_path / "notify.sock"
@@ -271,7 +271,7 @@ def test_sighups_during_a_reload_coalesce_and_systemd_hears_reloading_then_ready
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(reload_task(reloader, current().service, early), sup)
+            nursery.start_soon(ReloadRequests(reloader, current().service, early, signals=True).run, sup)
             await trio.to_thread.run_sync(signals)
             with trio.fail_after(10):
                 while reloader.attempts < 2:

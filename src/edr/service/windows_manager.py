@@ -207,6 +207,16 @@ class WindowsServiceManager:
             self._wait_for(m.win32service.SERVICE_STOPPED, stop_wait_hint_ms(self.config_path) / 1000 + 5.0, "stop")
         return ActionReport("stop", (f"stopped service {SERVICE_NAME}",))
 
+    def reload(self) -> ActionReport:
+        """Ask the running service to reload its rules (the PARAMCHANGE control; its log says the outcome)."""
+        if self.dry_run:
+            return ActionReport("reload", (f"run ControlService {SERVICE_NAME} PARAMCHANGE",), dry_run=True)
+        m = self.modules
+        with self._errors("reload"):
+            m.win32serviceutil.ControlService(SERVICE_NAME, m.win32service.SERVICE_CONTROL_PARAMCHANGE)
+        return ActionReport("reload", (f"reload requested from service {SERVICE_NAME}; its log says what was "
+                                       "reloaded",))
+
     def restart(self) -> ActionReport:
         """Stop, then start the service."""
         stopped = self.stop()

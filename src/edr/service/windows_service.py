@@ -155,6 +155,18 @@ def make_service_class(win32serviceutil: types.ModuleType, win32service: types.M
             """Windows is shutting down: the same orderly stop (alerts flushed)."""
             self.SvcStop()
 
+        def GetAcceptedControls(self) -> int:
+            """Stop and shutdown (pywin32's, from the methods above) and PARAMCHANGE: the reload control."""
+            accepted: int = super().GetAcceptedControls()
+            return accepted | win32service.SERVICE_ACCEPT_PARAMCHANGE
+
+        def SvcOther(self, control: int) -> None:
+            """PARAMCHANGE (``edr reload``, ``sc control edr paramchange``): reload the rules, as SIGHUP does."""
+            if control != win32service.SERVICE_CONTROL_PARAMCHANGE:
+                return
+            outcome = self.stop_requests.request_reload()
+            servicemanager.LogInfoMsg(f"{self._svc_name_}: rule reload requested ({outcome})")
+
         def SvcDoRun(self) -> None:
             """Run the agent until it is stopped; raises ServiceFailed when it ends by itself."""
             from edr.config import ConfigError

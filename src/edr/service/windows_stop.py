@@ -40,6 +40,7 @@ PENDING: Final = "pending"  # remembered: the graph is not running (yet, or any 
 STOPPING: Final = "stopping"  # handed to the running graph: an orderly stop, the pipeline drains
 ABORTING: Final = "aborting"  # a repeated request during the drain: everything is cancelled
 ENDED: Final = "ended"  # the run is over: nothing left to stop
+RELOADING: Final = "reloading"  # a reload handed to the running graph
 
 Schedule = Callable[[Callable[[], None]], None]
 
@@ -60,6 +61,8 @@ class ServiceStop:
         self._stop: Callable[[], None] | None = None
         self._abort: Callable[[], None] | None = None
         self._schedule: Schedule | None = None
+        self._reload: Callable[[], None] | None = None
+        self._reloads_pending = 0
         self._ended = False
 
     @property
@@ -88,7 +91,26 @@ class ServiceStop:
             return ENDED
         return STOPPING if first else ABORTING
 
-    def attach(self, stop: Callable[[], None], abort: Callable[[], None], schedule: Schedule) -> None:
+    def request_reload(self) -> str:
+        """Ask the running agent to reload its rules (the service control PARAMCHANGE, ``edr reload`` on
+        Windows); returns :data:`RELOADING` (handed to the event loop), :data:`PENDING` (remembered until
+        the graph runs) or :data:`ENDED`. Never blocks and never raises."""
+        with self._lock:
+            schedule, reload, ended = self._schedule, self._reload, self._ended
+            if not ended and (schedule is None or reload is None):
+                self._reloads_pending += 1
+        if ended:
+            return ENDED
+        if schedule is None or reload is None:
+            return PENDING
+        try:
+            schedule(reload)
+        except RuntimeError:  # the loop is gone
+            return ENDED
+        return RELOADING
+
+    def attach(self, stop: Callable[[], None], abort: Callable[[], None], schedule: Schedule,
+               reload: Callable[[], None] | None = None) -> None:
         """Deliver requests to a running graph: ``schedule(stop)`` (then ``schedule(abort)``) from now on.
 
         Called in the event loop once the graph runs (the supervisor's
@@ -97,15 +119,17 @@ class ServiceStop:
         (this runs in the loop already).
         """
         with self._lock:
-            self._stop, self._abort, self._schedule = stop, abort, schedule
-            already = self._requests
+            self._stop, self._abort, self._schedule, self._reload = stop, abort, schedule, reload
+            already, reloads, self._reloads_pending = self._requests, self._reloads_pending, 0
         if self._on_running is not None:
             self._on_running()
         if already:
             stop()
+        elif reloads and reload is not None:  # asked for while starting: the reload follows the start
+            reload()
 
     def detach(self) -> None:
         """The run is over: later requests are only remembered (:data:`ENDED`)."""
         with self._lock:
-            self._stop = self._abort = self._schedule = None
+            self._stop = self._abort = self._schedule = self._reload = None
             self._ended = True
