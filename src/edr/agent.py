@@ -375,6 +375,17 @@ def _service_stopping(sup: Supervisor) -> None:
     sup.stop()
 
 
+def _abandon(sup: Supervisor) -> None:
+    """Undo what building the actors started (the sensor, its start-up drain) when the graph will not run."""
+    for actor in sup.actors.values():
+        abandon = getattr(actor, "abandon", None)
+        if abandon is not None:
+            try:
+                abandon()
+            except Exception:  # the exit goes on: the kernel frees what is left
+                log.exception("%s: could not be closed", getattr(actor, "name", actor))
+
+
 def _run_locked(loaded: LoadedConfig, mode: str, early: EarlyHangup,
                 service_stop: ServiceStop | None = None) -> int:
     trust = check_rules(expand_pack(loaded.config))
@@ -408,6 +419,7 @@ def _run_locked(loaded: LoadedConfig, mode: str, early: EarlyHangup,
         raise
     if service_stop is not None and service_stop.requested:
         log.info("stop requested while starting: the graph was not started")
+        _abandon(sup)
         return 0
 
     def started() -> None:
@@ -435,6 +447,7 @@ def _run_locked(loaded: LoadedConfig, mode: str, early: EarlyHangup,
     except MetricsUnavailable as exc:
         log.error("%s", exc)
         print(f"edr: {exc}", file=sys.stderr)
+        _abandon(sup)
         return 3
     background += observers.background
     try:

@@ -727,10 +727,6 @@ FACILITIES: Final = {
 }
 
 
-def _sink_seconds(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not 0 < value <= MAX_SECONDS:
-        raise ValueError(f"must be more than 0 and at most {MAX_SECONDS:g} seconds, not {value!r}")
-
 
 def _syslog_targets(_inst: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
     for text in value:
@@ -793,23 +789,23 @@ class SyslogConfig:
         default="", metadata=_path('Its private key (mode 0600); "" when tls_cert_file holds it.'),
     )
     timeout_secs: float = attrs.field(
-        default=30.0, validator=_sink_seconds,
+        default=30.0, validator=_seconds(zero_ok=False),
         metadata=_doc("Longest a connection attempt, or a send that makes no progress, may take."),
     )
     confirm_secs: float = attrs.field(
-        default=2.0, validator=_sink_seconds,
+        default=2.0, validator=_seconds(zero_ok=False),
         metadata=_doc("tcp/tls: messages count as delivered once the connection has stayed up this long after "
                       "them (plain syslog has no acknowledgement); those sent before a break are sent again."),
     )
     retry_initial_secs: float = attrs.field(
-        default=0.5, validator=_sink_seconds,
+        default=0.5, validator=_seconds(zero_ok=False),
         metadata=_doc("First wait before reconnecting; doubles up to retry_max_secs."),
     )
     retry_max_secs: float = attrs.field(
-        default=60.0, validator=_sink_seconds, metadata=_doc("Longest wait between two connection attempts."),
+        default=60.0, validator=_seconds(zero_ok=False), metadata=_doc("Longest wait between two connection attempts."),
     )
     drain_secs: float = attrs.field(
-        default=5.0, validator=_sink_seconds,
+        default=5.0, validator=_seconds(zero_ok=False),
         metadata=_doc("At a stop (or the end of a replay), how long to go on delivering what is spooled; the rest "
                       "is delivered at the next start."),
     )
@@ -849,7 +845,7 @@ class WebhookConfig:
     cert_file: str = attrs.field(default="", metadata=_path('PEM client certificate ("" none).'))
     key_file: str = attrs.field(default="", metadata=_path('Its private key (mode 0600); "" when cert_file holds it.'))
     timeout_secs: float = attrs.field(
-        default=30.0, validator=_sink_seconds,
+        default=30.0, validator=_seconds(zero_ok=False),
         metadata=_doc("Longest a connection, or a wait for the response, may take."),
     )
     max_batch_alerts: int = attrs.field(
@@ -860,19 +856,19 @@ class WebhookConfig:
         metadata=_doc("KiB of documents per request at most (one larger alert is sent alone)."),
     )
     retry_initial_secs: float = attrs.field(
-        default=0.5, validator=_sink_seconds,
+        default=0.5, validator=_seconds(zero_ok=False),
         metadata=_doc("First wait before a failed request is retried; doubles (with jitter) up to retry_max_secs."),
     )
     retry_max_secs: float = attrs.field(
-        default=60.0, validator=_sink_seconds,
+        default=60.0, validator=_seconds(zero_ok=False),
         metadata=_doc("Longest wait between two attempts, unless Retry-After asks."),
     )
     retry_after_max_secs: float = attrs.field(
-        default=600.0, validator=_sink_seconds,
+        default=600.0, validator=_seconds(zero_ok=False),
         metadata=_doc("Longest wait a receiver's Retry-After (seconds or an HTTP date) may impose."),
     )
     drain_secs: float = attrs.field(
-        default=5.0, validator=_sink_seconds,
+        default=5.0, validator=_seconds(zero_ok=False),
         metadata=_doc("At a stop (or the end of a replay), how long to go on delivering what is spooled; the rest "
                       "is delivered at the next start."),
     )

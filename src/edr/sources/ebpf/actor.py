@@ -151,6 +151,14 @@ class EbpfSource(ActorBase):
                 if records:
                     await out.send(records)
 
+    def abandon(self) -> None:
+        """The graph will not run (the start failed after this source was built): stop the start-up drain's
+        thread and close the sensor, so that nothing polls the rings while the interpreter tears them down."""
+        drain, self._drain = self._drain, None
+        if drain is not None:
+            drain.stop()
+        self._close()
+
     def _close(self) -> None:
         # Read the kernel's lost counters just before the maps are freed, so that the final
         # health record reports them (read after close, they would all be 0). Samples lost
