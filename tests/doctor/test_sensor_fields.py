@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import socket
 import struct
-import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -49,7 +48,8 @@ from edr.sources.replay.winlog import iter_winlog_events
 from tests.conftest import ebpf_unavailable, shared_path
 from tests.sources.ebpf import rawrec
 from tests.sources.ebpf.fakehost import FakeHost
-from tests.sources.ebpf.live import LiveCapture, run_python
+from tests.sources.ebpf.live import DNS_ANSWER_IP as ANSWER_IP
+from tests.sources.ebpf.live import LiveCapture, dns_server, run_python
 from tests.sources.etw.conftest import LAB_ACCOUNTS, LAB_DEVICES
 from tests.sources.etw.pywintrace_shape import RECORDINGS, all_recorded, load_recording, to_pywintrace
 from tests.sources.etw.records import record
@@ -75,7 +75,6 @@ def test_the_tables_cover_what_is_routed() -> None:
 
 # --- Linux ---------------------------------------------------------------------------------------------
 
-ANSWER_IP = "127.0.0.9"
 
 TRIGGER = r"""
 import json, os, socket, struct, subprocess, sys, time
@@ -105,36 +104,10 @@ time.sleep(0.5)  # local ends and directory fds are read from the live process
 """
 
 
-def _answer(sock: socket.socket, stop: threading.Event) -> None:
-    """Answer every A query with ANSWER_IP."""
-    while not stop.is_set():
-        try:
-            query, peer = sock.recvfrom(512)
-        except TimeoutError:
-            continue
-        except OSError:
-            return
-        if len(query) < 17:
-            continue
-        answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(ANSWER_IP)
-        sock.sendto(query[:2] + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0) + query[12:] + answer, peer)
-
-
 @pytest.fixture(scope="module")
 def dns_responder() -> Iterator[None]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind(("127.0.0.1", 53))
-    except OSError as exc:
-        pytest.skip(f"cannot answer DNS on 127.0.0.1:53: {exc}")
-    sock.settimeout(0.2)
-    stop = threading.Event()
-    thread = threading.Thread(target=_answer, args=(sock, stop), daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    thread.join(2)
-    sock.close()
+    with dns_server():
+        yield
 
 
 @pytest.fixture(scope="module")

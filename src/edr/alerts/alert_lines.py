@@ -90,7 +90,7 @@ class AlertLines:
             if ID_KEY not in doc:
                 doc[ID_KEY] = alert_id(doc)
             lines.append(seal(doc))
-            doc[HASH_KEY] = self.chain.state.hash
+            doc[HASH_KEY] = self.chain.last_hash
             docs.append(doc)
             rules.append(alert.rule_name)
             by_rule[alert.rule_name] = by_rule.get(alert.rule_name, 0) + 1

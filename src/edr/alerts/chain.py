@@ -275,6 +275,11 @@ class AlertChain:
         self.displaced = 0
 
     @property
+    def last_hash(self) -> str:
+        """The link of the last line sealed (or resumed from): what :meth:`seal` wrote as ``edr.chain.hash``."""
+        return self._hash
+
+    @property
     def state(self) -> ChainState:
         """The seq and hash of the last line sealed (or resumed from)."""
         return ChainState(self._seq, self._hash)

@@ -4,29 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import attrs
-
-
-@attrs.define
-class TokenBucket:
-    """At most ``rate_per_minute`` takes per minute, with bursts up to one minute's worth."""
-
-    rate_per_minute: int
-    tokens: float = 0.0
-    last: float | None = None
-
-    def take(self, now: float) -> bool:
-        """Take one token if available at ``now``."""
-        if self.last is None:
-            self.tokens = float(self.rate_per_minute)
-        else:
-            self.tokens = min(float(self.rate_per_minute),
-                              self.tokens + (now - self.last) * self.rate_per_minute / 60.0)
-        self.last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
+from edr.rate import TokenBucket
 
 
 class SweepPlanner:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from edr.enrich.enricher import Enricher
 from edr.event import FILE_CHANGE, FILE_DELETE, FILE_EVENT, FILE_RENAME, Event, F
@@ -139,3 +142,46 @@ def bad_paths_since(capture: LiveCapture, start: int) -> list[str]:
         bad = list(capture.bad_paths[start:])
     return [f"{why}: {e.category} {e.fields.get(F.OPERATION)} pid={e.fields.get(F.PROCESS_ID)} "
             f"image={e.fields.get(F.IMAGE)!r}" for why, e in bad]
+
+
+#: What :func:`dns_server` answers every A query with.
+DNS_ANSWER_IP = "127.0.0.9"
+
+
+@contextlib.contextmanager
+def dns_server() -> Iterator[None]:
+    """A DNS server on 127.0.0.1:53 answering every A query with :data:`DNS_ANSWER_IP` (TTL 60), in a thread;
+    skips the test when the port cannot be taken."""
+    import pytest
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 53))
+    except OSError as exc:
+        sock.close()
+        pytest.skip(f"cannot listen on 127.0.0.1:53: {exc}")
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def answer() -> None:
+        while not stop.is_set():
+            try:
+                query, peer = sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if len(query) < 17:
+                continue
+            txid, question = query[:2], query[12:]  # one question: name, type, class
+            record = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(DNS_ANSWER_IP)
+            sock.sendto(txid + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0) + question + record, peer)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(2)
+        sock.close()

@@ -3,52 +3,20 @@
 from __future__ import annotations
 
 import json
-import socket
-import struct
-import threading
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from edr.event import DNS_QUERY, NETWORK_CONNECTION, F
-from tests.sources.ebpf.live import LiveCapture, run_python
-
-ANSWER_IP = "127.0.0.9"
-
-
-def _responder(sock: socket.socket, stop: threading.Event) -> None:
-    """Answer every A query with ANSWER_IP (TTL 60)."""
-    while not stop.is_set():
-        try:
-            query, peer = sock.recvfrom(512)
-        except TimeoutError:
-            continue
-        except OSError:
-            return
-        if len(query) < 17:
-            continue
-        txid = query[:2]
-        question = query[12:]  # one question: name, type, class
-        answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(ANSWER_IP)
-        sock.sendto(txid + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0) + question + answer, peer)
+from tests.sources.ebpf.live import DNS_ANSWER_IP as ANSWER_IP
+from tests.sources.ebpf.live import LiveCapture, dns_server, run_python
 
 
 @pytest.fixture(scope="module")
-def dns_server() -> Iterator[None]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind(("127.0.0.1", 53))
-    except OSError as exc:
-        pytest.skip(f"cannot listen on 127.0.0.1:53: {exc}")
-    sock.settimeout(0.2)
-    stop = threading.Event()
-    t = threading.Thread(target=_responder, args=(sock, stop), daemon=True)
-    t.start()
-    yield
-    stop.set()
-    t.join(2)
-    sock.close()
+def dns_responder() -> Iterator[None]:
+    with dns_server():
+        yield
 
 
 CLIENT = r"""
@@ -73,7 +41,7 @@ time.sleep(0.3)
 
 
 @pytest.mark.parametrize("mode", ["sendto", "send", "readwrite"])
-def test_dns_query_then_connect_names_the_destination(live: LiveCapture, dns_server: None, mode: str) -> None:
+def test_dns_query_then_connect_names_the_destination(live: LiveCapture, dns_responder: None, mode: str) -> None:
     name = f"c2-{uuid.uuid4().hex[:12]}.example.test"
     since = live.mark()
     out = json.loads(run_python(CLIENT, name, mode))
