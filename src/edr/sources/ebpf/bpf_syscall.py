@@ -25,6 +25,7 @@ import errno as errno_mod
 import fcntl
 import os
 import platform
+from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from edr.sources.ebpf.loader import TRACEFS_ROOTS
@@ -61,6 +62,8 @@ BPF_MAP_DELETE_ELEM: Final = 3
 BPF_MAP_GET_NEXT_KEY: Final = 4
 BPF_PROG_LOAD: Final = 5
 BPF_OBJ_GET_INFO_BY_FD: Final = 15
+BPF_BTF_LOAD: Final = 18
+BPF_BTF_GET_FD_BY_ID: Final = 19
 BPF_LINK_CREATE: Final = 28
 
 BPF_MAP_TYPE_HASH: Final = 1
@@ -71,6 +74,7 @@ BPF_MAP_TYPE_PERCPU_HASH: Final = 5
 BPF_MAP_TYPE_PERCPU_ARRAY: Final = 6
 BPF_MAP_TYPE_LRU_HASH: Final = 9
 BPF_MAP_TYPE_LRU_PERCPU_HASH: Final = 10
+BPF_MAP_TYPE_SK_STORAGE: Final = 24
 BPF_MAP_TYPE_RINGBUF: Final = 27
 
 BPF_PROG_TYPE_SOCKET_FILTER: Final = 1
@@ -132,7 +136,17 @@ class _MapCreateAttr(ctypes.Structure):
         ("map_type", _u32), ("key_size", _u32), ("value_size", _u32), ("max_entries", _u32),
         ("map_flags", _u32), ("inner_map_fd", _u32), ("numa_node", _u32),
         ("map_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+        ("map_ifindex", _u32), ("btf_fd", _u32), ("btf_key_type_id", _u32), ("btf_value_type_id", _u32),
     ]
+
+
+class _BtfLoadAttr(ctypes.Structure):
+    _fields_ = [("btf", _u64), ("btf_log_buf", _u64), ("btf_size", _u32), ("btf_log_size", _u32),
+                ("btf_log_level", _u32)]
+
+
+class _GetFdByIdAttr(ctypes.Structure):
+    _fields_ = [("id", _u32), ("next_id", _u32), ("open_flags", _u32)]
 
 
 class _MapElemAttr(ctypes.Structure):
@@ -162,7 +176,13 @@ class _MapInfo(ctypes.Structure):
     _fields_ = [
         ("type", _u32), ("id", _u32), ("key_size", _u32), ("value_size", _u32),
         ("max_entries", _u32), ("map_flags", _u32), ("name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+        ("ifindex", _u32), ("btf_vmlinux_value_type_id", _u32), ("netns_dev", _u64), ("netns_ino", _u64),
+        ("btf_id", _u32), ("btf_key_type_id", _u32), ("btf_value_type_id", _u32),
     ]
+
+
+class _BtfInfo(ctypes.Structure):
+    _fields_ = [("btf", _u64), ("btf_size", _u32), ("id", _u32)]
 
 
 class _ProgInfo(ctypes.Structure):
@@ -208,7 +228,7 @@ class BpfError(OSError):
     def __str__(self) -> str:
         text = f"{self.operation}: {self.strerror} (errno {self.errno})"
         if self.log:
-            text += f"; verifier log (tail):\n{self.log}"
+            text += f"; the kernel's log (tail):\n{self.log}"
         return text
 
 
@@ -237,15 +257,19 @@ def _address(buf: ctypes.Array[ctypes.c_char]) -> int:
 
 
 def map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
-               flags: int = 0, name: str = "") -> int:
+               flags: int = 0, name: str = "", *, btf_fd: int = 0, btf_key_type_id: int = 0,
+               btf_value_type_id: int = 0) -> int:
     """Create a map; its file descriptor (close it with ``os.close``).
 
     A ring buffer (``BPF_MAP_TYPE_RINGBUF``) takes key and value sizes 0 and
     its size in bytes, a power of two and a multiple of the page size, as
     ``max_entries``.  ``name`` is cut to 15 bytes (letters, digits, '_', '.').
+    The BTF arguments describe key and value by type ids of a loaded BTF
+    object (:func:`btf_load`); socket storage maps cannot be made without.
     """
     attr = _MapCreateAttr(map_type=map_type, key_size=key_size, value_size=value_size,
-                          max_entries=max_entries, map_flags=flags, map_name=_name(name))
+                          max_entries=max_entries, map_flags=flags, map_name=_name(name),
+                          btf_fd=btf_fd, btf_key_type_id=btf_key_type_id, btf_value_type_id=btf_value_type_id)
     return _bpf(BPF_MAP_CREATE, attr, f"BPF_MAP_CREATE {name or 'map'} (type {map_type})")
 
 
@@ -336,6 +360,9 @@ class MapInfo(NamedTuple):
     max_entries: int
     flags: int
     name: str
+    btf_id: int = 0
+    btf_key_type_id: int = 0
+    btf_value_type_id: int = 0
 
 
 class ProgInfo(NamedTuple):
@@ -357,7 +384,8 @@ def map_info(fd: int) -> MapInfo:
     info = _MapInfo()
     _info(fd, info)
     return MapInfo(info.type, info.id, info.key_size, info.value_size, info.max_entries,
-                   info.map_flags, info.name.decode(errors="replace"))
+                   info.map_flags, info.name.decode(errors="replace"),
+                   info.btf_id, info.btf_key_type_id, info.btf_value_type_id)
 
 
 def prog_info(fd: int) -> ProgInfo:
@@ -385,22 +413,62 @@ def prog_load(prog_type: int, insns: bytes, license: str = "GPL", *, expected_at
                          license=_address(lic), prog_name=_name(name),
                          expected_attach_type=expected_attach_type)
     operation = f"BPF_PROG_LOAD {name or 'program'} (type {prog_type})"
+
+    def with_log(log: ctypes.Array[ctypes.c_char]) -> None:
+        attr.log_level, attr.log_size, attr.log_buf = 1, len(log), _address(log)
+
+    return _load(BPF_PROG_LOAD, attr, operation, log_size, with_log)
+
+
+def _load(cmd: int, attr: ctypes.Structure, operation: str, log_size: int,
+          with_log: Callable[[ctypes.Array[ctypes.c_char]], None]) -> int:
+    """Run a loading command quietly, and again with a log (set by ``with_log``) when it fails."""
     try:
-        return _bpf(BPF_PROG_LOAD, attr, operation)
+        return _bpf(cmd, attr, operation)
     except BpfError as first:
         if log_size <= 0:
             raise
         err = first
     log = ctypes.create_string_buffer(log_size)
-    attr.log_level, attr.log_size, attr.log_buf = 1, log_size, _address(log)
+    with_log(log)
     try:
         # loads after all when the first refusal was passing (e.g. EAGAIN)
-        return _bpf(BPF_PROG_LOAD, attr, operation)
+        return _bpf(cmd, attr, operation)
     except BpfError as second:
         text = log.value.decode(errors="replace").strip()
         if text:
             err = second
         raise BpfError(operation, err.errno or errno_mod.EINVAL, _tail(text)) from None
+
+
+def btf_load(data: bytes, log_size: int = 1 << 16) -> int:
+    """Load a BTF object (the raw ``.BTF`` section: header, types, strings); its fd.
+
+    Like :func:`prog_load`, quietly first, then again with a log whose tail
+    goes into the :class:`BpfError`.
+    """
+    blob = ctypes.create_string_buffer(data, len(data))
+    attr = _BtfLoadAttr(btf=_address(blob), btf_size=len(data))
+
+    def with_log(log: ctypes.Array[ctypes.c_char]) -> None:
+        attr.btf_log_level, attr.btf_log_size, attr.btf_log_buf = 1, len(log), _address(log)
+
+    return _load(BPF_BTF_LOAD, attr, f"BPF_BTF_LOAD ({len(data)} bytes)", log_size, with_log)
+
+
+def btf_get_fd_by_id(btf_id: int) -> int:
+    """A new fd on the loaded BTF object ``btf_id`` (e.g. a map's ``MapInfo.btf_id``)."""
+    return _bpf(BPF_BTF_GET_FD_BY_ID, _GetFdByIdAttr(id=btf_id), f"BPF_BTF_GET_FD_BY_ID {btf_id}")
+
+
+def btf_data(btf_fd: int) -> bytes:
+    """The raw BTF of the object behind ``btf_fd``, as it was loaded."""
+    info = _BtfInfo()
+    _info(btf_fd, info)   # with no buffer the kernel only says the size
+    blob = ctypes.create_string_buffer(info.btf_size)
+    info = _BtfInfo(btf=_address(blob), btf_size=len(blob))
+    _info(btf_fd, info)
+    return blob.raw[:info.btf_size]
 
 
 def _tail(log: str, lines: int = 20) -> str:
