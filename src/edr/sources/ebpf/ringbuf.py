@@ -30,6 +30,7 @@ BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER_SIZE = 8
 _LEN_MASK = DISCARD_BIT - 1
+_FLAGS = BUSY_BIT | DISCARD_BIT
 
 T = TypeVar("T")
 
@@ -45,9 +46,10 @@ T = TypeVar("T")
 # items: single aligned 4- and 8-byte accesses) already have acquire and
 # release semantics, and the interpreter's opaque calls between them keep
 # the C compiler from reordering anything.  aarch64 reorders loads, so there
-# every record is fenced with ``dmb ish`` (a two-instruction function mapped
-# executable through ctypes; see _arm64_fence): after reading producer_pos
-# and a header, and before storing consumer_pos.
+# each stretch of records is read in two passes with a ``dmb ish`` (a
+# two-instruction function mapped executable through ctypes, _arm64_fence)
+# after reading producer_pos, one between the headers and the payloads, and
+# one before storing consumer_pos: three fences a stretch, not per record.
 _MACHINE = platform.machine().lower()
 
 
@@ -132,52 +134,84 @@ class RingBuffer:
         consumed (a record that breaks the sink is not handed again) and the
         exception propagates.  Never blocks.
         """
-        fence = self._fence
         consumer = self._consumer
         producer = self._producer
+        drain = self._drain_plain if self._fence is None else self._drain_fenced
+        quarter = self.size >> 2
+        total = 0
+        pos = int(consumer[0])
+        while True:
+            prod = int(producer[0])
+            if pos >= prod:
+                return total
+            # at most a quarter ring between two stores of consumer_pos
+            got, pos, busy = drain(sink, pos, min(prod, pos + quarter))
+            total += got
+            if busy:
+                return total
+
+    def _drain_plain(self, sink: Callable[[bytes], object], pos: int, limit: int) -> tuple[int, int, bool]:
+        """Records from ``pos`` to ``limit`` on a machine that keeps loads and stores in order (x86).
+
+        Returns how many went to ``sink``, the new position (stored in
+        consumer_pos, also when ``sink`` raises), and whether a busy
+        record stopped the walk.
+        """
         words = self._words
         data = self._producer_map
         base = self._data_offset + HEADER_SIZE
         mask = self._mask
-        quarter = self.size >> 2
         count = 0
-        cons = int(consumer[0])
-        pos = cons
+        busy = False
         try:
-            while True:
-                prod = producer[0]
-                if pos >= prod:
-                    break
-                flush_at = pos + quarter
-                while pos < prod:
-                    if fence is not None:
-                        fence()
-                    off = pos & mask
-                    length = words[off >> 2]
+            while pos < limit:
+                off = pos & mask
+                length = words[off >> 2]
+                if length & _FLAGS:
                     if length & BUSY_BIT:
-                        return count
-                    if fence is not None:
-                        fence()
-                    pos += (((length & _LEN_MASK) + HEADER_SIZE + 7) & ~7)
-                    if not length & DISCARD_BIT:
-                        start = base + off
-                        count += 1
-                        sink(data[start:start + length])
-                    if pos >= flush_at:
-                        if fence is not None:
-                            fence()
-                        consumer[0] = cons = pos
-                        flush_at = pos + quarter
-                if pos != cons:
-                    if fence is not None:
-                        fence()
-                    consumer[0] = cons = pos
+                        busy = True
+                        break
+                    pos += ((length & _LEN_MASK) + HEADER_SIZE + 7) & ~7   # discarded
+                    continue
+                start = base + off
+                pos += (length + HEADER_SIZE + 7) & ~7
+                count += 1
+                sink(data[start:start + length])
         finally:
-            if pos != cons:
-                if fence is not None:
-                    fence()
-                consumer[0] = pos
-        return count
+            self._consumer[0] = pos
+        return count, pos, busy
+
+    def _drain_fenced(self, sink: Callable[[bytes], object], pos: int, limit: int) -> tuple[int, int, bool]:
+        """:meth:`_drain_plain` for machines that reorder loads: headers first, then one fence, then payloads."""
+        fence = self._fence
+        assert fence is not None
+        words = self._words
+        data = self._producer_map
+        base = self._data_offset + HEADER_SIZE
+        mask = self._mask
+        busy = False
+        ready: list[tuple[int, int, int]] = []   # start, length, position after it
+        fence()   # producer_pos (read by the caller) before the headers
+        while pos < limit:
+            off = pos & mask
+            length = words[off >> 2]
+            if length & BUSY_BIT:
+                busy = True
+                break
+            pos += ((length & _LEN_MASK) + HEADER_SIZE + 7) & ~7
+            if not length & DISCARD_BIT:
+                ready.append((base + off, length, pos))
+        fence()   # the committed headers before their payloads
+        count = 0
+        try:
+            for start, length, _after in ready:
+                count += 1
+                sink(data[start:start + length])
+        finally:
+            fence()   # done reading the payloads before the kernel may reuse their room
+            # when the sink raised, the records after the one it raised on stay
+            self._consumer[0] = pos if count == len(ready) else ready[count - 1][2]
+        return count, pos, busy
 
     def close(self) -> None:
         """Unmap the ring (the map's fd stays open); idempotent."""
