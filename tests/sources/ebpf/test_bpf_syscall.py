@@ -318,3 +318,46 @@ def test_counting_is_exact_across_threads(fds: list[int]) -> None:
         t.join()
     assert time.monotonic() - start < 30
     assert _counter(counts) == 2000
+
+
+SEND_FROM_CGROUP = """
+import socket, sys
+with open(sys.argv[1] + "/cgroup.procs", "w") as f:
+    f.write("0")                      # this process moves into the test's cgroup
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.sendto(b"x", ("127.0.0.1", 9))
+except PermissionError:
+    sys.exit(3)
+"""
+
+
+def test_a_cgroup_link_holds_while_its_fd_is_open(fds: list[int]) -> None:
+    import subprocess
+    import sys
+
+    from edr.sources.ebpf.host import find_cgroup2_mount
+
+    root = find_cgroup2_mount()
+    if not root:
+        pytest.skip("no cgroup v2 hierarchy")
+    group = os.path.join(root, f"edr-test-bpfsys-{os.getpid()}")
+    os.mkdir(group)
+    try:
+        cg = os.open(group, os.O_RDONLY | os.O_DIRECTORY)
+        fds.append(cg)
+        drop = bpf.prog_load(bpf.BPF_PROG_TYPE_CGROUP_SKB, mov64_imm(0, 0) + exit_insn(), name="edr_drop")
+        fds.append(drop)
+
+        def send() -> int:
+            return subprocess.run([sys.executable, "-c", SEND_FROM_CGROUP, group], timeout=30).returncode
+
+        assert send() == 0
+        link = bpf.link_create(drop, cg, bpf.BPF_CGROUP_INET_EGRESS)
+        try:
+            assert send() == 3, "egress from the cgroup was not dropped"
+        finally:
+            os.close(link)
+        assert send() == 0, "the program stayed attached after its link was closed"
+    finally:
+        os.rmdir(group)
