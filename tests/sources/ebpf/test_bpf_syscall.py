@@ -361,3 +361,30 @@ def test_a_cgroup_link_holds_while_its_fd_is_open(fds: list[int]) -> None:
         assert send() == 0, "the program stayed attached after its link was closed"
     finally:
         os.rmdir(group)
+
+
+def test_without_perf_links_the_program_is_set_on_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    # kernels before 5.15 refuse BPF_LINK_CREATE on a perf event with EINVAL
+    def no_perf_links(prog_fd: int, target_fd: int, attach_type: int, flags: int = 0) -> int:
+        raise bpf.BpfError("BPF_LINK_CREATE", errno.EINVAL)
+
+    monkeypatch.setattr(bpf, "link_create", no_perf_links)
+    counts = bpf.map_create(bpf.BPF_MAP_TYPE_ARRAY, 4, 8, 1)
+    try:
+        prog = bpf.prog_load(bpf.BPF_PROG_TYPE_TRACEPOINT, counter_program(counts, os.getpid()))
+        try:
+            perf = bpf.perf_event_open_tracepoint(bpf.tracepoint_id("syscalls", "sys_enter_getppid"))
+            try:
+                assert bpf.attach_perf_event(prog, perf) is None
+                for _ in range(10):
+                    os.getppid()
+                assert _counter(counts) == 10
+            finally:
+                os.close(perf)   # the program goes with the event
+            for _ in range(10):
+                os.getppid()
+            assert _counter(counts) == 10
+        finally:
+            os.close(prog)
+    finally:
+        os.close(counts)
