@@ -14,6 +14,8 @@ The consumers, each building what EbpfSensor batches, a RawRecord:
 * ``bcc``: today's path (EbpfSensor._callback): libbpf's ring_buffer__consume
   calls a ctypes callback per record, which copies it with ctypes.string_at;
 * ``ringbuf``: RingBuffer.consume with a sink building the RawRecord;
+* ``ringbuf+map``: RingBuffer.consume into list.append, then the RawRecords
+  built in one ``map`` over the payloads;
 * ``ringbuf-bytes``: RingBuffer.consume straight into list.append (the floor).
 
     sudo python scripts/bench_ringbuf.py [--records 60000] [--size 64,256] [--rounds 5]
@@ -28,6 +30,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -132,13 +135,21 @@ def drain_ringbuf(rig: Rig) -> int:
     return n
 
 
+def drain_ringbuf_then_wrap(rig: Rig) -> int:
+    payloads: list[bytes] = []
+    rig.ring.consume(payloads.append)
+    batch = list(map(RawRecord, repeat("process", len(payloads)), payloads))
+    return len(batch)
+
+
 def drain_ringbuf_bytes(rig: Rig) -> int:
     batch: list[bytes] = []
     return rig.ring.consume(batch.append)
 
 
 CONSUMERS: dict[str, Callable[[Rig], int]] = {
-    "bcc": drain_bcc, "ringbuf": drain_ringbuf, "ringbuf-bytes": drain_ringbuf_bytes,
+    "bcc": drain_bcc, "ringbuf": drain_ringbuf, "ringbuf+map": drain_ringbuf_then_wrap,
+    "ringbuf-bytes": drain_ringbuf_bytes,
 }
 
 
