@@ -322,3 +322,20 @@ def test_close_unmaps_and_is_idempotent(rig: Rig) -> None:
     ring.close()
     ring.close()
     os.fstat(rig.bpf[b"rb_small"].map_fd)   # the map's fd is the caller's, still open
+
+
+def test_a_map_that_is_no_ring_buffer_is_named_in_the_error() -> None:
+    from edr.sources.ebpf import bpf_syscall as bpf
+
+    fd = bpf.map_create(bpf.BPF_MAP_TYPE_HASH, 4, 4, 4)
+    try:
+        with pytest.raises(OSError, match=f"ring buffer fd {fd}: cannot map its consumer page"):
+            RingBuffer(fd, PAGE)
+    finally:
+        os.close(fd)
+
+
+def test_a_size_larger_than_the_ring_is_named_in_the_error(rig: Rig) -> None:
+    fd = rig.bpf[b"rb_small"].map_fd
+    with pytest.raises(OSError, match=f"ring buffer fd {fd}: cannot map {4 * PAGE} bytes of data"):
+        RingBuffer(fd, 4 * PAGE)

@@ -14,8 +14,8 @@ non-zero byte past the fields a command knows, so every block is zero-filled
 (ctypes does that) and its own size is passed.
 
 Failures raise :class:`BpfError`, an ``OSError`` whose message names the
-operation (and, for a program the verifier refused, ends with the tail of
-the verifier's log).
+operation (and, for a program the verifier refused or BTF the kernel did
+not accept, ends with the tail of the kernel's log).
 """
 
 from __future__ import annotations
@@ -217,7 +217,8 @@ class BpfError(OSError):
 
     ``errno`` and ``strerror`` are the kernel's; ``operation`` names the
     command and its object (``"BPF_MAP_UPDATE_ELEM fd 7"``); ``log`` is the
-    tail of the verifier's log when the kernel refused a program ('' otherwise).
+    tail of the kernel's log when it refused a program (the verifier's
+    reason) or BTF ('' otherwise).
     """
 
     def __init__(self, operation: str, err: int, log: str = "") -> None:

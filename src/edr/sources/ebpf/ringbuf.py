@@ -91,13 +91,18 @@ class RingBuffer:
         self.size = size
         self._mask = size - 1
         page = mmap.PAGESIZE
-        self._consumer_map = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            self._consumer_map = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as exc:
+            raise OSError(exc.errno, f"ring buffer fd {map_fd}: cannot map its consumer page "
+                                     f"(is it a BPF ring buffer map?): {exc.strerror}") from None
         try:
             self._producer_map = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
                                            offset=page)
-        except BaseException:
+        except OSError as exc:
             self._consumer_map.close()
-            raise
+            raise OSError(exc.errno, f"ring buffer fd {map_fd}: cannot map {size} bytes of data "
+                                     f"(is that the map's size?): {exc.strerror}") from None
         self._consumer = memoryview(self._consumer_map).cast("Q")
         self._producer = memoryview(self._producer_map).cast("Q")
         # the data area (twice over) as u32 words, for the headers
@@ -140,6 +145,9 @@ class RingBuffer:
         quarter = self.size >> 2
         total = 0
         pos = int(consumer[0])
+        # After each store of consumer_pos, producer_pos is read again (as
+        # libbpf does): a record committed while the kernel still saw the old
+        # consumer_pos got no wake-up, so it must be read now.
         while True:
             prod = int(producer[0])
             if pos >= prod:
