@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import importlib.util
 import logging
 import os
 import signal
@@ -87,9 +88,8 @@ def linux_preflight() -> tuple[Probe, ...]:
                             "run it with sudo"))
     else:
         probes.append(Probe("privileges", True, "running as root"))
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
+    # found, not imported: importing bcc maps LLVM into the agent (the sensor compiles in a child)
+    if importlib.util.find_spec("bcc") is None:
         probes.append(Probe("bcc", False, "not importable", "bcc is not importable",
                             "install it with `apt-get install python3-bpfcc` and use a venv made with "
                             "--system-site-packages (make run does both; see scripts/setup_host.sh)"))

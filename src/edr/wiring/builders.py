@@ -53,7 +53,8 @@ def ebpf_source(ctx: AgentContext, name: str) -> EbpfSource:
 
     cfg = ctx.config.sensor
     sensor = EbpfSensor(families=set(cfg.families), max_args=cfg.max_args, max_arg_bytes=cfg.max_arg_bytes,
-                        page_count=cfg.page_count, ignore_pids={os.getpid()}, batch_window_ms=cfg.batch_window_ms)
+                        page_count=cfg.page_count, ignore_pids={os.getpid()}, batch_window_ms=cfg.batch_window_ms,
+                        cache_dir=ctx.config.sigma.cache_dir)
     sensor.open()
     if sensor.udp_hooks_error is not None and "network" in sensor.families:
         ctx.log.warning("ebpf: UDP is observed from the syscalls, its source end read from the live process, "

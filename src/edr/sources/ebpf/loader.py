@@ -1,4 +1,10 @@
-"""Pre-flight checks and compilation of ``bpf/sensor.c`` with bcc.
+"""Pre-flight checks of the eBPF sensor, its compile flags and its cgroup hooks.
+
+bcc and the kernel headers are needed only to compile ``bpf/sensor.c``,
+which happens in a child process when the cached build is missing or stale
+(:mod:`edr.sources.ebpf.objcache`, :mod:`edr.sources.ebpf.compile`); the
+agent itself loads the compiled programs without bcc
+(:mod:`edr.sources.ebpf.objload`).
 
 Each check that fails raises :class:`SensorUnavailable` naming what is
 missing and the command that fixes it, so ``edr run`` can print it and exit.
@@ -8,14 +14,14 @@ The ``probe_*`` functions behind the checks return a :class:`Probe` instead
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import os
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 from edr.sources.ebpf.errors import SensorUnavailable
 from edr.sources.ebpf.records import FAMILIES, PROCESS
@@ -114,7 +120,8 @@ def _bcc_probe(exc: Exception) -> Probe:
 
 
 def probe_bcc() -> Probe:
-    """Whether ``bcc`` imports, and which one."""
+    """Whether ``bcc`` imports, and which one (needed to compile the sensor when its cached build is missing
+    or stale; imports bcc: for ``edr doctor``, not the agent)."""
     try:
         bcc = importlib.import_module("bcc")
     except Exception as exc:
@@ -124,7 +131,10 @@ def probe_bcc() -> Probe:
 
 
 def probe_kernel_headers(release: str | None = None) -> Probe:
-    """A kernel header tree bcc can compile against (or the kheaders module)."""
+    """A kernel header tree bcc can compile against (or the kheaders module).
+
+    Needed to compile the sensor when its cached build is missing or stale.
+    """
     release = release or os.uname().release
     for sub in ("build", "source"):
         include = Path(f"/lib/modules/{release}/{sub}/include")
@@ -201,17 +211,14 @@ def probe_kernel_version(release: str | None = None) -> Probe:
 
 
 def preflight_probes() -> tuple[Probe, ...]:
-    """Every check :func:`preflight` makes, in its order, each run (none stops the others)."""
+    """Every check :func:`preflight` makes, and those of a compile (bcc, kernel headers), in order, each run."""
     return (probe_privileges(), probe_bcc(), probe_kernel_headers(), probe_tracefs())
 
 
-def preflight() -> ModuleType:
-    """Run every check; return the bcc module."""
+def preflight() -> None:
+    """The checks every start needs (privileges, tracefs); bcc and headers only matter on a cache miss."""
     check_privileges()
-    bcc = import_bcc()
-    check_kernel_headers()
     check_tracefs()
-    return bcc
 
 
 def _pow2_at_least(n: int) -> int:
@@ -255,21 +262,27 @@ CGROUP_HOOKS: tuple[tuple[str, str, int], ...] = (
 )
 
 
-def attach_cgroup_hooks(bcc: ModuleType, bpf: Any, cgroup_root: str) -> list[int]:
+def attach_cgroup_hooks(load: Callable[[str, int, int], int], cgroup_root: str,
+                        link: Callable[[int, int, int], int] | None = None) -> list[int]:
     """Load the cgroup socket hooks and link them to the cgroup v2 root; the link fds.
 
-    Through BPF links (``bpf_link_create``), not ``bpf_prog_attach``: a link
-    belongs to its file descriptor, so the hooks are detached when the fds
-    are closed, including when the agent dies without cleaning up, and never
-    pile up on the cgroup across restarts.  The links are additive: other
-    programs attached to the cgroup keep running.  Raises
-    :class:`SensorUnavailable` saying why (then nothing stays attached).
+    ``load(name, prog_type, attach_type)`` loads a hook and returns its
+    program fd (:meth:`edr.sources.ebpf.objload.LoadedObject.load_program`,
+    which keeps it); ``link`` defaults to
+    :func:`edr.sources.ebpf.bpf_syscall.link_create`.  Through BPF links
+    (``BPF_LINK_CREATE``), not ``bpf_prog_attach``: a link belongs to its
+    file descriptor, so the hooks are detached when the fds are closed,
+    including when the agent dies without cleaning up, and never pile up on
+    the cgroup across restarts.  The links are additive: other programs
+    attached to the cgroup keep running.  Raises :class:`SensorUnavailable`
+    saying why (then nothing stays attached).
     """
+    from edr.sources.ebpf import bpf_syscall  # it imports this module's TRACEFS_ROOTS
+
+    if link is None:
+        link = bpf_syscall.link_create
     if not cgroup_root:
         raise SensorUnavailable("no cgroup v2 hierarchy is mounted")
-    lib = bcc.libbcc.lib   # libbpf's bpf_link_create, through libbcc's dependencies
-    lib.bpf_link_create.restype = ctypes.c_int
-    lib.bpf_link_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
     links: list[int] = []
     try:
         root = os.open(cgroup_root, os.O_RDONLY | os.O_DIRECTORY)
@@ -278,13 +291,15 @@ def attach_cgroup_hooks(bcc: ModuleType, bpf: Any, cgroup_root: str) -> list[int
     try:
         for name, prog_type, attach_type in CGROUP_HOOKS:
             try:
-                fn = bpf.load_func(name.encode(), getattr(bcc.BPF, prog_type), attach_type=attach_type)
+                fd = load(name, bpf_syscall.PROG_TYPES[prog_type], attach_type)
+            except SensorUnavailable:
+                raise
             except Exception as exc:
                 raise SensorUnavailable(f"the kernel refused {name} ({exc})") from exc
-            link = lib.bpf_link_create(fn.fd, root, attach_type, None)
-            if link < 0:
-                raise SensorUnavailable(f"cannot link {name} to {cgroup_root}: {os.strerror(-link)}")
-            links.append(link)
+            try:
+                links.append(link(fd, root, attach_type))
+            except OSError as exc:
+                raise SensorUnavailable(f"cannot link {name} to {cgroup_root}: {exc.strerror}") from exc
     except BaseException:
         for fd in links:
             os.close(fd)
@@ -292,15 +307,3 @@ def attach_cgroup_hooks(bcc: ModuleType, bpf: Any, cgroup_root: str) -> list[int
     finally:
         os.close(root)
     return links
-
-
-def compile_programs(bcc: ModuleType, flags: list[str]) -> Any:
-    """Compile and attach every TRACEPOINT_PROBE; compiler or verifier errors become SensorUnavailable."""
-    text = SOURCE_PATH.read_bytes()
-    try:
-        return bcc.BPF(text=text, cflags=flags)
-    except Exception as exc:
-        raise SensorUnavailable(
-            f"the BPF programs failed to compile or load ({exc}); check the kernel headers "
-            "(scripts/setup_host.sh) and that the kernel has BPF and syscall tracepoints"
-        ) from exc

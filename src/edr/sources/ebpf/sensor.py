@@ -1,28 +1,35 @@
-"""The live sensor: load the programs, poll one ring buffer per family, count losses."""
+"""The live sensor: load the compiled programs, poll one ring buffer per family, count losses."""
 
 from __future__ import annotations
 
 import bisect
-import ctypes
 import os
+import struct
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from edr.sources.ebpf import loader
+from edr.sources.ebpf import bpf_syscall, loader, objcache
 from edr.sources.ebpf.errors import SensorUnavailable
 from edr.sources.ebpf.host import find_cgroup2_mount
+from edr.sources.ebpf.objload import LoadedObject
 from edr.sources.ebpf.pacing import BatchPacer
 from edr.sources.ebpf.records import FAMILIES, FAMILY_INDEX, NETWORK, RawRecord, record_time
+from edr.sources.ebpf.ringbuf import RingBuffer, RingPoller
 
 #: Records stamped this close to a drain's start may still be on their way
 #: into their ring (stamped, not yet committed): they wait for the next drain.
 HOLD_NS = 2_000_000
+_U32 = struct.Struct("<I")
+_U8_ONE = b"\x01"
 
 
 class EbpfSensor:
-    """Kernel telemetry through bcc: process, network, file and dns families.
+    """Kernel telemetry from sensor.c's programs: process, network, file and dns families.
+
+    ``open`` gets the compiled programs from the agent's cache
+    (``cache_dir``, see :mod:`edr.sources.ebpf.objcache`) or, when that is
+    missing or stale, from a child process that compiles them with bcc, and
+    loads them itself through ``bpf()``: this process never imports bcc.
 
     Blocking; meant to be driven from one worker thread (``poll``), with
     ``statistics`` safe to call from another.  The pids in ``ignore_pids``
@@ -31,7 +38,7 @@ class EbpfSensor:
     full) are counted per family in a BPF array: ring buffers have no lost
     callback, the program counts its failed ``bpf_ringbuf_output`` instead.
     Call ``close`` only once ``poll`` has returned (from the polling thread
-    or after joining it): bcc frees the rings ``poll`` reads.
+    or after joining it): it unmaps the rings ``poll`` reads.
 
     With the network family, UDP is observed through cgroup socket hooks
     linked to the cgroup v2 root (both ends from the kernel, see sensor.c);
@@ -42,77 +49,93 @@ class EbpfSensor:
 
     def __init__(self, *, families: set[str] | None = None, max_args: int = 32,
                  max_arg_bytes: int = 4096, page_count: int = 64,
-                 ignore_pids: set[int] | None = None, batch_window_ms: int = 25) -> None:
+                 ignore_pids: set[int] | None = None, batch_window_ms: int = 25, cache_dir: str = "") -> None:
         self.families = frozenset(FAMILIES if families is None else families)
         self._flags = loader.cflags(self.families, max_args, max_arg_bytes, page_count)
+        self.cache_dir = cache_dir
         self.ignore_pids: set[int] = {os.getpid()} if ignore_pids is None else set(ignore_pids)
-        self._bpf: Any = None
+        self._obj: LoadedObject | None = None
+        self._poller: RingPoller[str] | None = None
+        self._rings: list[RingBuffer] = []
         self._batches: dict[str, list[RawRecord]] = {f: [] for f in FAMILIES if f in self.families}
+        self._sinks: dict[str, Callable[[bytes], object]] = {f: self._sink(f) for f in self._batches}
         self._events: dict[str, int] = dict.fromkeys(self.families, 0)
-        self._callbacks: list[Callable[[Any, int, int], int]] = []
         self._window = max(batch_window_ms, 0) / 1000
         self._pacer = BatchPacer(max(batch_window_ms, 0) * 1_000_000)
         self._held: list[RawRecord] = []
-        self._links: list[int] = []
+        self._lost_value_size = 0
         self.udp_hooks_error: str | None = None
+        #: whether the last open found the compiled programs in the cache
+        self.cache_hit = False
 
     def open(self) -> None:
-        """Check the host, compile and attach the programs; raises SensorUnavailable."""
-        if self._bpf is not None:
-            return
-        bcc = loader.preflight()
-        bpf = loader.compile_programs(bcc, self._flags)
-        try:
-            ignored = bpf[b"ignored"]
-            for pid in self.ignore_pids:
-                ignored[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
-            for fam in self.families:
-                bpf[f"rb_{fam}".encode()].open_ring_buffer(self._callback(fam))
-            if NETWORK in self.families:
-                self._attach_udp_hooks(bcc, bpf)
-        except Exception:
-            self._close_links()
-            bpf.cleanup()
-            raise
-        self._bpf = bpf
+        """Check the host, get the compiled programs, load and attach them; raises SensorUnavailable.
 
-    def _attach_udp_hooks(self, bcc: Any, bpf: Any) -> None:
+        Blocks: milliseconds to load from the cache, seconds when the
+        programs must be compiled (in a child process).
+        """
+        if self._obj is not None:
+            return
+        loader.preflight()
+        compiled, self.cache_hit = objcache.compiled_object(self._flags, self.cache_dir)
+        obj = LoadedObject(compiled)
+        poller: RingPoller[str] = RingPoller()
         try:
-            self._links = loader.attach_cgroup_hooks(bcc, bpf, find_cgroup2_mount())
+            obj.create_maps()
+            ignored = obj.maps["ignored"]
+            for pid in self.ignore_pids:
+                bpf_syscall.map_update(ignored, _U32.pack(pid), _U8_ONE)
+            obj.attach_tracepoints()
+            for fam in self.families:
+                name = f"rb_{fam}"
+                ring = RingBuffer(obj.maps[name], compiled.map(name).max_entries)
+                self._rings.append(ring)
+                poller.add(ring, fam)
+            if NETWORK in self.families:
+                self._attach_udp_hooks(obj)
+        except BaseException:
+            self._close_rings()
+            poller.close()
+            obj.close()
+            raise
+        lost = compiled.map("lost")
+        self._lost_value_size = bpf_syscall.percpu_value_size(lost.value_size)
+        self._obj, self._poller = obj, poller
+
+    def _attach_udp_hooks(self, obj: LoadedObject) -> None:
+        try:
+            obj.links.extend(loader.attach_cgroup_hooks(obj.load_program, find_cgroup2_mount()))
         except SensorUnavailable as exc:
             self.udp_hooks_error = str(exc)
             return
         # from now on the syscall programs leave UDP to the hooks
-        bpf[b"net_cfg"][ctypes.c_int(0)] = ctypes.c_uint32(1)
+        bpf_syscall.map_update(obj.maps["net_cfg"], _U32.pack(0), _U32.pack(1))
 
-    def _close_links(self) -> None:
-        links, self._links = self._links, []
-        for fd in links:
-            os.close(fd)
+    def _close_rings(self) -> None:
+        rings, self._rings = self._rings, []
+        for ring in rings:
+            ring.close()
 
-    def _callback(self, family: str) -> Callable[[Any, int, int], int]:
+    def _sink(self, family: str) -> Callable[[bytes], object]:
         append = self._batches[family].append
-        string_at = ctypes.string_at
 
-        # the hot path: one call per record, so keep it to a copy and an append
-        def on_record(_ctx: Any, data: int, size: int) -> int:
-            append(RawRecord(family, string_at(data, size)))
-            return 0
+        # the hot path: one call per record, so keep it to a wrap and an append
+        def on_record(data: bytes) -> None:
+            append(RawRecord(family, data))
 
-        self._callbacks.append(on_record)
         return on_record
 
     def ignore(self, pids: Iterable[int]) -> None:
         """Filter more pids in the kernel (e.g. helper processes the agent starts)."""
         for pid in pids:
             self.ignore_pids.add(pid)
-            if self._bpf is not None:
-                self._bpf[b"ignored"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+            if self._obj is not None:
+                bpf_syscall.map_update(self._obj.maps["ignored"], _U32.pack(pid), _U8_ONE)
 
     def poll(self, timeout_ms: int) -> list[RawRecord]:
         """Wait up to ``timeout_ms`` for records, then drain every family's buffer."""
-        bpf = self._bpf
-        if bpf is None:
+        poller = self._poller
+        if poller is None:
             raise RuntimeError("EbpfSensor.poll before open")
         # The kernel wakes us for the first record written into a drained
         # ring (adaptive wake-ups, sensor.c), so a lone record is seen at once;
@@ -121,7 +144,8 @@ class EbpfSensor:
         wait_ms = max(timeout_ms, 0)
         if held:
             wait_ms = min(wait_ms, HOLD_NS // 1_000_000 + 1)
-        bpf.ring_buffer_poll(wait_ms)
+        poller.poll(wait_ms)
+        poller.consume(self._sinks.__getitem__)
         batches = self._batches.values()
         if any(batches):
             # While records keep coming, let the rings fill for one window and hand
@@ -137,7 +161,7 @@ class EbpfSensor:
         # before the drain began go out now; the others are merged into the
         # next batch, so every batch is in kernel time order across families.
         cut = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - HOLD_NS
-        bpf.ring_buffer_consume()
+        poller.consume(self._sinks.__getitem__)
         out: list[RawRecord] = held
         for fam, batch in self._batches.items():
             if batch:
@@ -159,28 +183,30 @@ class EbpfSensor:
     def statistics(self) -> dict[str, dict[str, int]]:
         """Per family: records received (``events``) and records the kernel could not queue (``lost``)."""
         lost = dict.fromkeys(self.families, 0)
-        if self._bpf is not None:
-            table = self._bpf[b"lost"]
+        obj = self._obj
+        if obj is not None:
+            fd, size = obj.maps["lost"], self._lost_value_size
             for fam in self.families:
-                lost[fam] = int(sum(table[ctypes.c_int(FAMILY_INDEX[fam])]))
+                value = bpf_syscall.map_lookup(fd, _U32.pack(FAMILY_INDEX[fam]), size)
+                if value:
+                    # one u64 per possible CPU
+                    lost[fam] = sum(struct.unpack(f"<{size // 8}Q", value))
         return {fam: {"events": self._events[fam], "lost": lost[fam]} for fam in self.families}
 
     def close(self) -> None:
-        """Detach the programs and free the maps."""
-        bpf = self._bpf
-        if bpf is not None:
-            # closing a link detaches its cgroup hook
-            self._close_links()
-            # Each detach waits for the kernel to retire the tracepoint (~70 ms
-            # here, ~80 of them): done one by one that is seconds of shutdown.
-            # bcc's detach is a ctypes call that releases the GIL, so detaching
-            # concurrently overlaps those waits; cleanup() then frees the rest.
-            points = list(getattr(bpf, "tracepoint_fds", {}))
-            if points:
-                with ThreadPoolExecutor(max_workers=min(32, len(points))) as pool:
-                    list(pool.map(bpf.detach_tracepoint, points))
-            bpf.cleanup()
-            self._bpf = None
+        """Detach the programs and free the maps and rings (a tenth of a second).
+
+        The BPF links are closed first, concurrently, so no program of ours
+        runs any more when this returns (see
+        :meth:`edr.sources.ebpf.objload.LoadedObject.close`).
+        """
+        obj, self._obj = self._obj, None
+        poller, self._poller = self._poller, None
+        if obj is not None:
+            obj.close()
+        if poller is not None:
+            poller.close()
+        self._close_rings()
 
     def __enter__(self) -> EbpfSensor:
         self.open()
