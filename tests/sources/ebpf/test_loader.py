@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import types
 from pathlib import Path
 
 import pytest
@@ -57,70 +56,54 @@ def test_flags() -> None:
             loader.cflags(**kw)  # type: ignore[arg-type]
 
 
-class _Fn:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-
-class _FakeBpf:
-    """load_func as bcc's, refusing the program named ``refuse``."""
+class _FakeLoad:
+    """LoadedObject.load_program's shape, refusing the program named ``refuse``."""
 
     def __init__(self, refuse: str) -> None:
         self.refuse = refuse
         self.loaded: list[tuple[str, int, int]] = []
 
-    def load_func(self, name: bytes, prog_type: int, attach_type: int = -1) -> _Fn:
-        if name.decode() == self.refuse:
-            raise Exception(f"Failed to load BPF program {name!r}: Permission denied")
-        self.loaded.append((name.decode(), prog_type, attach_type))
-        return _Fn(100 + len(self.loaded))
+    def __call__(self, name: str, prog_type: int, attach_type: int) -> int:
+        if name == self.refuse:
+            raise SensorUnavailable(f"the kernel refused {name} (BPF_PROG_LOAD: Permission denied)")
+        self.loaded.append((name, prog_type, attach_type))
+        return 100 + len(self.loaded)
 
 
-class _LinkCreate:
-    """libbpf's bpf_link_create as ctypes shows it (restype/argtypes settable); each link an fd."""
+class _FakeLink:
+    """bpf_syscall.link_create's shape; each link an fd."""
 
     def __init__(self) -> None:
         self.links: list[int] = []
 
-    def __call__(self, prog_fd: int, target_fd: int, attach_type: int, opts: object) -> int:
+    def __call__(self, prog_fd: int, target_fd: int, attach_type: int) -> int:
         fd = os.open(os.devnull, os.O_RDONLY)
         self.links.append(fd)
         return fd
 
 
-class _FakeLib:
-    def __init__(self) -> None:
-        self.bpf_link_create = _LinkCreate()
-        self.links = self.bpf_link_create.links
-
-
-def _fake_bcc(lib: _FakeLib) -> types.SimpleNamespace:
-    return types.SimpleNamespace(libbcc=types.SimpleNamespace(lib=lib),
-                                 BPF=types.SimpleNamespace(CGROUP_SOCK_ADDR=18, CGROUP_SKB=8, CGROUP_SOCK=9))
-
-
 def test_cgroup_hooks_refused_midway_leave_nothing_attached(tmp_path: Path) -> None:
     """A hook the kernel refuses after others were linked: the links made so far are closed (detached)."""
-    lib = _FakeLib()
-    bpf = _FakeBpf(refuse="edr_udp_egress")
+    link = _FakeLink()
+    load = _FakeLoad(refuse="edr_udp_egress")
     with pytest.raises(SensorUnavailable, match="the kernel refused edr_udp_egress"):
-        loader.attach_cgroup_hooks(_fake_bcc(lib), bpf, str(tmp_path))
-    assert [name for name, _t, _a in bpf.loaded] == ["edr_udp_connect4", "edr_udp_connect6",
+        loader.attach_cgroup_hooks(load, str(tmp_path), link)
+    assert [name for name, _t, _a in load.loaded] == ["edr_udp_connect4", "edr_udp_connect6",
                                                       "edr_udp_sendmsg4", "edr_udp_sendmsg6"]
-    assert len(lib.links) == 4
-    for fd in lib.links:
+    assert len(link.links) == 4
+    for fd in link.links:
         with pytest.raises(OSError):
             os.fstat(fd)
 
 
 def test_cgroup_hooks_linked_with_their_attach_types(tmp_path: Path) -> None:
-    lib = _FakeLib()
-    bpf = _FakeBpf(refuse="")
-    links = loader.attach_cgroup_hooks(_fake_bcc(lib), bpf, str(tmp_path))
+    link = _FakeLink()
+    load = _FakeLoad(refuse="")
+    links = loader.attach_cgroup_hooks(load, str(tmp_path), link)
     try:
-        assert links == lib.links and len(links) == 6
+        assert links == link.links and len(links) == 6
         # program type and expected attach type as the kernel's uAPI numbers them
-        assert [(t, a) for _n, t, a in bpf.loaded] == [(18, 10), (18, 11), (18, 14), (18, 15), (8, 1), (9, 34)]
+        assert [(t, a) for _n, t, a in load.loaded] == [(18, 10), (18, 11), (18, 14), (18, 15), (8, 1), (9, 34)]
     finally:
         for fd in links:
             os.close(fd)
@@ -128,6 +111,6 @@ def test_cgroup_hooks_linked_with_their_attach_types(tmp_path: Path) -> None:
 
 def test_no_cgroup_v2_says_so() -> None:
     with pytest.raises(SensorUnavailable, match="no cgroup v2 hierarchy is mounted"):
-        loader.attach_cgroup_hooks(_fake_bcc(_FakeLib()), _FakeBpf(refuse=""), "")
+        loader.attach_cgroup_hooks(_FakeLoad(refuse=""), "", _FakeLink())
     with pytest.raises(SensorUnavailable, match="cannot open the cgroup v2 root /nonexistent"):
-        loader.attach_cgroup_hooks(_fake_bcc(_FakeLib()), _FakeBpf(refuse=""), "/nonexistent")
+        loader.attach_cgroup_hooks(_FakeLoad(refuse=""), "/nonexistent", _FakeLink())

@@ -1,8 +1,9 @@
-"""EbpfSensor.poll's ordering across rings, with the rings faked (the drain logic is pure Python)."""
+"""EbpfSensor.poll's ordering across rings, with the ring poller faked (the drain logic is pure Python)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from edr.sources.ebpf import records as r
@@ -14,37 +15,28 @@ def _now_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
-class NoLosses:
-    """The per-CPU lost counters of a family: all zero."""
-
-    def __getitem__(self, family: object) -> list[int]:
-        return [0, 0]
-
-
 class FakeRings:
-    """Stands in for the bcc object: each consume() delivers what is scripted for it."""
+    """Stands in for the ring poller: each consume() delivers what is scripted for it."""
 
-    def __init__(self, sensor: EbpfSensor, deliveries: list[list[r.RawRecord]]) -> None:
-        self.sensor = sensor
+    def __init__(self, deliveries: list[list[r.RawRecord]]) -> None:
         self.deliveries = deliveries
 
-    def __getitem__(self, name: bytes) -> NoLosses:
-        assert name == b"lost"
-        return NoLosses()
+    def poll(self, timeout_ms: int) -> bool:
+        return bool(self.deliveries)
 
-    def ring_buffer_poll(self, timeout_ms: int) -> None:
-        self.ring_buffer_consume()
-
-    def ring_buffer_consume(self) -> None:
-        if self.deliveries:
-            for rec in self.deliveries.pop(0):
-                self.sensor._batches[rec.family].append(rec)
+    def consume(self, sink_for_tag: Callable[[str], Callable[[bytes], object]]) -> int:
+        if not self.deliveries:
+            return 0
+        batch = self.deliveries.pop(0)
+        for rec in batch:
+            sink_for_tag(rec.family)(rec.data)
+        return len(batch)
 
 
 def _sensor(deliveries: list[list[r.RawRecord]]) -> EbpfSensor:
     sensor = EbpfSensor(batch_window_ms=0)
-    fake: Any = FakeRings(sensor, deliveries)
-    sensor._bpf = fake
+    fake: Any = FakeRings(deliveries)
+    sensor._poller = fake
     return sensor
 
 

@@ -1,9 +1,11 @@
 """The compiled sensor, from the agent's cache when nothing it depends on changed, else from a compile child.
 
 The cache is one file, ``ebpf-sensor.json`` in the agent's cache directory
-(``[sigma] cache_dir``): a :class:`~edr.sources.ebpf.objfile.CompiledObject`
-as JSON, data only.  Root loads what it holds into the kernel, so it is
-trusted only as far as the agent itself: it is read and written through
+(``[sigma] cache_dir``): a header line ``EDR-BPF-OBJECT <sha256 of the
+rest>`` then a :class:`~edr.sources.ebpf.objfile.CompiledObject` as JSON,
+data only (the digest catches a torn or damaged file before it is
+decoded).  Root loads what it holds into the kernel, so it is trusted only
+as far as the agent itself: it is read and written through
 :class:`~edr.platform.private_files.PrivateDir` (a root-owned directory
 not writable by others, every directory above it checked, the file opened
 without following links, owned by root or the agent's user and not writable
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 CACHE_NAME = "ebpf-sensor.json"
 #: The object of the whole sensor is about 1 MB; anything far larger is not one.
 MAX_BYTES = 64 << 20
+MAGIC = b"EDR-BPF-OBJECT "
 _TRACEPOINT_PROBE = re.compile(rb"TRACEPOINT_PROBE\(\s*(\w+)\s*,\s*(\w+)\s*\)")
 
 
@@ -99,6 +102,20 @@ def cache_key(source: bytes, cflags: list[str], *, release: str | None = None, v
     return h.hexdigest()
 
 
+def pack(payload: bytes) -> bytes:
+    """The header line (magic and the payload's SHA-256) and the payload."""
+    return MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+
+
+def _unpack(data: bytes) -> bytes:
+    header, newline, payload = data.partition(b"\n")
+    if not newline or not header.startswith(MAGIC):
+        raise objfile.ObjectError("not a compiled sensor (no EDR-BPF-OBJECT header)")
+    if header[len(MAGIC):] != hashlib.sha256(payload).hexdigest().encode():
+        raise objfile.ObjectError("its SHA-256 does not match its header (corrupt or truncated)")
+    return payload
+
+
 def load(cache_dir: str, key: str) -> objfile.CompiledObject | None:
     """The cached object built for ``key``, or None (absent, stale or refused: logged naming the file).
 
@@ -117,7 +134,7 @@ def load(cache_dir: str, key: str) -> objfile.CompiledObject | None:
             log.warning("ignoring the compiled BPF sensor %s: larger than %d bytes; compiling it again",
                         path, MAX_BYTES)
             return None
-        obj = objfile.decode(data)
+        obj = objfile.decode(_unpack(data))
     except OSError as exc:  # UnsafePath is an OSError naming the path, the problem and the fix
         log.warning("ignoring the compiled BPF sensor %s: %s; compiling it again", path, exc)
         return None
@@ -137,7 +154,7 @@ def store(cache_dir: str, obj: objfile.CompiledObject) -> None:
     """Write the object atomically (0600, private directory); failures are logged, not raised."""
     directory = PrivateDir(cache_dir)
     try:
-        directory.write_atomic(CACHE_NAME, objfile.encode(obj))
+        directory.write_atomic(CACHE_NAME, pack(objfile.encode(obj)))
     except OSError as exc:
         log.warning("not writing the compiled BPF sensor %s: %s", Path(cache_dir) / CACHE_NAME, exc)
     finally:
