@@ -183,3 +183,29 @@ def test_a_configuration_that_does_not_load_is_a_failed_check(tmp_path: Path) ->
     done = subprocess.run([sys.executable, "-m", "edr.doctor", "--json", "--config", str(config)],
                           capture_output=True, text=True, env=subprocess_env(), timeout=240, cwd="/")
     assert done.returncode == 2 and json.loads(done.stdout)["checks"] == json.loads(out)["checks"]
+
+
+def test_doctor_says_whether_a_cached_build_of_the_sensor_matches(sensor_host: None, config_file: Path) -> None:
+    """bcc and the headers are only for compiling; the doctor reports the cached build (read, never written)."""
+    from edr.config import load_config
+    from edr.sources.ebpf import loader, objcache
+
+    def row(doc: dict[str, Any]) -> dict[str, str]:
+        return checks(doc)["host.compiled_sensor"]
+
+    code, out, _err = doctor("--json", "--config", str(config_file))
+    cold = row(json.loads(out))
+    assert code == 0 and cold["verdict"] == "pass"
+    assert "no cached build of the sensor for this kernel and configuration" in cold["found"]
+    assert "the next start compiles it in a child" in cold["found"]
+    assert "needed to compile the sensor when its cached build is missing or stale" in \
+        checks(json.loads(out))["host.bcc"]["found"]
+    config = load_config(str(config_file)).config
+    cfg = config.sensor
+    flags = loader.cflags(frozenset(cfg.families), cfg.max_args, cfg.max_arg_bytes, cfg.page_count)
+    objcache.compiled_object(flags, config.sigma.cache_dir)
+    code, out, _err = doctor("--json", "--config", str(config_file))
+    warm = row(json.loads(out))
+    assert code == 0 and warm["verdict"] == "pass"
+    assert f"{Path(config.sigma.cache_dir) / objcache.CACHE_NAME} matches this kernel and configuration" in \
+        warm["found"]

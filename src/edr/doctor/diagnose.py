@@ -173,6 +173,8 @@ def diagnose(config_path: str | None = None, *, probes: Probes | None = None, cr
             report.messages.extend(messages)
             return Diagnosis(report)
         config = loaded.config
+        if linux is not None:
+            linux = attrs.evolve(linux, sensor=(*linux.sensor, ("compiled sensor", (probes.compiled_sensor(config),))))
         directories = _directories(config, probes, create)
         lock = probes.lock(config.agent.state_directory)
         rules = _rules(config, probes)

@@ -74,6 +74,25 @@ def probe_linux_host() -> LinuxHost:
                      euid=os.geteuid())
 
 
+def probe_compiled_sensor(config: Config) -> Finding:
+    """Whether a cached build of the sensor matching this kernel and ``[sensor]`` exists (read, never written).
+
+    Informational (always ok): without one the next start compiles the
+    sensor in a child, which needs bcc and the kernel headers and takes seconds.
+    """
+    from edr.sources.ebpf import loader, objcache
+
+    cfg = config.sensor
+    try:
+        flags = loader.cflags(frozenset(cfg.families), cfg.max_args, cfg.max_arg_bytes, cfg.page_count)
+    except ValueError as exc:
+        return Finding(True, f"not checked: {exc}")
+    hit, why = objcache.status(config.sigma.cache_dir, flags)
+    if hit:
+        return Finding(True, why)
+    return Finding(True, f"{why}: the next start compiles it in a child (bcc and kernel headers, seconds)")
+
+
 def _held(mask: int | None, bits: dict[str, int]) -> frozenset[str] | None:
     """The names in ``bits`` whose bit is set in the capability ``mask`` (None: unreadable)."""
     return None if mask is None else frozenset(name for name, bit in bits.items() if mask & (1 << bit))
@@ -446,6 +465,7 @@ class Probes:
     """Every probe the doctor runs; replace any of them (``attrs.evolve``) to test the rest."""
 
     linux_host: Callable[[], LinuxHost] = probe_linux_host
+    compiled_sensor: Callable[[Config], Finding] = probe_compiled_sensor
     windows_host: Callable[[], WindowsHost] = probe_windows_host
     directory: Callable[..., DirectoryFacts] = probe_directory
     lock: Callable[[str], LockFacts] = probe_lock

@@ -44,6 +44,8 @@ CAPABILITY_BITS: Final[dict[str, int]] = {
 #: Where tracefs is looked for: its own mount point, then debugfs's automount of it.
 TRACEFS_ROOTS: Final = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 BTF_PATH: Final = "/sys/kernel/btf/vmlinux"
+#: What bcc and the kernel headers are for, since the agent loads a cached build of the sensor.
+COMPILE_ONLY: Final = "needed to compile the sensor when its cached build is missing or stale"
 #: BPF ring buffers (every family's ``rb_*`` map) arrived in Linux 5.8.
 RINGBUF_SINCE: Final = (5, 8)
 
@@ -127,7 +129,8 @@ def probe_bcc() -> Probe:
     except Exception as exc:
         return _bcc_probe(exc)
     version = getattr(bcc, "__version__", "") or "(version unknown)"
-    return Probe("bcc", True, f"bcc {version} from {os.path.dirname(getattr(bcc, '__file__', '') or '?')}")
+    return Probe("bcc", True, f"bcc {version} from {os.path.dirname(getattr(bcc, '__file__', '') or '?')} "
+                 f"({COMPILE_ONLY})")
 
 
 def probe_kernel_headers(release: str | None = None) -> Probe:
@@ -139,9 +142,9 @@ def probe_kernel_headers(release: str | None = None) -> Probe:
     for sub in ("build", "source"):
         include = Path(f"/lib/modules/{release}/{sub}/include")
         if include.is_dir():
-            return Probe("kernel headers", True, f"{include} ({os.path.realpath(include)})")
+            return Probe("kernel headers", True, f"{include} ({os.path.realpath(include)}; {COMPILE_ONLY})")
     if Path("/sys/kernel/kheaders.tar.xz").exists():
-        return Probe("kernel headers", True, "/sys/kernel/kheaders.tar.xz (the kheaders module)")
+        return Probe("kernel headers", True, f"/sys/kernel/kheaders.tar.xz (the kheaders module; {COMPILE_ONLY})")
     return Probe("kernel headers", False, f"none for {release}",
                  f"no usable kernel headers for {release} (/lib/modules/{release}/build/include is missing)",
                  "run scripts/setup_host.sh as root (installs linux-headers and links them), "
