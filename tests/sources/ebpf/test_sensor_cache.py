@@ -199,3 +199,24 @@ def test_after_close_nothing_of_ours_is_attached_and_an_exec_writes_nothing(tmp_
     finally:
         ring.close()
         os.close(ring_fd)
+
+
+def test_a_cached_build_the_kernel_refuses_is_rebuilt(
+        tmp_path: Path, compiles: list[list[str]], caplog: pytest.LogCaptureFixture) -> None:
+    """Same key, yet a program the verifier refuses (``exit`` with r0 unset): compiled again, not trusted again."""
+    import msgspec
+
+    cache = str(tmp_path / "cache")
+    good, _hit = objcache.compiled_object(FLAGS, cache)
+    victim = next(p for p in good.programs if p.tracepoint)
+    refused = msgspec.structs.replace(victim, insns=bytes([0x95, 0, 0, 0, 0, 0, 0, 0]), relocations=[])
+    bad = msgspec.structs.replace(good, programs=[refused if p is victim else p for p in good.programs])
+    objcache.store(cache, bad)
+    assert objcache.load(cache, good.key) == bad
+    sensor = EbpfSensor(families={PROCESS}, cache_dir=cache)
+    with caplog.at_level(logging.WARNING, logger="edr.sources.ebpf.sensor"), sensor:
+        assert not sensor.cache_hit and sensor._obj is not None
+    assert len(compiles) == 2
+    assert f"the kernel refused the cached build of the sensor in {cache}" in caplog.text
+    assert victim.name in caplog.text and "R0 !read_ok" in caplog.text
+    assert objcache.load(cache, good.key) == good

@@ -168,9 +168,9 @@ def probe_tracefs(roots: tuple[str, ...] = TRACEFS_ROOTS) -> Probe:
         except OSError:
             continue
     if denied:
-        root, exc = denied[0]
+        root, err = denied[0]
         return Probe("tracefs", False, "not readable",
-                     f"tracefs at {root} cannot be read by uid {os.geteuid()} ({exc.strerror})",
+                     f"tracefs at {root} cannot be read by uid {os.geteuid()} ({err.strerror})",
                      "run the agent as root (tracefs is root's, mode 0700)")
     return Probe("tracefs", False, "not mounted",
                  f"tracefs is not mounted (no {roots[0] if roots else TRACEFS_ROOTS[0]}/events/syscalls)",

@@ -173,10 +173,12 @@ def status(cache_dir: str, cflags: list[str]) -> tuple[bool, str]:
     return True, f"{path} matches this kernel and configuration ({len(obj.programs)} programs)"
 
 
-def compiled_object(cflags: list[str], cache_dir: str) -> tuple[objfile.CompiledObject, bool]:
+def compiled_object(cflags: list[str], cache_dir: str, *, refresh: bool = False,
+                    ) -> tuple[objfile.CompiledObject, bool]:
     """The compiled sensor for ``cflags`` and whether it came from the cache.
 
-    On a miss the sensor is compiled in a child process (seconds; this
+    On a miss (or with ``refresh``: the cached build was refused by the
+    kernel) the sensor is compiled in a child process (seconds; this
     process never imports bcc) and, with a cache directory, stored for the
     next start.  Raises :class:`~edr.sources.ebpf.errors.SensorUnavailable`
     when the child cannot compile it.
@@ -184,7 +186,7 @@ def compiled_object(cflags: list[str], cache_dir: str) -> tuple[objfile.Compiled
     from edr.sources.ebpf.compile import compile_in_child
 
     key = cache_key(loader.SOURCE_PATH.read_bytes(), cflags)
-    if cache_dir:
+    if cache_dir and not refresh:
         cached = load(cache_dir, key)
         if cached is not None:
             return cached, True

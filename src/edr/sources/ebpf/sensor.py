@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import struct
 import time
 from collections.abc import Callable, Iterable
 
-from edr.sources.ebpf import bpf_syscall, loader, objcache
+from edr.sources.ebpf import bpf_syscall, loader, objcache, objfile
 from edr.sources.ebpf.errors import SensorUnavailable
 from edr.sources.ebpf.host import find_cgroup2_mount
 from edr.sources.ebpf.objload import LoadedObject
@@ -19,6 +20,7 @@ from edr.sources.ebpf.ringbuf import RingBuffer, RingPoller
 #: Records stamped this close to a drain's start may still be on their way
 #: into their ring (stamped, not yet committed): they wait for the next drain.
 HOLD_NS = 2_000_000
+log = logging.getLogger(__name__)
 _U32 = struct.Struct("<I")
 _U8_ONE = b"\x01"
 
@@ -78,6 +80,18 @@ class EbpfSensor:
             return
         loader.preflight()
         compiled, self.cache_hit = objcache.compiled_object(self._flags, self.cache_dir)
+        try:
+            self._load(compiled)
+        except SensorUnavailable as exc:
+            if not self.cache_hit:
+                raise
+            # same key, yet the kernel refused it: rebuild it rather than trust the file again
+            log.warning("the kernel refused the cached build of the sensor in %s (%s); compiling it again",
+                        self.cache_dir, exc)
+            compiled, self.cache_hit = objcache.compiled_object(self._flags, self.cache_dir, refresh=True)
+            self._load(compiled)
+
+    def _load(self, compiled: objfile.CompiledObject) -> None:
         obj = LoadedObject(compiled)
         poller: RingPoller[str] = RingPoller()
         try:
