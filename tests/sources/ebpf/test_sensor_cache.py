@@ -83,6 +83,21 @@ def test_a_miss_compiles_in_a_child_and_the_agent_never_imports_bcc(tmp_path: Pa
     assert uncached["hit"] is False and uncached["bcc"] is False and uncached["llvm"] is False
 
 
+def test_compiled_and_loaded_with_only_the_capabilities_the_unit_keeps(tmp_path: Path) -> None:
+    """The systemd unit keeps CAP_BPF and CAP_PERFMON but not CAP_SYS_ADMIN: the compile child must read
+    the maps' BTF through the descriptor bcc holds (BPF_BTF_GET_FD_BY_ID needs CAP_SYS_ADMIN)."""
+    from edr.service.systemd_unit import CAPABILITIES
+
+    keep = ",".join("+" + name.removeprefix("CAP_").lower() for name, _why in CAPABILITIES)
+    done = subprocess.run(["setpriv", f"--bounding-set=-all,{keep}", "--inh-caps=-all", sys.executable, "-c",
+                           _OPEN_SCRIPT, str(tmp_path / "cache")], capture_output=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    result = json.loads(done.stdout)
+    assert result["hit"] is False and result["bcc"] is False
+    stored = objcache.load(str(tmp_path / "cache"), objcache.cache_key(loader.SOURCE_PATH.read_bytes(), FLAGS))
+    assert stored is not None and stored.btf
+
+
 def test_a_second_open_is_a_hit_without_a_child(tmp_path: Path, compiles: list[list[str]]) -> None:
     cache = str(tmp_path / "cache")
     _obj, hit = objcache.compiled_object(FLAGS, cache)

@@ -99,11 +99,28 @@ def build(cflags: list[str], key: str) -> objfile.CompiledObject:
 
 
 def _btf_data(btf_id: int) -> bytes:
-    fd = bpf_syscall.btf_get_fd_by_id(btf_id)
+    """The raw BTF bcc loaded for the maps.
+
+    Read through the descriptor bcc holds (the only BTF object open in this
+    child): ``BPF_BTF_GET_FD_BY_ID`` needs CAP_SYS_ADMIN, which the agent's
+    systemd unit does not keep, while reading an object through a
+    descriptor one holds needs nothing more.
+    """
+    held = [int(fd) for fd in os.listdir("/proc/self/fd") if _is_btf(int(fd))]
+    if len(held) == 1:
+        return bpf_syscall.btf_data(held[0])
+    fd = bpf_syscall.btf_get_fd_by_id(btf_id)   # several (or no) BTF objects open: ask by id
     try:
         return bpf_syscall.btf_data(fd)
     finally:
         os.close(fd)
+
+
+def _is_btf(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:btf"
+    except OSError:
+        return False
 
 
 def compile_in_child(cflags: list[str], key: str, *, timeout: float = CHILD_TIMEOUT_S) -> objfile.CompiledObject:
