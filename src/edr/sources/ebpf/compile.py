@@ -55,7 +55,7 @@ def build(cflags: list[str], key: str) -> objfile.CompiledObject:
         bpf = Unattached(text=loader.SOURCE_PATH.read_bytes(), cflags=cflags)
     except Exception as exc:
         raise SensorUnavailable(
-            f"the BPF programs failed to compile ({exc}); check the kernel headers "
+            f"the BPF programs failed to compile or load ({exc}); check the kernel headers "
             "(scripts/setup_host.sh) and that the kernel has BPF and syscall tracepoints") from exc
     module = bpf.module
     maps: list[objfile.MapSpec] = []

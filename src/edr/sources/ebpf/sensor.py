@@ -95,11 +95,15 @@ class EbpfSensor:
         obj = LoadedObject(compiled)
         poller: RingPoller[str] = RingPoller()
         try:
-            obj.create_maps()
-            ignored = obj.maps["ignored"]
-            for pid in self.ignore_pids:
-                bpf_syscall.map_update(ignored, _U32.pack(pid), _U8_ONE)
-            obj.attach_tracepoints()
+            try:
+                obj.create_maps()
+                ignored = obj.maps["ignored"]
+                for pid in self.ignore_pids:
+                    bpf_syscall.map_update(ignored, _U32.pack(pid), _U8_ONE)
+                obj.attach_tracepoints()
+            except (SensorUnavailable, OSError) as exc:
+                # the words `edr run` has always used for a sensor the kernel will not take
+                raise SensorUnavailable(f"the BPF programs failed to compile or load ({exc})") from exc
             for fam in self.families:
                 name = f"rb_{fam}"
                 ring = RingBuffer(obj.maps[name], compiled.map(name).max_entries)
