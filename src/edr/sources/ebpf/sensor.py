@@ -78,6 +78,7 @@ class EbpfSensor:
         """
         if self._obj is not None:
             return
+        started = time.monotonic()
         loader.preflight()
         compiled, self.cache_hit = objcache.compiled_object(self._flags, self.cache_dir)
         try:
@@ -90,6 +91,9 @@ class EbpfSensor:
                         self.cache_dir, exc)
             compiled, self.cache_hit = objcache.compiled_object(self._flags, self.cache_dir, refresh=True)
             self._load(compiled)
+        log.info("ebpf: %d programs loaded and attached in %.2f s (%s)", len(compiled.programs),
+                 time.monotonic() - started,
+                 "cached build" if self.cache_hit else "compiled in a child process")
 
     def _load(self, compiled: objfile.CompiledObject) -> None:
         obj = LoadedObject(compiled)
