@@ -8,6 +8,7 @@ import os
 import struct
 import time
 from collections.abc import Callable, Iterable
+from itertools import repeat
 
 from edr.sources.ebpf import bpf_syscall, loader, objcache, objfile
 from edr.sources.ebpf.errors import SensorUnavailable
@@ -59,8 +60,9 @@ class EbpfSensor:
         self._obj: LoadedObject | None = None
         self._poller: RingPoller[str] | None = None
         self._rings: list[RingBuffer] = []
-        self._batches: dict[str, list[RawRecord]] = {f: [] for f in FAMILIES if f in self.families}
-        self._sinks: dict[str, Callable[[bytes], object]] = {f: self._sink(f) for f in self._batches}
+        # each family's payloads as the rings hand them over; RawRecords are built per batch (below)
+        self._batches: dict[str, list[bytes]] = {f: [] for f in FAMILIES if f in self.families}
+        self._sinks: dict[str, Callable[[bytes], object]] = {f: b.append for f, b in self._batches.items()}
         self._events: dict[str, int] = dict.fromkeys(self.families, 0)
         self._window = max(batch_window_ms, 0) / 1000
         self._pacer = BatchPacer(max(batch_window_ms, 0) * 1_000_000)
@@ -138,15 +140,6 @@ class EbpfSensor:
         for ring in rings:
             ring.close()
 
-    def _sink(self, family: str) -> Callable[[bytes], object]:
-        append = self._batches[family].append
-
-        # the hot path: one call per record, so keep it to a wrap and an append
-        def on_record(data: bytes) -> None:
-            append(RawRecord(family, data))
-
-        return on_record
-
     def ignore(self, pids: Iterable[int]) -> None:
         """Filter more pids in the kernel (e.g. helper processes the agent starts)."""
         for pid in pids:
@@ -188,7 +181,8 @@ class EbpfSensor:
         for fam, batch in self._batches.items():
             if batch:
                 self._events[fam] += len(batch)
-                out.extend(batch)
+                # one map over the batch: the hot path, no Python-level call per record
+                out.extend(map(RawRecord, repeat(fam, len(batch)), batch))
                 batch.clear()
         out.sort(key=record_time)
         ready = bisect.bisect_right(out, cut, key=record_time)
