@@ -25,11 +25,11 @@ CLOSE_THREADS = 32
 def close_concurrently(fds: list[int]) -> None:
     """Close ``fds`` from several threads at once; returns when all are closed.
 
-    Why: closing the BPF link of a tracepoint program waits for the kernel
-    to retire the program from the tracepoint (an RCU grace period, ~35 ms
-    here).  One after the other, the sensor's 91 links took 3.3 s; closed
-    concurrently the waits overlap (one grace period serves them all): 0.1 s
-    on this machine under a load average of 25.  ``os.close`` releases the
+    Why: closing the BPF link of a tracepoint program waits until the
+    kernel has retired the program from the tracepoint (~35 ms each here,
+    Linux 6.18).  One after the other, the sensor's 91 links took 3.3 s;
+    closed concurrently the waits overlap: 0.10-0.15 s on this machine,
+    also under a load average of 25.  ``os.close`` releases the
     GIL, so plain threads are enough.
     """
     if len(fds) <= 1:
@@ -64,6 +64,8 @@ def release_in_child(fds: list[int]) -> subprocess.Popen[bytes] | None:
     last references, however the child is scheduled); the kernel tears the
     events down as the child exits, while or after the agent exits.  Nobody
     waits for it: a later call reaps it, or init once the agent has gone.
+    (Under systemd the child is in the unit's cgroup: ``systemctl stop``
+    returns once it has gone too, seconds after the agent itself exited.)
     None when there was nothing to hand over or the child could not be
     started (the descriptors are then closed here, slowly).
     """
