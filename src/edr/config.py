@@ -358,7 +358,9 @@ class SigmaConfig:
 
     cache_dir: str = attrs.field(
         default=f"{_LAYOUT.state}{os.sep}cache",
-        metadata=_path('Compiled-rule cache directory (created 0700); "" disables the cache.'),
+        metadata=_path('Cache directory (created 0700): the compiled Sigma rules and the eBPF sensor\'s '
+                       'compiled build (ebpf-sensor.json); "" disables both caches (the sensor is then '
+                       'compiled in a child process at every start).'),
     )
     correlation_max_groups: int = attrs.field(
         default=10000, validator=_positive, metadata=_doc("Correlation groups kept; oldest evicted.")
