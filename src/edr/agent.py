@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from edr.alerts.retention_task import retention_task
-from edr.config import Config, LoadedConfig
+from edr.config import Config, LoadedConfig, SensorConfig
 from edr.health import health_task, log_health, watchdog_task
 from edr.instance_lock import LOCK_NAME, InstanceLock, InstanceLocked, acquire
 from edr.platform import ServiceNotifier, current
@@ -112,9 +112,27 @@ def linux_preflight() -> tuple[Probe, ...]:
     return tuple(probes)
 
 
-def preflight_linux() -> str | None:
-    """Why the eBPF sensor cannot start here, with the fix; None when it can."""
-    return next((probe.message for probe in linux_preflight() if not probe.ok), None)
+#: What only compiling the sensor needs: a cached build matching this kernel and configuration does
+#: without. Not bcc: its version is part of the build's identity (the cache key), so without bcc no
+#: cached build matches.
+COMPILE_ONLY_PROBES = frozenset({"kernel headers"})
+
+
+def preflight_linux(sensor: SensorConfig | None = None, cache_dir: str = "") -> str | None:
+    """Why the eBPF sensor cannot start here, with the fix; None when it can.
+
+    The kernel headers are needed only to compile the sensor (in a child
+    process): when they are missing but ``cache_dir`` holds a build matching
+    this kernel and the ``sensor`` settings, the sensor can start.
+    """
+    failing = [probe for probe in linux_preflight() if not probe.ok]
+    if sensor is not None and cache_dir and any(p.name in COMPILE_ONLY_PROBES for p in failing):
+        from edr.sources.ebpf import loader, objcache
+
+        flags = loader.cflags(frozenset(sensor.families), sensor.max_args, sensor.max_arg_bytes, sensor.page_count)
+        if objcache.status(cache_dir, flags)[0]:
+            failing = [p for p in failing if p.name not in COMPILE_ONLY_PROBES]
+    return failing[0].message if failing else None
 
 
 def take_instance_lock(loaded: LoadedConfig) -> InstanceLock | str:
@@ -339,7 +357,7 @@ def run_live(loaded: LoadedConfig, *, service_stop: ServiceStop | None = None) -
 def _run_live(loaded: LoadedConfig, early: EarlyHangup, service_stop: ServiceStop | None = None) -> int:
     mode = current().name
     if mode == "linux":
-        problem = preflight_linux()
+        problem = preflight_linux(loaded.config.sensor, loaded.config.sigma.cache_dir)
         if problem:
             log.error("cannot start the live sensor: %s", problem)
             print(f"edr: cannot start the live sensor: {problem}", file=sys.stderr)

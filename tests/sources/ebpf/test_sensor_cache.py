@@ -235,3 +235,34 @@ def test_a_cached_build_the_kernel_refuses_is_rebuilt(
     assert f"the kernel refused the cached build of the sensor in {cache}" in caplog.text
     assert victim.name in caplog.text and "R0 !read_ok" in caplog.text
     assert objcache.load(cache, good.key) == good
+
+
+def test_edr_run_needs_no_kernel_headers_with_a_matching_cached_build(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edr import agent
+    from edr.config import SensorConfig
+
+    sensor = SensorConfig(families=["process"])
+    cache = str(tmp_path / "cache")
+    real_isdir = os.path.isdir
+
+    def no_headers() -> None:
+        monkeypatch.setattr(agent.os.path, "isdir",
+                            lambda p: False if str(p).startswith("/lib/modules") else real_isdir(p))
+
+    no_headers()
+    headers = next(p.message for p in agent.linux_preflight() if p.name == "kernel headers")
+    # no cached build yet: the headers are needed, and said so
+    assert agent.preflight_linux(sensor, cache) == headers
+    monkeypatch.undo()
+    flags = loader.cflags(frozenset({PROCESS}), sensor.max_args, sensor.max_arg_bytes, sensor.page_count)
+    objcache.compiled_object(flags, cache)
+    no_headers()
+    assert agent.preflight_linux(sensor, cache) is None
+    # another configuration has no build, nor has a run without a cache directory
+    assert agent.preflight_linux(SensorConfig(families=["process"], max_args=16), cache) == headers
+    assert agent.preflight_linux(sensor, "") == headers
+    # bcc's version is part of the build's identity: without bcc nothing matches
+    monkeypatch.setattr(agent.importlib.util, "find_spec", lambda name, *a: None)
+    assert agent.preflight_linux(sensor, cache) == next(
+        p.message for p in agent.linux_preflight() if p.name == "bcc")
