@@ -339,3 +339,119 @@ def test_sigmahq_tree_is_trusted_and_checked_quickly() -> None:
     assert trust.refusals == () and trust.config.sigma_paths() == [str(sigma)]
     assert took < 5
 
+
+
+# --- the walk of a rule tree (in process) ------------------------------------------------------------------------
+
+
+def _mixed_tree(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A Sigma tree with one entry of every kind the walk meets; the refusals expected (path: reason start)."""
+    root = tmp_path / "sigma"
+    (root / "ok" / "deep").mkdir(parents=True)
+    for rel in ("ok/a.yml", "ok/deep/b.yaml", "ok/deep/C.YML", "top.yml"):
+        (root / rel).write_text(_sigma_rule(rel, "x"))
+    (root / "ok" / "notes.md").write_text("not a rule")
+    (root / "ok" / "notes.md").chmod(0o666)  # not read by the engine: not checked
+    loose = root / "ok" / "loose.yml"
+    loose.write_text(_sigma_rule("loose", "x"))
+    loose.chmod(0o666)
+    owned = root / "ok" / "deep" / "nobody.yml"
+    owned.write_text(_sigma_rule("nobody", "x"))
+    os.chown(owned, NOBODY, NOBODY)
+    group = root / "group-writable"
+    (group / "under").mkdir(parents=True)
+    (group / "under" / "d.yml").write_text(_sigma_rule("under a loose directory", "x"))
+    group.chmod(0o775)
+    # links out of the tree: to a sound file in a directory others may write, to a loose directory
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "linked.yml").write_text(_sigma_rule("linked", "x"))
+    outside.chmod(0o777)  # not sticky: anyone may replace linked.yml
+    (root / "ok" / "escape.yml").symlink_to(outside / "linked.yml")
+    (root / "ok" / "escape-dir").symlink_to(outside, target_is_directory=True)
+    good_outside = tmp_path / "good-outside"
+    good_outside.mkdir()
+    (good_outside / "fine.yml").write_text(_sigma_rule("fine", "x"))
+    (root / "ok" / "fine-link.yml").symlink_to(good_outside / "fine.yml")  # a trusted target: loaded
+    (root / "ok" / "dangling.yml").symlink_to(tmp_path / "nowhere.yml")  # skipped, as the loaders skip it
+    expected = {
+        str(loose): f"writable by group and others (mode 0666): chmod go-w {loose}",
+        str(owned): f"owned by nobody (uid {NOBODY}), not by root or this agent's user: chown root {owned}",
+        str(group): f"writable by its group (mode 0775): chmod go-w {group}",
+        str(root / "ok" / "escape.yml"): f"its directory {outside} is writable by group and others (mode 0777)",
+        str(root / "ok" / "escape-dir"): f"writable by group and others (mode 0777): chmod go-w {outside}",
+    }
+    return root, expected
+
+
+def _reference_walk(root: Path) -> tuple[list[str], list[str]]:
+    """What a per-entry check_trusted of every rule file and directory (os.walk) refuses and keeps."""
+    from edr.platform.private_files import UnsafePath, check_trusted
+
+    refused, kept = [], []
+    for current, dirs, names in os.walk(root):
+        for name in sorted(dirs):
+            try:
+                check_trusted(os.path.join(current, name))
+            except UnsafePath:
+                refused.append(os.path.join(current, name))
+                dirs.remove(name)
+        for name in names:
+            full = os.path.join(current, name)
+            if name.lower().endswith((".yml", ".yaml")) and os.path.isfile(full):
+                try:
+                    check_trusted(full)
+                except UnsafePath:
+                    refused.append(full)
+                else:
+                    kept.append(full)
+    return sorted(refused), sorted(kept)
+
+
+def _sigma_config(*paths: Path) -> Config:
+    config = Config()
+    return attrs.evolve(config, scanner=attrs.evolve(config.scanner, sigma_rules_path=[str(p) for p in paths]))
+
+
+def test_walk_refuses_loose_files_directories_and_links_out_of_the_tree_naming_each(tmp_path: Path) -> None:
+    from edr.rule_trust import check_rules
+
+    root, expected = _mixed_tree(tmp_path)
+    trust = check_rules(_sigma_config(root), yara=False, ioc=False, simple=False, force=True)
+    got = {r.path: r.reason for r in trust.refusals}
+    assert sorted(got) == sorted(expected)
+    for path, reason in expected.items():
+        assert got[path].startswith(reason), (path, got[path])
+    assert all(not r.whole for r in trust.refusals)
+    dirs = {str(root / "group-writable"), str(root / "ok" / "escape-dir")}
+    assert {r.path for r in trust.refusals if r.is_dir} == dirs
+    loaded = trust.config.sigma_paths()
+    assert loaded == sorted(str(root / rel) for rel in (
+        "ok/a.yml", "ok/deep/b.yaml", "ok/deep/C.YML", "top.yml", "ok/fine-link.yml"))
+    # exactly what checking every entry in full (the realpath and every directory above it) decides
+    assert _reference_walk(root) == (sorted(expected), loaded)
+
+
+def test_walk_checks_each_entry_once_without_resolving_each_file(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tree is trusted from its root down: no rule file's path is resolved and its parents stat'ed again."""
+    from edr.rule_trust import check_rules
+
+    root = tmp_path / "sigma"
+    for d in range(5):
+        (root / f"d{d}").mkdir(parents=True)
+        for f in range(40):
+            (root / f"d{d}" / f"r{f}.yml").write_text("title: x\n")
+    (root / "d3" / "r7.yml").chmod(0o646)
+    resolved: list[str] = []
+    real = os.path.realpath
+
+    def counting(path: str | os.PathLike[str], *args: object, **kwargs: object) -> str:
+        resolved.append(os.fspath(path))
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os.path, "realpath", counting)
+    trust = check_rules(_sigma_config(root), yara=False, ioc=False, simple=False, force=True)
+    assert [r.path for r in trust.refusals] == [str(root / "d3" / "r7.yml")]
+    assert len(trust.config.sigma_paths()) == 199
+    assert len(resolved) <= 2, resolved  # the root only (its check, and where its walk starts)

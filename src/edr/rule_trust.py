@@ -56,6 +56,11 @@ import attrs
 from edr.config import FILE_KEY, Config, ConfigError, LoadedConfig
 from edr.platform.private_files import UnsafePath, check_trusted
 
+if sys.platform != "win32":
+    from edr.platform.linux.private_files import status_problem
+else:  # pragma: no cover - Windows: no rule is checked there (running_as_root is False)
+    status_problem = None
+
 log = logging.getLogger("edr.trust")
 
 SIGMA_SUFFIXES: Final = (".yml", ".yaml")
@@ -169,33 +174,72 @@ def _trusted_files(key: str, root: str, suffixes: tuple[str, ...],
     if not os.path.isdir(root):
         return None
     files: list[Path] = []
-    partial = False
-    # followlinks=False like the loaders' rglob: a linked directory is not descended into
-    for current, dirs, names in os.walk(root):
-        kept = []
-        for name in sorted(dirs):
-            full = os.path.join(current, name)
-            problem = _problem(full)
-            if problem is not None:
-                partial = True
-                refusals.append(Refusal(key, full, problem, whole=False, is_dir=True))
-                continue
-            kept.append(name)
-        dirs[:] = kept
-        for name in names:
-            if not name.lower().endswith(suffixes):
-                continue
-            full = os.path.join(current, name)
-            if not os.path.isfile(full):
-                continue  # a dangling link: the loaders skip it too
-            problem = _problem(full)
-            if problem is not None:
-                partial = True
-                refusals.append(Refusal(key, full, problem, whole=False, is_dir=False))
-                continue
-            files.append(Path(full))
+    before = len(refusals)
+    _walk(key, root, os.path.realpath(root), suffixes, refusals, files)
     # the order the loaders' own sorted(rglob) gives, so nothing but the refused entries changes
-    return sorted(files) if partial else None
+    return sorted(files) if len(refusals) > before else None
+
+
+def _walk(key: str, directory: str, real: str, suffixes: tuple[str, ...], refusals: list[Refusal],
+          files: list[Path]) -> None:
+    """Check the rule files and directories under ``directory`` (trusted, and every directory above it).
+
+    ``real`` is ``directory`` with its links resolved: what the messages name
+    in the fix, as :func:`check_trusted` does. One ``scandir`` per directory
+    and one ``lstat`` per rule file or directory: what is reached without
+    following a link sits in a directory already found trusted, so only
+    the entry itself is left to check. A link is checked in full (its target
+    and every directory above it, as :func:`check_trusted` does), so a link out
+    of the tree is trusted only as far as what it points at is; like the
+    loaders' ``rglob``, a linked directory is not descended into.
+    """
+    try:
+        with os.scandir(directory) as it:
+            entries = sorted(it, key=lambda entry: entry.name)
+    except OSError:
+        return  # removed meanwhile or unreadable: os.walk skipped it too, the loader reports what it cannot read
+    subdirs: list[tuple[str, str]] = []
+    # directories first, then files: the order of the refusals os.walk gave
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir()  # a link to a directory too: checked, not descended
+        except OSError:
+            continue
+        if not is_dir:
+            continue
+        problem = _entry_problem(entry, os.path.join(real, entry.name))
+        if problem is not None:
+            refusals.append(Refusal(key, entry.path, problem, whole=False, is_dir=True))
+        elif not entry.is_symlink():
+            subdirs.append((entry.path, os.path.join(real, entry.name)))
+    for entry in entries:
+        if not entry.name.lower().endswith(suffixes):
+            continue
+        try:
+            if not entry.is_file():
+                continue  # a dangling link or a directory: the loaders skip it too
+        except OSError:
+            continue
+        problem = _entry_problem(entry, os.path.join(real, entry.name))
+        if problem is not None:
+            refusals.append(Refusal(key, entry.path, problem, whole=False, is_dir=False))
+            continue
+        files.append(Path(entry.path))
+    for path, real_path in subdirs:
+        _walk(key, path, real_path, suffixes, refusals, files)
+
+
+def _entry_problem(entry: os.DirEntry[str], real: str) -> str | None:
+    """Why ``entry`` (in a trusted directory; ``real`` its resolved path) cannot be trusted, or None."""
+    if entry.is_symlink() or status_problem is None:
+        return _problem(entry.path)
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None  # removed meanwhile: nothing will be read from it
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or exc})"
+    return status_problem(st, real)
 
 
 def _single_file(key: str, path: str, refusals: list[Refusal]) -> bool:

@@ -47,7 +47,7 @@ from typing import Final
 
 from edr.platform.unsafe_path import UnsafePath
 
-__all__ = ["DIR_MODE", "FILE_MODE", "PrivateDir", "UnsafePath", "check_trusted", "check_trusted_tree"]
+__all__ = ["DIR_MODE", "FILE_MODE", "PrivateDir", "UnsafePath", "check_trusted", "check_trusted_tree", "status_problem"]
 
 #: Flags of every file the agent opens for writing.
 _WRITE_FLAGS: Final = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(
@@ -83,6 +83,17 @@ def _problem(st: os.stat_result, *, sticky_ok: bool) -> str | None:
             "others" if st.st_mode & 0o002 else "its group")
         return f"writable by {who} (mode {stat.S_IMODE(st.st_mode):04o}): chmod go-w {{path}}"
     return None
+
+
+def status_problem(st: os.stat_result, path: str | os.PathLike[str]) -> str | None:
+    """Why the entry ``path`` with status ``st`` (its own, not a link's target) cannot be trusted, or None.
+
+    The check :func:`check_trusted` makes of ``path`` itself, without the
+    directories above it: for a caller that walks a tree it has already
+    checked down to ``path``'s directory and has the entry's status at hand.
+    """
+    problem = _problem(st, sticky_ok=False)
+    return problem.format(path=os.fspath(path)) if problem else None
 
 
 def check_trusted(path: str | os.PathLike[str]) -> None:
