@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import logging
 import os
@@ -397,6 +398,18 @@ class _ReplayBar:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``edr replay FILE...``: exit 0 when every file was read (alerts or not)."""
+    # What the start makes (configuration, rule set, actors) lives until the command ends: no
+    # cyclic collection while it is made, and frozen once made, so that neither the collections
+    # while the pool reads nor the supervisor's full collection before the graph runs walk it
+    # (0.15-0.2 s of collections for SigmaHQ's set otherwise).
+    gc.disable()
+    try:
+        return _replay(args)
+    finally:
+        gc.enable()
+
+
+def _replay(args: argparse.Namespace) -> int:
     from edr import progress
     from edr.health import log_health
     from edr.rule_trust import check_rules
@@ -449,6 +462,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     started = time.monotonic()
     sup.build_actors()
     load_secs = time.monotonic() - started
+    gc.freeze()
+    gc.enable()
     source = sup.actors["source"]
     background = []
     bar = _ReplayBar(source, shown) if shown is not None else None

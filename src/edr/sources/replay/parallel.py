@@ -28,6 +28,7 @@ the same file: then that file fails with the reason, the others go on).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import traceback
@@ -132,7 +133,11 @@ _captured = _Captured()
 
 
 def start_worker(level: int) -> None:
-    """A worker's start: what it logs is kept for its results (forked, it would write to this process's log)."""
+    """A worker's start: what it logs is kept for its results (forked, it would write to this process's log).
+
+    The cyclic collector runs in a worker even if the process that forked it had paused it for its start.
+    """
+    gc.enable()
     for logger in (logging.getLogger(), logging.getLogger("edr")):
         for handler in list(logger.handlers):
             logger.removeHandler(handler)  # not closed: they belong to the parent

@@ -1,0 +1,77 @@
+"""``edr replay`` as a command: what its start costs the collector, and what a worker process inherits."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edr.cli import main
+from edr.runtime import process_pool
+from edr.sources.replay import parallel
+from tests.cli_helpers import file_event, read_alerts, write_ndjson
+
+
+@pytest.fixture
+def collector() -> Iterator[dict[str, Any]]:
+    """The objects each full collection had to walk (the frozen ones are not walked); restored afterwards."""
+    seen: dict[str, Any] = {"full": []}
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            seen["full"].append(len(gc.get_objects()))
+
+    enabled, frozen = gc.isenabled(), gc.get_freeze_count()
+    gc.callbacks.append(callback)
+    try:
+        yield seen
+    finally:
+        gc.callbacks.remove(callback)
+        if gc.get_freeze_count() > frozen:
+            gc.unfreeze()  # what the replay froze: collectable again, as for the other tests
+        if enabled:
+            gc.enable()
+
+
+def test_the_collection_before_the_graph_runs_walks_nothing_of_the_start(workdir: Path,
+                                                                         collector: dict[str, Any]) -> None:
+    """Configuration, rules and actors are frozen before the supervisor's full collection: it walks
+    only what was made since, not every module, rule and actor (0.07-0.1 s with SigmaHQ's set)."""
+    events = write_ndjson(workdir / "events.ndjson", [file_event("/etc/cron.d/evil")])
+    assert main(["replay", "--config", "edr.toml", "--output", "logs", "--no-progress", str(events)]) == 0
+    assert read_alerts(workdir / "logs"), "the replay fired nothing: the test replays nothing"
+    assert gc.isenabled()
+    assert gc.get_freeze_count() > 50_000  # the interpreter, edr's modules, the rules and the actors
+    assert collector["full"], "no full collection was made"
+    assert collector["full"][0] < 5_000, collector["full"]
+
+
+def test_the_collector_is_enabled_again_when_the_start_fails(workdir: Path, collector: dict[str, Any],
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "edr.toml").write_text('[alerts]\nno_such_key = 1\n')
+    events = write_ndjson(workdir / "events.ndjson", [file_event("/etc/cron.d/evil")])
+    assert main(["replay", "--config", "edr.toml", "--no-progress", str(events)]) == 2
+    assert "no_such_key" in capsys.readouterr().err
+    assert gc.isenabled()
+
+
+def _collector_enabled() -> bool:
+    return gc.isenabled()
+
+
+def test_a_reader_process_collects_even_when_forked_while_the_start_paused_the_collector(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(process_pool, "start_method", lambda: "fork")
+    gc.disable()
+    try:
+        pool = parallel._start_pool(1, logging.INFO)
+        try:
+            assert pool.submit(_collector_enabled).result(timeout=60) is True
+        finally:
+            pool.shutdown()
+    finally:
+        gc.enable()
