@@ -70,8 +70,13 @@ def _permissions(p: argparse.ArgumentParser) -> None:
                         "configuration and rule files other users can change")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (also used to document the CLI in the README)."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser (also used to document the CLI in the README).
+
+    ``command``: the subcommand about to be parsed, when known; the doctor's
+    options are then added only for the doctor (their module imports what
+    only the doctor needs, a tenth of a replay's start).
+    """
     parser = argparse.ArgumentParser(prog="edr", description="Endpoint detection and response agent.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -178,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="check that this host can run edr and which rules can fire here "
                                       "(exit 0 pass, 1 warn, 2 fail)")
-    _doctor_arguments(p)
+    if command in (None, "doctor"):
+        _doctor_arguments(p)
 
     sub.add_parser("version", help="print the version")
     return parser
@@ -543,7 +549,11 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edr`` console script."""
-    args = build_parser().parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    # the top level takes no option but --help: the first other word is the subcommand
+    command = next((word for word in argv if not word.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         if args.command == "version":
             print(f"edr {__version__}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import pytest
 from edr.cli import main
 from edr.runtime import process_pool
 from edr.sources.replay import parallel
-from tests.cli_helpers import file_event, read_alerts, write_ndjson
+from tests.cli_helpers import clean_env, file_event, read_alerts, write_ndjson
 
 
 @pytest.fixture
@@ -75,3 +77,18 @@ def test_a_reader_process_collects_even_when_forked_while_the_start_paused_the_c
             pool.shutdown()
     finally:
         gc.enable()
+
+
+def test_a_replay_imports_nothing_of_the_doctor(workdir: Path) -> None:
+    """The doctor's options are added to the parser for ``edr doctor`` only: its modules cost a replay's start."""
+    events = write_ndjson(workdir / "events.ndjson", [file_event("/etc/cron.d/evil")])
+    probe = ("import sys\nfrom edr.cli import main\n"
+             f"code = main(['replay', '--config', 'edr.toml', '--output', 'logs', '--no-progress', {str(events)!r}])\n"
+             "print(code, sorted(m for m in sys.modules if m.startswith('edr.doctor')))\n")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=workdir, env=clean_env(), capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout.split("\n")[-2] == "0 []", r.stdout + r.stderr
+    # and the doctor still has its options
+    r = subprocess.run([sys.executable, "-m", "edr", "doctor", "--help"], env=clean_env(), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "--rule ID" in r.stdout, r.stdout + r.stderr
