@@ -105,8 +105,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="fold identical alerts as the live agent does (alerts.dedup_*); by default a replay "
                         "writes one alert per matching record")
     p.add_argument("--workers", type=_positive, default=None, metavar="N",
-                   help="processes that read and decode the EVTX files, in file order (default: the "
-                        "processors this process may use; 1: this process only)")
+                   help="processes that replay: this one, and N-1 that read and decode the EVTX files "
+                        "ahead of it, in file order (default: the processors this process may use; 1: this "
+                        "process only)")
     p.add_argument("--sigma", action="append", metavar="PATH",
                    help="Sigma rules path (repeatable; overrides scanner.sigma_rules_path)")
 

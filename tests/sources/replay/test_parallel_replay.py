@@ -152,3 +152,18 @@ def test_a_file_that_kills_its_reader_process_fails_alone(workdir: Path, monkeyp
     reference = replay(workdir, "reference", samples, 1)
     assert source.records == reference.actors["source"].records
     assert alerts(workdir / "out") == alerts(workdir / "reference")
+
+
+def test_the_replaying_process_counts_as_one_of_the_workers(workdir: Path) -> None:
+    """``--workers N``: this process, which detects and writes (the larger part), and N - 1 readers."""
+    from edr.sources.replay.actor import ReplaySource
+
+    files = [str(write_ndjson(workdir / f"{i}.ndjson", [file_event(f"/tmp/{i}")])) for i in range(4)]
+    log = logging.getLogger("test")
+    assert ReplaySource("source", files, 64, log, workers=1)._pool is None
+    for workers, readers in ((2, 1), (3, 2)):
+        source = ReplaySource("source", files, 64, log, workers=workers)
+        try:
+            assert source._pool is not None and source._pool.workers == readers
+        finally:
+            source._pool.close()

@@ -9,8 +9,8 @@ record read.
 The source lets one batch into the graph at a time: after each send it waits
 until the graph has settled (:mod:`edr.runtime.flight` says why).
 
-With ``workers`` > 1 a pool of processes reads and decodes the Windows event
-log files ahead of the one being replayed (:mod:`edr.sources.replay.parallel`);
+With ``workers`` > 1 a pool of ``workers`` - 1 processes reads and decodes the
+Windows event log files ahead of the one being replayed (:mod:`edr.sources.replay.parallel`);
 this source then sends what they decoded in file order, batch by batch, so
 that everything after it sees what a replay in one process sees.
 
@@ -67,15 +67,19 @@ class ReplaySource(ActorBase):
     is_source: ClassVar = True
 
     def __init__(self, name: str, files: list[str], batch_size: int, log: Any, workers: int = 1) -> None:
-        """``workers`` > 1: that many processes read the files (started now, so that they read while the
-        rest of the graph is built, rules compiled included)."""
+        """``workers`` > 1: this process and ``workers`` - 1 others, which read and decode the files
+        ahead of it (started now, so that they read while the rest of the graph is built, rules
+        compiled included). This process counts as one: everything after the decoding (detection,
+        alerts) runs here and is the larger part, so a reader process per processor would take
+        processor time from it (277 EVTX files on 2 processors: 1 reader 0.99-1.17 s, 2 readers
+        1.10-1.29 s wall)."""
         super().__init__(name)
         self.files = files
         self.batch_size = batch_size
         self.log = log
         self._pool: PooledFiles | None = None
         if workers > 1 and len(files) > 1:
-            self._pool = PooledFiles(files, batch_size, workers)
+            self._pool = PooledFiles(files, batch_size, workers - 1)
         self.records = 0
         self.bytes_read = 0
         self.files_done = 0

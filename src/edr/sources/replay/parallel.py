@@ -1,7 +1,7 @@
 """Windows event log files read and decoded by a pool of processes, handed back in file order.
 
 ``edr replay --workers N`` (N > 1): the replay source gives each file to a
-worker process of a pool (:class:`PooledFiles`), a few files ahead of the
+worker process of a pool of N - 1 (:class:`PooledFiles`), a few files ahead of the
 one it is replaying. A worker (:func:`read_file`) does what the source and
 the normalizer would do with an EVTX file or an evtx JSON dump: open it
 (:func:`~edr.sources.replay.formats.open_recording`), read its records
