@@ -26,8 +26,6 @@ from edr.alerts.sinks.spool import Spool
 from edr.alerts.sinks.syslog_delivery import DatagramSyslog, StreamSyslog
 from edr.alerts.sinks.syslog_format import SyslogFormatter
 from edr.alerts.sinks.syslog_transport import datagram_connector, stream_connector
-from edr.alerts.sinks.webhook_client import WebhookClient
-from edr.alerts.sinks.webhook_delivery import WebhookDelivery
 from edr.config import FACILITIES, SyslogConfig, WebhookConfig
 from edr.sink_targets import parse_syslog_target, parse_webhook_url, spool_name, webhook_display
 
@@ -87,6 +85,10 @@ def build_webhook(cfg: WebhookConfig, mode: str, name: str, log: logging.Logger,
     """The webhook sink of ``cfg``: one destination (queue, spool, delivery task) per URL."""
     destinations: list[Destination] = []
     if _active(cfg, cfg.urls, mode, "webhook", log):
+        # urllib3 only when there is a URL to deliver to: a replay or an agent without one skips its import
+        from edr.alerts.sinks.webhook_client import WebhookClient
+        from edr.alerts.sinks.webhook_delivery import WebhookDelivery
+
         if not cfg.secret_file:
             log.warning("webhook: no secret_file: requests are not signed, receivers cannot tell they come from edr")
         for text in cfg.urls:
