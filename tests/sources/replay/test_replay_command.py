@@ -10,12 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from edr.cli import main
 from edr.runtime import process_pool
 from edr.sources.replay import parallel
 from tests.cli_helpers import clean_env, file_event, read_alerts, write_ndjson
+from tests.conftest import shared_path
 
 
 @pytest.fixture
@@ -93,3 +95,25 @@ def test_a_replay_imports_nothing_of_the_doctor_nor_the_webhook_client(workdir: 
     r = subprocess.run([sys.executable, "-m", "edr", "doctor", "--help"], env=clean_env(), capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and "--rule ID" in r.stdout, r.stdout + r.stderr
+
+
+def test_edr_replay_with_workers_writes_what_one_process_writes(workdir: Path) -> None:
+    """The command end to end: ``--workers 2`` (a reader process beside this one) and ``--workers 1`` write
+    the same alert documents in the same order (but for the time of writing and the chain link over it)."""
+    samples = sorted(shared_path("evtx-attack-samples", "Lateral Movement").glob("*.evtx"))
+    samples += sorted(shared_path("evtx-attack-samples", "Credential Access").glob("*.evtx"))[:20]
+    rules = [str(shared_path("sigma", "rules", "windows", d)) for d in ("builtin", "process_creation",
+                                                                        "create_remote_thread")]
+    env = clean_env(EDR__SIGMA__CACHE_DIR=str(workdir / "cache"))
+    outputs = []
+    for workers in ("2", "1", "2"):  # the first run fills the rule cache, the others read it
+        r = subprocess.run([sys.executable, "-m", "edr", "replay", "--no-progress", "--workers", workers,
+                            *(arg for rule in rules for arg in ("--sigma", rule)), *map(str, samples), "--stdout"],
+                           cwd=workdir, env=env, capture_output=True, timeout=600)
+        assert r.returncode == 0, r.stderr.decode(errors="replace")
+        docs = [orjson.loads(line) for line in r.stdout.splitlines()]
+        for doc in docs:
+            del doc["event.created"], doc["edr.chain.hash"]
+        outputs.append(docs)
+    assert len(outputs[1]) > 50 and len({d["log.file.path"] for d in outputs[1]}) > 10
+    assert outputs[0] == outputs[1] == outputs[2]
