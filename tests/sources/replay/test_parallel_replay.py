@@ -167,3 +167,46 @@ def test_the_replaying_process_counts_as_one_of_the_workers(workdir: Path) -> No
             assert source._pool is not None and source._pool.workers == readers
         finally:
             source._pool.close()
+
+
+class _Pool:
+    """A pool that only records what it is given; its futures are finished by the test."""
+
+    def __init__(self) -> None:
+        self.given: list[str] = []
+        self.futures: list[Any] = []
+
+    def submit(self, fn: Any, path: str, batch_size: int) -> Any:
+        from concurrent.futures import Future
+
+        future: Future[bytes] = Future()
+        self.given.append(Path(path).name)
+        self.futures.append(future)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def test_readers_read_far_ahead_through_small_files_and_not_through_large_ones(workdir: Path) -> None:
+    from edr.sources.replay.parallel import AHEAD, AHEAD_BYTES, PooledFiles, WireFile, _encode
+
+    small = [workdir / f"s{i:02}.evtx" for i in range(30)]
+    for f in small:
+        f.write_bytes(b"x" * 1024)
+    pool = _Pool()
+    pooled = PooledFiles([str(f) for f in small], 64, 1, pool_factory=lambda workers, level: pool)
+    assert len(pool.given) == 1 + AHEAD  # one per worker, and AHEAD files ahead
+    pooled.close()
+
+    large = [workdir / f"l{i}.evtx" for i in range(6)]
+    for f in large:
+        with open(f, "wb") as fh:
+            fh.truncate(AHEAD_BYTES * 5 // 8)  # two of them are more than AHEAD_BYTES
+    pool = _Pool()
+    pooled = PooledFiles([str(f) for f in large], 64, 1, pool_factory=lambda workers, level: pool)
+    assert pool.given == ["l0.evtx", "l1.evtx"]  # the worker's file, and the first file ahead whatever its size
+    pool.futures[0].set_result(_encode(WireFile(True, "evtx")))
+    assert pooled.result(0).pooled
+    assert pool.given == ["l0.evtx", "l1.evtx", "l2.evtx"]  # one more when one is replayed
+    pooled.close()
