@@ -173,15 +173,17 @@ def _trusted_files(key: str, root: str, suffixes: tuple[str, ...],
         return []
     if not os.path.isdir(root):
         return None
-    files: list[Path] = []
+    files: list[str] = []
     before = len(refusals)
     _walk(key, root, os.path.realpath(root), suffixes, refusals, files)
+    if len(refusals) == before:
+        return None  # the usual case: no Path made for each of thousands of files
     # the order the loaders' own sorted(rglob) gives, so nothing but the refused entries changes
-    return sorted(files) if len(refusals) > before else None
+    return sorted(map(Path, files))
 
 
 def _walk(key: str, directory: str, real: str, suffixes: tuple[str, ...], refusals: list[Refusal],
-          files: list[Path]) -> None:
+          files: list[str]) -> None:
     """Check the rule files and directories under ``directory`` (trusted, and every directory above it).
 
     ``real`` is ``directory`` with its links resolved: what the messages name
@@ -224,7 +226,7 @@ def _walk(key: str, directory: str, real: str, suffixes: tuple[str, ...], refusa
         if problem is not None:
             refusals.append(Refusal(key, entry.path, problem, whole=False, is_dir=False))
             continue
-        files.append(Path(entry.path))
+        files.append(entry.path)
     for path, real_path in subdirs:
         _walk(key, path, real_path, suffixes, refusals, files)
 
