@@ -54,12 +54,7 @@ from typing import Final
 import attrs
 
 from edr.config import FILE_KEY, Config, ConfigError, LoadedConfig
-from edr.platform.private_files import UnsafePath, check_trusted
-
-if sys.platform != "win32":
-    from edr.platform.linux.private_files import status_problem
-else:  # pragma: no cover - Windows: no rule is checked there (running_as_root is False)
-    status_problem = None
+from edr.platform.private_files import UnsafePath, check_trusted, status_problem
 
 log = logging.getLogger("edr.trust")
 
