@@ -273,14 +273,16 @@ def bench(args: argparse.Namespace) -> int:
         if measured.proc.poll() is not None:
             print(f"bench_exec_storm: the agent exited with {measured.proc.returncode}", file=sys.stderr)
             return 1
-    rates = [0.0 if r == "max" else float(r) for r in args.rates.split(",")]
+    # "idle": no load at all (the agent's own periodic work); "max": as fast as the load can
+    rates: list[float | None] = [None if r == "idle" else 0.0 if r == "max" else float(r)
+                                 for r in args.rates.split(",")]
     print(f"measuring {label}; {args.duration:.0f} s per rate; {os.cpu_count()} cores", flush=True)
     print(f"{'rate/s':>8} {'made':>8} {'captured':>9} {'k-lost':>7} {'u-dropped':>9} {'cpu%':>6} "
           f"{'peakRSS MiB':>11}", flush=True)
     rows = []
     try:
         for rate in rates:
-            marker = f"{MARK}{int(rate) or 'max'}-{uuid.uuid4().hex[:8]}"
+            marker = f"{MARK}{'idle' if rate is None else int(rate) or 'max'}-{uuid.uuid4().hex[:8]}"
             before = measured.stats()
             if before is None:
                 time.sleep(1.5)  # a fresh health record
@@ -288,11 +290,13 @@ def bench(args: argparse.Namespace) -> int:
             cpu0 = measured.cpu_seconds()
             t0 = time.monotonic()
             # several load processes: one Python spawner tops out near 1,500 exec/s here
-            loads = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--load",
-                                       str(rate / args.load_procs), str(args.duration), marker],
-                                      stdout=subprocess.PIPE, text=True) for _ in range(args.load_procs)]
+            loads = [] if rate is None else [
+                subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--load",
+                                  str(rate / args.load_procs), str(args.duration), marker],
+                                 stdout=subprocess.PIPE, text=True) for _ in range(args.load_procs)]
             peak = measured.rss()
-            while any(load.poll() is None for load in loads):
+            while any(load.poll() is None for load in loads) or (
+                    not loads and time.monotonic() - t0 < args.duration):
                 peak = max(peak, measured.rss())
                 time.sleep(0.2)
             made = sum(int((load.stdout.read() if load.stdout else "0").strip() or 0) for load in loads)
@@ -318,11 +322,12 @@ def bench(args: argparse.Namespace) -> int:
                 time.sleep(1.5)  # a health record after the drain
                 lost1, dropped = _agent_counters(measured.health)
                 lost = None if lost1 is None else lost1 - (lost0 or 0)
-            row = {"rate": rate or "max", "made": made, "achieved_rate": round(made / args.duration),
+            row = {"rate": "idle" if rate is None else rate or "max", "made": made,
+                   "achieved_rate": round(made / args.duration),
                    "captured": captured, "kernel_lost": lost, "userspace_dropped": dropped,
                    "cpu_pct": round(cpu, 1), "peak_rss_mib": round(peak / 2**20, 1)}
             rows.append(row)
-            name = str(int(rate)) if rate else "max"
+            name = "idle" if rate is None else str(int(rate)) if rate else "max"
             print(f"{name:>8} {made:>8} {_s(captured):>9} {_s(lost):>7} "
                   f"{_s(dropped):>9} {cpu:>6.1f} {peak / 2**20:>11.1f}", flush=True)
     finally:
@@ -346,7 +351,8 @@ def main() -> int:
     p.add_argument("--agent-cmd", help="command line of the agent to measure (default: .venv/bin/edr run)")
     p.add_argument("--agent-startup", type=float, default=8.0, help="seconds to let the agent start")
     p.add_argument("--duration", type=float, default=30.0, help="seconds per rate")
-    p.add_argument("--rates", default="100,400,1600,max", help="comma-separated exec/s; 'max' = flat out")
+    p.add_argument("--rates", default="100,400,1600,max",
+                   help="comma-separated exec/s; 'max' = flat out, 'idle' = no load")
     p.add_argument("--load-procs", type=int, default=2, help="load generator processes sharing the rate")
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--load", nargs=3, metavar=("RATE", "SECONDS", "MARKER"), help=argparse.SUPPRESS)

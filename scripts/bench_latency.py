@@ -109,8 +109,13 @@ def measure(samples: int, gap: float, rate: float) -> tuple[list[float], float]:
     return latencies, batches / elapsed
 
 
-def agent_latencies(samples: int, gap: float, rate: float, sigma: str | None, work: Path) -> list[float]:
-    """Milliseconds from just before each marked exec to its alert line in the agent's alert file."""
+def agent_latencies(samples: int, gap: float, rate: float, sigma: str | None, work: Path,
+                    trace: Path | None = None) -> list[float]:
+    """Milliseconds from just before each marked exec to its alert line in the agent's alert file.
+
+    With ``trace``, the agent runs under :func:`traced_agent` and the marks
+    slower than 10 ms are explained from its trace once it has stopped.
+    """
     import shutil
 
     marked = work / "edr-latency-mark"
@@ -124,8 +129,11 @@ def agent_latencies(samples: int, gap: float, rate: float, sigma: str | None, wo
         f'[simple]\nrules_path = "{rules}"\n[sigma]\ncache_dir = "{work / "cache"}"\n'
         f'[logging]\ndirectory = "{work / "logs"}"\n[alerts]\ndirectory = "{work / "logs"}"\n'
         f'[agent]\nstate_directory = "{work / "state"}"\n[response]\nenabled = false\n')
-    agent = subprocess.Popen([sys.executable, "-m", "edr", "run", "--config", str(work / "edr.toml"),
-                              "--no-console"], cwd=work, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    run = ["run", "--config", str(work / "edr.toml"), "--no-console"]
+    head = [sys.executable, "-m", "edr"] if trace is None else [
+        sys.executable, str(Path(__file__).resolve()), "--traced-agent", str(trace), "--"]
+    marks: list[tuple[str, float, float]] = []
+    agent = subprocess.Popen([*head, *run], cwd=work, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stop = threading.Event()
     loads = [threading.Thread(target=_load, args=(rate / LOAD_THREADS, stop), daemon=True)
@@ -147,7 +155,9 @@ def agent_latencies(samples: int, gap: float, rate: float, sigma: str | None, wo
             while True:
                 lines = b"".join(f.read_bytes() for f in (work / "logs").glob("alerts.json.*")).count(b'"LAT-1"')
                 if lines > seen:
-                    out.append((time.monotonic() - t0) * 1000)
+                    t1 = time.monotonic()
+                    out.append((t1 - t0) * 1000)
+                    marks.append((f"mark-{rate:g}-{i}", t0, t1))
                     seen = lines
                     break
                 if time.monotonic() - t0 > 10:
@@ -159,6 +169,165 @@ def agent_latencies(samples: int, gap: float, rate: float, sigma: str | None, wo
         stop.set()
         agent.terminate()
         agent.wait(timeout=60)
+        if trace is not None and trace.exists():
+            explain(trace, marks, 10.0)
+
+
+# ------------------------------------------------------------------ trace --
+#: a trio task step or a GC pass at least this long is recorded (ms)
+TRACE_SLOW_MS = 1.0
+
+
+def traced_agent(trace: str, argv: list[str]) -> int:
+    """``edr`` with ``argv``, recording what each hop did with the marked execs and what else ran meanwhile.
+
+    Instruments from outside (nothing in edr knows): the exec's kernel stamp,
+    each poll of the sensor (and whether the pacer made it wait a batch
+    window), the decoder, router, enricher, detection, alert lines and the
+    file write reached by each marked event; every trio task step and every
+    GC pass over TRACE_SLOW_MS. All times CLOCK_MONOTONIC seconds. Written
+    to ``trace`` as JSON at exit.
+    """
+    import atexit
+    import gc
+    import json
+
+    import trio
+
+    from edr.alerts.alert_lines import AlertLines
+    from edr.alerts.daily_file import DailyFile
+    from edr.detect.actor import DetectActor
+    from edr.enrich.actor import EnricherActor
+    from edr.route.router import Router
+    from edr.sources.ebpf.decode import Decoder
+    from edr.sources.ebpf.sensor import EbpfSensor
+
+    mono = time.monotonic
+    boot_minus_mono = time.clock_gettime(time.CLOCK_BOOTTIME) - mono()
+    out: dict[str, list] = {"hops": [], "steps": [], "gc": [], "polls": []}
+    hops = out["hops"]
+
+    def marks_in(events: object) -> list[str]:
+        found = []
+        for e in events:  # type: ignore[attr-defined]
+            cmd = getattr(e, "fields", {}).get("CommandLine", "")
+            if isinstance(cmd, str) and "edr-latency-mark mark-" in cmd:
+                found.append(cmd.rsplit(" ", 1)[-1])
+        return found
+
+    def wrap(cls: type, name: str, hop: str, of_result: bool = False) -> None:
+        orig = getattr(cls, name)
+
+        def wrapped(self: object, arg: object, *a: object, **k: object) -> object:
+            t_in = mono()
+            res = orig(self, arg, *a, **k)
+            for m in marks_in(res if of_result else arg):
+                hops.append((m, hop, t_in, mono()))
+            return res
+        setattr(cls, name, wrapped)
+
+    orig_decode = Decoder.decode
+
+    def decode(self: object, raw: object) -> object:
+        t_in = mono()
+        res = orig_decode(self, raw)  # type: ignore[arg-type]
+        for m in marks_in(res):
+            hops.append((m, "kernel", r.record_time(raw) / 1e9 - boot_minus_mono, 0.0))  # type: ignore[arg-type]
+            hops.append((m, "decode", t_in, mono()))
+        return res
+    Decoder.decode = decode  # type: ignore[method-assign]
+    wrap(Router, "split", "route")
+    wrap(EnricherActor, "enrich", "enrich")
+    wrap(DetectActor, "detect", "detect")
+    orig_accept = AlertLines.accept
+
+    def accept(self: object, alerts: object) -> object:
+        t_in = mono()
+        alerts = list(alerts)  # type: ignore[call-overload]
+        res = orig_accept(self, alerts)  # type: ignore[arg-type]
+        for m in marks_in(a.event for a in alerts):
+            hops.append((m, "alert_lines", t_in, mono()))
+        return res
+    AlertLines.accept = accept  # type: ignore[method-assign]
+    orig_write = DailyFile.write
+
+    def write(self: object, lines: object) -> None:
+        t_in = mono()
+        orig_write(self, lines)  # type: ignore[arg-type]
+        for line in lines:  # type: ignore[attr-defined]
+            i = line.find(b"edr-latency-mark mark-")
+            if i >= 0:
+                m = line[i:].split(b" ", 1)[1].split(b'"', 1)[0].decode()
+                hops.append((m, "file_write", t_in, mono()))
+    DailyFile.write = write  # type: ignore[method-assign]
+    orig_poll = EbpfSensor.poll
+
+    def poll(self: EbpfSensor, timeout_ms: int) -> object:
+        t_in = mono()
+        windowed = self._pacer.windowed
+        res = orig_poll(self, timeout_ms)
+        out["polls"].append((t_in, mono(), len(res), self._pacer.windowed - windowed))  # type: ignore[arg-type]
+        return res
+    EbpfSensor.poll = poll  # type: ignore[method-assign]
+
+    gc_started: list[float] = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_started[0] = mono()
+        elif (took := mono() - gc_started[0]) * 1000 >= TRACE_SLOW_MS:
+            out["gc"].append((gc_started[0], took, info.get("generation"), info.get("collected")))
+    gc.callbacks.append(on_gc)
+
+    class SlowSteps(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.started = 0.0
+
+        def before_task_step(self, task: object) -> None:
+            self.started = mono()
+
+        def after_task_step(self, task: object) -> None:
+            took = mono() - self.started
+            if took * 1000 >= TRACE_SLOW_MS:
+                out["steps"].append((self.started, took, getattr(task, "name", "?")))
+
+    orig_run = trio.run
+
+    def run(*a: object, **k: object) -> object:
+        k["instruments"] = [*k.get("instruments", ()), SlowSteps()]  # type: ignore[misc]
+        return orig_run(*a, **k)  # type: ignore[arg-type]
+    trio.run = run  # type: ignore[assignment]
+    atexit.register(lambda: Path(trace).write_text(json.dumps(out)))
+    from edr.cli import main as edr_main
+
+    return edr_main(argv)
+
+
+def explain(trace: Path, marks: list[tuple[str, float, float]], slow_ms: float) -> None:
+    """Print, for each mark slower than ``slow_ms``, its hops and what else ran meanwhile (from the trace)."""
+    import json
+
+    data = json.loads(trace.read_text())
+    by_mark: dict[str, list] = {}
+    for m, hop, t_in, t_out in data["hops"]:
+        by_mark.setdefault(m, []).append((hop, t_in, t_out))
+    slow = [(m, t0, t1) for m, t0, t1 in marks if (t1 - t0) * 1000 > slow_ms]
+    print(f"  {len(slow)} mark(s) over {slow_ms:g} ms")
+    for m, t0, t1 in slow:
+        print(f"  mark {m}: {(t1 - t0) * 1000:.1f} ms (exec started at +0)")
+        for hop, t_in, t_out in sorted(by_mark.get(m, []), key=lambda h: h[1]):
+            took = f" took {(t_out - t_in) * 1000:.2f} ms" if t_out else ""
+            print(f"    +{(t_in - t0) * 1000:7.2f} ms {hop}{took}")
+        for t_in, t_out, n, windowed in data["polls"]:
+            if t_out >= t0 and t_in <= t1:
+                print(f"    +{(t_in - t0) * 1000:7.2f} ms poll -> +{(t_out - t0) * 1000:.2f} ms: {n} records"
+                      + (" (batch window)" if windowed else ""))
+        for start, took, name in data["steps"]:
+            if start + took >= t0 and start <= t1:
+                print(f"    +{(start - t0) * 1000:7.2f} ms trio step of {took * 1000:.2f} ms: {name}")
+        for start, took, gen, collected in data["gc"]:
+            if start + took >= t0 and start <= t1:
+                print(f"    +{(start - t0) * 1000:7.2f} ms GC gen {gen} {took * 1000:.2f} ms ({collected} collected)")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -173,6 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=400, help="exec/s of the busy load")
     p.add_argument("--sensor", action="store_true", help="the sensor alone (kernel stamp to poll), not the agent")
     p.add_argument("--sigma", metavar="PATH", help="--agent: Sigma rules the agent loads too (e.g. SigmaHQ)")
+    p.add_argument("--trace", action="store_true",
+                   help="--agent: instrument the agent and explain each mark slower than 10 ms")
+    p.add_argument("--quiet-only", action="store_true", help="--agent: the quiet host only, no storm")
+    p.add_argument("--traced-agent", metavar="TRACE", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
+    if "--traced-agent" in argv:  # the agent itself, under the tracer: edr's own arguments follow "--"
+        split = argv.index("--")
+        return traced_agent(argv[argv.index("--traced-agent") + 1], argv[split + 1:])
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("bench_latency: needs root (it loads BPF programs)", file=sys.stderr)
@@ -183,10 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exec -> alert line in the file; {args.samples} marks per load"
               + (f"; Sigma rules from {args.sigma}" if args.sigma else ""))
         print(f"{'load':>10} {'n':>4} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-        for name, rate in (("quiet", 0.0), (f"{args.rate:g}/s", args.rate)):
+        loads = (("quiet", 0.0),) if args.quiet_only else (("quiet", 0.0), (f"{args.rate:g}/s", args.rate))
+        for name, rate in loads:
             LOAD_DONE[:] = [0, 0.0]
             with tempfile.TemporaryDirectory(prefix="edr-latency-") as tmp:
-                lat = agent_latencies(args.samples, args.gap, rate, args.sigma, Path(tmp))
+                trace = Path(tmp) / "trace.json" if args.trace else None
+                lat = agent_latencies(args.samples, args.gap, rate, args.sigma, Path(tmp), trace)
             if rate and LOAD_DONE[1]:
                 name = f"{LOAD_DONE[0] / LOAD_DONE[1]:.0f}/s"  # the rate the load reached
             if not lat:

@@ -1,11 +1,18 @@
-"""The batch pacing of the sensor's drains: at once on a quiet host, one window while records keep coming."""
+"""The batch pacing of the sensor's drains: at once unless records arrive fast, one window while they do."""
 
 from __future__ import annotations
 
-from edr.sources.ebpf.pacing import QUICK_DRAINS, SETTLE_NS, BatchPacer
+from edr.sources.ebpf.pacing import FAST_RECORDS, QUICK_BURST, QUICK_PER_WINDOW, SETTLE_NS, BatchPacer
 
 MS = 1_000_000
 WINDOW = 25 * MS
+
+
+def _drain(pacer: BatchPacer, t: int, records: int) -> int:
+    """One wake-up at ``t`` with ``records`` waiting: the drain's time (after the pacer's pause)."""
+    t += pacer.pause_ns(t)
+    pacer.drained(t, records)
+    return t
 
 
 def test_a_quiet_host_drains_at_once() -> None:
@@ -15,38 +22,74 @@ def test_a_quiet_host_drains_at_once() -> None:
         assert pacer.pause_ns(t) == SETTLE_NS
         pacer.drained(t + SETTLE_NS, 1)
         t += 100 * MS
-    assert (pacer.quick, pacer.windowed) == (10, 0)
+    assert (pacer.quick, pacer.paced, pacer.windowed) == (10, 0, 0)
+
+
+def test_a_burst_right_after_unrelated_drains_goes_at_once() -> None:
+    """The slow marks of bench_latency: two drains of the host's own records, then a fork, its exec and
+    its exit a millisecond apart. The exec used to wait one whole window (the third drain in a window)."""
+    pacer = BatchPacer(WINDOW)
+    t = 0
+    for records in (2, 1):  # unrelated records (a log line written, a cron job) just before
+        t = _drain(pacer, t, records) + 3 * MS
+    for _ in range(3):  # fork, exec, exit
+        assert pacer.pause_ns(t) == SETTLE_NS
+        t = _drain(pacer, t, 1) + MS
+    assert pacer.windowed == 0 and pacer.paced == 0
 
 
 def test_records_arriving_fast_wait_one_window_and_batches_stay_bounded() -> None:
     pacer = BatchPacer(WINDOW)
-    t, drains = 0, 0
-    while t < 1000 * MS:  # a wake-up every millisecond for one second (a storm)
-        pause = pacer.pause_ns(t)
-        t += pause
-        pacer.drained(t, 5)
+    t, drains, records = 0, 0, 0
+    pending = 0
+    while t < 1000 * MS:  # 5 records every millisecond for one second (a storm: 5,000 records/s)
+        start = t
+        t += pacer.pause_ns(t)
+        pending += 5 * ((t - start) // MS + 1)
+        pacer.drained(t, pending)
+        records += pending
+        pending = 0
         drains += 1
         t += MS
-    # at most QUICK_DRAINS quick ones per window, then the window: about (QUICK_DRAINS + 1) per window
-    assert drains <= (QUICK_DRAINS + 1) * (1000 // 25) + QUICK_DRAINS
-    assert pacer.windowed > 0 and pacer.windowed >= drains // (QUICK_DRAINS + 1) - 1
+    # after the first quick ones, one drain per window (+1 ms for the next wake-up)
+    assert drains <= 1000 // 25 + QUICK_BURST
+    assert pacer.windowed >= 1000 // 26 - QUICK_BURST
+    assert records >= 5 * 990
 
 
-def test_a_burst_after_quiet_goes_through_quickly_then_quiet_again() -> None:
+def test_quick_drains_below_the_fast_rate_are_bounded_by_the_token_bucket() -> None:
+    """A record every 2 ms (500/s, under FAST_RECORDS a window): no window, but at most QUICK_BURST back to
+    back and QUICK_PER_WINDOW per window on average; a drain without a token waits for the next one only."""
+    assert 2 * FAST_RECORDS > WINDOW // (2 * MS)  # this load is not "fast"
+    pacer = BatchPacer(WINDOW)
+    t, drains = 0, 0
+    longest = 0
+    while t < 1000 * MS:
+        pause = pacer.pause_ns(t)
+        longest = max(longest, pause)
+        t += pause
+        pacer.drained(t, 1)
+        drains += 1
+        t += 2 * MS
+    assert pacer.windowed == 0
+    assert pacer.paced > 0
+    assert drains <= QUICK_PER_WINDOW * (1000 // 25) + QUICK_BURST + 1
+    assert longest <= WINDOW // QUICK_PER_WINDOW + 1
+
+
+def test_after_a_storm_the_first_quiet_record_waits_no_window() -> None:
     pacer = BatchPacer(WINDOW)
     t = 0
-    for _ in range(QUICK_DRAINS):  # fork, exec, exit a millisecond apart
-        assert pacer.pause_ns(t) == SETTLE_NS
-        pacer.drained(t + SETTLE_NS, 1)
-        t += 2 * MS
-    assert pacer.pause_ns(t) == WINDOW  # more within the same window: records are arriving fast
-    pacer.drained(t + WINDOW, 1)
-    assert pacer.pause_ns(t + WINDOW + 100 * MS) == SETTLE_NS  # quiet again
+    for _ in range(40):  # a storm: every drain brings a window's worth of records
+        t = _drain(pacer, t, 2 * FAST_RECORDS) + MS
+    assert pacer.windowed > 0
+    t += 2 * WINDOW  # quiet again
+    assert pacer.pause_ns(t) < WINDOW // QUICK_PER_WINDOW + 1
 
 
 def test_empty_drains_do_not_count_and_no_window_means_no_pause() -> None:
     pacer = BatchPacer(WINDOW)
-    for i in range(10):
+    for i in range(100):
         pacer.drained(i * MS, 0)
-    assert pacer.pause_ns(10 * MS) == SETTLE_NS
+    assert pacer.pause_ns(100 * MS) == SETTLE_NS
     assert BatchPacer(0).pause_ns(0) == 0

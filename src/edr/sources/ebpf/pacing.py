@@ -1,15 +1,30 @@
-"""How long a drain of the rings waits after a wake-up, sans-IO: a batch window only while records keep coming.
+"""How long a drain of the rings waits after a wake-up, sans-IO: a batch window only while records arrive fast.
 
 Every batch costs each actor of the graph a scheduling round, so under load
 the sensor lets the rings fill for one window (``batch_window_ms``) and hands
 over one larger batch. On a quiet host that window is pure latency: the
-first record after a quiet spell waits for it for nothing. So a drain goes at
-once (after :data:`SETTLE_NS`, for the records of the same moment still being
-committed) unless :data:`QUICK_DRAINS` drains that found records already
-happened within the last window: then records are arriving fast, and the
-drain waits one window. Batches per second stay bounded (at most
-``QUICK_DRAINS + 1`` per window) while a lone burst (a fork, its exec, its
-exit, a few milliseconds apart) goes through in a few milliseconds.
+first record after a quiet spell waits for it for nothing.
+
+What decides is the rate of *records*, not of wake-ups. A drain waits one
+window only when the drains of the last window brought at least
+:data:`FAST_RECORDS` records (a storm: thousands of records a second, where
+one batch per window is what keeps the agent's CPU down). Below that, a
+drain goes at once (after :data:`SETTLE_NS`, for the records of the same
+moment still being committed), so a lone burst (a fork, its exec, its exit,
+a few milliseconds apart) goes through in a few milliseconds even while
+unrelated records trickle in from the rest of the host.
+
+Quick drains are still bounded, by a token bucket: :data:`QUICK_BURST` may
+go back to back, and on average :data:`QUICK_PER_WINDOW` per window. With
+no token left a drain waits only until the next token, never a whole window.
+So batches per second stay bounded at every rate: about 1/window in a
+storm, at most QUICK_PER_WINDOW/window (plus the burst) below it.
+
+The previous rule (the third drain with records within one window waited a
+whole window) put an exec behind 25 ms whenever two unrelated drains had
+happened just before it: on a host that is quiet but not silent, the
+occasional 25 to 30 ms alert among 5 ms ones (``scripts/bench_latency.py
+--trace`` shows the drain and its window).
 """
 
 from __future__ import annotations
@@ -20,35 +35,75 @@ from typing import Final
 #: After a wake-up on a quiet host: long enough for the records of the same burst that are stamped but not yet
 #: committed to their ring (the sensor's hold, 2 ms, covers the rest).
 SETTLE_NS: Final = 1_000_000
-#: Drains that may go at once within one window before the window applies.
-QUICK_DRAINS: Final = 2
+#: Records drained within the last window from which records count as arriving fast (1,280/s at 25 ms):
+#: a storm is thousands a second (3 to 4 records per exec), a host at rest a few dozen.
+FAST_RECORDS: Final = 32
+#: Quick drains allowed back to back (a fork, its exec, its exit, and what else happened meanwhile).
+QUICK_BURST: Final = 8
+#: Quick drains per window on average: the batch rate below a storm is at most this many per window.
+QUICK_PER_WINDOW: Final = 3
 
 
 class BatchPacer:
     """Decides the pause between a wake-up and the drain (:meth:`pause_ns`), told of each drain (:meth:`drained`).
 
     Times are ``CLOCK_BOOTTIME`` nanoseconds given by the caller; no clock,
-    no I/O. ``windowed`` and ``quick`` count the two kinds of pauses.
+    no I/O. ``windowed`` counts the drains that waited a whole window
+    (records arriving fast), ``paced`` those that waited for a quick-drain
+    token, ``quick`` those that went at once.
     """
 
-    def __init__(self, window_ns: int, quick_drains: int = QUICK_DRAINS) -> None:
+    def __init__(self, window_ns: int, *, fast_records: int = FAST_RECORDS, burst: int = QUICK_BURST,
+                 per_window: int = QUICK_PER_WINDOW) -> None:
         self.window_ns = max(window_ns, 0)
-        self._recent: deque[int] = deque(maxlen=max(quick_drains, 1))
+        self.fast_records = max(fast_records, 1)
+        self.burst = max(burst, 1)
+        # one token every window/per_window
+        self._token_ns = self.window_ns // max(per_window, 1)
+        self._tokens = float(self.burst)
+        self._tokens_at: int | None = None
+        #: (time, records) of the drains of the last window that found records
+        self._recent: deque[tuple[int, int]] = deque()
+        self._recent_records = 0
         self.windowed = 0
+        self.paced = 0
         self.quick = 0
+
+    def _forget_before(self, start_ns: int) -> None:
+        recent = self._recent
+        while recent and recent[0][0] < start_ns:
+            self._recent_records -= recent.popleft()[1]
+
+    def _refill(self, now_ns: int) -> None:
+        if self._tokens_at is None or not self._token_ns:
+            self._tokens_at = now_ns
+            return
+        if now_ns > self._tokens_at:
+            self._tokens = min(float(self.burst), self._tokens + (now_ns - self._tokens_at) / self._token_ns)
+            self._tokens_at = now_ns
 
     def pause_ns(self, now_ns: int) -> int:
         """How long to let the rings fill before draining, woken at ``now_ns`` with records waiting."""
         if not self.window_ns:
             return 0
-        recent = self._recent
-        if len(recent) == recent.maxlen and now_ns - recent[0] < self.window_ns:
+        self._forget_before(now_ns - self.window_ns)
+        if self._recent_records >= self.fast_records:
             self.windowed += 1
             return self.window_ns
-        self.quick += 1
-        return min(SETTLE_NS, self.window_ns)
+        self._refill(now_ns)
+        settle = min(SETTLE_NS, self.window_ns)
+        if self._tokens >= 1.0:
+            self.quick += 1
+            return settle
+        # no token: wait for the next one (at most window/per_window), never a whole window
+        self.paced += 1
+        return max(settle, int((1.0 - self._tokens) * self._token_ns))
 
     def drained(self, now_ns: int, records: int) -> None:
-        """A drain at ``now_ns`` found ``records`` records."""
-        if records:
-            self._recent.append(now_ns)
+        """A drain at ``now_ns`` found ``records`` records (an empty drain costs no token)."""
+        if not records:
+            return
+        self._recent.append((now_ns, records))
+        self._recent_records += records
+        self._refill(now_ns)
+        self._tokens = max(self._tokens - 1.0, 0.0)
