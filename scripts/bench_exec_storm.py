@@ -230,6 +230,55 @@ def _find(obj: Any, key: str) -> list[Any]:
     return out
 
 
+# ------------------------------------------------------------ per-actor CPU --
+def accounted_agent(out: str, argv: list[str]) -> int:
+    """``edr`` with ``argv``, adding up the event loop thread's CPU per trio task (actor), written to ``out``
+    as JSON at exit: which actor the agent's CPU goes to (other threads: the rest of the process's CPU)."""
+    import atexit
+
+    import trio
+
+    cpu: dict[str, int] = {}
+    steps: dict[str, int] = {}
+    clock = time.thread_time_ns
+
+    class PerTask(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.started = 0
+
+        def before_task_step(self, task: Any) -> None:
+            self.started = clock()
+
+        def after_task_step(self, task: Any) -> None:
+            name = task.name
+            cpu[name] = cpu.get(name, 0) + clock() - self.started
+            steps[name] = steps.get(name, 0) + 1
+
+    orig_run = trio.run
+
+    def run(*a: Any, **k: Any) -> Any:
+        k["instruments"] = [*k.get("instruments", ()), PerTask()]
+        return orig_run(*a, **k)
+    trio.run = run  # type: ignore[assignment]
+    started = clock()
+    atexit.register(lambda: Path(out).write_text(json.dumps(
+        {"tasks": {n: [cpu[n], steps[n]] for n in cpu}, "thread_total": clock() - started})))
+    from edr.cli import main as edr_main
+
+    return edr_main(argv)
+
+
+def print_accounting(path: Path, since: dict[str, Any] | None = None) -> None:
+    """The per-task CPU table of :func:`accounted_agent` (ms), the costliest first."""
+    data = json.loads(path.read_text())
+    tasks = data["tasks"]
+    total = sum(v[0] for v in tasks.values())
+    print(f"event loop thread: {data['thread_total'] / 1e6:.0f} ms CPU, of which {total / 1e6:.0f} ms in task "
+          "steps (the rest: the scheduler, I/O waits' wake-ups, run_sync_soon callbacks)")
+    for name, (ns, n) in sorted(tasks.items(), key=lambda kv: -kv[1][0])[:20]:
+        print(f"  {ns / 1e6:9.1f} ms {n:8} steps  {name}")
+
+
 def _agent_counters(health: list[dict[str, Any]]) -> tuple[int | None, int | None]:
     """(kernel lost, userspace dropped) from the agent's latest health record."""
     if not health:
@@ -262,6 +311,12 @@ def bench(args: argparse.Namespace) -> int:
         cmd = shlex.split(args.agent_cmd) if args.agent_cmd else [str(REPO / ".venv/bin/edr"), "run",
                                                                   "--console"]
         label = "agent: " + " ".join(cmd)
+        if args.actor_cpu:
+            # the same agent under the per-task accounting: "python -m edr ARGS" becomes this script's mode
+            edr_args = cmd[cmd.index("-m") + 2:] if "-m" in cmd else cmd[1:]
+            accounting = Path(tempfile.mkdtemp(prefix="edr-bench-cpu-")) / "tasks.json"
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--accounted-agent", str(accounting), "--",
+                   *edr_args]
     measured = Measured(cmd, inproc)
     if inproc:
         if measured.wait_reply(120) is None:
@@ -332,6 +387,8 @@ def bench(args: argparse.Namespace) -> int:
                   f"{_s(dropped):>9} {cpu:>6.1f} {peak / 2**20:>11.1f}", flush=True)
     finally:
         measured.stop()
+    if not inproc and args.actor_cpu and accounting.exists():
+        print_accounting(accounting)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
@@ -357,6 +414,12 @@ def main() -> int:
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--load", nargs=3, metavar=("RATE", "SECONDS", "MARKER"), help=argparse.SUPPRESS)
     p.add_argument("--serve-inproc", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--actor-cpu", action="store_true",
+                   help="run the agent under a trio instrument and print its CPU per actor at the end")
+    p.add_argument("--accounted-agent", help=argparse.SUPPRESS)
+    if "--accounted-agent" in sys.argv:  # the agent itself: edr's own arguments follow "--"
+        split = sys.argv.index("--")
+        return accounted_agent(sys.argv[sys.argv.index("--accounted-agent") + 1], sys.argv[split + 1:])
     args = p.parse_args()
     if args.load:
         print(run_load(float(args.load[0]), float(args.load[1]), args.load[2]))

@@ -204,7 +204,7 @@ def traced_agent(trace: str, argv: list[str]) -> int:
 
     mono = time.monotonic
     boot_minus_mono = time.clock_gettime(time.CLOCK_BOOTTIME) - mono()
-    out: dict[str, list] = {"hops": [], "steps": [], "gc": [], "polls": []}
+    out: dict[str, list] = {"hops": [], "steps": [], "gc": [], "polls": [], "threads": []}
     hops = out["hops"]
 
     def marks_in(events: object) -> list[str]:
@@ -250,10 +250,22 @@ def traced_agent(trace: str, argv: list[str]) -> int:
         return res
     AlertLines.accept = accept  # type: ignore[method-assign]
     orig_write = DailyFile.write
+    import edr.alerts.actor as alerts_actor
+
+    orig_save = alerts_actor.save_anchor
+
+    def save_anchor(*a: object) -> None:
+        t_in = mono()
+        try:
+            orig_save(*a)  # type: ignore[arg-type]
+        finally:
+            out["threads"].append((t_in, mono() - t_in, "alerts: chain anchor saved"))
+    alerts_actor.save_anchor = save_anchor  # type: ignore[assignment]
 
     def write(self: object, lines: object) -> None:
         t_in = mono()
         orig_write(self, lines)  # type: ignore[arg-type]
+        out["threads"].append((t_in, mono() - t_in, f"{self.filename}: {len(lines)} line(s) written"))  # type: ignore
         for line in lines:  # type: ignore[attr-defined]
             i = line.find(b"edr-latency-mark mark-")
             if i >= 0:
@@ -325,6 +337,9 @@ def explain(trace: Path, marks: list[tuple[str, float, float]], slow_ms: float) 
         for start, took, name in data["steps"]:
             if start + took >= t0 and start <= t1:
                 print(f"    +{(start - t0) * 1000:7.2f} ms trio step of {took * 1000:.2f} ms: {name}")
+        for start, took, what in data["threads"]:
+            if start + took >= t0 and start <= t1:
+                print(f"    +{(start - t0) * 1000:7.2f} ms worker thread {took * 1000:.2f} ms: {what}")
         for start, took, gen, collected in data["gc"]:
             if start + took >= t0 and start <= t1:
                 print(f"    +{(start - t0) * 1000:7.2f} ms GC gen {gen} {took * 1000:.2f} ms ({collected} collected)")

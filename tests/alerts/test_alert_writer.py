@@ -194,3 +194,52 @@ async def test_alert_writer_retries_until_the_disk_is_back(tmp_path: Path, monke
     assert writer.alerts == 12 and file.errors >= 3
     assert "writing" in caplog.records[0].getMessage() and "retrying" in caplog.records[0].getMessage()
     assert edge.statistics().dropped == 0
+
+
+async def test_an_alert_is_written_while_the_chain_anchor_is_being_saved(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The anchor's save (write, fsync, rename: slow on a busy disk) runs beside the writer, never in its way:
+    the second alert reaches the file while the save the first one started is still stuck in its thread."""
+    import threading
+
+    from edr.alerts.actor import ChainAnchor
+    from edr.alerts.chain_recovery import load_anchor
+    from edr.platform.private_files import PrivateDir
+
+    real_save = alerts_actor.save_anchor
+    release = threading.Event()
+    saving = threading.Event()
+
+    def stuck_save(state: PrivateDir, anchor: object) -> None:
+        saving.set()
+        # a disk that takes its time (bounded: a writer that waits for this must fail the test, not hang it)
+        release.wait(20)
+        real_save(state, anchor)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(alerts_actor, "save_anchor", stuck_save)
+    file = DailyFile(tmp_path / "logs", "alerts.json")
+    anchor = ChainAnchor(PrivateDir(tmp_path / "state"), "family", None, logging.getLogger("edr.test.anchor"))
+    writer = AlertWriter("alerts", file, AlertLines(HostInfo("h", "linux"), AlertChain()),
+                         log=logging.getLogger("edr.test.writer"), anchor=anchor, clock=lambda: 0.0)
+    edge = Edge("detect.alerts->alerts.in", 4, Policy.BLOCK)
+    port = InPort("alerts.in")
+    port.attach(edge)
+
+    def written() -> int:
+        return len(file.current_path.read_bytes().splitlines()) if file.current_path.exists() else 0
+
+    with trio.fail_after(10):  # a guard against a hang, not a timing assertion
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run, Ports(inputs={"in": port}, outputs={}))
+            await edge.send([_alert(0)])
+            while not saving.is_set():  # the first alert's anchor save is under way, and stuck
+                await trio.sleep(0.005)
+            await edge.send([_alert(1)])
+            while written() < 2:
+                await trio.sleep(0.005)
+            assert saving.is_set() and not release.is_set() and anchor.saves == 0
+            release.set()
+            edge.close()
+    saved, note = load_anchor(tmp_path / "state")
+    assert note is None and saved is not None and saved.seq == 2  # at close: everything written
+    assert writer.alerts == 2 and writer.unwritten() == {"alerts": 0}

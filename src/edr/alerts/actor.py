@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import trio
 
 from edr.alerts.alert_lines import AlertLines, Lines
-from edr.alerts.chain import AlertChain
+from edr.alerts.chain import ChainState
 from edr.alerts.chain_recovery import AnchorSchedule, anchor_for, save_anchor
 from edr.alerts.daily_file import DailyFile
 from edr.alerts.ndjson import dumps_line
@@ -115,10 +115,15 @@ def _queued(port: InPort | None) -> int:
 class ChainAnchor:
     """Where the alert chain's last link is kept between runs, and when to save it (live agents only).
 
-    Saved after writes at most once per second and at close, in a worker
-    thread, through ``PrivateDir.write_atomic``; a failure is logged and
+    Saved at most once per second while alerts are written, and at close, in
+    a worker thread, through ``PrivateDir.write_atomic`` (a write, an fsync
+    and a rename: milliseconds, more on a busy disk); a failure is logged and
     retried at the next save, never fatal (the alert files themselves carry
     the chain; the anchor only shows lines cut from the end while stopped).
+
+    :meth:`keep` is the task that saves while the writer runs: the writer
+    only tells it (:meth:`written`) how far the file goes, and never waits
+    for a save, so an alert is never held behind the anchor's fsync.
     """
 
     def __init__(self, state: PrivateDir, family: str, key: bytes | None, log: Any) -> None:
@@ -127,11 +132,35 @@ class ChainAnchor:
         self.key = key
         self.log = log
         self.schedule = AnchorSchedule(1.0)
+        #: the chain's state as far as the alert file has it (never ahead of the file)
+        self._written: ChainState | None = None
+        self._moved = trio.Event()
+        #: saves done (for the statistics and tests)
+        self.saves = 0
 
-    async def save(self, chain: AlertChain, *, force: bool = False) -> None:
-        """Save the chain's state if due (or, with ``force``, if not saved yet)."""
-        state, now = chain.state, time.monotonic()
-        if not (self.schedule.pending(state) if force else self.schedule.due(now, state)):
+    def written(self, state: ChainState) -> None:
+        """The alert file now holds every line up to ``state``: the next save records it. Never waits."""
+        self._written = state
+        self._moved.set()
+
+    async def keep(self) -> None:
+        """Save what :meth:`written` reported, at most once per ``schedule.interval``, until cancelled.
+
+        Cancellation: taken while waiting; a save under way in its thread
+        finishes first (a rename is never left half done by us).
+        """
+        while True:
+            await self._moved.wait()
+            self._moved = trio.Event()
+            delay = self.schedule.due_in(time.monotonic())
+            if delay > 0:
+                await trio.sleep(delay)
+            await self.save()
+
+    async def save(self, *, force: bool = False) -> None:
+        """Save the written state if due (or, with ``force``, if not saved yet)."""
+        state, now = self._written, time.monotonic()
+        if state is None or not (self.schedule.pending(state) if force else self.schedule.due(now, state)):
             return
         try:
             await trio.to_thread.run_sync(save_anchor, self.state, anchor_for(state, family=self.family,
@@ -140,6 +169,7 @@ class ChainAnchor:
             self.log.error("alerts: cannot save the chain anchor in %s: %s", self.state.path, exc)
             return
         self.schedule.saved(now, state)
+        self.saves += 1
 
 
 class AlertWriter(ActorBase):
@@ -197,11 +227,17 @@ class AlertWriter(ActorBase):
                 async for batch in inp:
                     await self._write(core.accept(batch), inp)
                     del batch  # freed before the wait for the next: see edr.runtime.flight
-            else:
+            elif self.anchor is None:
                 await self._run_live(inp, self.clock)
+            else:
+                # the anchor is saved beside the writes, by its own task: see ChainAnchor
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.anchor.keep)
+                    await self._run_live(inp, self.clock)
+                    nursery.cancel_scope.cancel()
             await self._write(core.finish(), inp)
             if self.anchor is not None:
-                await self.anchor.save(core.chain, force=True)
+                await self.anchor.save(force=True)
         finally:
             if self.file is not None:
                 self.file.close()
@@ -243,7 +279,8 @@ class AlertWriter(ActorBase):
         for rule in lines.rules:
             self.by_rule[rule] = self.by_rule.get(rule, 0) + 1
         if self.anchor is not None:
-            await self.anchor.save(self.core.chain)
+            # the lines are on disk: the anchor may record them (its task saves, this never waits)
+            self.anchor.written(self.core.chain.state)
 
     def _echo(self, lines: list[bytes]) -> bool:
         """Write ``lines`` to standard output; False once its reader has gone away (``| head``)."""

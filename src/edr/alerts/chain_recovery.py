@@ -329,6 +329,10 @@ class AnchorSchedule:
         """True when ``state`` should be saved now."""
         return state != self._saved and now - self._at >= self.interval
 
+    def due_in(self, now: float) -> float:
+        """Seconds from ``now`` until the interval since the last save has passed (0 when it has)."""
+        return max(0.0, self._at + self.interval - now)
+
     def pending(self, state: ChainState) -> bool:
         """True when ``state`` was not saved yet (a save at close is needed)."""
         return state != self._saved

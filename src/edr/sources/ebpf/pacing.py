@@ -35,9 +35,9 @@ from typing import Final
 #: After a wake-up on a quiet host: long enough for the records of the same burst that are stamped but not yet
 #: committed to their ring (the sensor's hold, 2 ms, covers the rest).
 SETTLE_NS: Final = 1_000_000
-#: Records drained within the last window from which records count as arriving fast (1,280/s at 25 ms):
+#: Records drained within the last window from which records count as arriving fast (2,560/s at 25 ms):
 #: a storm is thousands a second (3 to 4 records per exec), a host at rest a few dozen.
-FAST_RECORDS: Final = 32
+FAST_RECORDS: Final = 64
 #: Quick drains allowed back to back (a fork, its exec, its exit, and what else happened meanwhile).
 QUICK_BURST: Final = 8
 #: Quick drains per window on average: the batch rate below a storm is at most this many per window.
