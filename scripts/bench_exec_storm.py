@@ -47,15 +47,22 @@ MARK = "edr-bench-"
 
 
 # ----------------------------------------------------------------- load --
+#: set by SIGTERM in a load process: stop early, still report how many were made
+_LOAD_STOP = threading.Event()
+
+
 def run_load(rate: float, duration: float, marker: str) -> int:
-    """Exec TRUE with ``marker`` at ``rate`` per second (0: as fast as possible); return how many."""
+    """Exec TRUE with ``marker`` at ``rate`` per second (0: as fast as possible); return how many.
+
+    Ends after ``duration`` seconds, or at SIGTERM (how bench_latency.py stops its load).
+    """
     argv = [TRUE, marker]
     env: dict[str, str] = {}
     made = 0
     outstanding = 0
     start = time.monotonic()
     end = start + duration
-    while True:
+    while not _LOAD_STOP.is_set():
         now = time.monotonic()
         if now >= end:
             break
@@ -422,7 +429,8 @@ def main() -> int:
         return accounted_agent(sys.argv[sys.argv.index("--accounted-agent") + 1], sys.argv[split + 1:])
     args = p.parse_args()
     if args.load:
-        print(run_load(float(args.load[0]), float(args.load[1]), args.load[2]))
+        signal.signal(signal.SIGTERM, lambda *_: _LOAD_STOP.set())
+        print(run_load(float(args.load[0]), float(args.load[1]), args.load[2]), flush=True)
         return 0
     if args.serve_inproc:
         return inproc_sensor()

@@ -45,8 +45,10 @@ def _now_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
-#: threads that exec the load (one falls short of 1,600 exec/s here)
+#: threads that exec the --sensor load (one falls short of 1,600 exec/s here)
 LOAD_THREADS = 2
+#: processes that exec the --agent load (bench_exec_storm.py --load)
+LOAD_PROCS = 2
 #: execs the load made and the seconds it ran, for the rate it reached (one process can fall short of --rate)
 LOAD_DONE: list[float] = [0, 0.0]
 
@@ -135,17 +137,23 @@ def agent_latencies(samples: int, gap: float, rate: float, sigma: str | None, wo
     marks: list[tuple[str, float, float]] = []
     agent = subprocess.Popen([*head, *run], cwd=work, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stop = threading.Event()
-    loads = [threading.Thread(target=_load, args=(rate / LOAD_THREADS, stop), daemon=True)
-             for _ in range(LOAD_THREADS if rate else 0)]
+    loads: list[subprocess.Popen[str]] = []
+    load_started = 0.0
     try:
         deadline = time.monotonic() + 300
         while not any("edr started" in f.read_text(errors="replace") for f in (work / "logs").glob("edr.log.*")):
             if time.monotonic() > deadline or agent.poll() is not None:
                 raise SystemExit("bench_latency: the agent did not start")
             time.sleep(0.2)
-        for load in loads:
-            load.start()
+        if rate:
+            # The storm comes from other processes (bench_exec_storm.py's posix_spawn load, which
+            # reaches 1,600/s here): load threads in this process would take the GIL from the timing
+            # loop below (up to the 5 ms switch interval per mark) and fall short of the rate.
+            storm = Path(__file__).resolve().parent / "bench_exec_storm.py"
+            loads = [subprocess.Popen([sys.executable, str(storm), "--load", str(rate / LOAD_PROCS), "3600",
+                                       "edr-latency-load"], stdout=subprocess.PIPE, text=True)
+                     for _ in range(LOAD_PROCS)]
+            load_started = time.monotonic()
         time.sleep(1.0)
         out: list[float] = []
         seen = 0
@@ -166,7 +174,11 @@ def agent_latencies(samples: int, gap: float, rate: float, sigma: str | None, wo
             time.sleep(gap)
         return out
     finally:
-        stop.set()
+        if loads:
+            for load in loads:
+                load.terminate()
+            LOAD_DONE[:] = [sum(int((load.communicate()[0] or "0").strip() or 0) for load in loads),
+                            time.monotonic() - load_started]
         agent.terminate()
         agent.wait(timeout=60)
         if trace is not None and trace.exists():
@@ -324,8 +336,29 @@ def explain(trace: Path, marks: list[tuple[str, float, float]], slow_ms: float) 
     for m, hop, t_in, t_out in data["hops"]:
         by_mark.setdefault(m, []).append((hop, t_in, t_out))
     slow = [(m, t0, t1) for m, t0, t1 in marks if (t1 - t0) * 1000 > slow_ms]
-    print(f"  {len(slow)} mark(s) over {slow_ms:g} ms")
+    if marks:
+        # how quiet the host was: every record the sensor drained while the marks ran (the agent's own excluded)
+        start, end = marks[0][1], marks[-1][2]
+        polls = [p for p in data["polls"] if start <= p[1] <= end]
+        print(f"  the host meanwhile: {sum(p[2] for p in polls) / max(end - start, 1e-9):.0f} records/s drained, "
+              f"{sum(1 for p in polls if p[3])} of {sum(1 for p in polls if p[2])} drains after a batch window")
+    print(f"  {len(slow)} mark(s) over {slow_ms:g} ms; where their time went:")
     for m, t0, t1 in slow:
+        hops = {hop: (t_in, t_out) for hop, t_in, t_out in by_mark.get(m, [])}
+        if "decode" not in hops or "file_write" not in hops:
+            print(f"    {m}: {(t1 - t0) * 1000:.1f} ms, hops missing from the trace")
+            continue
+        decoded = hops["decode"][0]
+        # the drain that delivered the exec: the last poll to return before it was decoded
+        poll = max((p for p in data["polls"] if p[1] <= decoded), key=lambda p: p[1], default=None)
+        kernel = hops["kernel"][0]
+        parts = [f"exec to its drain {((poll[1] if poll else decoded) - kernel) * 1000:.1f} ms"
+                 + (f" (a batch window: {poll[2]} records in that drain)" if poll and poll[3] else ""),
+                 f"drain to decode {(decoded - (poll[1] if poll else decoded)) * 1000:.1f} ms",
+                 f"decode to the file write {(hops['file_write'][0] - decoded) * 1000:.1f} ms",
+                 f"file write to seen {(t1 - hops['file_write'][1]) * 1000:.1f} ms"]
+        print(f"    {m}: {(t1 - t0) * 1000:.1f} ms: " + "; ".join(parts))
+    for m, t0, t1 in sorted(slow, key=lambda s: s[1] - s[2])[:3]:  # the three slowest in detail
         print(f"  mark {m}: {(t1 - t0) * 1000:.1f} ms (exec started at +0)")
         for hop, t_in, t_out in sorted(by_mark.get(m, []), key=lambda h: h[1]):
             took = f" took {(t_out - t_in) * 1000:.2f} ms" if t_out else ""
