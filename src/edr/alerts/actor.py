@@ -157,9 +157,9 @@ class ChainAnchor:
                 await trio.sleep(delay)
             await self.save()
 
-    async def save(self, *, force: bool = False) -> None:
-        """Save the written state if due (or, with ``force``, if not saved yet)."""
-        state, now = self._written, time.monotonic()
+    async def save(self, state: ChainState | None = None, *, force: bool = False) -> None:
+        """Save ``state`` (default: the written state) if due (or, with ``force``, if not saved yet)."""
+        state, now = state if state is not None else self._written, time.monotonic()
         if state is None or not (self.schedule.pending(state) if force else self.schedule.due(now, state)):
             return
         try:
@@ -237,7 +237,8 @@ class AlertWriter(ActorBase):
                     nursery.cancel_scope.cancel()
             await self._write(core.finish(), inp)
             if self.anchor is not None:
-                await self.anchor.save(force=True)
+                # at close, as before: the chain as this run leaves it, even when it wrote nothing
+                await self.anchor.save(core.chain.state, force=True)
         finally:
             if self.file is not None:
                 self.file.close()
