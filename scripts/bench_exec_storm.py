@@ -272,7 +272,7 @@ def accounted_agent(out: str, argv: list[str]) -> int:
         {"tasks": {n: [cpu[n], steps[n]] for n in cpu}, "thread_total": clock() - started})))
     from edr.cli import main as edr_main
 
-    return edr_main(argv)
+    return int(edr_main(argv))
 
 
 def print_accounting(path: Path, since: dict[str, Any] | None = None) -> None:

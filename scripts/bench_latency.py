@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -216,12 +217,12 @@ def traced_agent(trace: str, argv: list[str]) -> int:
 
     mono = time.monotonic
     boot_minus_mono = time.clock_gettime(time.CLOCK_BOOTTIME) - mono()
-    out: dict[str, list] = {"hops": [], "steps": [], "gc": [], "polls": [], "threads": []}
+    out: dict[str, list[Any]] = {"hops": [], "steps": [], "gc": [], "polls": [], "threads": []}
     hops = out["hops"]
 
-    def marks_in(events: object) -> list[str]:
+    def marks_in(events: Any) -> list[str]:
         found = []
-        for e in events:  # type: ignore[attr-defined]
+        for e in events:
             cmd = getattr(e, "fields", {}).get("CommandLine", "")
             if isinstance(cmd, str) and "edr-latency-mark mark-" in cmd:
                 found.append(cmd.rsplit(" ", 1)[-1])
@@ -230,7 +231,7 @@ def traced_agent(trace: str, argv: list[str]) -> int:
     def wrap(cls: type, name: str, hop: str, of_result: bool = False) -> None:
         orig = getattr(cls, name)
 
-        def wrapped(self: object, arg: object, *a: object, **k: object) -> object:
+        def wrapped(self: Any, arg: Any, *a: Any, **k: Any) -> Any:
             t_in = mono()
             res = orig(self, arg, *a, **k)
             for m in marks_in(res if of_result else arg):
@@ -240,63 +241,63 @@ def traced_agent(trace: str, argv: list[str]) -> int:
 
     orig_decode = Decoder.decode
 
-    def decode(self: object, raw: object) -> object:
+    def decode(self: Any, raw: Any) -> Any:
         t_in = mono()
-        res = orig_decode(self, raw)  # type: ignore[arg-type]
+        res = orig_decode(self, raw)
         for m in marks_in(res):
-            hops.append((m, "kernel", r.record_time(raw) / 1e9 - boot_minus_mono, 0.0))  # type: ignore[arg-type]
+            hops.append((m, "kernel", r.record_time(raw) / 1e9 - boot_minus_mono, 0.0))
             hops.append((m, "decode", t_in, mono()))
         return res
-    Decoder.decode = decode  # type: ignore[method-assign]
+    Decoder.decode = decode
     wrap(Router, "split", "route")
     wrap(EnricherActor, "enrich", "enrich")
     wrap(DetectActor, "detect", "detect")
     orig_accept = AlertLines.accept
 
-    def accept(self: object, alerts: object) -> object:
+    def accept(self: Any, alerts: Any) -> Any:
         t_in = mono()
-        alerts = list(alerts)  # type: ignore[call-overload]
-        res = orig_accept(self, alerts)  # type: ignore[arg-type]
+        alerts = list(alerts)
+        res = orig_accept(self, alerts)
         for m in marks_in(a.event for a in alerts):
             hops.append((m, "alert_lines", t_in, mono()))
         return res
-    AlertLines.accept = accept  # type: ignore[method-assign]
+    AlertLines.accept = accept
     orig_write = DailyFile.write
     import edr.alerts.actor as alerts_actor
 
     orig_save = alerts_actor.save_anchor
 
-    def save_anchor(*a: object) -> None:
+    def save_anchor(*a: Any) -> None:
         t_in = mono()
         try:
-            orig_save(*a)  # type: ignore[arg-type]
+            orig_save(*a)
         finally:
             out["threads"].append((t_in, mono() - t_in, "alerts: chain anchor saved"))
-    alerts_actor.save_anchor = save_anchor  # type: ignore[assignment]
+    alerts_actor.save_anchor = save_anchor
 
-    def write(self: object, lines: object) -> None:
+    def write(self: Any, lines: Any) -> None:
         t_in = mono()
-        orig_write(self, lines)  # type: ignore[arg-type]
-        out["threads"].append((t_in, mono() - t_in, f"{self.filename}: {len(lines)} line(s) written"))  # type: ignore
-        for line in lines:  # type: ignore[attr-defined]
+        orig_write(self, lines)
+        out["threads"].append((t_in, mono() - t_in, f"{self.filename}: {len(lines)} line(s) written"))
+        for line in lines:
             i = line.find(b"edr-latency-mark mark-")
             if i >= 0:
                 m = line[i:].split(b" ", 1)[1].split(b'"', 1)[0].decode()
                 hops.append((m, "file_write", t_in, mono()))
-    DailyFile.write = write  # type: ignore[method-assign]
+    DailyFile.write = write
     orig_poll = EbpfSensor.poll
 
-    def poll(self: EbpfSensor, timeout_ms: int) -> object:
+    def poll(self: Any, timeout_ms: int) -> Any:
         t_in = mono()
         windowed = self._pacer.windowed
         res = orig_poll(self, timeout_ms)
-        out["polls"].append((t_in, mono(), len(res), self._pacer.windowed - windowed))  # type: ignore[arg-type]
+        out["polls"].append((t_in, mono(), len(res), self._pacer.windowed - windowed))
         return res
-    EbpfSensor.poll = poll  # type: ignore[method-assign]
+    EbpfSensor.poll = poll
 
     gc_started: list[float] = [0.0]
 
-    def on_gc(phase: str, info: dict) -> None:
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             gc_started[0] = mono()
         elif (took := mono() - gc_started[0]) * 1000 >= TRACE_SLOW_MS:
@@ -317,14 +318,14 @@ def traced_agent(trace: str, argv: list[str]) -> int:
 
     orig_run = trio.run
 
-    def run(*a: object, **k: object) -> object:
-        k["instruments"] = [*k.get("instruments", ()), SlowSteps()]  # type: ignore[misc]
-        return orig_run(*a, **k)  # type: ignore[arg-type]
+    def run(*a: Any, **k: Any) -> Any:
+        k["instruments"] = [*k.get("instruments", ()), SlowSteps()]
+        return orig_run(*a, **k)
     trio.run = run  # type: ignore[assignment]
     atexit.register(lambda: Path(trace).write_text(json.dumps(out)))
     from edr.cli import main as edr_main
 
-    return edr_main(argv)
+    return int(edr_main(argv))
 
 
 def explain(trace: Path, marks: list[tuple[str, float, float]], slow_ms: float) -> None:
@@ -332,7 +333,7 @@ def explain(trace: Path, marks: list[tuple[str, float, float]], slow_ms: float) 
     import json
 
     data = json.loads(trace.read_text())
-    by_mark: dict[str, list] = {}
+    by_mark: dict[str, list[tuple[str, float, float]]] = {}
     for m, hop, t_in, t_out in data["hops"]:
         by_mark.setdefault(m, []).append((hop, t_in, t_out))
     slow = [(m, t0, t1) for m, t0, t1 in marks if (t1 - t0) * 1000 > slow_ms]

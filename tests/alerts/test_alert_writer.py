@@ -203,18 +203,18 @@ async def test_an_alert_is_written_while_the_chain_anchor_is_being_saved(tmp_pat
     import threading
 
     from edr.alerts.actor import ChainAnchor
-    from edr.alerts.chain_recovery import load_anchor
+    from edr.alerts.chain_recovery import Anchor, load_anchor
     from edr.platform.private_files import PrivateDir
 
     real_save = alerts_actor.save_anchor
     release = threading.Event()
     saving = threading.Event()
 
-    def stuck_save(state: PrivateDir, anchor: object) -> None:
+    def stuck_save(state: PrivateDir, anchor: Anchor) -> None:
         saving.set()
         # a disk that takes its time (bounded: a writer that waits for this must fail the test, not hang it)
         release.wait(20)
-        real_save(state, anchor)  # type: ignore[arg-type]
+        real_save(state, anchor)
 
     monkeypatch.setattr(alerts_actor, "save_anchor", stuck_save)
     file = DailyFile(tmp_path / "logs", "alerts.json")
