@@ -93,3 +93,14 @@ def test_empty_drains_do_not_count_and_no_window_means_no_pause() -> None:
         pacer.drained(i * MS, 0)
     assert pacer.pause_ns(100 * MS) == SETTLE_NS
     assert BatchPacer(0).pause_ns(0) == 0
+
+
+def test_in_a_storm_the_window_counts_from_the_last_drain_not_from_the_wake_up() -> None:
+    """The graph took 20 ms with the last batch before the sensor was polled again: the drain waits the
+    5 ms left of the window, not 25 more (which put a storm's records a window plus the processing behind)."""
+    pacer = BatchPacer(WINDOW)
+    t = _drain(pacer, 0, 2 * FAST_RECORDS)  # a storm's batch
+    assert pacer.pause_ns(t + MS) == WINDOW - MS  # polled again at once: the rest of the window
+    assert pacer.pause_ns(t + 20 * MS) == 5 * MS
+    assert pacer.windowed == 2
+    assert pacer.pause_ns(t + 40 * MS) == SETTLE_NS  # more than a window later: at once

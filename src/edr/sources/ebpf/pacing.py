@@ -5,10 +5,14 @@ the sensor lets the rings fill for one window (``batch_window_ms``) and hands
 over one larger batch. On a quiet host that window is pure latency: the
 first record after a quiet spell waits for it for nothing.
 
-What decides is the rate of *records*, not of wake-ups. A drain waits one
-window only when the drains of the last window brought at least
+What decides is the rate of *records*, not of wake-ups. A drain waits for
+the window only when the drains of the last window brought at least
 :data:`FAST_RECORDS` records (a storm: thousands of records a second, where
-one batch per window is what keeps the agent's CPU down). Below that, a
+one batch per window is what keeps the agent's CPU down), and then only
+until one window has passed since the last drain: the time the graph spent
+on the last batch before the sensor was polled again counts towards the
+window instead of being added to it (a storm's records wait half a window
+on average, not a window plus the processing). Below that, a
 drain goes at once (after :data:`SETTLE_NS`, for the records of the same
 moment still being committed), so a lone burst (a fork, its exec, its exit,
 a few milliseconds apart) goes through in a few milliseconds even while
@@ -48,7 +52,7 @@ class BatchPacer:
     """Decides the pause between a wake-up and the drain (:meth:`pause_ns`), told of each drain (:meth:`drained`).
 
     Times are ``CLOCK_BOOTTIME`` nanoseconds given by the caller; no clock,
-    no I/O. ``windowed`` counts the drains that waited a whole window
+    no I/O. ``windowed`` counts the drains that waited for the window
     (records arriving fast), ``paced`` those that waited for a quick-drain
     token, ``quick`` those that went at once.
     """
@@ -87,11 +91,13 @@ class BatchPacer:
         if not self.window_ns:
             return 0
         self._forget_before(now_ns - self.window_ns)
-        if self._recent_records >= self.fast_records:
-            self.windowed += 1
-            return self.window_ns
-        self._refill(now_ns)
         settle = min(SETTLE_NS, self.window_ns)
+        if self._recent_records >= self.fast_records:
+            # one drain per window, counted from the last drain: the time the graph took with the last
+            # batch before asking again is part of the window, not added to it
+            self.windowed += 1
+            return max(settle, self._recent[-1][0] + self.window_ns - now_ns)
+        self._refill(now_ns)
         if self._tokens >= 1.0:
             self.quick += 1
             return settle
