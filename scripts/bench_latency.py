@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -158,6 +159,7 @@ def agent_latencies(samples: int, gap: float, rate: float, sigma: str | None, wo
         time.sleep(1.0)
         out: list[float] = []
         seen = 0
+        rng = random.Random(18)
         for i in range(samples):
             t0 = time.monotonic()
             subprocess.run([str(marked), f"mark-{rate:g}-{i}"], check=True)
@@ -172,7 +174,10 @@ def agent_latencies(samples: int, gap: float, rate: float, sigma: str | None, wo
                 if time.monotonic() - t0 > 10:
                     break
                 time.sleep(0.0002)
-            time.sleep(gap)
+            # a random gap (the same sequence every run): a fixed gap that is a multiple of the sensor's
+            # batch window under a storm (50 ms, 25 ms) puts every mark at the same phase of the
+            # drains, which measures that phase rather than the latency of an exec at any moment
+            time.sleep(gap * rng.uniform(0.5, 1.5))
         return out
     finally:
         if loads:
@@ -387,7 +392,8 @@ def _pct(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=40, help="marked execs timed per load")
-    p.add_argument("--gap", type=float, default=0.25, help="seconds between two marked execs")
+    p.add_argument("--gap", type=float, default=0.25,
+                   help="seconds between two marked execs (the agent: on average, uniform in [gap/2, 3 gap/2])")
     p.add_argument("--rate", type=float, default=400, help="exec/s of the busy load")
     p.add_argument("--sensor", action="store_true", help="the sensor alone (kernel stamp to poll), not the agent")
     p.add_argument("--sigma", metavar="PATH", help="--agent: Sigma rules the agent loads too (e.g. SigmaHQ)")
