@@ -107,3 +107,48 @@ def test_a_parser_that_panics_fails_its_file_only(workdir: Path, monkeypatch: py
     assert sup.actors["source"].failures == [(str(panics), "cannot parse: EVTX parser failed at record 1: "
                                                            "index out of bounds")]
     assert [a["log.file.path"] for a in read_alerts(workdir / "out")] == [str(good)]
+
+
+def test_a_small_file_costs_one_thread_round_trip_and_batches_keep_their_bounds(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening a file and reading its first batch is one round trip to a worker thread, and a
+    short batch ends the file without another; the batches are those of a batch-at-a-time read."""
+    import trio
+
+    import edr.runtime.channel as channel
+
+    def dump(name: str, records: int) -> Path:
+        path = workdir / name
+        path.write_text("".join(f'{{"Event": {{"System": {{"EventRecordID": {i}}}}}}}\n' for i in range(records)))
+        return path
+
+    files = [dump("one.json", 1), dump("five.json", 5), dump("four.json", 4), dump("none.json", 0)]
+    round_trips: list[str] = []
+    real_run_sync = trio.to_thread.run_sync
+
+    async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if (getattr(fn, "__module__", None) or "").startswith("edr.sources.replay"):
+            round_trips.append(getattr(fn, "__qualname__", repr(fn)))
+        return await real_run_sync(fn, *args, **kwargs)
+
+    sent: list[list[tuple[str, int]]] = []
+    real_send = channel.OutPort.send
+
+    async def recorded(self: channel.OutPort, batch: Any) -> None:
+        if batch and isinstance(batch[0], tuple):  # the source's (format, record, path, number) items
+            sent.append([(Path(item[2]).name, item[3]) for item in batch])
+        await real_send(self, batch)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    monkeypatch.setattr(channel.OutPort, "send", recorded)
+    sup = replay_in_process(workdir, files, **{"pipeline.batch_size": 2})
+    source = sup.actors["source"]
+    assert source.failures == [] and source.records == 10
+    # one.json: open + its only batch; five.json: that, then 2 and the short last one; four.json:
+    # 2 + 2, then the empty read that finds the end; none.json: open and find nothing
+    assert len(round_trips) == 1 + 3 + 3 + 1, round_trips
+    numbers = [[n for _, n in batch] for batch in sent]
+    assert [batch[0][0] for batch in sent] == ["one.json", "five.json", "five.json", "five.json", "four.json",
+                                              "four.json"]
+    assert [len(batch) for batch in numbers] == [1, 2, 2, 1, 2, 2]
+    assert source.bytes_read == sum(f.stat().st_size for f in files)

@@ -29,7 +29,7 @@ import contextlib
 import itertools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, TypeVar
 
@@ -57,6 +57,46 @@ _T = TypeVar("_T")
 
 class _ReaderFailed(Exception):
     """A reader raised what no bad data was expected to make it raise (a bug the file revealed)."""
+
+
+class _Records:
+    """The records of one EVTX or ``evtx_dump`` JSON file, a batch at a time; used in worker threads only."""
+
+    __slots__ = ("batch_size", "ended", "fh", "fmt", "items", "path", "size")
+
+    def __init__(self, fh: BinaryIO, fmt: str, path: str, batch_size: int) -> None:
+        self.fh = fh
+        self.fmt = fmt
+        self.path = path
+        self.batch_size = batch_size
+        self.items: Iterator[tuple[Any, Any]] | None = None
+        #: the file's size (EVTX) or the bytes read (JSON), known once reading started
+        self.size = 0
+        #: True once a batch came back short: the records are all read
+        self.ended = False
+
+    def take(self) -> list[tuple[Any, Any]]:
+        """The next batch of ``(number, record)``; shorter than ``batch_size`` (perhaps empty) when it is the last."""
+        if self.items is None:
+            from edr.sources.replay import winlog
+
+            if self.fmt == "evtx":
+                self.size = os.fstat(self.fh.fileno()).st_size
+                self.items = winlog.evtx_records(self.fh, self.path)
+            else:
+                data = self.fh.read()
+                self.size = len(data)
+                self.items = winlog.evtx_json_records(data)
+                del data
+        batch = list(itertools.islice(self.items, self.batch_size))
+        # islice stops early only when the generator is exhausted: asking again would only return []
+        self.ended = len(batch) < self.batch_size
+        return batch
+
+
+#: What :meth:`ReplaySource._start` read of a file besides opening it: the reader, its first
+#: batch, and what that first read raised (then the batch is empty).
+_Start = tuple[_Records, list[tuple[Any, Any]], Exception | None]
 
 
 class ReplaySource(ActorBase):
@@ -130,12 +170,29 @@ class ReplaySource(ActorBase):
 
     async def _open(self, path: str, out: OutPort, ports: Ports) -> None:
         try:
-            fh, fmt = await trio.to_thread.run_sync(open_recording, path)
+            fh, fmt, start = await trio.to_thread.run_sync(self._start, path)
         except UnusableFile as exc:
             self._fail(path, str(exc))
         else:
             with fh:
-                await self._replay(path, fh, fmt, out, ports)
+                await self._replay(path, fh, fmt, start, out, ports)
+
+    def _start(self, path: str) -> tuple[BinaryIO, str, _Start | None]:
+        """In a worker thread: open ``path`` and, unless it is NDJSON, read its first batch.
+
+        One thread round trip then replays a file of up to one batch (most
+        recordings: 277 attack samples made 417 batches); what the first read
+        raises is kept for :meth:`_records` to raise in the event loop, where
+        the file's failure is reported.
+        """
+        fh, fmt = open_recording(path)
+        if fmt == "ndjson":
+            return fh, fmt, None
+        records = _Records(fh, fmt, path, self.batch_size)
+        try:
+            return fh, fmt, (records, records.take(), None)
+        except Exception as exc:
+            return fh, fmt, (records, [], exc)
 
     async def _pooled(self, path: str, done: WireFile, out: OutPort, ports: Ports) -> None:
         """Send what a worker read and decoded of ``path``, batch by batch, as :meth:`_records` sends them."""
@@ -156,12 +213,13 @@ class ReplaySource(ActorBase):
         else:
             self.bytes_read += done.size
 
-    async def _replay(self, path: str, fh: BinaryIO, fmt: str, out: OutPort, ports: Ports) -> None:
+    async def _replay(self, path: str, fh: BinaryIO, fmt: str, start: _Start | None, out: OutPort,
+                      ports: Ports) -> None:
         try:
-            if fmt == "ndjson":
+            if start is None:
                 await self._lines(path, fh, out, ports)
             else:
-                await self._records(path, fh, fmt, out, ports)
+                await self._records(path, start, out, ports)
         except OSError as exc:
             self._fail(path, f"cannot read: {exc}")
         except UnreadableFile as exc:
@@ -264,26 +322,27 @@ class ReplaySource(ActorBase):
             except OSError as exc:
                 failed.append(exc)
 
-    async def _records(self, path: str, fh: BinaryIO, fmt: str, out: OutPort, ports: Ports) -> None:
-        from edr.sources.replay import winlog
+    async def _records(self, path: str, start: _Start, out: OutPort, ports: Ports) -> None:
+        """Send the batches of an EVTX or ``evtx_dump`` JSON file, the first one read by :meth:`_start`.
 
-        if fmt == "evtx":
-            size = os.fstat(fh.fileno()).st_size
-            items = winlog.evtx_records(fh, path)
-        else:
-            data = await self._pull(fh.read)
-            size = len(data)
-            items = winlog.evtx_json_records(data)
-            del data
-        batch_size = self.batch_size
+        A batch shorter than the batch size ends the file (no round trip to
+        find out that nothing follows). A failure ends the file where it
+        happens; the batches before it are sent, the one being filled is not.
+        """
+        records, batch, error = start
         while True:
-            batch = await self._pull(lambda: list(itertools.islice(items, batch_size)))
-            if not batch:
+            if error is not None:
+                if isinstance(error, (OSError, UnreadableFile)):
+                    raise error
+                raise _ReaderFailed from error
+            if batch:
+                await out.send([(records.fmt, record, path, number) for number, record in batch])
+                self.records += len(batch)
+                await ports.settled()
+            if records.ended:
                 break
-            await out.send([(fmt, record, path, number) for number, record in batch])
-            self.records += len(batch)
-            await ports.settled()
-        self.bytes_read += size
+            batch = await self._pull(records.take)
+        self.bytes_read += records.size
 
     def statistics(self) -> dict[str, Any]:
         """Records and bytes read so far, files done and files that failed."""
