@@ -20,8 +20,10 @@ class FakeRings:
 
     def __init__(self, deliveries: list[list[r.RawRecord]]) -> None:
         self.deliveries = deliveries
+        self.timeouts: list[int] = []
 
     def poll(self, timeout_ms: int) -> bool:
+        self.timeouts.append(timeout_ms)
         return bool(self.deliveries)
 
     def consume(self, sink_for_tag: Callable[[str], Callable[[bytes], object]]) -> int:
@@ -70,3 +72,14 @@ def test_held_records_are_handed_over_at_shutdown() -> None:
     sensor = _sensor([[late]])
     assert sensor.poll(0) == []
     assert sensor.held() == [late]
+
+
+def test_a_held_record_is_waited_for_only_until_its_hold_has_passed() -> None:
+    # stamped half a hold before now: held by this drain, due half a hold later
+    soon = rr.exec_rec(9, "/bin/true", ["true"], ts_ns=_now_ns() - HOLD_NS // 2)
+    sensor = _sensor([[soon], []])
+    assert sensor.poll(100) == []
+    sensor.poll(100)
+    rings: Any = sensor._poller
+    # not the whole hold again (3 ms): at most the millisecond left of it
+    assert rings.timeouts[0] == 100 and rings.timeouts[1] <= (HOLD_NS // 2 + 999_999) // 1_000_000

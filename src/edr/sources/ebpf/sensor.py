@@ -158,7 +158,10 @@ class EbpfSensor:
         held = self._held
         wait_ms = max(timeout_ms, 0)
         if held:
-            wait_ms = min(wait_ms, HOLD_NS // 1_000_000 + 1)
+            # the earliest held record goes out once the hold has passed since its stamp, not a whole
+            # hold after this poll began (a lone exec held by one drain lost ~5 ms that way)
+            due_ns = record_time(held[0]) + HOLD_NS - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            wait_ms = min(wait_ms, max(0, -(-due_ns // 1_000_000)))
         poller.poll(wait_ms)
         poller.consume(self._sinks.__getitem__)
         batches = self._batches.values()
