@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from edr.sources.ebpf.pacing import FAST_RECORDS, QUICK_BURST, QUICK_PER_WINDOW, SETTLE_NS, BatchPacer
+from edr.sources.ebpf.pacing import (
+    FAST_RECORDS,
+    FOLLOW_UP_NS,
+    QUICK_BURST,
+    QUICK_PER_WINDOW,
+    SETTLE_NS,
+    BatchPacer,
+)
 
 MS = 1_000_000
 WINDOW = 25 * MS
@@ -59,7 +66,8 @@ def test_records_arriving_fast_wait_one_window_and_batches_stay_bounded() -> Non
 
 def test_quick_drains_below_the_fast_rate_are_bounded_by_the_token_bucket() -> None:
     """A record every 2 ms (500/s, under FAST_RECORDS a window): no window, but at most QUICK_BURST back to
-    back and QUICK_PER_WINDOW per window on average; a drain without a token waits for the next one only."""
+    back and QUICK_PER_WINDOW per window on average, each with its one free follow-up; a drain without a
+    token waits for the next one only."""
     assert 2 * FAST_RECORDS > WINDOW // (2 * MS)  # this load is not "fast"
     pacer = BatchPacer(WINDOW)
     t, drains = 0, 0
@@ -73,7 +81,7 @@ def test_quick_drains_below_the_fast_rate_are_bounded_by_the_token_bucket() -> N
         t += 2 * MS
     assert pacer.windowed == 0
     assert pacer.paced > 0
-    assert drains <= QUICK_PER_WINDOW * (1000 // 25) + QUICK_BURST + 1
+    assert drains <= 2 * (QUICK_PER_WINDOW * (1000 // 25) + QUICK_BURST) + 1
     assert longest <= WINDOW // QUICK_PER_WINDOW + 1
 
 
@@ -104,3 +112,15 @@ def test_in_a_storm_the_window_counts_from_the_last_drain_not_from_the_wake_up()
     assert pacer.pause_ns(t + 20 * MS) == 5 * MS
     assert pacer.windowed == 2
     assert pacer.pause_ns(t + 40 * MS) == SETTLE_NS  # more than a window later: at once
+
+
+def test_a_burst_costs_one_token_its_follow_up_drain_is_free_once() -> None:
+    """The drain that hands over what the first one held back (stamped while it ran) comes a few ms later:
+    it takes no token of its own, so a fork-exec-exit burst costs one; a second follow-up is not free."""
+    pacer = BatchPacer(WINDOW, burst=1, per_window=1)
+    t = _drain(pacer, 0, 3)  # the burst's first drain takes the only token
+    assert pacer.pause_ns(t + FOLLOW_UP_NS // 2) == SETTLE_NS  # its follow-up: at once, free
+    pacer.drained(t + FOLLOW_UP_NS // 2, 2)
+    t += FOLLOW_UP_NS // 2
+    assert pacer.pause_ns(t + MS) > SETTLE_NS  # a second follow-up waits for a token
+    assert (pacer.quick, pacer.paced) == (2, 1)
