@@ -266,3 +266,31 @@ def test_edr_run_needs_no_kernel_headers_with_a_matching_cached_build(
     monkeypatch.setattr(agent.importlib.util, "find_spec", lambda name, *a: None)
     assert agent.preflight_linux(sensor, cache) == next(
         p.message for p in agent.linux_preflight() if p.name == "bcc")
+
+
+def test_the_compile_child_does_not_import_edr_from_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # an "edr" package where root happens to start the agent (e.g. a user's /tmp)
+    planted = tmp_path / "cwd" / "edr"
+    planted.mkdir(parents=True)
+    marker = tmp_path / "ran-as-root"
+    (planted / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(planted.parent)
+    obj = compile.compile_in_child(FLAGS, "k")
+    assert obj.programs and not marker.exists()
+
+
+def test_the_perf_event_releaser_does_not_come_from_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edr.sources.ebpf import objload
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    marker = tmp_path / "ran-as-root"
+    (fake / "cat").write_text(f"#!/bin/sh\ntouch {marker}\n")
+    (fake / "cat").chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake))
+    read, write = os.pipe()
+    os.close(write)
+    child = objload.release_in_child([read])
+    assert child is not None and child.wait(timeout=10) == 0
+    assert not marker.exists()

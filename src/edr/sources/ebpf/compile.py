@@ -132,7 +132,9 @@ def compile_in_child(cflags: list[str], key: str, *, timeout: float = CHILD_TIME
     """
     request = json.dumps({"cflags": cflags, "key": key}).encode()
     try:
-        done = subprocess.run([sys.executable, "-m", "edr.sources.ebpf.compile"], input=request,
+        # -P: ``-m`` would put the working directory first on the child's sys.path, so an ``edr``
+        # package in the directory root started the agent from would run as root
+        done = subprocess.run([sys.executable, "-P", "-m", "edr.sources.ebpf.compile"], input=request,
                               capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         raise SensorUnavailable(f"compiling the BPF programs took more than {timeout:.0f} s") from exc

@@ -46,6 +46,8 @@ def close_concurrently(fds: list[int]) -> None:
         list(pool.map(close, fds))
 
 
+#: Where the releasing child's program is looked for (coreutils' cat), in order.
+CAT_PATHS: tuple[str, ...] = ("/usr/bin/cat", "/bin/cat")
 #: The children that took perf event descriptors at a close and may still be exiting (reaped later).
 _releasers: list[subprocess.Popen[bytes]] = []
 
@@ -75,8 +77,12 @@ def release_in_child(fds: list[int]) -> subprocess.Popen[bytes] | None:
         return None
     child: subprocess.Popen[bytes] | None = None
     try:
-        child = subprocess.Popen(["cat"], pass_fds=fds, close_fds=True, stdin=subprocess.PIPE,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # an absolute path: root does not run whatever "cat" comes first on an inherited PATH
+        cat = next((path for path in CAT_PATHS if os.access(path, os.X_OK)), None)
+        if cat is None:
+            raise FileNotFoundError("no cat in " + ", ".join(CAT_PATHS))
+        child = subprocess.Popen([cat], pass_fds=fds, close_fds=True, stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={})
         _releasers.append(child)
     except OSError:
         child = None
