@@ -143,13 +143,13 @@ def inproc_sensor() -> int:
 class Measured:
     """The process under measurement: the in-proc sensor or a full agent."""
 
-    def __init__(self, cmd: list[str], inproc: bool) -> None:
+    def __init__(self, cmd: list[str], inproc: bool, health_secs: int = 1) -> None:
         import psutil
 
         self.inproc = inproc
         self.health: list[dict[str, Any]] = []
-        # a health record every second, so each rate's counters can be read from the agent's log
-        env = {**os.environ, "EDR__HEALTH__INTERVAL_SECS": "1"}
+        # a health record every second by default, so each rate's counters can be read from the agent's log
+        env = {**os.environ, "EDR__HEALTH__INTERVAL_SECS": str(health_secs)}
         self.events_dir = Path(tempfile.mkdtemp(prefix="edr-bench-events-"))
         if not inproc:
             env.update({"EDR__EVENTS__ENABLED": "true", "EDR__EVENTS__DIRECTORY": str(self.events_dir),
@@ -324,7 +324,7 @@ def bench(args: argparse.Namespace) -> int:
             accounting = Path(tempfile.mkdtemp(prefix="edr-bench-cpu-")) / "tasks.json"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--accounted-agent", str(accounting), "--",
                    *edr_args]
-    measured = Measured(cmd, inproc)
+    measured = Measured(cmd, inproc, args.health_secs)
     if inproc:
         if measured.wait_reply(120) is None:
             print("bench_exec_storm: the in-process sensor did not start", file=sys.stderr)
@@ -419,6 +419,9 @@ def main() -> int:
                    help="comma-separated exec/s; 'max' = flat out, 'idle' = no load")
     p.add_argument("--load-procs", type=int, default=2, help="load generator processes sharing the rate")
     p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--health-secs", type=int, default=1,
+                   help="the agent's health interval (default 1: each rate's lost/dropped counters come from "
+                        "its records; 10, the agent's default, for an idle figure as deployed)")
     p.add_argument("--load", nargs=3, metavar=("RATE", "SECONDS", "MARKER"), help=argparse.SUPPRESS)
     p.add_argument("--serve-inproc", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--actor-cpu", action="store_true",
