@@ -248,6 +248,17 @@ def _bpf(cmd: int, attr: ctypes.Structure, operation: str) -> int:
     return ret
 
 
+def _bpf_unless_absent(cmd: int, attr: ctypes.Structure, operation: str) -> bool:
+    """:func:`_bpf`, False instead of an error when the kernel says ENOENT (no such key, no next key)."""
+    try:
+        _bpf(cmd, attr, operation)
+    except BpfError as exc:
+        if exc.errno == errno_mod.ENOENT:
+            return False
+        raise
+    return True
+
+
 def _name(name: str) -> bytes:
     # the kernel keeps BPF_OBJ_NAME_LEN - 1 characters and a NUL
     return name.encode()[:BPF_OBJ_NAME_LEN - 1]
@@ -295,26 +306,14 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
     k = ctypes.create_string_buffer(key, len(key))
     v = ctypes.create_string_buffer(value_size)
     attr = _MapElemAttr(map_fd=fd, key=_address(k), value=_address(v))
-    try:
-        _bpf(BPF_MAP_LOOKUP_ELEM, attr, f"BPF_MAP_LOOKUP_ELEM fd {fd}")
-    except BpfError as exc:
-        if exc.errno == errno_mod.ENOENT:
-            return None
-        raise
-    return v.raw
+    return v.raw if _bpf_unless_absent(BPF_MAP_LOOKUP_ELEM, attr, f"BPF_MAP_LOOKUP_ELEM fd {fd}") else None
 
 
 def map_delete(fd: int, key: bytes) -> bool:
     """Remove ``key``; whether it was there."""
     k = ctypes.create_string_buffer(key, len(key))
     attr = _MapElemAttr(map_fd=fd, key=_address(k))
-    try:
-        _bpf(BPF_MAP_DELETE_ELEM, attr, f"BPF_MAP_DELETE_ELEM fd {fd}")
-    except BpfError as exc:
-        if exc.errno == errno_mod.ENOENT:
-            return False
-        raise
-    return True
+    return _bpf_unless_absent(BPF_MAP_DELETE_ELEM, attr, f"BPF_MAP_DELETE_ELEM fd {fd}")
 
 
 def map_next_key(fd: int, key: bytes | None, key_size: int) -> bytes | None:
@@ -322,13 +321,7 @@ def map_next_key(fd: int, key: bytes | None, key_size: int) -> bytes | None:
     k = ctypes.create_string_buffer(key, len(key)) if key is not None else None
     nxt = ctypes.create_string_buffer(key_size)
     attr = _MapElemAttr(map_fd=fd, key=_address(k) if k is not None else 0, value=_address(nxt))
-    try:
-        _bpf(BPF_MAP_GET_NEXT_KEY, attr, f"BPF_MAP_GET_NEXT_KEY fd {fd}")
-    except BpfError as exc:
-        if exc.errno == errno_mod.ENOENT:
-            return None
-        raise
-    return nxt.raw
+    return nxt.raw if _bpf_unless_absent(BPF_MAP_GET_NEXT_KEY, attr, f"BPF_MAP_GET_NEXT_KEY fd {fd}") else None
 
 
 def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:

@@ -92,6 +92,10 @@ class BatchPacer:
         while recent and recent[0][0] < start_ns:
             self._recent_records -= recent.popleft()[1]
 
+    def _is_free_follow_up(self, now_ns: int) -> bool:
+        last = self._last_quick_ns
+        return self._follow_up_free and last is not None and now_ns - last <= FOLLOW_UP_NS
+
     def _refill(self, now_ns: int) -> None:
         if self._tokens_at is None or not self._token_ns:
             self._tokens_at = now_ns
@@ -111,7 +115,7 @@ class BatchPacer:
             # batch before asking again is part of the window, not added to it
             self.windowed += 1
             return max(settle, self._recent[-1][0] + self.window_ns - now_ns)
-        if self._follow_up_free and self._last_quick_ns is not None and now_ns - self._last_quick_ns <= FOLLOW_UP_NS:
+        if self._is_free_follow_up(now_ns):
             self.quick += 1
             return settle
         self._refill(now_ns)
@@ -128,8 +132,7 @@ class BatchPacer:
             return
         self._recent.append((now_ns, records))
         self._recent_records += records
-        if (self._follow_up_free and self._last_quick_ns is not None
-                and now_ns - self._last_quick_ns <= FOLLOW_UP_NS):
+        if self._is_free_follow_up(now_ns):
             self._follow_up_free = False
             return
         self._refill(now_ns)

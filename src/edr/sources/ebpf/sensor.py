@@ -64,7 +64,6 @@ class EbpfSensor:
         self._batches: dict[str, list[bytes]] = {f: [] for f in FAMILIES if f in self.families}
         self._sinks: dict[str, Callable[[bytes], object]] = {f: b.append for f, b in self._batches.items()}
         self._events: dict[str, int] = dict.fromkeys(self.families, 0)
-        self._window = max(batch_window_ms, 0) / 1000
         self._pacer = BatchPacer(max(batch_window_ms, 0) * 1_000_000)
         self._held: list[RawRecord] = []
         self._lost_value_size = 0
