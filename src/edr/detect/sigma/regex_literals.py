@@ -32,21 +32,65 @@ def _pick(options: list[_Alternatives]) -> _Alternatives | None:
     return min(options, key=_alt_cost) if options else None
 
 
-def _sequence_literals(items: Any) -> _Alternatives | None:
-    """Best set of alternative substrings one of which every match contains."""
-    options: list[_Alternatives] = []
-    run: list[str] = []
+#: Most alternatives a literal run may grow to by joining a run with a group's strings.
+MAX_RUN_ALTERNATIVES = 16
 
-    def flush() -> None:
-        if run:
-            options.append(frozenset({"".join(run).lower()}))
-            run.clear()
 
+def _exact_strings(items: Any) -> frozenset[str] | None:
+    """The strings ``items`` match when they are a few fixed strings (``W|R``, ``[Ww]``, ``(?:exe|dll)``), else None."""
+    out = frozenset({""})
     for op, arg in items:
         name = str(op)
         if name == "LITERAL":
-            run.append(chr(arg))
-            continue
+            part: frozenset[str] | None = frozenset({chr(arg)})
+        elif name == "IN":
+            part = frozenset(chr(a) for o, a in arg if str(o) == "LITERAL") if all(
+                str(o) == "LITERAL" for o, _a in arg) else None
+        elif name == "SUBPATTERN":
+            part = _exact_strings(arg[-1])
+        elif name == "BRANCH":
+            strings: set[str] = set()
+            for branch in arg[1]:
+                found = _exact_strings(branch)
+                if found is None:
+                    return None
+                strings |= found
+            part = frozenset(strings)
+        else:
+            return None
+        if not part or len(out) * len(part) > MAX_RUN_ALTERNATIVES:
+            return None
+        out = frozenset(a + b for a in out for b in part)
+    return out
+
+
+def _sequence_literals(items: Any) -> _Alternatives | None:
+    """Best set of alternative substrings one of which every match contains.
+
+    A literal run goes on through a group of a few fixed strings, as one
+    alternative per string: ``-(W|R)`` gives ``-w`` or ``-r``, which far fewer
+    values contain than ``-``.
+    """
+    options: list[_Alternatives] = []
+    run: frozenset[str] = frozenset()
+
+    def flush() -> None:
+        nonlocal run
+        if run:
+            options.append(frozenset(text.lower() for text in run))
+            run = frozenset()
+
+    for op, arg in items:
+        name = str(op)
+        if name in ("LITERAL", "IN", "SUBPATTERN", "BRANCH"):
+            strings = _exact_strings([(op, arg)])
+            if strings is not None:
+                if run and len(run) * len(strings) <= MAX_RUN_ALTERNATIVES:
+                    run = frozenset(a + b for a in run for b in strings)
+                else:
+                    flush()
+                    run = strings
+                continue
         flush()
         if name == "SUBPATTERN":
             inner = _sequence_literals(arg[-1])
