@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from edr.detect.sigma import SigmaEngine, load_sigma, rules_check
 from edr.detect.sigma.matchers import MatchContext
+from edr.event import Event
 from edr.sources.replay.winlog import iter_evtx, iter_evtx_json, iter_winlog_events, winlog_to_event
 from tests.detect.sigma.conftest import shared_path
 
@@ -123,3 +126,47 @@ def test_literal_index_never_hides_a_matching_rule(sigmahq_engine: SigmaEngine) 
                     hidden.append((rules[number].meta.title, path.name))
     assert events > 8000 and evaluated > 1_000_000
     assert not hidden, hidden[:20]
+
+
+def _linux_events(engine: SigmaEngine, rng: random.Random) -> list[Event]:
+    """Live-shaped Linux events (str, int and bool values) built from the literals of the rules of each route.
+
+    Each rule's needs go into an event's fields with text around them and the case changed, so
+    that many rules are candidates and many match; ints and bools sit next to them as the
+    sensor gives them.
+    """
+    events: list[Event] = []
+    for category in ("process_creation", "process_termination", "process_fork", "file_event", "file_delete",
+                     "file_rename", "file_change", "network_connection", "dns_query"):
+        index = engine.ruleset.route_index(("linux", category, None))
+        for number in index.rules:
+            for clause in (engine.rules[number].clauses or ()) * 3:
+                fields: dict[str, Any] = {"ProcessId": rng.randrange(1, 1 << 22), "Uid": 0,
+                                          "ArgvTruncated": rng.random() < 0.5, "User": "root"}
+                for field, kind, text in sorted(clause)[: rng.randrange(1, 4)]:
+                    name = "CommandLine" if field == "*" else field
+                    shaped = text.upper() if rng.random() < 0.3 else text
+                    if kind == "sub":
+                        shaped = rng.choice(["", "/usr/bin/", "x ", "-"]) + shaped + rng.choice(["", " -a", "/"])
+                    fields[name] = int(shaped) if shaped.isdigit() and rng.random() < 0.5 else shaped
+                events.append(Event(category=category, product="linux", fields=fields))
+    return events
+
+
+def test_literal_index_never_hides_a_matching_rule_on_linux_events(sigmahq_engine: SigmaEngine) -> None:
+    # Live Linux events take the index's inline path (one str or int per field): evaluating
+    # every rule of the route must find no match among the rules it left out.
+    rules = sigmahq_engine.rules
+    events = _linux_events(sigmahq_engine, random.Random(7))
+    matched = 0
+    hidden: list[tuple[str, dict[str, Any]]] = []
+    for event in events:
+        index = sigmahq_engine.ruleset.route_index((event.product, event.category, event.service))
+        candidates = index.candidates(MatchContext(event.fields))
+        for number in index.rules:
+            if rules[number].condition.ev(MatchContext(event.fields)):
+                matched += 1
+                if number not in candidates:
+                    hidden.append((rules[number].meta.title, event.fields))
+    assert len(events) > 1500 and matched > 200, (len(events), matched)
+    assert not hidden, hidden[:10]

@@ -96,28 +96,41 @@ class RouteIndex:
         exact = self.exact
         substr = self.substr
         any_exact = self.any_exact
+        fields = ctx.fields
+        lows = None
         if any_exact is not None:
             # keyword equality needs every value lower-cased anyway: do it in one pass,
             # then the per-field lookups below are plain dict reads
             ctx.all_low()
-            low = ctx.lows().get
-        else:
-            low = ctx.low
+            lows = ctx.lows()
         # the set intersection runs in C: only fields both present and indexed cost anything
-        for field in ctx.fields.keys() & self.fields:
-            values = low(field)
+        for field in fields.keys() & self.fields:
+            if lows is not None:
+                values = lows.get(field)
+            else:
+                # A live event's field holds one str or int: its Sigma string form
+                # (to_strings) lowered inline costs less than MatchContext.low's calls,
+                # caches and tuples; other values take MatchContext.low.
+                value = fields[field]
+                kind = type(value)
+                if kind is str:
+                    values = (value.lower(),)
+                elif kind is int:
+                    values = (str(value),)
+                else:
+                    values = ctx.low(field)
             if not values:
                 continue
             table = exact.get(field)
             if table is not None:
-                for value in values:
-                    ids = table.get(value)
+                for text in values:
+                    ids = table.get(text)
                     if ids:
                         update(ids)
             automaton = substr.get(field)
             if automaton is not None:
-                for value in values:
-                    for _end, ids in automaton.iter(value):
+                for text in values:
+                    for _end, ids in automaton.iter(text):
                         update(ids)
         if any_exact is not None:
             for value in ctx.all_low():
