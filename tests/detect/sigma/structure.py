@@ -16,8 +16,9 @@ import ahocorasick
 import ahocorasick_rs
 import attrs
 
-#: Facts about one load, not about what was loaded (a rule file's digest is taken only to key a cache).
-LOAD_FACTS = frozenset({"seconds", "cached", "files_parsed", "digest"})
+#: Facts about one load, not about what was loaded (a rule file's digest is taken only to key a cache),
+#: and what matching remembers (a route index's memories of recurring values).
+LOAD_FACTS = frozenset({"seconds", "cached", "files_parsed", "digest", "field_memo", "keyword_memo"})
 
 
 def _slots(cls: type) -> list[str]:
@@ -81,6 +82,8 @@ def _walk(a: Any, b: Any, path: str, ignore: frozenset[str], out: list[str], lim
         return
     if any("__slots__" in klass.__dict__ for klass in type(a).__mro__[:-1]):
         for name in _slots(type(a)):
+            if name in ignore:
+                continue
             x, y = getattr(a, name, None), getattr(b, name, None)
             _walk(x, y, f"{path}.{name}", ignore, out, limit)
         return
