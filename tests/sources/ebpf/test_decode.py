@@ -250,3 +250,40 @@ def test_random_record_bodies_never_raise(typ: int, tail: bytes) -> None:
     assert d.statistics()["decoded"] == len(events)
     if typ != r.EV_CHDIR:  # a chdir record only updates the working directory the decoder tracks
         assert events or sum(d.statistics().values()) > before, (typ, tail)
+
+
+def _same_events(a: list[Event], b: list[Event]) -> bool:
+    return [(e.category, e.fields, e.timestamp, e.seq, e.origin) for e in a] == \
+        [(e.category, e.fields, e.timestamp, e.seq, e.origin) for e in b]
+
+
+def test_a_batch_decodes_as_its_records_one_by_one() -> None:
+    """decode_batch: the same events in the same order and the same counters as decode per record,
+    malformed records (here a header alone and a truncated exec) counted and skipped in between."""
+    host = FakeHost(cwds={10: "/srv"}, euids={11: 0}, cgroups={77: f"/system.slice/docker-{DOCKER}.scope"})
+    answer = rr.dns_message("a.example", response=True, answers=((1, 60, bytes([192, 0, 2, 1])),))
+    batch = [rr.fork_rec(10, 11), r.RawRecord(r.PROCESS, b"\x00" * 10), rr.exec_rec(11, "/bin/sh", ["sh"]),
+             r.RawRecord(r.PROCESS, rr.hdr(r.EV_EXEC, 11)), rr.exit_rec(11, code=3),
+             rr.dns_rec(11, rr.dns_message("a.example")),
+             rr.dns_rec(11, answer, answer=True)]
+    one, many = _decoder(host), _decoder(host)
+    expected = [e for raw in batch for e in one.decode(raw)]
+    got = many.decode_batch(batch)
+    assert [e.category for e in got] == [PROCESS_FORK, PROCESS_CREATION, PROCESS_TERMINATION, DNS_QUERY]
+    assert _same_events(got, expected)
+    assert many.statistics() == one.statistics() and many.statistics()["malformed"] == 2
+
+
+class CountingHost(FakeHost):
+    def cgroup_path(self, pid: int, cgroup_id: int) -> str | None:
+        self.calls.append(f"cgroup {pid}")
+        return super().cgroup_path(pid, cgroup_id)
+
+
+def test_cgroup_and_container_are_looked_up_once_per_cgroup_id() -> None:
+    host = CountingHost(cgroups={77: f"/system.slice/docker-{DOCKER}.scope"})
+    d = _decoder(host)
+    events = d.decode_batch([rr.exec_rec(pid, "/bin/true", ["true"], comm=b"true") for pid in (40, 41, 42)])
+    assert [(e.fields[F.CGROUP_PATH], e.fields[F.CONTAINER_ID], e.fields[F.COMM]) for e in events] == \
+        [(f"/system.slice/docker-{DOCKER}.scope", DOCKER, "true")] * 3
+    assert sum(call.startswith("cgroup") for call in host.calls) == 1

@@ -176,7 +176,13 @@ class EbpfSource(ActorBase):
 
 
 class EbpfNormalizer(ActorBase):
-    """Decodes raw perf records into Events (sans-IO Decoder)."""
+    """Decodes raw perf records into Events (sans-IO Decoder), a batch in one call.
+
+    A decoder without ``decode_batch`` is called record by record, and a
+    record it raises on is logged (the first per family) and counted in
+    :attr:`errors`; the :class:`~edr.sources.ebpf.decode.Decoder` never
+    raises (it counts what it cannot read as ``malformed``).
+    """
 
     inputs: ClassVar = ("in",)
     outputs: ClassVar = ("out",)
@@ -202,23 +208,30 @@ class EbpfNormalizer(ActorBase):
         the stream every query still pending is flushed.
         """
         out = ports.output("out")
-        decode = self.decoder.decode
+        # the Decoder takes a whole batch in one call (it never raises); other decoders record by record
+        decode = getattr(self.decoder, "decode_batch", None) or self._decode_each
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flush_every, out)
             async for batch in ports.input("in"):
-                events = []
-                for raw in batch:
-                    try:
-                        events.extend(decode(raw))
-                    except Exception:
-                        family = getattr(raw, "family", "?")
-                        self._undecodable.report("ebpf: undecodable %s record skipped", family, key=family,
-                                                 exc_info=True)
+                events = decode(batch)
                 if events:
                     self.decoded += len(events)
                     await out.send(events)
+                del batch, events  # freed before the wait for the next: see edr.runtime.flight
             nursery.cancel_scope.cancel()
         await self._flush(out, float("inf"))
+
+    def _decode_each(self, batch: Any) -> list[Any]:
+        decode = self.decoder.decode
+        events: list[Any] = []
+        for raw in batch:
+            try:
+                events.extend(decode(raw))
+            except Exception:
+                family = getattr(raw, "family", "?")
+                self._undecodable.report("ebpf: undecodable %s record skipped", family, key=family,
+                                         exc_info=True)
+        return events
 
     async def _flush_every(self, out: Any) -> None:
         while True:
