@@ -97,9 +97,10 @@ class Enricher:
         if ts >= procs.next_expiry:
             procs.expire(ts)
         f = event.fields
-        uid = f.get(F.UID)
-        if F.USER not in f and isinstance(uid, int) and self._name_uids:
-            f[F.USER] = self.users.name(uid)
+        if self._name_uids and F.USER not in f:
+            uid = f.get(F.UID)
+            if isinstance(uid, int):
+                f[F.USER] = self.users.name(uid)
         pid = f.get(F.PROCESS_ID)
         if not isinstance(pid, int):
             return

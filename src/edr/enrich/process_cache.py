@@ -106,11 +106,15 @@ class ProcessCache:
 
     def put(self, info: ProcessInfo) -> None:
         """Insert or replace an entry (most recent); evict the oldest over either bound."""
+        self._store(info, entry_bytes(info))
+
+    def _store(self, info: ProcessInfo, size: int) -> None:
+        """:meth:`put` of a record whose :func:`entry_bytes` is ``size``."""
         procs = self._procs
         old = procs.pop(info.pid, None)
         if old is not None:
             self.bytes -= old.size
-        size = info.size = entry_bytes(info)
+        info.size = size
         if size > self._max_bytes:
             self.byte_evictions += 1
             return
@@ -138,9 +142,11 @@ class ProcessCache:
             # field by field: attrs.evolve is several times slower on this hot path
             child = ProcessInfo(pid, ppid, parent.image, parent.command_line, parent.uid, parent.user,
                                 parent.cwd, ts, parent.cgroup_id, parent.cgroup_path, parent.container_id)
+            # the parent's strings, so the parent's estimate: not counted again
+            self._store(child, parent.size)
         else:
             child = ProcessInfo(pid=pid, ppid=ppid, start_time=ts)
-        self.put(child)
+            self.put(child)
         return child
 
     def exec(self, pid: int, *, image: str, command_line: str, ts: float, ppid: int = 0,
