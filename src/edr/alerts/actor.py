@@ -1,6 +1,7 @@
 """Writer actors: the ECS alert file (never drops) and the optional event stream.
 
-Both write through :class:`DailyFile` in a worker thread, once per batch.
+Both write through :class:`DailyFile` in a worker thread: the alert writer
+once per batch, the event stream once per EVENTS_WRITE_DELAY at most.
 On a write error the alert writer logs it, keeps the unwritten lines and
 retries with backoff before it takes the next batch; its input edge blocks,
 so upstream backpressure holds alerts rather than losing them.
@@ -33,6 +34,10 @@ from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.channel import InPort, OutPort
 
 _RETRY_FIRST = 0.2
+#: The event stream writes what it gathered at most this many seconds after the first of it arrived...
+EVENTS_WRITE_DELAY = 0.1
+#: ...or as soon as it holds this many lines (~0.5 KB each)
+EVENTS_WRITE_LINES = 4096
 _RETRY_MAX = 5.0
 
 
@@ -312,55 +317,94 @@ class AlertWriter(ActorBase):
 
 
 class EventWriter(ActorBase):
-    """With ``[events] enabled``, writes every event in the replayable NDJSON format."""
+    """With ``[events] enabled``, writes every event in the replayable NDJSON format.
+
+    Lines are gathered for up to ``write_delay`` seconds (or until
+    ``write_lines`` of them) and written in one worker-thread round trip:
+    one round trip per batch cost the event loop more than serializing the
+    batch. The stream is a record, not an alert, so its lines may reach the
+    file that much later; those gathered and not yet written count in
+    :meth:`unwritten`. Backpressure: while a write is under way (or retried
+    after an error) the writer takes no batch, so its input edge fills and
+    blocks, as before; the gathered lines are bounded by ``write_lines``.
+    At the end of the input everything gathered is written before the actor
+    ends.
+    """
 
     inputs: ClassVar = ("in",)
     outputs: ClassVar = ()
 
     def __init__(self, name: str, file: DailyFile | None, log: Any = None,
-                 categories: frozenset[str] = frozenset()) -> None:
+                 categories: frozenset[str] = frozenset(), *, write_delay: float = EVENTS_WRITE_DELAY,
+                 write_lines: int = EVENTS_WRITE_LINES) -> None:
         super().__init__(name)
         self.file = file
         self.log = log
         self.categories = categories
+        self.write_delay = write_delay
+        self.write_lines = write_lines
         self.events = 0
+        #: writes (worker-thread round trips) done
+        self.writes = 0
         self.outbox = Outbox(file, name, log) if file is not None else None
         self._port: InPort | None = None
+        self._gathered: list[bytes] = []
 
     async def run(self, ports: Ports) -> None:
-        """Serialize and write each batch (only the configured categories, if any)."""
+        """Serialize each batch (only the configured categories, if any); write what was gathered."""
         try:
             inp = ports.input("in")
             self._port = inp
-            async for batch in inp:
-                if self.outbox is None:
+            if self.outbox is None:
+                async for batch in inp:
                     del batch  # freed before the wait for the next: see edr.runtime.flight
-                    continue
-                if self.categories:
-                    batch = [e for e in batch if e.category in self.categories]
-                    if not batch:
-                        continue
-                lines = [dumps_line(event_to_record(e)) for e in batch]
-                inp.done()
-                await self.outbox.write(lines)
-                self.events += len(lines)
+                return
+            await self._gather_and_write(inp, self.outbox)
         finally:
             if self.file is not None:
                 self.file.close()
 
+    async def _gather_and_write(self, inp: InPort, outbox: Outbox) -> None:
+        categories = self.categories
+        ended = False
+        while not ended:
+            # The deadline is set by the first line gathered. It cancels only the wait for a batch
+            # (the one checkpoint in here): a batch taken is always serialized.
+            with trio.CancelScope() as gathering:
+                while len(self._gathered) < self.write_lines:
+                    batch = await inp.receive()
+                    if batch is None:
+                        ended = True
+                        break
+                    if categories:
+                        batch = [e for e in batch if e.category in categories]
+                    if batch:
+                        if not self._gathered:
+                            gathering.deadline = trio.current_time() + self.write_delay
+                        self._gathered += [dumps_line(event_to_record(e)) for e in batch]
+                    inp.done()
+                    del batch
+            if self._gathered:
+                # handed over whole: the outbox counts them as unwritten from its first statement on
+                lines, self._gathered = self._gathered, []
+                await outbox.write(lines)
+                self.events += len(lines)
+                self.writes += 1
+
     def unwritten(self) -> dict[str, int]:
-        """Events given to the enabled stream and not on disk (nothing when the stream is off).
+        """Events given to the enabled stream and not on disk (nothing when the stream is off): gathered,
+        being written, or still on the input edge.
 
         Counted before the category filter, as the edge counts them: an event
         still queued when the writer was cancelled may be one it would have skipped.
         """
         if self.outbox is None:
             return {}
-        return {"events": self.outbox.unwritten + _queued(self._port)}
+        return {"events": len(self._gathered) + self.outbox.unwritten + _queued(self._port)}
 
     def statistics(self) -> dict[str, Any]:
-        """Events written, and the file's own counters when the stream is on."""
-        stats: dict[str, Any] = {"events": self.events}
+        """Events written, writes (worker-thread round trips), and the file's own counters when the stream is on."""
+        stats: dict[str, Any] = {"events": self.events, "writes": self.writes}
         if self.file is not None:
             stats["file"] = self.file.statistics()
         return stats
