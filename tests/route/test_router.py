@@ -44,6 +44,19 @@ def test_repeats_are_collapsed_into_one_event_carrying_their_count() -> None:
     assert router.aggregator is not None and router.aggregator.aggregated == 2
 
 
+def test_batches_without_connections_keep_their_lanes_and_order_with_aggregates_due() -> None:
+    router = Router("router", _aggregator(frozenset({"DestinationPort"})))
+    router.split([conn(1), conn(2)], now=0.0)
+    prio, bulk = router.split([ev(PROCESS_FORK, 3), ev(PROCESS_CREATION, 4)], now=1.0)
+    assert [e.seq for e in prio] == [3, 4] and bulk == []
+    prio, bulk = router.split([ev(PROCESS_FORK, 5), ev(FILE_EVENT, 6), ev(PROCESS_TERMINATION, 7),
+                               ev(FILE_EVENT, 8)], now=10.0)
+    assert [e.seq for e in prio] == [5, 7]
+    assert [(e.seq, e.count) for e in bulk] == [(2, 1), (6, 1), (8, 1)]  # the due aggregate first
+    prio, bulk = router.split([ev(FILE_EVENT, 9)], now=11.0)
+    assert prio == [] and [e.seq for e in bulk] == [9]
+
+
 def test_a_field_a_rule_reads_is_part_of_the_key() -> None:
     agg = _aggregator(frozenset({"CommandLine"}))
     router = Router("router", agg)
@@ -101,3 +114,31 @@ level: high
     assert [e.count for e in first + later] == [1, 4]
     titles = [a.rule_name for e in first + later for a in engine.match(e)]
     assert titles.count("Many connections to 203.0.113.5") == 1
+
+
+async def test_an_open_aggregate_is_emitted_while_the_input_is_idle() -> None:
+    """The router wakes on its own (every second) only while an aggregate is open, and emits it when due."""
+    import trio
+
+    from edr.runtime.actor import Ports
+    from edr.runtime.buffer import Policy
+    from edr.runtime.channel import Edge, InPort, OutPort
+
+    router = Router("router", _aggregator(frozenset(), window=0.2))
+    inp, edge = InPort("in"), Edge("in", 8, Policy.BLOCK)
+    inp.attach(edge)
+    outs, received = {}, InPort("out")
+    for lane in ("priority", "bulk"):
+        port, out_edge = OutPort(lane), Edge(lane, 8, Policy.BLOCK)
+        port.attach(out_edge)
+        received.attach(out_edge)
+        outs[lane] = port
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(router.run, Ports(inputs={"in": inp}, outputs=outs))
+        await edge.send([conn(1), conn(2), conn(3)])
+        with trio.fail_after(5):
+            first = await received.receive()
+            later = await received.receive()  # no more input: the timer's doing
+        assert first is not None and [e.seq for e in first] == [1]
+        assert later is not None and [(e.seq, e.count) for e in later] == [(3, 2)]
+        edge.close()

@@ -7,6 +7,7 @@ the graph) sheds under overload and counts what it drops.
 
 from __future__ import annotations
 
+import math
 import operator
 import time
 from collections.abc import Sequence
@@ -39,12 +40,20 @@ class Router(ActorBase):
         """Sans-IO core: (priority, bulk) for one batch."""
         lifecycle = LIFECYCLE_CATEGORIES
         agg = self.aggregator
-        if agg is None:
-            # C-level passes (map, compress): this runs for every event of a replay
-            flags = list(map(lifecycle.__contains__, map(_category, batch)))
+        # C-level passes (map, compress): this runs for every event
+        categories = list(map(_category, batch))
+        if agg is None or NETWORK_CONNECTION not in categories:
+            flags = list(map(lifecycle.__contains__, categories))
+            due = agg.expire(now) if agg is not None and len(agg) else []
             if not any(flags):
+                if due:
+                    due += batch
+                    return [], due
                 return [], batch if type(batch) is list else list(batch)
-            return list(compress(batch, flags)), list(compress(batch, map(operator.not_, flags)))
+            if all(flags) and not due:
+                return batch if type(batch) is list else list(batch), []
+            due += compress(batch, map(operator.not_, flags))
+            return list(compress(batch, flags)), due
         prio = []
         bulk = agg.expire(now)
         for event in batch:
@@ -74,7 +83,8 @@ class Router(ActorBase):
         while True:
             batch: Any = None
             timed_out = True
-            with trio.move_on_after(tick):
+            # a timer only while some aggregate is open: none could become due otherwise
+            with trio.move_on_at(trio.current_time() + tick if len(agg) else math.inf):
                 batch = await inp.receive()
                 timed_out = False
             if timed_out:
