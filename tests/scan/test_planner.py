@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from edr.event import Event
+from edr.event import CATEGORIES, Event
 from edr.scan.memory import SweepPlanner
-from edr.scan.planner import ScanJob, ScanPlanner, pid_of
+from edr.scan.planner import INTAKE_CATEGORIES, ScanJob, ScanPlanner, pid_of
 
 TRUSTED = "/usr/bin/"
 
@@ -42,6 +42,19 @@ def test_planner_module_does_not_import_trio() -> None:
     code = "import sys, edr.scan.planner; print(sorted(m for m in sys.modules if m.split('.')[0] == 'trio'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_events_of_other_categories_than_intake_categories_give_nothing_and_change_nothing() -> None:
+    """The scan actor passes over them without asking the planner: that must lose nothing."""
+    p = planner(memory=True)
+    p.intake(write("/tmp/settling"), 0.0)
+    before = (p.statistics(), len(p.settle))
+    for category in sorted(CATEGORIES - INTAKE_CATEGORIES):
+        event = Event(category, "linux", {"Image": "/tmp/evil", "TargetFilename": "/tmp/settling",
+                                          "SourceFilename": "/tmp/x", "ProcessId": 4242}, 0.0)
+        assert p.intake(event, 1.0) == [], category
+    assert (p.statistics(), len(p.settle)) == before
+    assert [job.path for job in p.due(2.0)] == ["/tmp/settling"]  # still settling from its own write at 0.0
 
 
 def test_exec_is_scanned_at_once_unless_allowlisted() -> None:

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import copy
 import logging
+import operator
 import os
 import time
 from collections.abc import Iterable
+from itertools import compress
 from typing import Any, ClassVar, Final
 
 import attrs
@@ -45,9 +47,11 @@ from edr.scan.allowlist import PrefixAllowlist
 from edr.scan.file_scan import MB, FileScanner, FileVerdict, ScanLimits
 from edr.scan.identity import IdentityCache
 from edr.scan.memory import SweepPlanner
-from edr.scan.planner import EXEC, SWEEP_TICK, WRITTEN, ScanJob, ScanPlanner
+from edr.scan.planner import EXEC, INTAKE_CATEGORIES, SWEEP_TICK, WRITTEN, ScanJob, ScanPlanner
 
 log = logging.getLogger("edr.scan")
+
+_category = operator.attrgetter("category")
 
 #: Category of the synthetic event a memory-sweep alert carries (no sensor event caused it).
 MEMORY_SCAN: Final = "memory_scan"
@@ -215,12 +219,17 @@ class ScanDispatcher(ActorBase):
                     timers.start_soon(self._settle_loop)
                     if planner.sweeping:
                         timers.start_soon(self._sweep_loop)
+                    intake = planner.intake
                     async for batch in ports.input("in"):
                         self._refresh()
                         now = trio.current_time()
-                        for event in batch:
-                            self._enqueue(planner.intake(event, now))
+                        # most events (forks, exits, connections) are of no interest: passed over at C level
+                        for event in compress(batch, map(INTAKE_CATEGORIES.__contains__, map(_category, batch))):
+                            wanted = intake(event, now)
+                            if wanted:
+                                self._enqueue(wanted)
                         self.events += len(batch)
+                        del batch  # freed before the wait for the next: see edr.runtime.flight
                     # End of stream: written files still settling are scanned now.
                     self._enqueue(planner.flush())
                     timers.cancel_scope.cancel()

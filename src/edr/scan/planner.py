@@ -42,6 +42,8 @@ MEMORY: Final = "memory"
 SWEEP: Final = "sweep"
 
 _WRITTEN_CATEGORIES: Final = frozenset({FILE_EVENT, FILE_CHANGE, FILE_RENAME})
+#: The categories :meth:`ScanPlanner.intake` looks at: an event of any other gives no job and changes nothing.
+INTAKE_CATEGORIES: Final = _WRITTEN_CATEGORIES | {PROCESS_CREATION, FILE_DELETE}
 #: Seconds between two looks at the sweep's rate limit (the sweep's own pace is per minute).
 SWEEP_TICK: Final = 1.0
 
