@@ -40,20 +40,15 @@ class Router(ActorBase):
         """Sans-IO core: (priority, bulk) for one batch."""
         lifecycle = LIFECYCLE_CATEGORIES
         agg = self.aggregator
-        # C-level passes (map, compress): this runs for every event
-        categories = list(map(_category, batch))
-        if agg is None or NETWORK_CONNECTION not in categories:
-            flags = list(map(lifecycle.__contains__, categories))
-            due = agg.expire(now) if agg is not None and len(agg) else []
+        if agg is None:
+            # C-level passes (map, compress): this runs for every event of a replay
+            flags = list(map(lifecycle.__contains__, map(_category, batch)))
             if not any(flags):
-                if due:
-                    due += batch
-                    return [], due
                 return [], batch if type(batch) is list else list(batch)
-            if all(flags) and not due:
-                return batch if type(batch) is list else list(batch), []
-            due += compress(batch, map(operator.not_, flags))
-            return list(compress(batch, flags)), due
+            return list(compress(batch, flags)), list(compress(batch, map(operator.not_, flags)))
+        if lifecycle.issuperset(map(_category, batch)):
+            # process lifecycle only (an exec storm's batches): one C-level pass instead of the loop
+            return batch if type(batch) is list else list(batch), agg.expire(now) if len(agg) else []
         prio = []
         bulk = agg.expire(now)
         for event in batch:
