@@ -57,6 +57,22 @@ def test_events_of_other_categories_than_intake_categories_give_nothing_and_chan
     assert [job.path for job in p.due(2.0)] == ["/tmp/settling"]  # still settling from its own write at 0.0
 
 
+def test_the_allowlist_is_asked_once_per_path_and_every_skip_counted() -> None:
+    asked: list[str] = []
+
+    def skips(path: str) -> bool:
+        asked.append(path)
+        return path.startswith(TRUSTED)
+
+    p = ScanPlanner(files=True, memory=False, skips=skips, settle_secs=1.0)
+    for _ in range(3):
+        assert p.intake(exec_event(f"{TRUSTED}true"), 0.0) == []
+        assert [job.path for job in p.intake(exec_event("/tmp/evil"), 0.0)] == ["/tmp/evil"]
+    p.intake(write(f"{TRUSTED}true"), 0.0)
+    assert asked == [f"{TRUSTED}true", "/tmp/evil"]
+    assert p.statistics()["allowlisted"] == 4 and len(p.settle) == 0
+
+
 def test_exec_is_scanned_at_once_unless_allowlisted() -> None:
     p = planner()
     event = exec_event("/tmp/evil", 4242)

@@ -81,7 +81,7 @@ def build_planner(cfg: Config, scanner: FileScanner) -> ScanPlanner:
         # Nothing to scan for: no rules and no hash indicators. Hashing anyway would only burn CPU.
         files=scanner.rules is not None or scanner.want_hashes,
         memory=scan.memory_enabled and scanner.rules is not None,
-        skips=scanner.skips, settle_secs=scan.settle_secs,
+        skips=scanner.allowlisted, settle_secs=scan.settle_secs,
         sweep=SweepPlanner(scan.sweep_max_per_minute, exclude=(os.getpid(),)),
         sweep_interval=scan.sweep_interval_secs, log=log,
     )
@@ -241,11 +241,15 @@ class ScanDispatcher(ActorBase):
         """Events seen; jobs queued/dropped/completed and the queue as an edge; alerts; scanner and planner counters."""
         cache = self.scanner.cache
         queue = self.jobs.statistics()
+        counts = dict(self.scanner.counts)
+        planned = self.planner.statistics()
         return {
             "events": self.events, "queued": queue.sent - queue.dropped, "dropped": queue.dropped,
             "completed": self.completed, "alerts": self.alerts, "worker_errors": self.worker_errors,
-            "queue": attrs.asdict(queue), **self.planner.statistics(),
-            "cache_entries": len(cache), "cache_hits": cache.hits, **dict(self.scanner.counts),
+            "queue": attrs.asdict(queue), **planned,
+            "cache_entries": len(cache), "cache_hits": cache.hits, **counts,
+            # skipped by the planner, and by a job's own look (a path the planner did not ask about)
+            "allowlisted": planned["allowlisted"] + counts.get("allowlisted", 0),
         }
 
 

@@ -101,9 +101,13 @@ class FileScanner:
             for key in keys:
                 self.counts[key] += 1
 
+    def allowlisted(self, path: str) -> bool:
+        """True when ``path`` is allowlisted for every engine: nothing to do, no job needed (not counted)."""
+        return (self.rules is None or self.yara_allowlist.match(path)) and self.hash_allowlist.match(path)
+
     def skips(self, path: str) -> bool:
-        """True (and counted) when ``path`` is allowlisted for every engine: nothing to do, no job needed."""
-        if (self.rules is None or self.yara_allowlist.match(path)) and self.hash_allowlist.match(path):
+        """:meth:`allowlisted`, counted (as ``allowlisted`` in :attr:`counts`) when True."""
+        if self.allowlisted(path):
             self._count("allowlisted")
             return True
         return False

@@ -44,6 +44,8 @@ SWEEP: Final = "sweep"
 _WRITTEN_CATEGORIES: Final = frozenset({FILE_EVENT, FILE_CHANGE, FILE_RENAME})
 #: The categories :meth:`ScanPlanner.intake` looks at: an event of any other gives no job and changes nothing.
 INTAKE_CATEGORIES: Final = _WRITTEN_CATEGORIES | {PROCESS_CREATION, FILE_DELETE}
+#: Paths whose ``skips`` answer is remembered at most (then forgotten all at once).
+SKIP_ANSWERS: Final = 4096
 #: Seconds between two looks at the sweep's rate limit (the sweep's own pace is per minute).
 SWEEP_TICK: Final = 1.0
 
@@ -80,7 +82,9 @@ class ScanPlanner:
     ``files``: scan executables and written files (False when there are
     neither YARA rules nor hash indicators: hashing would only burn CPU).
     ``memory``: scan new processes' memory. ``skips(path)``: True when every
-    engine allowlists ``path``. ``sweep``: the memory sweep's rate limit and
+    engine allowlists ``path``; a pure test of the path, whose answer the
+    planner remembers per path (the same few executables run over and
+    over) and counts, when True, in ``statistics()["allowlisted"]``. ``sweep``: the memory sweep's rate limit and
     exclusions (None, or a ``sweep_interval`` of 0: no sweep).
     """
 
@@ -90,6 +94,9 @@ class ScanPlanner:
         self.files = files
         self.memory = memory
         self.skips = skips
+        self._skip_answers: dict[str, bool] = {}
+        #: paths not tracked or scanned because every engine allowlists them
+        self.allowlisted = 0
         self.settle = SettleTracker(settle_secs, settle_capacity)
         self.sweep_planner = sweep
         self.sweep_interval = sweep_interval
@@ -114,7 +121,7 @@ class ScanPlanner:
         if category == PROCESS_CREATION:
             jobs: list[ScanJob] = []
             image = event.get(F.IMAGE)
-            if self.files and isinstance(image, str) and image and not self.skips(image):
+            if self.files and isinstance(image, str) and image and not self._skipped(image):
                 jobs.append(ScanJob(EXEC, image, pid_of(event), event))
             if self.memory:
                 pid = pid_of(event)
@@ -127,7 +134,7 @@ class ScanPlanner:
                 # Renamed away: the old name no longer holds the bytes; the new one is tracked below.
                 self._forget(source)
             target = event.get(F.TARGET_FILENAME)
-            if self.files and isinstance(target, str) and target and not self.skips(target):
+            if self.files and isinstance(target, str) and target and not self._skipped(target):
                 if self.settle.touch(target, now):
                     self._pending_events[target] = event
                 else:
@@ -139,6 +146,17 @@ class ScanPlanner:
             if isinstance(target, str):
                 self._forget(target)
         return []
+
+    def _skipped(self, path: str) -> bool:
+        answer = self._skip_answers.get(path)
+        if answer is None:
+            answer = self.skips(path)
+            if len(self._skip_answers) >= SKIP_ANSWERS:
+                self._skip_answers.clear()
+            self._skip_answers[path] = answer
+        if answer:
+            self.allowlisted += 1
+        return answer
 
     def _forget(self, path: str) -> None:
         self.settle.forget(path)
@@ -174,6 +192,7 @@ class ScanPlanner:
         return [ScanJob(SWEEP, None, pid, None) for pid in planner.take(now)]
 
     def statistics(self) -> dict[str, Any]:
-        """Files settling, files not tracked (tracker full), sweep rounds begun."""
-        return {"settle_pending": len(self.settle), "settle_dropped": self.settle.dropped,
+        """Paths allowlisted, files settling, files not tracked (tracker full), sweep rounds begun."""
+        return {"allowlisted": self.allowlisted, "settle_pending": len(self.settle),
+                "settle_dropped": self.settle.dropped,
                 "sweep_rounds": self.sweep_planner.rounds if self.sweep_planner is not None else 0}
