@@ -80,6 +80,21 @@ def test_bad_events_pass_through() -> None:
     assert e.statistics()["events"] == 3
 
 
+def test_a_batch_is_enriched_as_its_events_one_by_one() -> None:
+    def batch() -> list[Event]:
+        return [ev(PROCESS_FORK, ProcessId=51, ParentProcessId=50),
+                ev(PROCESS_CREATION, ProcessId=51, Image="/usr/bin/curl", CommandLine="curl x", Uid=1000),
+                ev(DNS_QUERY, ProcessId=5, QueryName="a", QueryResults=12),  # a mistyped field, passed through
+                ev(PROCESS_TERMINATION, ts=100.5, ProcessId=51, Uid=1000)]
+    one, whole = _enricher(), _enricher()
+    events, batched = batch(), batch()
+    assert [one.process(e) for e in events] == events
+    out = whole.process_batch(batched)
+    assert out == batched and out is not batched
+    assert [e.fields for e in out] == [e.fields for e in events]
+    assert whole.statistics() == one.statistics() and one.statistics()["events"] == 4
+
+
 def test_query_results_parsing() -> None:
     assert addresses_from_query_results("type:  5 a.b;::ffff:1.1.1.1;fe80::1;junk;") == ["1.1.1.1", "fe80::1"]
 

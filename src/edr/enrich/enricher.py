@@ -8,6 +8,7 @@ raises on a bad event.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Any
 
 from edr.enrich.dns_cache import DnsCache
@@ -90,6 +91,19 @@ class Enricher:
             # stop the pipeline; it passes through unenriched and is counted
             self._errors += 1
         return event
+
+    def process_batch(self, batch: Sequence[Event]) -> list[Event]:
+        """:meth:`process` of every event of ``batch``, in one call; the events, in order, in a new list."""
+        work = self._process
+        errors = 0
+        for event in batch:
+            try:
+                work(event)
+            except Exception:  # as in process: the event passes through unenriched, counted
+                errors += 1
+        self._events += len(batch)
+        self._errors += errors
+        return list(batch)
 
     def _process(self, event: Event) -> None:
         ts = event.timestamp
