@@ -9,7 +9,7 @@ the live actors call, stage by stage, in one process:
 - ``decode``: the eBPF :class:`~edr.sources.ebpf.decode.Decoder` (batches of
   ``--batch`` records) over :class:`~edr.sources.ebpf.host.LiveHost`;
 - ``route``: the router's lanes, with connection aggregation as live;
-- ``enrich``: the enricher (process cache; user names through a fixed look-up);
+- ``enrich``: the enricher actor's core (process cache; user names through a fixed look-up);
 - ``events``: the event stream's lines of ``process_creation`` (as the exec storm bench enables it);
 - ``scan``: the scan planner's intake of the events it looks at (YARA rules assumed, default allowlists).
 
@@ -94,6 +94,7 @@ def pipeline(stages: int, batch: int) -> Callable[[list[Any]], None]:
     """A function running the first ``stages`` stages over a list of records, with fresh state each call."""
     from edr.alerts.ndjson import dumps_line
     from edr.config import load_config
+    from edr.enrich.actor import EnricherActor
     from edr.enrich.enricher import Enricher
     from edr.enrich.users import UserCache
     from edr.event import PROCESS_CREATION, event_to_record
@@ -123,7 +124,7 @@ def pipeline(stages: int, batch: int) -> Callable[[list[Any]], None]:
     def run(records: list[Any]) -> None:
         decoder = Decoder(host=RecordedHost(), ignore_pids={os.getpid()}, boot_offset=0.0)
         router = Router("router", ConnectionAggregator(lambda _: frozenset(), window=10.0, max_entries=4096))
-        enricher = Enricher(users=UserCache(lambda uid: "root"))
+        enricher = EnricherActor("enricher", Enricher(users=UserCache(lambda uid: "root")))
         planner = build_planner(cfg, build_scanner(cfg, YaraRules(), False))  # type: ignore[arg-type]
         for i in range(0, len(records), batch):
             if hasattr(decoder, "decode_batch"):
@@ -135,7 +136,7 @@ def pipeline(stages: int, batch: int) -> Callable[[list[Any]], None]:
             for lane in router.split(events, 0.0):
                 if stages < 3 or not lane:
                     continue
-                enriched = [enricher.process(e) for e in lane]
+                enriched = enricher.enrich(lane)
                 if stages < 4:
                     continue
                 lines = [dumps_line(event_to_record(e)) for e in enriched if e.category == PROCESS_CREATION]
