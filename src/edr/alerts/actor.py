@@ -34,11 +34,11 @@ from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.channel import InPort, OutPort
 
 _RETRY_FIRST = 0.2
+_RETRY_MAX = 5.0
 #: The event stream writes what it gathered at most this many seconds after the first of it arrived...
 EVENTS_WRITE_DELAY = 0.1
 #: ...or as soon as it holds this many lines (~0.5 KB each)
 EVENTS_WRITE_LINES = 4096
-_RETRY_MAX = 5.0
 
 
 class Outbox:

@@ -83,9 +83,10 @@ class ScanPlanner:
     neither YARA rules nor hash indicators: hashing would only burn CPU).
     ``memory``: scan new processes' memory. ``skips(path)``: True when every
     engine allowlists ``path``; a pure test of the path, whose answer the
-    planner remembers per path (the same few executables run over and
-    over) and counts, when True, in ``statistics()["allowlisted"]``. ``sweep``: the memory sweep's rate limit and
-    exclusions (None, or a ``sweep_interval`` of 0: no sweep).
+    planner remembers per path (the same few executables run over and over)
+    and counts, when True, in ``statistics()["allowlisted"]``. ``sweep``: the
+    memory sweep's rate limit and exclusions (None, or a ``sweep_interval``
+    of 0: no sweep).
     """
 
     def __init__(self, *, files: bool, memory: bool, skips: Callable[[str], bool], settle_secs: float,
