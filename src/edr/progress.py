@@ -22,9 +22,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class Progress(Protocol):
@@ -82,6 +83,9 @@ class TqdmProgress:
 
     def begin(self, phase: str, total: int | None = None, unit: str = "") -> None:
         """See :class:`Progress`."""
+        # imported here: a replay or a start without a terminal draws nothing, and tqdm costs ~14 ms to import
+        from tqdm import tqdm
+
         self.end()
         label = _LABELS.get(phase, phase)
         if unit == "B":

@@ -36,12 +36,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
-import psutil
 
 from edr.platform.facade import current
+
+if TYPE_CHECKING:
+    import psutil
 
 AGENT: Final = "agent"
 PARENT: Final = "parent"
@@ -73,6 +75,8 @@ def roles_by_pid(protected: tuple[ProtectedProcess, ...]) -> dict[int, str]:
 
 
 def _name(proc: psutil.Process) -> str:
+    import psutil
+
     try:
         return proc.name()
     except psutil.Error:
@@ -81,6 +85,8 @@ def _name(proc: psutil.Process) -> str:
 
 def _manager_pid(environ: Mapping[str, str], agent: psutil.Process | None) -> int | None:
     """``$MANAGERPID`` when it names a live process that started no later than the agent."""
+    import psutil
+
     text = environ.get("MANAGERPID", "").strip()
     if not text.isdigit() or agent is None:
         return None
@@ -106,6 +112,10 @@ def walk_protected(environ: Mapping[str, str] | None, init_pid: int | None) -> t
     that vanishes or cannot be read ends the walk there, and what was found
     so far is returned (the agent and its parent's PID at least).
     """
+    # imported here, not with the module: every command imports this one through the platform, and
+    # only the responder walks processes (psutil costs ~8 ms of each start of `edr replay`)
+    import psutil
+
     env = os.environ if environ is None else environ
     roles: dict[int, list[str]] = {}
     names: dict[int, str] = {}
