@@ -31,7 +31,7 @@ from typing import Any, Final, Protocol
 import attrs
 
 from edr.detect.sigma.correlation import CompiledCorrelation, RefKey
-from edr.detect.sigma.index import RouteIndex
+from edr.detect.sigma.index import RouteIndex, SharedAutomata
 from edr.detect.sigma.loader import ParsedFiles, Rejection, find_rule_files, parse_files
 from edr.detect.sigma.logsources import Route, applies, is_fed, route_label
 from edr.detect.sigma.report import LoadReport
@@ -180,6 +180,10 @@ class RuleSet:
     files: list[RuleFile] = attrs.field(factory=list)
     #: rule numbers per distinct logsource, in load order (derived, for building route indexes)
     _by_logsource: dict[Route, list[int]] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    #: per rule, the number of its first clause in the whole set (derived, for building route indexes)
+    _first_clause: list[int] = attrs.field(factory=list, init=False, eq=False, repr=False)
+    #: the route indexes' per-field automata, shared where routes read a field with the same rules
+    _automata: SharedAutomata = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def route_index(self, route: Route) -> RouteIndex:
         """The literal index of the rules that apply to ``route`` (built on first use).
@@ -191,13 +195,17 @@ class RuleSet:
         index = self.routes.get(route)
         if index is None:
             if not self._by_logsource:
+                first = 0
                 for rule in self.rules:
                     self._by_logsource.setdefault(rule.meta.logsource, []).append(rule.number)
+                    self._first_clause.append(first)
+                    first += len(rule.clauses or ())
             # a few hundred distinct logsources, not thousands of rules, are tested against the route
             numbers = sorted(number for logsource, group in self._by_logsource.items()
                              if applies(logsource, route) for number in group)
             rules = self.rules
-            index = RouteIndex((number, rules[number].clauses) for number in numbers if _built(rules[number]))
+            index = RouteIndex(((number, rules[number].clauses) for number in numbers if _built(rules[number])),
+                               first_clause=self._first_clause, automata=self._automata)
             self.routes[route] = index
         return index
 
