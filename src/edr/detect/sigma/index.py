@@ -92,7 +92,8 @@ class RouteIndex:
             rule_clauses.append((rule, ids))
             for clause_id, clause in zip(ids, clauses, strict=True):
                 # sorted: a frozenset iterates in an order that varies with the hash seed, and the
-                # tables and automata built here should be the same for the same rules
+                # tables and automata built here should be the same for the same rules. A clause
+                # holds a literal once (a set), so no clause is listed twice under one literal.
                 for field, kind, text in sorted(clause):
                     (exact if kind == "eq" else substr)[field][text].append(clause_id)
         #: every rule of the route, in load order
@@ -102,7 +103,7 @@ class RouteIndex:
         self.anchors = _anchors(rule_clauses, [exact, substr], clause_count)
         self.anchor_set = frozenset(self.anchors)
         self.exact: dict[str, dict[str, tuple[int, ...]]] = {
-            f: {v: tuple(dict.fromkeys(c)) for v, c in table.items()} for f, table in exact.items()
+            f: {v: tuple(c) for v, c in table.items()} for f, table in exact.items()
         }
         #: keyword (field-less) equality literals: any value of the event equal to one
         self.any_exact = self.exact.pop(ANY_FIELD, None)
@@ -112,14 +113,14 @@ class RouteIndex:
         keywords = substr.pop(ANY_FIELD, {})
         self.keyword_words: tuple[str, ...] = tuple(keywords)
         self.keywords = _keyword_automaton(self.keyword_words)
-        self.keyword_ids: tuple[tuple[int, ...], ...] = tuple(tuple(dict.fromkeys(ids)) for ids in keywords.values())
+        self.keyword_ids: tuple[tuple[int, ...], ...] = tuple(map(tuple, keywords.values()))
         #: whether some keyword literal can be found in an int's decimal digits (else ints are skipped)
         self.keywords_in_ints = any(set(word) <= _INT_CHARS for word in self.keyword_words)
         #: recent str and int values -> the keyword clauses found in them (see candidates)
         self.keyword_memo: dict[str | int, tuple[int, ...]] = {}
         self.substr: dict[str, ahocorasick.Automaton] = {}
         for field, table in substr.items():
-            words = tuple((text, tuple(dict.fromkeys(ids))) for text, ids in table.items())
+            words = tuple((text, tuple(ids)) for text, ids in table.items())
             automaton = automata.get((field, words)) if automata is not None else None
             if automaton is None:
                 automaton = _automaton(words)
