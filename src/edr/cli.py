@@ -432,6 +432,8 @@ def _replay(args: argparse.Namespace) -> int:
     from edr.wiring.graphs import mode_graph
 
     extra: dict[str, Any] = {"scanner.sigma_rules_path": args.sigma} if args.sigma else {}
+    # the replay graph has no scanner: its YARA rules would be compiled for nothing
+    extra["scanner.yara_enabled"] = False
     if args.output:
         # A replay is not live: its alerts, events and log go where it is told, never to the agent's files.
         # Only this invocation's own environment may send its events or log elsewhere.

@@ -17,11 +17,11 @@ import attrs
 from edr.config import Config
 from edr.detect.alert import Detector
 from edr.detect.simple import SimpleEngine, load_rules
-from edr.detect.yara_rules import YaraRuleSet, compile_rules
 
 if TYPE_CHECKING:
     from edr.detect.ioc import IocSet
     from edr.detect.sigma import SigmaEngine
+    from edr.detect.yara_rules import YaraRuleSet
 
 log = logging.getLogger("edr.detect")
 
@@ -105,6 +105,8 @@ def load_yara(cfg: Config, files: Iterable[str] | None = None) -> YaraRuleSet | 
     if not cfg.scanner.yara_enabled:
         return None
     from pathlib import Path
+
+    from edr.detect.yara_rules import compile_rules  # yara's own import: only where YARA is on
 
     rules = compile_rules(cfg.scanner.yara_rules_path, None if files is None else [Path(f) for f in files])
     for err in rules.errors:
