@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from edr.config import PACK, Config
 from edr.rulepacks.errors import PackError
 from edr.rulepacks.layout import normalize_name
-from edr.rulepacks.store import CONTENT_DIR, PackStore
+
+if TYPE_CHECKING:
+    from edr.rulepacks.store import PackStore
 
 log = logging.getLogger("edr.rules")
 
@@ -34,6 +36,10 @@ def active_paths(store: PackStore | str | os.PathLike[str]) -> list[str]:
     Creates nothing. Raises PackError (``store``) when the active pack is
     broken (the caller logs it and goes on with its bundled rules).
     """
+    # imported here: a start whose rule paths name no pack (edr replay --sigma DIR) needs none of the
+    # store (its manifests, msgspec's schemas: ~8 ms)
+    from edr.rulepacks.store import CONTENT_DIR, PackStore
+
     store = store if isinstance(store, PackStore) else PackStore(store)
     pack_id = store.active_id()
     if pack_id is None:

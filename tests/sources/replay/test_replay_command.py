@@ -106,7 +106,8 @@ def test_a_replay_from_the_rule_cache_imports_no_progress_bar_process_walker_pac
         workdir: Path) -> None:
     """tqdm (a bar: none with --no-progress), psutil (the responder's process walk), importlib.metadata
     (the rule cache's engine key needs pySigma's version only) and yara (the replay graph has no scanner:
-    its rules were compiled for nothing) cost a replay's start ~60 ms together."""
+    its rules were compiled for nothing) and the rule pack store (no pack named: --sigma) cost a replay's
+    start ~70 ms together."""
     rules = workdir / "rules"
     rules.mkdir()
     (rules / "cron.yml").write_text(
@@ -117,7 +118,8 @@ def test_a_replay_from_the_rule_cache_imports_no_progress_bar_process_walker_pac
     probe = ("import sys\nfrom edr.cli import main\n"
              f"code = main(['replay', '--config', 'edr.toml', '--output', 'logs', '--no-progress', '--sigma', "
              f"{str(rules)!r}, {str(events)!r}])\n"
-             "print(code, sorted(m for m in sys.modules if m in ('tqdm', 'psutil', 'importlib.metadata', 'yara')))\n")
+             "print(code, sorted(m for m in sys.modules if m in ('tqdm', 'psutil', 'importlib.metadata', 'yara', "
+             "'edr.rulepacks.store')))\n")
     env = clean_env(EDR__SIGMA__CACHE_DIR=str(workdir / "cache"))
     for run in ("cold", "warm"):
         r = subprocess.run([sys.executable, "-c", probe], cwd=workdir, env=env, capture_output=True, text=True,
