@@ -174,13 +174,16 @@ class _Pool:
 
     def __init__(self) -> None:
         self.given: list[str] = []
+        #: how many files each submission gave
+        self.groups: list[int] = []
         self.futures: list[Any] = []
 
-    def submit(self, fn: Any, path: str, batch_size: int) -> Any:
+    def submit(self, fn: Any, paths: list[str], batch_size: int) -> Any:
         from concurrent.futures import Future
 
-        future: Future[bytes] = Future()
-        self.given.append(Path(path).name)
+        future: Future[list[bytes]] = Future()
+        self.given.extend(Path(path).name for path in paths)
+        self.groups.append(len(paths))
         self.futures.append(future)
         return future
 
@@ -189,7 +192,7 @@ class _Pool:
 
 
 def test_readers_read_far_ahead_through_small_files_and_not_through_large_ones(workdir: Path) -> None:
-    from edr.sources.replay.parallel import AHEAD, AHEAD_BYTES, PooledFiles, WireFile, _encode
+    from edr.sources.replay.parallel import AHEAD, AHEAD_BYTES, GROUP_FILES, PooledFiles, WireFile, _encode
 
     small = [workdir / f"s{i:02}.evtx" for i in range(30)]
     for f in small:
@@ -197,6 +200,9 @@ def test_readers_read_far_ahead_through_small_files_and_not_through_large_ones(w
     pool = _Pool()
     pooled = PooledFiles([str(f) for f in small], 64, 1, pool_factory=lambda workers, level: pool)
     assert len(pool.given) == 1 + AHEAD  # one per worker, and AHEAD files ahead
+    assert pool.groups == [GROUP_FILES, GROUP_FILES, 1 + AHEAD - 2 * GROUP_FILES]  # given together
+    pool.futures[0].set_result([_encode(WireFile(True, "evtx", size=i)) for i in range(GROUP_FILES)])
+    assert [pooled.result(i).size for i in range(GROUP_FILES)] == list(range(GROUP_FILES))
     pooled.close()
 
     large = [workdir / f"l{i}.evtx" for i in range(6)]
@@ -206,7 +212,7 @@ def test_readers_read_far_ahead_through_small_files_and_not_through_large_ones(w
     pool = _Pool()
     pooled = PooledFiles([str(f) for f in large], 64, 1, pool_factory=lambda workers, level: pool)
     assert pool.given == ["l0.evtx", "l1.evtx"]  # the worker's file, and the first file ahead whatever its size
-    pool.futures[0].set_result(_encode(WireFile(True, "evtx")))
+    pool.futures[0].set_result([_encode(WireFile(True, "evtx"))])
     assert pooled.result(0).pooled
     assert pool.given == ["l0.evtx", "l1.evtx", "l2.evtx"]  # one more when one is replayed
     pooled.close()
