@@ -2,7 +2,9 @@
 
 ``edr replay --workers N`` (N > 1): the replay source gives each file to a
 worker process of a pool of N - 1 (:class:`PooledFiles`), a few files ahead of the
-one it is replaying. A worker (:func:`read_file`) does what the source and
+one it is replaying, consecutive small files together (:data:`GROUP_FILES`: a task
+costs this process more than reading a small file costs the worker). A worker
+(:func:`read_file`) does what the source and
 the normalizer would do with an EVTX file or an evtx JSON dump: open it
 (:func:`~edr.sources.replay.formats.open_recording`), read its records
 (:mod:`~edr.sources.replay.winlog`) and decode each one into events with
