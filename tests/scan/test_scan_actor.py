@@ -23,6 +23,7 @@ from edr.health import health_record
 from edr.platform.linux import procfs
 from edr.runtime.supervisor import Supervisor
 from edr.scan.actor import ScanDispatcher
+from edr.scan.planner import ScanJob
 from edr.wiring import builders
 from edr.wiring.context import AgentContext
 from tests.scan.harness import Feed, running, supervised, wait_for
@@ -172,6 +173,32 @@ async def test_written_executable_is_scanned_once_it_settles(tmp_path: Path) -> 
     assert alert.event.category == "file_event"
     assert alert.ecs["edr.scan.object"] == "written_file"  # the responder never kills the writer (cp) for it
     assert actor.statistics()["not_executable"] == 1
+
+
+async def test_the_settle_loop_sleeps_while_no_file_is_settling(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    actor = build(make_config(tmp_path, scan={"settle_secs": 0.2}))  # a settle tick of 0.05 s
+    calls: list[float] = []
+    due = actor.planner.due
+
+    def counting_due(now: float) -> list[ScanJob]:
+        calls.append(now)
+        return due(now)
+
+    monkeypatch.setattr(actor.planner, "due", counting_due)
+    text = tmp_path / "notes.txt"
+    text.write_bytes(b"notes")
+    async with running(actor) as run:
+        await trio.sleep(0.5)
+        assert calls == []  # nothing settling: no tick
+        await run.send([Event("file_event", "linux", {"TargetFilename": str(text), "ProcessId": 1234,
+                                                      "Image": "/bin/cp"}, time.time())])
+        await wait_for(lambda: actor.completed == 1)
+        woken = len(calls)
+        await trio.sleep(0.5)
+        assert len(calls) == woken  # nothing settling again: asleep again
+    # woken when the file was due (once more only if the clock read a hair early)
+    assert 1 <= woken <= 2, calls
 
 
 async def test_queue_overflow_is_counted_never_blocks(tmp_path: Path) -> None:

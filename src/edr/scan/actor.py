@@ -119,6 +119,8 @@ class ScanDispatcher(ActorBase):
         self.completed = 0
         self.jobs: WorkQueue[ScanJob] = WorkQueue(f"{name}.jobs", queue_capacity)
         self._overflow = ErrorLog(log, "scan jobs dropped")
+        # set when a batch leaves files settling while the settle loop waits for one (see _settle_loop)
+        self._settling = trio.Event()
         self._failures = ErrorLog(log, "failed scan jobs")
 
     @property
@@ -194,9 +196,20 @@ class ScanDispatcher(ActorBase):
                 await out.send(alerts)
 
     async def _settle_loop(self) -> None:
+        """Queue the written files as they settle: wakes when the oldest is due (at most once per
+        ``settle_tick``), and not at all while none is settling."""
+        planner = self.planner
+        woke = -float("inf")
         while True:
-            await trio.sleep(self.planner.settle_tick)
-            self._enqueue(self.planner.due(trio.current_time()))
+            due = planner.settle.next_due()
+            if due is None:
+                self._settling = trio.Event()
+                await self._settling.wait()
+                continue
+            # at most one wake-up a tick, however the deadlines of many files are spread
+            await trio.sleep_until(max(due, woke + planner.settle_tick))
+            woke = trio.current_time()
+            self._enqueue(planner.due(woke))
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -230,6 +243,8 @@ class ScanDispatcher(ActorBase):
                                 self._enqueue(wanted)
                         self.events += len(batch)
                         del batch  # freed before the wait for the next: see edr.runtime.flight
+                        if not self._settling.is_set() and len(planner.settle):
+                            self._settling.set()
                     # End of stream: written files still settling are scanned now.
                     self._enqueue(planner.flush())
                     timers.cancel_scope.cancel()

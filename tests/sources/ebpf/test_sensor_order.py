@@ -83,3 +83,25 @@ def test_a_held_record_is_waited_for_only_until_its_hold_has_passed() -> None:
     rings: Any = sensor._poller
     # not the whole hold again (3 ms): at most the millisecond left of it
     assert rings.timeouts[0] == 100 and rings.timeouts[1] <= (HOLD_NS // 2 + 999_999) // 1_000_000
+
+
+def test_records_collected_but_not_drained_are_handed_over_at_shutdown() -> None:
+    # the event loop's driver was cancelled in the batch pause, between collect() and drain()
+    t = _now_ns() - 10 * HOLD_NS
+    fork = rr.fork_rec(1, 10, ts_ns=t)
+    late = rr.file_rec(10, 1, "/tmp/z", ts_ns=_now_ns() + 10 * HOLD_NS)
+    exec_ = rr.exec_rec(10, "/bin/true", ["true"], ts_ns=t + 1)
+    sensor = _sensor([[late], [], [exec_, fork]])  # a poll consumes twice: when woken, then at the cut
+    assert sensor.poll(0) == []
+    sensor.collect()
+    assert sensor.held() == [fork, exec_, late]
+    assert sensor.held() == []
+
+
+def test_wait_ns_is_unbounded_without_held_records_and_the_hold_left_with_them() -> None:
+    soon = rr.exec_rec(11, "/bin/true", ["true"], ts_ns=_now_ns() - HOLD_NS // 2)
+    sensor = _sensor([[soon]])
+    assert sensor.wait_ns() is None
+    assert sensor.poll(0) == []
+    wait = sensor.wait_ns()
+    assert wait is not None and 0 <= wait <= HOLD_NS // 2

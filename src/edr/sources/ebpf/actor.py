@@ -1,8 +1,8 @@
 """Actors of the live Linux sensor: the eBPF source and its normalizer.
 
-The source polls the kernel's perf buffers in a worker thread (bcc's poll
-blocks) and forwards raw records in batches; the normalizer decodes them into
-Events on the event loop, in arrival order, with the decoder's state (pending
+The source waits for the kernel's ring buffers on the event loop (their epoll
+fd, see EbpfSource.run) and forwards raw records in batches; the normalizer
+decodes them into Events, in arrival order, with the decoder's state (pending
 argv, boot-time offset, directory fds) kept in one place.
 
 The agent's own process is filtered out so that writing alerts and logs does
@@ -12,6 +12,7 @@ not feed back into the sensor.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, ClassVar
 
 import trio
@@ -19,10 +20,6 @@ import trio
 from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.errlog import ErrorLog
 
-#: how long a poll waits for a first record; also the source's cancellation latency
-POLL_MS = 250
-#: how often the normalizer turns DNS queries that got no answer into events
-FLUSH_SECS = 1.0
 #: records the start-up drain holds at most (a count, not bytes: most records are a few hundred bytes)
 STARTUP_RECORDS = 200_000
 #: the start-up drain's poll timeout: how long handing over to the actor may wait
@@ -83,7 +80,12 @@ class StartupDrain:
 
 
 class EbpfSource(ActorBase):
-    """Loads the BPF programs at build time; polls them until cancelled.
+    """Loads the BPF programs at build time; drains their rings until cancelled.
+
+    ``sensor`` is an opened :class:`~edr.sources.ebpf.sensor.EbpfSensor` (or
+    anything with its ``fileno``, ``wait_ns``, ``collect``, ``drain``,
+    ``held``, ``statistics``, ``close``, ``poll`` for the start-up drain,
+    and ``udp_hooks_error``).
 
     :meth:`start_draining`, called by the builder right after the programs
     are attached, keeps the rings empty until :meth:`run` takes over (see
@@ -126,17 +128,36 @@ class EbpfSource(ActorBase):
             await out.send(records[i:i + self.batch_size])
 
     async def run(self, ports: Ports) -> None:
-        """Poll, forward; on cancellation the current poll finishes (<= POLL_MS) and the sensor closes.
+        """Wait for the rings on the event loop, forward their records; until cancelled, then close the sensor.
 
-        What the start-up drain held goes first, then the loop polls on
+        What the start-up drain held goes first, then the loop drains on
         from where the drain stopped (the sensor's ordering state included).
+        Waiting costs nothing: the rings' epoll fd is waited on by trio
+        itself (no thread, no timeout), woken by the kernel for the first
+        record of a quiet spell, or at the time records held back for
+        ordering fall due. Draining the mmap'd rings never blocks, so it
+        runs on the loop too. Cancellation is immediate (the wait, the
+        batch pause and a send blocked by backpressure are all checkpoints);
+        the sensor then closes in a worker thread (a tenth of a second,
+        shielded) and the records it still held go down the (draining)
+        pipeline, within 2 s.
         """
         out = ports.output("out")
+        sensor = self.sensor
         try:
             await self._take_startup(out)
+            fd = sensor.fileno()
             while True:
-                # Not abandoned on cancel: the thread owns the bcc object until poll returns.
-                records = await trio.to_thread.run_sync(self.sensor.poll, POLL_MS)
+                wait_ns = sensor.wait_ns()
+                if wait_ns is None:
+                    await trio.lowlevel.wait_readable(fd)
+                else:
+                    with trio.move_on_after(wait_ns / 1e9):
+                        await trio.lowlevel.wait_readable(fd)
+                pause_ns = sensor.collect()
+                if pause_ns:
+                    await trio.sleep(pause_ns / 1e9)
+                records = sensor.drain()
                 self.polls += 1
                 for i in range(0, len(records), self.batch_size):
                     await out.send(records[i:i + self.batch_size])
@@ -147,7 +168,7 @@ class EbpfSource(ActorBase):
             # down the (draining) pipeline; bounded so a stuck edge cannot hang shutdown
             with trio.move_on_after(2) as scope:
                 scope.shield = True
-                records = self.sensor.held()
+                records = sensor.held()
                 if records:
                     await out.send(records)
 
@@ -194,6 +215,8 @@ class EbpfNormalizer(ActorBase):
         self.decoded = 0
         # per record family: the first failures logged with their traceback, the rest counted
         self._undecodable = ErrorLog(log, "undecodable records")
+        # set when a batch leaves a DNS query pending while the flush task waits for one (see _flush_every)
+        self._dns_pending = trio.Event()
 
     @property
     def errors(self) -> int:
@@ -203,9 +226,11 @@ class EbpfNormalizer(ActorBase):
     async def run(self, ports: Ports) -> None:
         """Decode each batch; a record the decoder rejects is counted, never fatal.
 
-        A second task flushes every FLUSH_SECS the DNS queries whose answer
-        never came (they become answerless dns_query events); at the end of
-        the stream every query still pending is flushed.
+        A second task turns the DNS queries whose answer never came into
+        answerless dns_query events when their timeout passes (it sleeps
+        until the oldest one's, and while none is pending until a batch
+        leaves one); at the end of the stream every query still pending is
+        flushed.
         """
         out = ports.output("out")
         # the Decoder takes a whole batch in one call (it never raises); other decoders record by record
@@ -214,6 +239,8 @@ class EbpfNormalizer(ActorBase):
             nursery.start_soon(self._flush_every, out)
             async for batch in ports.input("in"):
                 events = decode(batch)
+                if not self._dns_pending.is_set() and self.decoder.next_flush() is not None:
+                    self._dns_pending.set()
                 if events:
                     self.decoded += len(events)
                     await out.send(events)
@@ -234,8 +261,15 @@ class EbpfNormalizer(ActorBase):
         return events
 
     async def _flush_every(self, out: Any) -> None:
+        """Flush the unanswered DNS queries as they time out; no wake-up while none is pending."""
         while True:
-            await trio.sleep(FLUSH_SECS)
+            due = self.decoder.next_flush()
+            if due is None:
+                self._dns_pending = trio.Event()
+                await self._dns_pending.wait()
+                continue
+            # the decoder's deadlines are epoch seconds, as flush(None) reads the clock
+            await trio.sleep(max(due - time.time(), 0.0))
             await self._flush(out, None)
 
     async def _flush(self, out: Any, now: float | None) -> None:

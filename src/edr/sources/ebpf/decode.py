@@ -261,6 +261,13 @@ class Decoder:
         """DNS queries unanswered for ``dns_timeout`` seconds at ``now`` (epoch), as events."""
         return self._expire_dns(time.time() if now is None else now)
 
+    def next_flush(self) -> float | None:
+        """When (epoch seconds) :meth:`flush` will next have a query to report, or None while none is pending."""
+        for pending in self._pending.values():
+            # insertion order is query order: the first is the oldest
+            return pending.timestamp + self._dns_timeout
+        return None
+
     def statistics(self) -> dict[str, int]:
         """Counters: decoded events, malformed and ignored records, DNS pairing."""
         return {**self._stats, "dns_pending": len(self._pending)}

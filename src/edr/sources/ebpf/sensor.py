@@ -34,14 +34,19 @@ class EbpfSensor:
     missing or stale, from a child process that compiles them with bcc, and
     loads them itself through ``bpf()``: this process never imports bcc.
 
-    Blocking; meant to be driven from one worker thread (``poll``), with
-    ``statistics`` safe to call from another.  The pids in ``ignore_pids``
+    Driven from one thread at a time, either blocking in :meth:`poll` (a
+    worker thread's loop) or from an event loop that waits for
+    :meth:`fileno` to be readable for at most :meth:`wait_ns`, then calls
+    :meth:`collect`, sleeps the pause it returns and calls :meth:`drain`
+    (none of which blocks); ``statistics`` is safe to call from another
+    thread.  The pids in ``ignore_pids``
     (default: this process) are filtered in the kernel so the agent does not
     observe itself into a feedback loop.  Kernel-side losses (ring buffer
     full) are counted per family in a BPF array: ring buffers have no lost
     callback, the program counts its failed ``bpf_ringbuf_output`` instead.
     Call ``close`` only once ``poll`` has returned (from the polling thread
-    or after joining it): it unmaps the rings ``poll`` reads.
+    or after joining it), and with nothing waiting on :meth:`fileno`: it
+    unmaps the rings and closes the epoll fd.
 
     With the network family, UDP is observed through cgroup socket hooks
     linked to the cgroup v2 root (both ends from the kernel, see sensor.c);
@@ -146,40 +151,63 @@ class EbpfSensor:
             if self._obj is not None:
                 bpf_syscall.map_update(self._obj.maps["ignored"], _U32.pack(pid), _U8_ONE)
 
-    def poll(self, timeout_ms: int) -> list[RawRecord]:
-        """Wait up to ``timeout_ms`` for records, then drain every family's buffer."""
+    def fileno(self) -> int:
+        """The rings' epoll fd: readable once a ring woke it, for an event loop to wait on (see :meth:`collect`)."""
+        return self._opened().fileno()
+
+    def _opened(self) -> RingPoller[str]:
         poller = self._poller
         if poller is None:
-            raise RuntimeError("EbpfSensor.poll before open")
-        # The kernel wakes us for the first record written into a drained
-        # ring (adaptive wake-ups, sensor.c), so a lone record is seen at once;
-        # records held back by the last drain are due once the hold has passed.
+            raise RuntimeError("EbpfSensor used before open")
+        return poller
+
+    def wait_ns(self) -> int | None:
+        """How long the next wait for a wake-up may last: None for as long as it takes, 0 or more when records
+        held back by the last drain become due (they go out once the hold has passed since their stamp)."""
         held = self._held
-        wait_ms = max(timeout_ms, 0)
-        if held:
-            # the earliest held record goes out once the hold has passed since its stamp, not a whole
-            # hold after this poll began (a lone exec held by one drain lost ~5 ms that way)
-            due_ns = record_time(held[0]) + HOLD_NS - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-            wait_ms = min(wait_ms, max(0, -(-due_ns // 1_000_000)))
-        poller.poll(wait_ms)
-        poller.consume(self._sinks.__getitem__)
-        batches = self._batches.values()
-        if any(batches):
-            # While records keep coming, let the rings fill for one window and hand
-            # over one larger batch (at most 1/window batches per second); on a quiet
-            # host, go at once (see edr.sources.ebpf.pacing).
-            pause = self._pacer.pause_ns(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
-            if pause:
-                time.sleep(pause / 1e9)
-        # The rings are drained one after the other, so a record stamped after
-        # the drain began may be missing from a ring drained earlier while a
-        # later record of another ring is here (an exec in the process ring, the
-        # file its program then writes in the file ring).  Only records stamped
-        # before the drain began go out now; the others are merged into the
-        # next batch, so every batch is in kernel time order across families.
+        if not held:
+            return None
+        # the earliest held record goes out once the hold has passed since its stamp, not a whole
+        # hold after the next poll began (a lone exec held by one drain lost ~5 ms that way)
+        return max(0, record_time(held[0]) + HOLD_NS - time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+
+    def collect(self) -> int:
+        """Take what the rings hold (never blocks); how long (ns) to let them fill before :meth:`drain`.
+
+        The kernel wakes the poller for the first record written into a
+        drained ring (adaptive wake-ups, sensor.c), so a lone record is seen
+        at once. While records keep coming, the rings fill for one window
+        and one larger batch goes over (at most 1/window batches a second);
+        on a quiet host the pause is short (see :mod:`edr.sources.ebpf.pacing`).
+        """
+        self._opened().consume(self._sinks.__getitem__)
+        if any(self._batches.values()):
+            return self._pacer.pause_ns(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+        return 0
+
+    def drain(self) -> list[RawRecord]:
+        """The records due now, in kernel time order across families (never blocks).
+
+        The rings are drained one after the other, so a record stamped after
+        the drain began may be missing from a ring drained earlier while a
+        later record of another ring is here (an exec in the process ring, the
+        file its program then writes in the file ring). Only records stamped
+        before the drain began go out now; the others are held (see
+        :meth:`wait_ns`) and merged into the next batch.
+        """
         cut = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - HOLD_NS
-        poller.consume(self._sinks.__getitem__)
-        out: list[RawRecord] = held
+        self._opened().consume(self._sinks.__getitem__)
+        out = self._merge()
+        ready = bisect.bisect_right(out, cut, key=record_time)
+        self._held = out[ready:]
+        del out[ready:]
+        self._pacer.drained(cut + HOLD_NS, len(out) + len(self._held))
+        return out
+
+    def _merge(self) -> list[RawRecord]:
+        """The held records and those collected since, as one list in kernel time order."""
+        out: list[RawRecord] = self._held
+        self._held = []
         for fam, batch in self._batches.items():
             if batch:
                 self._events[fam] += len(batch)
@@ -187,16 +215,30 @@ class EbpfSensor:
                 out.extend(map(RawRecord, repeat(fam, len(batch)), batch))
                 batch.clear()
         out.sort(key=record_time)
-        ready = bisect.bisect_right(out, cut, key=record_time)
-        self._held = out[ready:]
-        del out[ready:]
-        self._pacer.drained(cut + HOLD_NS, len(out) + len(self._held))
         return out
 
+    def poll(self, timeout_ms: int) -> list[RawRecord]:
+        """Wait up to ``timeout_ms`` for records, then drain every family's buffer (blocks: a thread's loop).
+
+        :meth:`wait_ns`, :meth:`collect` and :meth:`drain` with the waits in
+        this thread: ``wait_ns`` shortens ``timeout_ms`` when held records
+        fall due, the pause :meth:`collect` asks for is slept here.
+        """
+        poller = self._opened()
+        wait_ms = max(timeout_ms, 0)
+        due_ns = self.wait_ns()
+        if due_ns is not None:
+            wait_ms = min(wait_ms, -(-due_ns // 1_000_000))
+        poller.poll(wait_ms)
+        pause = self.collect()
+        if pause:
+            time.sleep(pause / 1e9)
+        return self.drain()
+
     def held(self) -> list[RawRecord]:
-        """Take the records the last poll held back (at shutdown, after the last poll)."""
-        out, self._held = self._held, []
-        return out
+        """Take the records not handed over yet, in kernel time order (at shutdown, after the last drain):
+        those the last drain held back and those collected by a :meth:`collect` no :meth:`drain` followed."""
+        return self._merge()
 
     def statistics(self) -> dict[str, dict[str, int]]:
         """Per family: records received (``events``) and records the kernel could not queue (``lost``)."""
