@@ -75,9 +75,10 @@ def test_held_records_are_handed_over_at_shutdown() -> None:
 
 
 def test_a_held_record_is_waited_for_only_until_its_hold_has_passed() -> None:
-    # stamped half a hold before now: held by this drain, due half a hold later
+    # stamped half a hold before now, committed only when the drain began (after the wake-up's collect):
+    # held by this drain, due half a hold later
     soon = rr.exec_rec(9, "/bin/true", ["true"], ts_ns=_now_ns() - HOLD_NS // 2)
-    sensor = _sensor([[soon], []])
+    sensor = _sensor([[], [soon], [], []])
     assert sensor.poll(100) == []
     sensor.poll(100)
     rings: Any = sensor._poller
@@ -100,8 +101,23 @@ def test_records_collected_but_not_drained_are_handed_over_at_shutdown() -> None
 
 def test_wait_ns_is_unbounded_without_held_records_and_the_hold_left_with_them() -> None:
     soon = rr.exec_rec(11, "/bin/true", ["true"], ts_ns=_now_ns() - HOLD_NS // 2)
-    sensor = _sensor([[soon]])
+    sensor = _sensor([[], [soon]])  # committed as the drain began: held
     assert sensor.wait_ns() is None
     assert sensor.poll(0) == []
     wait = sensor.wait_ns()
     assert wait is not None and 0 <= wait <= HOLD_NS // 2
+
+
+def test_a_fresh_record_goes_out_in_one_poll_once_its_hold_has_passed() -> None:
+    # seen at the wake-up: the pause before the drain covers its hold, so no second drain is needed
+    fresh = rr.exec_rec(12, "/bin/true", ["true"], ts_ns=_now_ns())
+    sensor = _sensor([[fresh], []])
+    assert sensor.collect() > HOLD_NS // 2
+    time.sleep(HOLD_NS / 1e9)
+    assert sensor.drain() == [fresh]
+    assert sensor.wait_ns() is None
+
+
+def test_the_pause_for_a_hold_is_at_most_one_hold() -> None:
+    future = rr.exec_rec(13, "/bin/true", ["true"], ts_ns=_now_ns() + 1_000 * HOLD_NS)
+    assert _sensor([[future]]).collect() <= HOLD_NS
