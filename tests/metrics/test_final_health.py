@@ -4,7 +4,6 @@ the final record is the last periodic one plus ``after_last``; heartbeats carry 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, ClassVar
 
 import orjson
@@ -22,29 +21,20 @@ from edr.sources.ebpf.actor import EbpfSource
 
 
 class ClosingSensor:
-    """Like EbpfSensor: its lost counters live in a kernel map, gone (read as 0) once closed. Its fd is
-    always readable, so the source drains it back to back."""
+    """Like EbpfSensor: its lost counters live in a kernel map, gone (read as 0) once closed."""
 
     udp_hooks_error = None
 
     def __init__(self) -> None:
         self.closed = False
         self.lost = 0
-        self._read, self._write = os.pipe()
-        os.write(self._write, b"x")
 
-    def fileno(self) -> int:
-        return self._read
-
-    def wait_ns(self) -> int | None:
-        return None
-
-    def collect(self) -> int:
-        return 0
-
-    def drain(self) -> list[Any]:
+    def poll(self, timeout_ms: int) -> list[Any]:
         self.lost += 5  # the kernel keeps losing while nobody drains the ring fast enough
         return []
+
+    def wake(self) -> None:
+        """Its poll never blocks: nothing to wake."""
 
     def held(self) -> list[Any]:
         return []
@@ -54,8 +44,6 @@ class ClosingSensor:
 
     def close(self) -> None:
         self.closed = True
-        os.close(self._read)
-        os.close(self._write)
 
 
 async def test_the_source_reports_the_sensors_last_counters_after_close() -> None:

@@ -339,3 +339,20 @@ def test_a_size_larger_than_the_ring_is_named_in_the_error(rig: Rig) -> None:
     fd = rig.bpf[b"rb_small"].map_fd
     with pytest.raises(OSError, match=f"ring buffer fd {fd}: cannot map {4 * PAGE} bytes of data"):
         RingBuffer(fd, 4 * PAGE)
+
+
+def test_wake_ends_a_poll_without_a_timeout_from_another_thread() -> None:
+    import threading
+
+    poller: RingPoller[str] = RingPoller()
+    try:
+        timer = threading.Timer(0.1, poller.wake)
+        timer.start()
+        assert poller.poll(-1) is True   # would block for ever without the wake-up
+        timer.join()
+        assert poller.poll(0) is False   # the wake-up was taken: the next poll waits again
+        poller.wake()                    # a wake-up while nobody polls ends the next poll
+        assert poller.poll(-1) is True
+    finally:
+        poller.close()
+    poller.close()  # idempotent

@@ -1,51 +1,50 @@
-"""The eBPF source actor's loop: it waits on the sensor's fd without waking, drains when the fd is readable or
-held records fall due, and stops at once when cancelled."""
+"""The eBPF source actor's loop: its polls have no timeout (an idle source does not wake), a cancellation wakes
+the poll under way, and what that poll returned still goes down the pipeline."""
 
 from __future__ import annotations
 
 import os
+import select
+import threading
 from typing import Any
 
 import pytest
 import trio
-import trio.testing
 
 from edr.runtime.actor import Ports
 from edr.runtime.buffer import Policy
 from edr.runtime.channel import Edge, InPort, OutPort
 from edr.sources.ebpf.actor import EbpfSource
 from tests.conftest import ebpf_unavailable
+from tests.scan.harness import wait_for
 
 
 class PipeSensor:
-    """A sensor stand-in whose fd is a pipe: readable when a test writes to it; each drain empties it."""
+    """A sensor stand-in whose poll blocks on a pipe (records: the bytes a test writes) and an eventfd (wake)."""
 
     udp_hooks_error = None
 
     def __init__(self) -> None:
         self.read_fd, self.write_fd = os.pipe()
-        os.set_blocking(self.read_fd, False)
-        self.drains = 0
-        self.collects = 0
-        self.due: list[int] = []   # what wait_ns answers next (then None)
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK)
+        self.timeouts: list[int] = []
+        self.woken = threading.Event()
         self.closed = False
 
-    def fileno(self) -> int:
-        return self.read_fd
+    def poll(self, timeout_ms: int) -> list[Any]:
+        self.timeouts.append(timeout_ms)
+        ready, _, _ = select.select([self.read_fd, self.wake_fd], [], [],
+                                    None if timeout_ms < 0 else timeout_ms / 1000)
+        out: list[Any] = []
+        if self.read_fd in ready:
+            out = list(os.read(self.read_fd, 100))
+        if self.wake_fd in ready:
+            os.eventfd_read(self.wake_fd)
+            self.woken.set()
+        return out
 
-    def wait_ns(self) -> int | None:
-        return self.due.pop(0) if self.due else None
-
-    def collect(self) -> int:
-        self.collects += 1
-        return 0
-
-    def drain(self) -> list[Any]:
-        self.drains += 1
-        try:
-            return list(os.read(self.read_fd, 100))
-        except BlockingIOError:
-            return []
+    def wake(self) -> None:
+        os.eventfd_write(self.wake_fd, 1)
 
     def held(self) -> list[Any]:
         return []
@@ -55,8 +54,8 @@ class PipeSensor:
 
     def close(self) -> None:
         self.closed = True
-        os.close(self.read_fd)
-        os.close(self.write_fd)
+        for fd in (self.read_fd, self.write_fd, self.wake_fd):
+            os.close(fd)
 
 
 def _ports() -> tuple[Ports, InPort]:
@@ -67,44 +66,56 @@ def _ports() -> tuple[Ports, InPort]:
     return Ports(inputs={}, outputs={"out": out}), inp
 
 
-async def test_an_idle_source_never_wakes_and_drains_when_the_fd_is_readable(
-        autojump_clock: trio.testing.MockClock) -> None:
+async def test_an_idle_source_polls_once_without_a_timeout_and_stops_when_cancelled() -> None:
     sensor = PipeSensor()
     source = EbpfSource("source", sensor, batch_size=10)
     ports, inp = _ports()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(source.run, ports)
-        await trio.sleep(3600)  # an hour of (virtual) quiet
-        assert (sensor.collects, sensor.drains) == (0, 0)
+        await wait_for(lambda: len(sensor.timeouts) == 1)
+        await trio.sleep(0.5)
+        assert sensor.timeouts == [-1]  # one poll, still waiting: no wake-up on a quiet host
         os.write(sensor.write_fd, b"ab")
-        with trio.fail_after(1):
+        with trio.fail_after(2):
             assert await inp.receive() == [ord("a"), ord("b")]
-        assert sensor.drains == 1
-        await trio.sleep(3600)
-        assert sensor.drains == 1
-        nursery.cancel_scope.cancel()
-    assert sensor.closed
+        await wait_for(lambda: len(sensor.timeouts) == 2)
+        with trio.fail_after(2):  # a poll without a timeout: only the wake-up ends it
+            nursery.cancel_scope.cancel()
+    assert sensor.woken.is_set() and sensor.closed
+    assert source.polls == 2
 
 
-async def test_held_records_are_drained_when_due_without_a_wake_up(autojump_clock: trio.testing.MockClock) -> None:
+async def test_the_records_of_the_poll_a_cancellation_woke_still_go_out() -> None:
     sensor = PipeSensor()
-    sensor.due = [5_000_000]
     source = EbpfSource("source", sensor, batch_size=10)
-    ports, _inp = _ports()
+    ports, inp = _ports()
+    received: list[Any] = []
+
+    async def sink() -> None:
+        async for batch in inp:
+            received.extend(batch)
+
+    scope = trio.CancelScope()
+
+    async def run() -> None:
+        with scope:
+            await source.run(ports)
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(source.run, ports)
-        await trio.sleep(0.004)
-        assert sensor.drains == 0
-        await trio.sleep(0.002)
-        assert sensor.drains == 1
-        await trio.sleep(3600)
-        assert sensor.drains == 1
+        nursery.start_soon(sink)
+        nursery.start_soon(run)
+        await wait_for(lambda: len(sensor.timeouts) == 1)
+        os.write(sensor.write_fd, b"z")   # read by the poll the cancellation ends
+        sensor.wake()
+        scope.cancel()
+        await wait_for(lambda: sensor.closed)
+        await wait_for(lambda: received == [ord("z")], state=lambda: (received, sensor.timeouts, source.polls))
         nursery.cancel_scope.cancel()
 
 
 @pytest.mark.root
 @pytest.mark.skipif(ebpf_unavailable() is not None, reason=str(ebpf_unavailable()))
-async def test_the_real_sensor_stops_within_half_a_second_when_cancelled_while_waiting() -> None:
+async def test_the_real_sensor_stops_within_half_a_second_when_cancelled_while_polling() -> None:
     from edr.sources.ebpf.sensor import EbpfSensor
 
     sensor = EbpfSensor(families={"process"}, ignore_pids={os.getpid()})
@@ -118,19 +129,19 @@ async def test_the_real_sensor_stops_within_half_a_second_when_cancelled_while_w
 
     cancelled_at = 0.0
 
-    async def cancel_in_the_wait(scope: trio.CancelScope) -> None:
+    async def cancel_in_the_poll(scope: trio.CancelScope) -> None:
         nonlocal cancelled_at
-        await trio.sleep(1.0)   # well inside a wait: no timeout ends it any more
+        await trio.sleep(1.0)   # well inside a poll: no timeout ends it any more
         cancelled_at = trio.current_time()
         scope.cancel()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sink)
         with trio.CancelScope() as scope:
-            nursery.start_soon(cancel_in_the_wait, scope)
+            nursery.start_soon(cancel_in_the_poll, scope)
             await source.run(ports)
         stopped = trio.current_time() - cancelled_at
         nursery.cancel_scope.cancel()
-    # the wait ends at once; closing the sensor takes about a tenth of a second
+    # the poll is woken at once; closing the sensor takes about a tenth of a second
     assert stopped < 0.5, stopped
     assert source._final is not None

@@ -1,8 +1,8 @@
 """Actors of the live Linux sensor: the eBPF source and its normalizer.
 
-The source waits for the kernel's ring buffers on the event loop (their epoll
-fd, see EbpfSource.run) and forwards raw records in batches; the normalizer
-decodes them into Events, in arrival order, with the decoder's state (pending
+The source polls the kernel's ring buffers in a worker thread and forwards
+raw records in batches; the normalizer decodes them into Events on the event
+loop, in arrival order, with the decoder's state (pending
 argv, boot-time offset, directory fds) kept in one place.
 
 The agent's own process is filtered out so that writing alerts and logs does
@@ -83,9 +83,8 @@ class EbpfSource(ActorBase):
     """Loads the BPF programs at build time; drains their rings until cancelled.
 
     ``sensor`` is an opened :class:`~edr.sources.ebpf.sensor.EbpfSensor` (or
-    anything with its ``fileno``, ``wait_ns``, ``collect``, ``drain``,
-    ``held``, ``statistics``, ``close``, ``poll`` for the start-up drain,
-    and ``udp_hooks_error``).
+    anything with its ``poll``, ``wake``, ``held``, ``statistics``,
+    ``close`` and ``udp_hooks_error``).
 
     :meth:`start_draining`, called by the builder right after the programs
     are attached, keeps the rings empty until :meth:`run` takes over (see
@@ -128,49 +127,51 @@ class EbpfSource(ActorBase):
             await out.send(records[i:i + self.batch_size])
 
     async def run(self, ports: Ports) -> None:
-        """Wait for the rings on the event loop, forward their records; until cancelled, then close the sensor.
+        """Poll in a worker thread, forward; until cancelled, then close the sensor.
 
-        What the start-up drain held goes first, then the loop drains on
+        What the start-up drain held goes first, then the loop polls on
         from where the drain stopped (the sensor's ordering state included).
-        Waiting costs nothing: the rings' epoll fd is waited on by trio
-        itself (no thread, no timeout), woken by the kernel for the first
-        record of a quiet spell, or at the time records held back for
-        ordering fall due. Draining the mmap'd rings never blocks, so it
-        runs on the loop too. Cancellation is immediate (the wait, the
-        batch pause and a send blocked by backpressure are all checkpoints);
-        the sensor then closes in a worker thread (a tenth of a second,
-        shielded) and the records it still held go down the (draining)
-        pipeline, within 2 s.
+        A poll has no timeout: an idle agent's source does not wake at all
+        until the kernel wakes it for the first record of a quiet spell (or
+        records held back for ordering fall due). On cancellation a second
+        task wakes the poll under way (:meth:`EbpfSensor.wake`, an eventfd
+        in its epoll), so the source stops at once; the sensor then closes in
+        a worker thread (a tenth of a second, shielded) and the records it
+        still held go down the (draining) pipeline, within 2 s. A send
+        blocked by backpressure waits, polling nothing meanwhile.
         """
         out = ports.output("out")
         sensor = self.sensor
+        size = self.batch_size
+        unsent: list[Any] = []
         try:
             await self._take_startup(out)
-            fd = sensor.fileno()
-            while True:
-                wait_ns = sensor.wait_ns()
-                if wait_ns is None:
-                    await trio.lowlevel.wait_readable(fd)
-                else:
-                    with trio.move_on_after(wait_ns / 1e9):
-                        await trio.lowlevel.wait_readable(fd)
-                pause_ns = sensor.collect()
-                if pause_ns:
-                    await trio.sleep(pause_ns / 1e9)
-                records = sensor.drain()
-                self.polls += 1
-                for i in range(0, len(records), self.batch_size):
-                    await out.send(records[i:i + self.batch_size])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._wake_when_cancelled)
+                while True:
+                    # Not abandoned on cancel: the thread owns the rings until poll returns (woken at once).
+                    unsent = await trio.to_thread.run_sync(sensor.poll, -1)
+                    self.polls += 1
+                    while unsent:
+                        await out.send(unsent[:size])
+                        unsent = unsent[size:]
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self._close)
-            # the last milliseconds the sensor held back for ordering still go
-            # down the (draining) pipeline; bounded so a stuck edge cannot hang shutdown
+            # what the last poll returned after the cancellation, and the last milliseconds the sensor held
+            # back for ordering, still go down the (draining) pipeline; bounded so a stuck edge cannot hang
+            # shutdown
             with trio.move_on_after(2) as scope:
                 scope.shield = True
-                records = sensor.held()
+                records = unsent + sensor.held()
                 if records:
                     await out.send(records)
+
+    async def _wake_when_cancelled(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.sensor.wake()
 
     def abandon(self) -> None:
         """The graph will not run (the start failed after this source was built): stop the start-up drain's

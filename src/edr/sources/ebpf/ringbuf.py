@@ -20,7 +20,9 @@ is ``kernel/bpf/ringbuf.c`` and libbpf's ``ringbuf_process_ring``, in Python.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
+import os
 import platform
 import select
 from collections.abc import Callable
@@ -251,6 +253,9 @@ class RingPoller(Generic[T]):
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
+        # written by wake() from any thread: the poll under way (or the next) returns at once
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wake_fd, select.EPOLLIN)
         self._rings: list[tuple[RingBuffer, T]] = []
 
     def add(self, ring: RingBuffer, tag: T) -> None:
@@ -262,10 +267,20 @@ class RingPoller(Generic[T]):
         """Wait up to ``timeout_ms`` (negative: without limit) for a wake-up; whether one came.
 
         Blocks the calling thread in ``epoll_wait`` (with the GIL released);
-        a signal handler that raises interrupts it.
+        :meth:`wake` (from another thread) or a signal handler that raises
+        interrupts it.
         """
         events = self._epoll.poll(timeout_ms / 1000 if timeout_ms >= 0 else -1)
+        for fd, _mask in events:
+            if fd == self._wake_fd:
+                with contextlib.suppress(BlockingIOError):  # another poll took it
+                    os.eventfd_read(self._wake_fd)
         return bool(events)
+
+    def wake(self) -> None:
+        """Make the poll under way, or else the next one, return at once (thread-safe; the fd stays open
+        until :meth:`close`)."""
+        os.eventfd_write(self._wake_fd, 1)
 
     def consume(self, sink_for_tag: Callable[[T], Callable[[bytes], object]]) -> int:
         """Drain every ring into the sink ``sink_for_tag`` gives for its tag; how many records."""
@@ -276,5 +291,8 @@ class RingPoller(Generic[T]):
         return self._epoll.fileno()
 
     def close(self) -> None:
-        """Close the epoll fd (the rings stay open: their owners close them)."""
+        """Close the epoll fd and the wake-up eventfd (the rings stay open: their owners close them); idempotent."""
+        if self._epoll.closed:
+            return
         self._epoll.close()
+        os.close(self._wake_fd)

@@ -36,19 +36,14 @@ class EbpfSensor:
     missing or stale, from a child process that compiles them with bcc, and
     loads them itself through ``bpf()``: this process never imports bcc.
 
-    Driven from one thread at a time, either blocking in :meth:`poll` (a
-    worker thread's loop) or from an event loop that waits for
-    :meth:`fileno` to be readable for at most :meth:`wait_ns`, then calls
-    :meth:`collect`, sleeps the pause it returns and calls :meth:`drain`
-    (none of which blocks); ``statistics`` is safe to call from another
-    thread.  The pids in ``ignore_pids``
+    Blocking; meant to be driven from one worker thread (``poll``), with
+    ``statistics`` and ``wake`` safe to call from another.  The pids in ``ignore_pids``
     (default: this process) are filtered in the kernel so the agent does not
     observe itself into a feedback loop.  Kernel-side losses (ring buffer
     full) are counted per family in a BPF array: ring buffers have no lost
     callback, the program counts its failed ``bpf_ringbuf_output`` instead.
     Call ``close`` only once ``poll`` has returned (from the polling thread
-    or after joining it), and with nothing waiting on :meth:`fileno`: it
-    unmaps the rings and closes the epoll fd.
+    or after joining it): it unmaps the rings ``poll`` reads.
 
     With the network family, UDP is observed through cgroup socket hooks
     linked to the cgroup v2 root (both ends from the kernel, see sensor.c);
@@ -153,9 +148,12 @@ class EbpfSensor:
             if self._obj is not None:
                 bpf_syscall.map_update(self._obj.maps["ignored"], _U32.pack(pid), _U8_ONE)
 
-    def fileno(self) -> int:
-        """The rings' epoll fd: readable once a ring woke it, for an event loop to wait on (see :meth:`collect`)."""
-        return self._opened().fileno()
+    def wake(self) -> None:
+        """Make a :meth:`poll` under way return at once, or else the next one (from any thread; a no-op once
+        closed): how a poll waiting without a timeout is ended for shutdown."""
+        poller = self._poller
+        if poller is not None:
+            poller.wake()
 
     def _opened(self) -> RingPoller[str]:
         poller = self._poller
@@ -227,17 +225,20 @@ class EbpfSensor:
         return out
 
     def poll(self, timeout_ms: int) -> list[RawRecord]:
-        """Wait up to ``timeout_ms`` for records, then drain every family's buffer (blocks: a thread's loop).
+        """Wait up to ``timeout_ms`` (negative: without limit) for records, then drain every family's buffer.
 
-        :meth:`wait_ns`, :meth:`collect` and :meth:`drain` with the waits in
-        this thread: ``wait_ns`` shortens ``timeout_ms`` when held records
-        fall due, the pause :meth:`collect` asks for is slept here.
+        Blocks: meant for a worker thread's loop; :meth:`wake` ends the wait
+        from another thread. :meth:`wait_ns`, :meth:`collect` and
+        :meth:`drain` with the waits in this thread: ``wait_ns`` shortens
+        the wait when held records fall due, the pause :meth:`collect` asks
+        for is slept here.
         """
         poller = self._opened()
-        wait_ms = max(timeout_ms, 0)
+        wait_ms = timeout_ms
         due_ns = self.wait_ns()
         if due_ns is not None:
-            wait_ms = min(wait_ms, -(-due_ns // 1_000_000))
+            due_ms = -(-due_ns // 1_000_000)
+            wait_ms = due_ms if wait_ms < 0 else min(wait_ms, due_ms)
         poller.poll(wait_ms)
         pause = self.collect()
         if pause:
