@@ -62,6 +62,9 @@ class BrokenDecoder:
     def flush(self, now: float | None) -> list[Any]:
         return []
 
+    def next_flush(self) -> float | None:
+        return None
+
     def statistics(self) -> dict[str, int]:
         return {}
 

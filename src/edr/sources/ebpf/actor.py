@@ -203,7 +203,9 @@ class EbpfNormalizer(ActorBase):
     A decoder without ``decode_batch`` is called record by record, and a
     record it raises on is logged (the first per family) and counted in
     :attr:`errors`; the :class:`~edr.sources.ebpf.decode.Decoder` never
-    raises (it counts what it cannot read as ``malformed``).
+    raises (it counts what it cannot read as ``malformed``). The decoder's
+    ``next_flush`` (when the oldest unanswered DNS query times out, None
+    when none waits) tells the flush task how long it may sleep.
     """
 
     inputs: ClassVar = ("in",)
