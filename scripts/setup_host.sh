@@ -10,8 +10,10 @@ if [ "$(id -u)" -ne 0 ]; then
   log "must run as root (apt packages, kernel headers, tracefs)"; exit 1
 fi
 
-# rsyslog and prometheus: the sink and metrics tests run the real servers (started by the tests themselves)
-pkgs=(python3-bpfcc python3-venv python3-dev build-essential linux-headers-amd64 libyara-dev rsyslog prometheus)
+# rsyslog and prometheus: the sink and metrics tests run the real servers (started by the tests themselves);
+# minisign: the rule pack tests check py-minisign's signatures against the reference tool
+pkgs=(python3-bpfcc python3-venv python3-dev build-essential linux-headers-amd64 libyara-dev rsyslog prometheus
+      minisign)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
