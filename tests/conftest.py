@@ -81,3 +81,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     report = config.stash.get(_ECS_REPORT, None)
     if report is not None:
         terminalreporter.write_line(report.summary(limit=20))
+
+
+@pytest.fixture(autouse=True)
+def _progress_not_silenced_for_the_next_test() -> Iterator[None]:
+    """``edr replay --no-progress`` run in-process silences progress for the rest of the process
+    (:func:`edr.progress.quiet`, meant for a one-shot command): a later test must not inherit it."""
+    from edr import progress
+
+    yield
+    progress._quiet = False
