@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -145,3 +146,99 @@ async def test_the_real_sensor_stops_within_half_a_second_when_cancelled_while_p
     # the poll is woken at once; closing the sensor takes about a tenth of a second
     assert stopped < 0.5, stopped
     assert source._final is not None
+
+
+class CountingSensor:
+    """A sensor stand-in whose poll never waits: each returns the next number; ``fail_at`` makes that poll raise.
+
+    It records whether a poll was running when it was closed (closing unmaps the real sensor's rings).
+    """
+
+    udp_hooks_error = None
+
+    def __init__(self, fail_at: int = 0) -> None:
+        self.fail_at = fail_at
+        self.polls = 0
+        self.polling = False
+        self.closed_while_polling = False
+        self.closed = False
+        self.threads: set[str] = set()
+
+    def poll(self, timeout_ms: int) -> list[Any]:
+        self.polling = True
+        try:
+            self.threads.add(threading.current_thread().name)
+            self.polls += 1
+            if self.polls == self.fail_at:
+                raise OSError(5, "ring read failed")
+            time.sleep(0.001)
+            return [self.polls]
+        finally:
+            self.polling = False
+
+    def wake(self) -> None:
+        pass
+
+    def held(self) -> list[Any]:
+        return []
+
+    def statistics(self) -> dict[str, dict[str, int]]:
+        return {}
+
+    def close(self) -> None:
+        self.closed_while_polling = self.polling
+        self.closed = True
+
+
+def _small_ports(capacity: int) -> tuple[Ports, InPort]:
+    edge = Edge("source.out->sink.in", capacity, Policy.BLOCK)
+    out, inp = OutPort("source.out"), InPort("sink.in")
+    out.attach(edge)
+    inp.attach(edge)
+    return Ports(inputs={}, outputs={"out": out}), inp
+
+
+async def test_the_thread_stops_polling_while_the_edge_is_full_and_nothing_is_lost_or_reordered() -> None:
+    sensor = CountingSensor()
+    source = EbpfSource("source", sensor, batch_size=10)
+    ports, inp = _small_ports(2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(source.run, ports)
+        await wait_for(lambda: sensor.polls >= 3)
+        await trio.sleep(0.3)   # nobody receives: ~300 polls if the thread did not wait
+        # 2 batches queued on the edge, 1 in the blocked send, 1 polled ahead, and the poll that found no room
+        assert sensor.polls <= 5, sensor.polls
+        received: list[Any] = []
+        while len(received) < 50:
+            received.extend(await inp.receive() or [])
+        nursery.cancel_scope.cancel()
+    assert received[:50] == list(range(1, 51))
+    assert sensor.threads == {"edr-ebpf-poll"}   # one thread for the source's lifetime
+    assert sensor.closed and not sensor.closed_while_polling
+
+
+async def test_an_error_in_the_poll_thread_is_raised_by_the_actor_and_the_sensor_still_closes() -> None:
+    sensor = CountingSensor(fail_at=3)
+    source = EbpfSource("source", sensor, batch_size=10)
+    ports, inp = _small_ports(64)
+    with trio.fail_after(5), pytest.raises(OSError, match="ring read failed"):
+        await source.run(ports)
+    assert [inp.receive_nowait(), inp.receive_nowait()] == [[1], [2]]
+    assert sensor.closed and not sensor.closed_while_polling
+    assert source.polls == 2   # the two that returned
+
+
+async def test_the_start_up_drain_s_records_go_before_the_thread_s() -> None:
+    sensor = CountingSensor()
+    source = EbpfSource("source", sensor, batch_size=1000)
+    source.start_draining()
+    await wait_for(lambda: sensor.polls >= 5)
+    ports, inp = _small_ports(64)
+    received: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(source.run, ports)
+        while len(received) < 30:
+            received.extend(await inp.receive() or [])
+        nursery.cancel_scope.cancel()
+    assert received[:30] == list(range(1, 31))
+    assert source.startup_records >= 5

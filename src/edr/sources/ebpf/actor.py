@@ -1,9 +1,10 @@
 """Actors of the live Linux sensor: the eBPF source and its normalizer.
 
-The source polls the kernel's ring buffers in a worker thread and forwards
-raw records in batches; the normalizer decodes them into Events on the event
-loop, in arrival order, with the decoder's state (pending
-argv, boot-time offset, directory fds) kept in one place.
+The source polls the kernel's ring buffers in its own thread (see
+:mod:`edr.sources.ebpf.pollthread`) and forwards raw records in batches;
+the normalizer decodes them into Events on the event loop, in arrival
+order, with the decoder's state (pending argv, boot-time offset, directory
+fds) kept in one place.
 
 The agent's own process is filtered out so that writing alerts and logs does
 not feed back into the sensor.
@@ -19,6 +20,7 @@ import trio
 
 from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.errlog import ErrorLog
+from edr.sources.ebpf.pollthread import PollThread
 
 #: records the start-up drain holds at most (a count, not bytes: most records are a few hundred bytes)
 STARTUP_RECORDS = 200_000
@@ -127,51 +129,50 @@ class EbpfSource(ActorBase):
             await out.send(records[i:i + self.batch_size])
 
     async def run(self, ports: Ports) -> None:
-        """Poll in a worker thread, forward; until cancelled, then close the sensor.
+        """Poll in the source's own thread (:class:`PollThread`), forward; until cancelled, then close the sensor.
 
-        What the start-up drain held goes first, then the loop polls on
+        What the start-up drain held goes first, then the thread polls on
         from where the drain stopped (the sensor's ordering state included).
         A poll has no timeout: an idle agent's source does not wake at all
         until the kernel wakes it for the first record of a quiet spell (or
-        records held back for ordering fall due). On cancellation a second
-        task wakes the poll under way (:meth:`EbpfSensor.wake`, an eventfd
-        in its epoll), so the source stops at once; the sensor then closes in
-        a worker thread (a tenth of a second, shielded) and the records it
-        still held go down the (draining) pipeline, within 2 s. A send
-        blocked by backpressure waits, polling nothing meanwhile.
+        records held back for ordering fall due). Backpressure: while a
+        send waits for room, the thread polls at most one batch ahead and
+        then stops polling (the kernel's rings fill meanwhile, as before).
+        On cancellation the poll under way is woken (:meth:`EbpfSensor.wake`,
+        an eventfd in its epoll) and the thread ends; the sensor then closes
+        in a worker thread (a tenth of a second, shielded), only once the
+        thread has stopped polling, and the records of its last poll and
+        those the sensor still held go down the (draining) pipeline, within
+        2 s. A poll that raises in the thread raises here.
         """
         out = ports.output("out")
-        sensor = self.sensor
         size = self.batch_size
         unsent: list[Any] = []
+        pump: PollThread | None = None
         try:
             await self._take_startup(out)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._wake_when_cancelled)
-                while True:
-                    # Not abandoned on cancel: the thread owns the rings until poll returns (woken at once).
-                    unsent = await trio.to_thread.run_sync(sensor.poll, -1)
-                    self.polls += 1
-                    while unsent:
-                        await out.send(unsent[:size])
-                        unsent = unsent[size:]
+            pump = PollThread(self.sensor, trio.lowlevel.current_trio_token())
+            while True:
+                unsent = await pump.receive()
+                while unsent:
+                    await out.send(unsent[:size])
+                    unsent = unsent[size:]
         finally:
+            if pump is not None:
+                pump.stop()
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._close)
-            # what the last poll returned after the cancellation, and the last milliseconds the sensor held
+                await trio.to_thread.run_sync(self._close, pump)
+            if pump is not None:
+                self.polls += pump.polls
+                unsent += pump.take_rest()
+            # what the last polls returned after the cancellation, and the last milliseconds the sensor held
             # back for ordering, still go down the (draining) pipeline; bounded so a stuck edge cannot hang
             # shutdown
             with trio.move_on_after(2) as scope:
                 scope.shield = True
-                records = unsent + sensor.held()
+                records = unsent + self.sensor.held()
                 if records:
                     await out.send(records)
-
-    async def _wake_when_cancelled(self) -> None:
-        try:
-            await trio.sleep_forever()
-        finally:
-            self.sensor.wake()
 
     def abandon(self) -> None:
         """The graph will not run (the start failed after this source was built): stop the start-up drain's
@@ -179,9 +180,11 @@ class EbpfSource(ActorBase):
         drain, self._drain = self._drain, None
         if drain is not None:
             drain.stop()
-        self._close()
+        self._close(None)
 
-    def _close(self) -> None:
+    def _close(self, pump: PollThread | None) -> None:
+        if pump is not None:
+            pump.join()  # close unmaps the rings: never while a poll runs
         # Read the kernel's lost counters just before the maps are freed, so that the final
         # health record reports them (read after close, they would all be 0). Samples lost
         # while the programs detach, once polling has stopped, are not counted.
