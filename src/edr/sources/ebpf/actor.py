@@ -151,7 +151,7 @@ class EbpfSource(ActorBase):
         pump: PollThread | None = None
         try:
             await self._take_startup(out)
-            pump = PollThread(self.sensor, trio.lowlevel.current_trio_token())
+            pump = PollThread(self.sensor)
             while True:
                 unsent = await pump.receive()
                 while unsent:
@@ -165,6 +165,7 @@ class EbpfSource(ActorBase):
             if pump is not None:
                 self.polls += pump.polls
                 unsent += pump.take_rest()
+                pump.close()
             # what the last polls returned after the cancellation, and the last milliseconds the sensor held
             # back for ordering, still go down the (draining) pipeline; bounded so a stuck edge cannot hang
             # shutdown
