@@ -133,9 +133,11 @@ class EbpfSource(ActorBase):
 
         What the start-up drain held goes first, then the thread polls on
         from where the drain stopped (the sensor's ordering state included).
-        A poll has no timeout: an idle agent's source does not wake at all
+        A poll waits for the kernel: an idle agent's source does not wake
         until the kernel wakes it for the first record of a quiet spell (or
-        records held back for ordering fall due). Backpressure: while a
+        records held back for ordering fall due), or every few seconds
+        (:data:`~edr.sources.ebpf.pollthread.LOST_WAKEUP_MS`) without
+        involving the event loop. Backpressure: while a
         send waits for room, the thread polls at most one batch ahead and
         then stops polling (the kernel's rings fill meanwhile, as before).
         On cancellation the poll under way is woken (:meth:`EbpfSensor.wake`,

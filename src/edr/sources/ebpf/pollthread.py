@@ -21,9 +21,18 @@ from typing import Any
 
 import trio
 
+#: The longest a poll waits without a wake-up (ms). The kernel wakes the poll for the first record written
+#: into a ring the consumer has caught up with (adaptive wake-ups), which it decides by reading the
+#: consumer's position while user space may be storing it: should that race ever cost a wake-up, a quiet
+#: ring would stay unread until another ring woke the poll. This bound caps that at a few seconds, for one
+#: empty poll every few seconds on an idle host (it hands nothing to the event loop).
+LOST_WAKEUP_MS = 5_000
+
 
 class PollThread:
-    """Polls ``sensor`` (no timeout) in a thread until :meth:`stop`; :meth:`receive` takes the batches in order.
+    """Polls ``sensor`` in a thread until :meth:`stop`; :meth:`receive` takes the batches in order.
+
+    Each poll waits for the kernel's wake-up, at most :data:`LOST_WAKEUP_MS`.
 
     Backpressure: the thread polls only while fewer than ``ahead`` batches
     wait to be received, so while the source's send waits for room it
@@ -61,7 +70,7 @@ class PollThread:
                         cond.wait()
                     if self._stopping:
                         return
-                records = sensor.poll(-1)
+                records = sensor.poll(LOST_WAKEUP_MS)
                 self.polls += 1
                 if records:
                     self._hand(records)
