@@ -625,7 +625,10 @@ def _exit_without_teardown(code: int) -> NoReturn:
     modules hold, for a replay with all of SigmaHQ the rule set and its indexes, 0.05-0.1 s of CPU
     (main thread, perf stat, 2 x 5 runs each way). The replay's writers have closed their files by then.
     """
-    threading._shutdown()  # type: ignore[attr-defined]  # what Py_FinalizeEx runs first
+    shutdown = getattr(threading, "_shutdown", None)  # what Py_FinalizeEx runs first (private, CPython)
+    if shutdown is None:
+        sys.exit(code)  # an interpreter without it: the ordinary exit, teardown included
+    shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         # a reader that went away, a stream closed: nothing more can be said there
