@@ -31,6 +31,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -628,7 +629,11 @@ def _exit_without_teardown(code: int) -> NoReturn:
     shutdown = getattr(threading, "_shutdown", None)  # what Py_FinalizeEx runs first (private, CPython)
     if shutdown is None:
         sys.exit(code)  # an interpreter without it: the ordinary exit, teardown included
-    shutdown()
+    try:
+        shutdown()
+    except Exception:  # as at the interpreter's own exit: reported, never the exit code (a pool whose worker died)
+        print("Exception ignored while the threads shut down:", file=sys.stderr)
+        traceback.print_exc()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         # a reader that went away, a stream closed: nothing more can be said there

@@ -167,6 +167,24 @@ def test_a_replay_exits_without_the_teardown_and_loses_nothing_by_it(workdir: Pa
     assert r.returncode == 0 and r.stdout.startswith("edr ") and not (workdir / "exited").exists()
 
 
+def test_an_error_in_the_threads_shutdown_does_not_fail_a_replay(workdir: Path) -> None:
+    """A shutdown hook of the thread machinery that raises (concurrent.futures' when a reader worker was
+    killed: its wake-up pipe is gone) is reported, as at the interpreter's own exit, not made the exit code."""
+    events = write_ndjson(workdir / "events.ndjson", [file_event("/etc/cron.d/evil")])
+    probe = ("import sys, threading\n"
+             "def broken():\n"
+             "    raise OSError(9, 'Bad file descriptor')\n"
+             "threading._register_atexit(broken)\n"
+             "sys.argv = ['edr', 'replay', '--config', 'edr.toml', '--output', 'logs', '--no-progress', "
+             f"{str(events)!r}]\n"
+             "from edr.cli import entry\n"
+             "entry()\n")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=workdir, env=clean_env(), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Exception ignored while the threads shut down" in r.stderr and "Bad file descriptor" in r.stderr
+
+
 def test_edr_replay_with_workers_writes_what_one_process_writes(workdir: Path) -> None:
     """The command end to end: ``--workers 2`` (a reader process beside this one) and ``--workers 1`` write
     the same alert documents in the same order (but for the time of writing and the chain link over it)."""
