@@ -102,18 +102,24 @@ def test_a_replay_imports_nothing_of_the_doctor_nor_the_webhook_client(workdir: 
     assert r.returncode == 0 and "--rule ID" in r.stdout, r.stdout + r.stderr
 
 
-def test_a_replay_from_the_rule_cache_imports_no_progress_bar_process_walker_package_metadata_nor_yara(
-        workdir: Path) -> None:
-    """tqdm (a bar: none with --no-progress), psutil (the responder's process walk), importlib.metadata
-    (the rule cache's engine key needs pySigma's version only) and yara (the replay graph has no scanner:
-    its rules were compiled for nothing) and the rule pack store (no pack named: --sigma) cost a replay's
-    start ~70 ms together."""
+def _cron_rule_dir(workdir: Path) -> Path:
+    """A rule directory holding one Linux file_event rule: a write under /etc/cron.d/."""
     rules = workdir / "rules"
     rules.mkdir()
     (rules / "cron.yml").write_text(
         "title: Cron write\nid: 0f1e2d3c-4b5a-4968-8776-655443322110\nlogsource:\n  category: file_event\n"
         "  product: linux\ndetection:\n  sel:\n    TargetFilename|startswith: /etc/cron.d/\n"
         "  condition: sel\nlevel: high\n")
+    return rules
+
+
+def test_a_replay_from_the_rule_cache_imports_no_progress_bar_process_walker_package_metadata_nor_yara(
+        workdir: Path) -> None:
+    """tqdm (a bar: none with --no-progress), psutil (the responder's process walk), importlib.metadata
+    (the rule cache's engine key needs pySigma's version only) and yara (the replay graph has no scanner:
+    its rules were compiled for nothing) and the rule pack store (no pack named: --sigma) cost a replay's
+    start ~70 ms together."""
+    rules = _cron_rule_dir(workdir)
     events = write_ndjson(workdir / "events.ndjson", [file_event("/etc/cron.d/evil")])
     probe = ("import sys\nfrom edr.cli import main\n"
              f"code = main(['replay', '--config', 'edr.toml', '--output', 'logs', '--no-progress', '--sigma', "
@@ -131,12 +137,7 @@ def test_a_replay_from_the_rule_cache_imports_no_progress_bar_process_walker_pac
 def test_a_replay_exits_without_the_teardown_and_loses_nothing_by_it(workdir: Path) -> None:
     """``edr replay`` ends with ``os._exit`` (the teardown of SigmaHQ's rule set costs 0.05-0.1 s of CPU),
     after its threads, its reader pool and the atexit functions (logging's flush) are done with."""
-    rules = workdir / "rules"
-    rules.mkdir()
-    (rules / "cron.yml").write_text(
-        "title: Cron write\nid: 0f1e2d3c-4b5a-4968-8776-655443322110\nlogsource:\n  category: file_event\n"
-        "  product: linux\ndetection:\n  sel:\n    TargetFilename|startswith: /etc/cron.d/\n"
-        "  condition: sel\nlevel: high\n")
+    rules = _cron_rule_dir(workdir)
     events = write_ndjson(workdir / "events.ndjson", [file_event(f"/etc/cron.d/evil{i}") for i in range(3)])
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
