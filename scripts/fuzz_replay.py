@@ -476,7 +476,8 @@ def ebpf_record(rng: random.Random) -> r.RawRecord:
         fname = rng.choice((b"/usr/bin/bash", b"/dev/fd/3", b"./run", b"/tmp/x")) + b"\0"
         data = _hdr(rng, typ, pid, aux=rng.choice((0, 1, -1)), xflags=rng.randrange(4))
         start_ns = rng.choice((0, 1, 10**15, 2**64 - 1))  # the fork time (0: forked before the sensor)
-        data += r.EXEC_TAIL.pack(len(argv), len(fname), len(blob), start_ns) + blob + fname
+        euid = rng.choice((0, 1000, r.EUID_UNKNOWN))
+        data += r.EXEC_TAIL.pack(len(argv), len(fname), len(blob), start_ns, euid, 0) + blob + fname
         return r.RawRecord(r.PROCESS, data)
     if typ in (r.EV_FORK, r.EV_EXIT):
         return r.RawRecord(r.PROCESS, _hdr(rng, typ, pid, aux=rng.choice((4243, 0, -5))))

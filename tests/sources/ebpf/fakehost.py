@@ -34,6 +34,7 @@ class FakeHost:
         return self.exes.get(pid)
 
     def euid(self, pid: int, uid: int) -> int | None:
+        self.calls.append(f"euid {pid}")
         return self.euids.get(pid)
 
     def cgroup_path(self, pid: int, cgroup_id: int) -> str | None:

@@ -17,12 +17,15 @@ def hdr(typ: int, pid: int, *, ts_ns: int = 5_000_000_000, cgid: int = 77, xflag
 
 
 def exec_rec(pid: int, filename: str, argv: list[str], *, ppid: int = 0, truncated: bool = False,
-             start_ns: int = 0, **kw: Any) -> r.RawRecord:
-    """An exec record; ``start_ns`` is the fork time the kernel recorded (0: no fork record seen)."""
+             start_ns: int = 0, euid: int = r.EUID_UNKNOWN, **kw: Any) -> r.RawRecord:
+    """An exec record; ``start_ns`` is the fork time the kernel recorded (0: no fork record seen).
+
+    ``euid`` is what the kernel read (default: unknown, so the decoder asks its host).
+    """
     blob = b"".join(a.encode() + b"\0" for a in argv)
     fname = filename.encode() + b"\0"
     data = hdr(r.EV_EXEC, pid, aux=ppid, xflags=r.XF_ARGV_TRUNCATED if truncated else 0, **kw)
-    data += r.EXEC_TAIL.pack(len(argv), len(fname), len(blob), start_ns) + blob + fname
+    data += r.EXEC_TAIL.pack(len(argv), len(fname), len(blob), start_ns, euid, 0) + blob + fname
     return r.RawRecord(r.PROCESS, data)
 
 

@@ -88,11 +88,34 @@ def test_exec_start_from_proc_that_postdates_the_exec_is_not_used() -> None:
 
 
 def test_exec_record_layout_matches_the_c_struct() -> None:
-    """struct exec_rec: hdr (56), argc u16, fname_len u16, args_len u32, start_ns u64, blob."""
-    assert (r.HDR_SIZE, r.EXEC_TAIL.size, r.EXEC_BLOB_OFF) == (56, 16, 72)
-    raw = rr.exec_rec(7, "/bin/true", ["true"], start_ns=0x0102030405060708)
+    """struct exec_rec: hdr (56), argc u16, fname_len u16, args_len u32, start_ns u64, euid u32, pad u32, blob."""
+    assert (r.HDR_SIZE, r.EXEC_TAIL.size, r.EXEC_BLOB_OFF) == (56, 24, 80)
+    raw = rr.exec_rec(7, "/bin/true", ["true"], start_ns=0x0102030405060708, euid=0x0A0B0C0D)
     assert raw.data[64:72] == bytes.fromhex("0807060504030201")
-    assert raw.data[72:77] == b"true\0"
+    assert raw.data[72:80] == bytes.fromhex("0D0C0B0A00000000")
+    assert raw.data[80:85] == b"true\0"
+
+
+def test_exec_euid_from_the_kernel_needs_no_proc_lookup() -> None:
+    """The sensor's euid is taken as is (a setuid program's owner), without a stat of /proc/<pid>."""
+    host = FakeHost(euids={42: 0})   # /proc would say 0: it must not be asked
+    d = _decoder(host)
+    [ev] = d.decode(rr.exec_rec(42, "/usr/bin/passwd", ["passwd"], uid=1000, euid=65534))
+    assert (ev.fields[F.UID], ev.fields[F.EUID]) == (1000, 65534)
+    assert not [c for c in host.calls if c.startswith("euid")]
+    [root] = d.decode(rr.exec_rec(43, "/usr/bin/su", ["su"], uid=1000, euid=0))
+    assert root.fields[F.EUID] == 0
+    assert d.statistics()["euid_from_proc"] == 0
+
+
+def test_exec_euid_unknown_to_the_kernel_comes_from_proc() -> None:
+    """A sensor built without the kernel's offsets writes EUID_UNKNOWN: the host is asked, and counted."""
+    host = FakeHost(euids={42: 0})
+    d = _decoder(host)
+    [ev] = d.decode(rr.exec_rec(42, "/usr/bin/x", ["x"], uid=1000))
+    assert ev.fields[F.EUID] == 0
+    assert host.calls.count("euid 42") == 1
+    assert d.statistics()["euid_from_proc"] == 1
 
 
 def test_exec_relative_filename_and_truncation_flag() -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
+
+import pytest
 
 from edr.event import PROCESS_CREATION, PROCESS_FORK, PROCESS_TERMINATION, F
 from edr.platform.linux import procfs
@@ -116,6 +120,33 @@ def test_start_time_is_the_fork_time_however_late_the_exec(live: LiveCapture) ->
     assert forked.fields[F.PROCESS_START_TIME] == stamp
     # more than a second passed between fork and exec; the stamp is the fork's
     assert created.timestamp - forked.timestamp > 1.0
+
+
+def test_a_setuid_program_runs_as_its_owner_read_from_the_kernels_credentials(live: LiveCapture,
+                                                                              tmp_path: Path) -> None:
+    """EUID is the new program's effective uid, read by the sensor at exec, not from /proc.
+
+    /proc/<pid> of a setuid program belongs to root, and once it has exited
+    (``true`` exits at once) there is nothing left to read there.
+    """
+    owner = 65534
+    if os.geteuid() != 0:
+        pytest.skip("making a program setuid to another user needs root")
+    if os.statvfs(tmp_path).f_flag & os.ST_NOSUID:
+        pytest.skip(f"{tmp_path} is mounted nosuid")
+    prog = tmp_path / "edr-setuid-true"
+    shutil.copy("/bin/true", prog)
+    os.chown(prog, owner, owner)
+    os.chmod(prog, 0o4755)
+    marker = f"edr-{uuid.uuid4().hex}"
+    from_proc = live.decoder.statistics()["euid_from_proc"]
+    since = live.mark()
+    subprocess.run([str(prog), marker], check=True)
+    [created] = live.wait_for(lambda e: e.category == PROCESS_CREATION
+                              and e.get(F.COMMAND_LINE) == f"{prog} {marker}", since)
+    assert created.fields[F.UID] == os.getuid()
+    assert created.fields[F.EUID] == owner
+    assert live.decoder.statistics()["euid_from_proc"] == from_proc
 
 
 # ExitCode / ExitSignal: not Sysmon fields (Sysmon has no exit status); see edr.sources.ebpf.decode

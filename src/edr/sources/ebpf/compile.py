@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 
-from edr.sources.ebpf import bpf_syscall, loader, objfile
+from edr.sources.ebpf import bpf_syscall, kernel_btf, loader, objfile
 from edr.sources.ebpf.errors import SensorUnavailable
 
 #: A compile takes 3 s here; a child that takes this long is stuck.
@@ -39,7 +39,14 @@ _HOOKS: dict[str, tuple[int, int]] = {
 
 
 def build(cflags: list[str], key: str) -> objfile.CompiledObject:
-    """Compile the sensor with bcc in this process, attach nothing, and extract it (imports bcc)."""
+    """Compile the sensor with bcc in this process, attach nothing, and extract it (imports bcc).
+
+    The running kernel's struct offsets the sensor needs (:func:`kernel_btf.euid_cflags`) are
+    added here rather than by the agent: reading them takes a tenth of a second, and a cached
+    object needs no compile, so only a compile pays.  The cache key already names the kernel
+    build they were read from.
+    """
+    cflags = [*cflags, *kernel_btf.euid_cflags()]
     bcc = loader.import_bcc()
     lib = bcc.libbcc.lib
     lib.bpf_table_name.restype = ctypes.c_char_p   # libbcc.py leaves it an int

@@ -210,7 +210,7 @@ class Decoder:
         self._seq = 0
         self._stats = {"decoded": 0, "malformed": 0, "ignored": 0, "dns_unanswered": 0,
                        "dns_unmatched_answers": 0, "start_from_proc": 0, "start_unknown": 0,
-                       "exit_status_unknown": 0, "socket_from_proc": 0, "socket_unknown": 0,
+                       "exit_status_unknown": 0, "euid_from_proc": 0, "socket_from_proc": 0, "socket_unknown": 0,
                        "path_unresolved": 0, "device_opens": 0, "create_unverified": 0}
         # cgroup id -> (cgroup path, container id)
         self._cgroups: dict[int, tuple[str, str | None]] = {}
@@ -395,7 +395,7 @@ class Decoder:
 
     def _exec(self, data: bytes, ts: float, ts_ns: int, cgid: int, xflags: int, pid: int, uid: int,
               gid: int, ppid: int, comm: str) -> Event:
-        _argc, fname_len, args_len, start_ns = r.EXEC_TAIL.unpack_from(data, r.HDR_SIZE)
+        _argc, fname_len, args_len, start_ns, kernel_euid, _pad = r.EXEC_TAIL.unpack_from(data, r.HDR_SIZE)
         end = r.EXEC_BLOB_OFF + args_len
         if len(data) < end + fname_len or fname_len < 2:
             raise ValueError("exec record shorter than its lengths")
@@ -436,7 +436,13 @@ class Decoder:
             fields[F.CURRENT_DIRECTORY] = cwd
         if ppid > 0:
             fields[F.PARENT_PROCESS_ID] = ppid
-        euid = host.euid(pid, uid)
+        # the kernel's own (sensor built with the BTF offsets) costs nothing; /proc costs a stat
+        # and is gone once a short-lived process has exited
+        if kernel_euid == r.EUID_UNKNOWN:
+            self._stats["euid_from_proc"] += 1
+            euid = host.euid(pid, uid)
+        else:
+            euid = kernel_euid
         if euid is not None:
             fields[F.EUID] = euid
         cgroup = self._cgroup(pid, cgid)

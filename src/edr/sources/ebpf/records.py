@@ -59,12 +59,16 @@ PATH_SIZE: Final = 512
 #: ts, cgroup_id, type, xflags, pid, tid, uid, gid, aux, comm
 HDR: Final = struct.Struct("<QQHHIIIIi16s")
 HDR_SIZE: Final = HDR.size  # 56
-#: argc, fname_len, args_len, start_ns (then argv blob[args_len], filename[fname_len]).
+#: argc, fname_len, args_len, start_ns, euid, pad (then argv blob[args_len], filename[fname_len]).
 #: ``start_ns``: the process's fork time (CLOCK_BOOTTIME ns) from the sensor's
 #: fork record, 0 when there is none (forked before the sensor was loaded, or the
 #: map entry was evicted or removed when the group leader exited early).
-EXEC_TAIL: Final = struct.Struct("<HHIQ")
-EXEC_BLOB_OFF: Final = HDR_SIZE + EXEC_TAIL.size  # 72
+#: ``euid``: the effective uid the new program runs as, :data:`EUID_UNKNOWN`
+#: when the sensor was built without the kernel's struct offsets (no BTF).
+EXEC_TAIL: Final = struct.Struct("<HHIQII")
+EXEC_BLOB_OFF: Final = HDR_SIZE + EXEC_TAIL.size  # 80
+#: The exec record's euid when the kernel did not give it (the kernel's INVALID_UID).
+EUID_UNKNOWN: Final = 0xFFFFFFFF
 #: fd, pad (then path[512])
 CHDIR_TAIL: Final = struct.Struct("<iI")
 CHDIR_PATH_OFF: Final = 64

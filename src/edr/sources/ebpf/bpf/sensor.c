@@ -14,14 +14,19 @@
 // every one returns 1 (allow) and changes nothing.  Without them (no cgroup
 // v2, an old kernel) UDP falls back to the syscall tracepoints below.
 //
-// bpf_get_current_task() is never dereferenced: fentry/fexit and BTF-typed
-// programs are not used because some hosts (this one included) refuse them.
+// fentry/fexit and BTF-typed programs are not used because some hosts refuse
+// them.  The one read through bpf_get_current_task() is the effective uid at
+// exec (current_euid() below), and only at offsets the compile child read
+// from the running kernel's own BTF (kernel_btf.py), never from a header.
 //
 // Compile-time knobs (set by loader.py through -D):
 //   FAM_PROCESS, FAM_NETWORK, FAM_FILE, FAM_DNS   which families to build
 //   MAX_ARGS        argv entries captured per exec
 //   ARGS_SIZE       argv bytes captured per exec
 //   RB_PAGES_*      ring buffer size (pages) per family
+//   TASK_REAL_CRED_OFF, CRED_EUID_OFF
+//                   offsets of task_struct.real_cred and cred.euid in the
+//                   running kernel (its BTF); absent: no effective uid
 
 #include <uapi/linux/ptrace.h>
 
@@ -228,15 +233,42 @@ static __always_inline int join_dirfd(s32 *dfd, char *path)
 // the lifecycle lane: sized 4x the others by the loader, never to be lost
 BPF_RINGBUF_OUTPUT(rb_process, RB_PAGES_PROCESS);
 
+// The effective uid unknown (records.py EUID_UNKNOWN; the kernel's own
+// INVALID_UID, which no task holds).
+#define EUID_UNKNOWN 0xFFFFFFFF
+
+// The current task's effective uid (init user namespace, as /proc shows it
+// to the agent), read from its objective credentials (real_cred, what
+// /proc/<pid>/status shows).  At sched_process_exec the new credentials are
+// already committed, so this is the uid the new program runs as: a setuid
+// program's owner.
+static __always_inline u32 current_euid(void)
+{
+#if defined(TASK_REAL_CRED_OFF) && defined(CRED_EUID_OFF)
+    u64 task = bpf_get_current_task();
+    u64 cred = 0;
+    u32 euid = 0;
+    if (bpf_probe_read_kernel(&cred, sizeof(cred), (void *)(task + TASK_REAL_CRED_OFF)) || !cred)
+        return EUID_UNKNOWN;
+    if (bpf_probe_read_kernel(&euid, sizeof(euid), (void *)(cred + CRED_EUID_OFF)))
+        return EUID_UNKNOWN;
+    return euid;
+#else
+    return EUID_UNKNOWN;
+#endif
+}
+
 // Compact: the record carries only the bytes used, argv (NUL-separated)
 // then the filename, so a typical exec is ~150 bytes, not ~5 KiB.
-// 72 bytes before the blob: "<HHIQ" after the header in records.py.
+// 80 bytes before the blob: "<HHIQII" after the header in records.py.
 struct exec_rec {
     struct hdr h;
     u16 argc;
     u16 fname_len;   // bytes of the filename after the argv, NUL included
     u32 args_len;
     u64 start_ns;    // the process's fork time (parents map), 0 if forked before the sensor
+    u32 euid;        // effective uid after the exec, EUID_UNKNOWN without the BTF offsets
+    u32 pad;
     // argv then filename.  Twice ARGS_SIZE (+ a path) so that a read of up
     // to ARGS_SIZE bytes at any offset below ARGS_SIZE stays inside the
     // buffer, which is what the verifier checks.
@@ -363,6 +395,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     struct parent_rec *pp = parents.lookup(&rec->h.pid);
     rec->h.aux = pp ? pp->ppid : 0;
     rec->start_ns = pp ? pp->fork_ns : 0;
+    rec->euid = current_euid();
+    rec->pad = 0;
     u64 off = clamp_size(rec->args_len, ARGS_SIZE);
     long n = bpf_probe_read_kernel_str(&rec->blob[off], PATH_SIZE,
                                        (char *)args + (args->data_loc_filename & 0xFFFF));
