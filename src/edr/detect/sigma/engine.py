@@ -23,7 +23,7 @@ from edr.detect.sigma.matchers import MatchContext
 from edr.detect.sigma.nodes import explain
 from edr.detect.sigma.report import LoadReport
 from edr.detect.sigma.rules import CompiledRule
-from edr.detect.sigma.ruleset import ON_TERMINAL, CompileProgress, RuleSet
+from edr.detect.sigma.ruleset import ON_TERMINAL, CompileProgress, RuleSet, built
 from edr.severity import severity_rank
 
 MATCH_MODES: Final = ("all", "best")
@@ -55,6 +55,10 @@ class SigmaEngine:
         self.correlation = CorrelationEngine(ruleset.correlations, max_groups, max_bytes)
         self._correlated = frozenset(
             number for kind, number in self.correlation.by_ref if kind == "r")
+        #: rules from the rule cache whose condition tree is not built yet: built when first a candidate
+        self._unbuilt = {rule.number for rule in self.rules if rule.pending}
+        #: rules whose tree could not be built (logged once): never evaluated
+        self._broken: set[int] = set()
         self._fields_read: dict[tuple[str, str | None], frozenset[str]] = {}
         self.events = 0
         self.candidates = 0
@@ -104,6 +108,12 @@ class SigmaEngine:
         candidates = index.candidates(ctx)
         if not candidates:
             return []
+        if self._unbuilt and not self._unbuilt.isdisjoint(candidates):
+            self._build(candidates)
+        if self._broken:
+            candidates -= self._broken
+            if not candidates:
+                return []
         self.candidates += len(candidates)
         rules = self.rules
         alerts: list[Alert] = []
@@ -131,6 +141,13 @@ class SigmaEngine:
             best = max(alerts, key=lambda a: severity_rank(a.severity))
             return [best]
         return alerts
+
+    def _build(self, candidates: set[int]) -> None:
+        """Build the trees of the deferred rules among ``candidates``; one that fails joins ``_broken``."""
+        for number in candidates & self._unbuilt:
+            self._unbuilt.discard(number)
+            if not built(self.rules[number]):
+                self._broken.add(number)
 
     def _timed(self, numbers: list[int], ctx: MatchContext) -> list[int]:
         """Evaluate ``numbers`` timing each (a sampled event); the rules that matched, which the caller

@@ -116,6 +116,11 @@ class CompiledRule:
         del rule.condition
         return rule
 
+    @property
+    def pending(self) -> bool:
+        """Whether the condition tree is deferred and not built yet."""
+        return self._pending is not None
+
     def build(self) -> None:
         """Build the condition tree now if it is deferred (raises what its constructors raise)."""
         if self._pending is not None:

@@ -188,9 +188,11 @@ class RuleSet:
     def route_index(self, route: Route) -> RouteIndex:
         """The literal index of the rules that apply to ``route`` (built on first use).
 
-        The condition trees of those rules are built then too, if they came
-        from the rule cache (:meth:`CompiledRule.deferred`); a rule whose
-        tree cannot be built is logged and left out of the index.
+        It reads the rules' clauses only: the condition tree of a rule from
+        the rule cache (:meth:`CompiledRule.deferred`) is built when the rule
+        is first a candidate (:func:`built`), not for every rule of the route
+        (with SigmaHQ's set, 430 of the 2,287 rules of the routes the attack
+        samples use ever are).
         """
         index = self.routes.get(route)
         if index is None:
@@ -204,14 +206,17 @@ class RuleSet:
             numbers = sorted(number for logsource, group in self._by_logsource.items()
                              if applies(logsource, route) for number in group)
             rules = self.rules
-            index = RouteIndex(((number, rules[number].clauses) for number in numbers if _built(rules[number])),
+            index = RouteIndex(((number, rules[number].clauses) for number in numbers),
                                first_clause=self._first_clause, automata=self._automata)
             self.routes[route] = index
         return index
 
 
-def _built(rule: CompiledRule) -> bool:
-    """Build ``rule``'s condition tree now if it is deferred; False (logged) when that fails."""
+def built(rule: CompiledRule) -> bool:
+    """Build ``rule``'s condition tree now if it is deferred; False (logged) when that fails.
+
+    The caller never evaluates a rule that failed (its tree is still unset).
+    """
     try:
         rule.build()
     except Exception as exc:  # whatever a constructor raises on a stored value it refuses
