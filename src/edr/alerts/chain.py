@@ -59,7 +59,6 @@ Cost, on top of the serialization the writer does anyway: about 3.5 µs per
 from __future__ import annotations
 
 import errno
-import hashlib
 import hmac
 import os
 import stat
@@ -69,6 +68,7 @@ from typing import Any, Final
 import attrs
 import orjson
 
+from edr.alerts.digests import hmac_sha256_hex, sha256_hex
 from edr.alerts.ndjson import dumps_line
 from edr.platform.private_files import UnsafePath, check_trusted
 
@@ -165,9 +165,10 @@ def key_id(key: bytes | None) -> str | None:
 def link_hash(prev: str, canonical: bytes, key: bytes | None = None) -> str:
     """The hash of a line whose canonical bytes are ``canonical`` after a line whose hash is ``prev``."""
     data = prev.encode("ascii") + canonical
+    # the GIL kept while hashing: see edr.alerts.digests
     if key:
-        return hmac.digest(key, data, "sha256").hex()
-    return hashlib.sha256(data).hexdigest()
+        return hmac_sha256_hex(key, data)
+    return sha256_hex(data)
 
 
 class ChainFormatError(ValueError):

@@ -22,9 +22,9 @@ A document that already has a string ``event.id`` keeps it.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Final
 
+from edr.alerts.digests import blake2b_hex
 from edr.alerts.ecs import HostInfo, alert_document
 from edr.alerts.ndjson import dumps_line
 from edr.detect.alert import Alert
@@ -41,7 +41,7 @@ def alert_id(doc: dict[str, Any]) -> str:
     for key in VOLATILE_KEYS:
         if key in stable:
             del stable[key]
-    return hashlib.blake2b(dumps_line(stable), digest_size=16).hexdigest()
+    return blake2b_hex(dumps_line(stable), 16)  # the GIL kept while hashing: see edr.alerts.digests
 
 
 def sink_document(item: Alert | dict[str, Any], host: HostInfo) -> dict[str, Any]:
