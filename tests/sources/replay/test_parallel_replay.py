@@ -203,6 +203,8 @@ def test_readers_read_far_ahead_through_small_files_and_not_through_large_ones(w
     assert pool.groups == [GROUP_FILES, GROUP_FILES, 1 + AHEAD - 2 * GROUP_FILES]  # given together
     pool.futures[0].set_result([_encode(WireFile(True, "evtx", size=i)) for i in range(GROUP_FILES)])
     assert [pooled.result(i).size for i in range(GROUP_FILES)] == list(range(GROUP_FILES))
+    # the window is topped up once a whole group fits, not a file at a time
+    assert pool.groups == [GROUP_FILES, GROUP_FILES, 1 + AHEAD - 2 * GROUP_FILES, GROUP_FILES]
     pooled.close()
 
     large = [workdir / f"l{i}.evtx" for i in range(6)]
