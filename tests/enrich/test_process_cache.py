@@ -174,3 +174,42 @@ def test_enricher_actor_takes_both_bounds_from_the_configuration() -> None:
     # seeded from the real /proc, within the budget, counted in the actor's statistics
     assert 0 < cache.bytes == cache.recount_bytes() <= 1 << 20
     assert actor.statistics()["process_cache_bytes"] == cache.bytes
+
+
+def test_exec_record_is_exec_by_position() -> None:
+    by_keyword, by_position = ProcessCache(), ProcessCache()
+    for cache in (by_keyword, by_position):
+        cache.exec(7, image="/bin/sh", command_line="sh", ts=0.0, ppid=1, cwd="/srv")
+    by_keyword.exec(7, image="/usr/bin/id", command_line="id -u", ts=1.0, uid=0, user="root", cgroup_id=9,
+                    cgroup_path="/system.slice", container_id="c0ffee")
+    by_position.exec_record(7, 0, "/usr/bin/id", "id -u", 0, "root", None, 1.0, 9, "/system.slice", "c0ffee")
+    # the parent and working directory are kept from the record replaced, either way
+    assert by_keyword.get(7) == by_position.get(7) == ProcessInfo(
+        7, 1, "/usr/bin/id", "id -u", 0, "root", "/srv", 1.0, 9, "/system.slice", "c0ffee",
+        size=by_keyword.bytes)
+    assert by_keyword.statistics() == by_position.statistics()
+
+
+def test_get_follows_the_cache() -> None:
+    cache = ProcessCache(max_entries=1, exit_linger=1.0)
+    get = cache.get
+    cache.exec(1, image="/bin/a", command_line="a", ts=0.0)
+    assert get(1) is cache.get(1) is not None
+    cache.exec(2, image="/bin/b", command_line="b", ts=0.0)  # evicts pid 1
+    cache.exit(2, ts=0.0)
+    assert get(1) is None and get(2) is not None
+    cache.expire(5.0)
+    assert get(2) is None and len(cache) == 0
+
+
+def test_user_cache_cached_looks_nothing_up() -> None:
+    looked_up: list[int] = []
+
+    def lookup(uid: int) -> str | None:
+        looked_up.append(uid)
+        return {0: "root"}.get(uid)
+
+    users = UserCache(lookup)
+    assert users.cached(0) is None and looked_up == [] and users.misses == 0
+    assert users.name(0) == "root" and users.cached(0) == "root" and users.misses == 1
+    assert users.name(5) == "5" and users.cached(5) == "5" and looked_up == [0, 5]

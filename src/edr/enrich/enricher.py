@@ -26,6 +26,22 @@ from edr.event import (
 )
 from edr.platform import current
 
+# The field names the per-event path reads, as module globals: ``F.X`` is a class attribute, looked up
+# on every use, which costs more than a global
+_USER = F.USER
+_UID = F.UID
+_PROCESS_ID = F.PROCESS_ID
+_PARENT_PROCESS_ID = F.PARENT_PROCESS_ID
+_IMAGE = F.IMAGE
+_COMMAND_LINE = F.COMMAND_LINE
+_CONTAINER_ID = F.CONTAINER_ID
+_PARENT_IMAGE = F.PARENT_IMAGE
+_PARENT_COMMAND_LINE = F.PARENT_COMMAND_LINE
+_PARENT_USER = F.PARENT_USER
+_CURRENT_DIRECTORY = F.CURRENT_DIRECTORY
+_CGROUP_ID = F.CGROUP_ID
+_CGROUP_PATH = F.CGROUP_PATH
+
 #: key of ``Event.origin`` carrying the smallest TTL of a DNS answer (set by the decoder)
 DNS_TTL_ORIGIN_KEY = "dns.answers.ttl"
 DEFAULT_DNS_TTL = 300.0
@@ -111,11 +127,13 @@ class Enricher:
         if ts >= procs.next_expiry:
             procs.expire(ts)
         f = event.fields
-        if self._name_uids and F.USER not in f:
-            uid = f.get(F.UID)
+        if _USER not in f and self._name_uids:
+            uid = f.get(_UID)
             if isinstance(uid, int):
-                f[F.USER] = self.users.name(uid)
-        pid = f.get(F.PROCESS_ID)
+                users = self.users
+                name = users.cached(uid)  # the hit, without a call to users.name
+                f[_USER] = name if name is not None else users.name(uid)
+        pid = f.get(_PROCESS_ID)
         if not isinstance(pid, int):
             return
         category = event.category
@@ -123,23 +141,23 @@ class Enricher:
             self._exec(pid, f, ts)
             return
         if category == PROCESS_FORK:
-            ppid = f.get(F.PARENT_PROCESS_ID)
+            ppid = f.get(_PARENT_PROCESS_ID)
             if isinstance(ppid, int):
                 procs.fork(ppid, pid, ts)
             return
         info = procs.get(pid)
         if info is not None:
             if info.image:
-                f.setdefault(F.IMAGE, info.image)
-            if F.USER not in f and info.user:
-                f[F.USER] = info.user
+                f.setdefault(_IMAGE, info.image)
+            if _USER not in f and info.user:
+                f[_USER] = info.user
             if info.ppid:
-                f.setdefault(F.PARENT_PROCESS_ID, info.ppid)
+                f.setdefault(_PARENT_PROCESS_ID, info.ppid)
             if info.container_id:
-                f.setdefault(F.CONTAINER_ID, info.container_id)
+                f.setdefault(_CONTAINER_ID, info.container_id)
         if category == PROCESS_TERMINATION:
             if info is not None and info.command_line:
-                f.setdefault(F.COMMAND_LINE, info.command_line)
+                f.setdefault(_COMMAND_LINE, info.command_line)
             procs.exit(pid, ts)
         elif category == NETWORK_CONNECTION:
             if F.DESTINATION_HOSTNAME not in f:
@@ -153,34 +171,35 @@ class Enricher:
 
     def _exec(self, pid: int, f: dict[str, Any], ts: float) -> None:
         procs = self.processes
-        ppid = f.get(F.PARENT_PROCESS_ID)
+        ppid = f.get(_PARENT_PROCESS_ID)
         if not isinstance(ppid, int) or ppid <= 0:
             known = procs.get(pid)
             ppid = known.ppid if known is not None else 0
         if ppid:
-            f[F.PARENT_PROCESS_ID] = ppid
+            f[_PARENT_PROCESS_ID] = ppid
             parent = procs.get(ppid)
             if parent is not None:
                 if parent.image:
-                    f.setdefault(F.PARENT_IMAGE, parent.image)
+                    f.setdefault(_PARENT_IMAGE, parent.image)
                 if parent.command_line:
-                    f.setdefault(F.PARENT_COMMAND_LINE, parent.command_line)
+                    f.setdefault(_PARENT_COMMAND_LINE, parent.command_line)
                 if parent.user:
-                    f.setdefault(F.PARENT_USER, parent.user)
-        uid = f.get(F.UID)
-        cgid = f.get(F.CGROUP_ID)
-        procs.exec(
-            pid,
-            image=str(f.get(F.IMAGE, "")),
-            command_line=str(f.get(F.COMMAND_LINE, "")),
-            ts=ts,
-            ppid=ppid,
-            uid=uid if isinstance(uid, int) else None,
-            user=f.get(F.USER),
-            cwd=f.get(F.CURRENT_DIRECTORY),
-            cgroup_id=cgid if isinstance(cgid, int) else None,
-            cgroup_path=f.get(F.CGROUP_PATH),
-            container_id=f.get(F.CONTAINER_ID),
+                    f.setdefault(_PARENT_USER, parent.user)
+        uid = f.get(_UID)
+        cgid = f.get(_CGROUP_ID)
+        image = f.get(_IMAGE, "")
+        command_line = f.get(_COMMAND_LINE, "")
+        procs.exec_record(
+            pid, ppid,
+            image if type(image) is str else str(image),  # str() of a str is a call for nothing
+            command_line if type(command_line) is str else str(command_line),
+            uid if isinstance(uid, int) else None,
+            f.get(_USER),
+            f.get(_CURRENT_DIRECTORY),
+            ts,
+            cgid if isinstance(cgid, int) else None,
+            f.get(_CGROUP_PATH),
+            f.get(_CONTAINER_ID),
         )
 
     def _dns_answer(self, event: Event, f: dict[str, Any], ts: float) -> None:
