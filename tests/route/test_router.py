@@ -142,3 +142,46 @@ async def test_an_open_aggregate_is_emitted_while_the_input_is_idle() -> None:
         assert first is not None and [e.seq for e in first] == [1]
         assert later is not None and [(e.seq, e.count) for e in later] == [(3, 2)]
         edge.close()
+
+
+async def test_no_timer_while_no_aggregate_is_open(monkeypatch: object) -> None:
+    """Waiting for a batch costs no cancel scope unless some aggregate may fall due meanwhile."""
+    import pytest
+    import trio
+
+    from edr.route import router as router_module
+    from edr.runtime.actor import Ports
+    from edr.runtime.buffer import Policy
+    from edr.runtime.channel import Edge, InPort, OutPort
+
+    timers: list[float] = []
+    move_on_at = trio.move_on_at
+
+    def counted(deadline: float) -> trio.CancelScope:
+        timers.append(deadline)
+        return move_on_at(deadline)
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setattr(router_module.trio, "move_on_at", counted)
+    router = Router("router", _aggregator(frozenset(), window=0.2))
+    inp, edge = InPort("in"), Edge("in", 8, Policy.BLOCK)
+    inp.attach(edge)
+    outs, received = {}, InPort("out")
+    for lane in ("priority", "bulk"):
+        port, out_edge = OutPort(lane), Edge(lane, 8, Policy.BLOCK)
+        port.attach(out_edge)
+        received.attach(out_edge)
+        outs[lane] = port
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(router.run, Ports(inputs={"in": inp}, outputs=outs))
+        with trio.fail_after(5):
+            for seq in range(1, 4):  # lifecycle only: no aggregate opens
+                await edge.send([ev(PROCESS_FORK, seq), ev(PROCESS_CREATION, seq)])
+                assert await received.receive() is not None
+            assert timers == []
+            await edge.send([conn(10), conn(11)])  # an aggregate opens: the next wait has a timer
+            assert await received.receive() is not None
+            await edge.send([ev(PROCESS_TERMINATION, 12)])
+            assert await received.receive() is not None
+        assert len(timers) >= 1
+        edge.close()
