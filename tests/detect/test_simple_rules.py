@@ -103,7 +103,8 @@ def test_category_gates_never_change_which_rules_match() -> None:
     assert any(g is not None for g in gated._gates.values())
     paths = st.sampled_from(["/etc/cron.d/x", "/etc/systemd/system/a.service", "/root/.ssh/authorized_keys",
                              "/home/u/.ssh/authorized_keys2", "/tmp/x", "", "/etc/crontab"])
-    images = st.sampled_from(["/usr/bin/nc", "/bin/sh", "/usr/bin/bash", "/usr/sbin/nginx", "/usr/bin/ls", ""])
+    images = st.sampled_from(["/usr/bin/nc", "/bin/sh", "/usr/bin/bash", "/usr/sbin/nginx", "/usr/bin/ls", "", "sh",
+                              "C:\\Windows\\System32\\sh", "C:\\tools\\bash", "/opt/a\\b/sh", "bash\\", 5, None])
     fields = st.fixed_dictionaries({}, optional={
         "TargetFilename": paths, "SourceFilename": paths, "Image": images, "ParentImage": images,
         "DestinationPort": st.sampled_from([4444, "1337", 31337, 80, "x", None]),

@@ -180,7 +180,15 @@ def _gate(rules: list[SimpleRule]) -> Callable[[dict[str, Any]], bool] | None:
         return port_gate
     if all(r.process_names is not None for r in rules):
         names = frozenset(n for r in rules for n in r.process_names or ())
-        return lambda f: _base(f.get(F.IMAGE)) in names
+        image_field = F.IMAGE
+
+        def name_gate(f: dict[str, Any]) -> bool:
+            image = f.get(image_field)
+            if type(image) is str and "\\" not in image:  # a POSIX path: _base's first case, without its call
+                return image.rpartition("/")[2] in names
+            return _base(image) in names
+
+        return name_gate
     return None
 
 
