@@ -35,8 +35,14 @@ Needs = frozenset[Need]
 
 
 def _cost(needs: Needs) -> float:
-    """Expected candidate rate of a need set (:func:`substring_cost` per substring, 1 per exact value)."""
-    return sum(1.0 if kind == "eq" else substring_cost(text) for _field, kind, text in needs)
+    """Expected candidate rate of a need set (:func:`substring_cost` per substring, 1 per exact value).
+
+    Summed with :func:`math.fsum`, whose correctly rounded result does not depend on the order of the
+    terms: a plain ``sum`` follows the set's iteration order, i.e. the hash seed, and its last bit then
+    decided ties between clauses, so which clauses a rule kept (and the rule cache) differed between
+    processes (a fork server's workers against their parent).
+    """
+    return math.fsum(1.0 if kind == "eq" else substring_cost(text) for _field, kind, text in needs)
 
 
 def _longest(parts: tuple[str | None, ...] | tuple[str, ...]) -> str:
