@@ -88,11 +88,15 @@ def test_a_reader_process_collects_even_when_forked_while_the_start_paused_the_c
 
 def test_a_replay_imports_nothing_of_the_doctor_nor_the_webhook_client(workdir: Path) -> None:
     """The doctor's options are added to the parser for ``edr doctor`` only, and the webhook client
-    (urllib3) is imported only for a URL to deliver to: their modules cost a replay's start."""
+    (urllib3) is imported only for a URL to deliver to, the alert sinks' delivery machinery (destinations,
+    spools, retries with email.utils, syslog transports) only for a target: their modules cost a replay's
+    start."""
     events = write_ndjson(workdir / "events.ndjson", [file_event("/etc/cron.d/evil")])
+    unused = ("edr.doctor", "urllib3", "email.utils", "edr.alerts.sinks.destination", "edr.alerts.sinks.spool",
+              "edr.alerts.sinks.retry", "edr.alerts.sinks.syslog_delivery", "edr.alerts.sinks.syslog_transport")
     probe = ("import sys\nfrom edr.cli import main\n"
              f"code = main(['replay', '--config', 'edr.toml', '--output', 'logs', '--no-progress', {str(events)!r}])\n"
-             "print(code, sorted(m for m in sys.modules if m.startswith(('edr.doctor', 'urllib3'))))\n")
+             f"print(code, sorted(m for m in sys.modules if m.startswith({unused!r})))\n")
     r = subprocess.run([sys.executable, "-c", probe], cwd=workdir, env=clean_env(), capture_output=True, text=True,
                        timeout=120)
     assert r.stdout.split("\n")[-2] == "0 []", r.stdout + r.stderr

@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
 
 from edr.alerts.ecs import HostInfo
-from edr.alerts.sinks.destination import Destination
 from edr.alerts.sinks.document import sink_document
 from edr.runtime.actor import ActorBase, Ports
 from edr.runtime.channel import InPort
+
+if TYPE_CHECKING:  # the delivery machinery is imported where a destination is made (build.py)
+    from edr.alerts.sinks.destination import Destination
 
 #: What each statistics total sums over the destinations.
 TOTALS = ("sent", "failed", "queued", "spooled", "spool_bytes", "lost", "resent")

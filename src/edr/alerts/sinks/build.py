@@ -14,20 +14,18 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edr.alerts.chain import load_chain_key
 from edr.alerts.ecs import HostInfo
 from edr.alerts.sinks.actor import SinkActor
-from edr.alerts.sinks.destination import Destination
 from edr.alerts.sinks.document import payload
-from edr.alerts.sinks.retry import Backoff
-from edr.alerts.sinks.spool import Spool
-from edr.alerts.sinks.syslog_delivery import DatagramSyslog, StreamSyslog
 from edr.alerts.sinks.syslog_format import SyslogFormatter
-from edr.alerts.sinks.syslog_transport import datagram_connector, stream_connector
 from edr.config import FACILITIES, SyslogConfig, WebhookConfig
 from edr.sink_targets import parse_syslog_target, parse_webhook_url, spool_name, webhook_display
+
+if TYPE_CHECKING:
+    from edr.alerts.sinks.destination import Destination
 
 _MB = 1 << 20
 
@@ -56,6 +54,13 @@ def build_syslog(cfg: SyslogConfig, mode: str, name: str, log: logging.Logger,
 
     destinations: list[Destination] = []
     if _active(cfg, cfg.targets, mode, "syslog", log):
+        # the delivery machinery (spool, retries, transports) only when there is a target to deliver to:
+        # a replay, or an agent without one, drains and skips its import
+        from edr.alerts.sinks.retry import Backoff
+        from edr.alerts.sinks.spool import Spool
+        from edr.alerts.sinks.syslog_delivery import DatagramSyslog, StreamSyslog
+        from edr.alerts.sinks.syslog_transport import datagram_connector, stream_connector
+
         for text in cfg.targets:
             try:
                 target = parse_syslog_target(text)
@@ -86,6 +91,8 @@ def build_webhook(cfg: WebhookConfig, mode: str, name: str, log: logging.Logger,
     destinations: list[Destination] = []
     if _active(cfg, cfg.urls, mode, "webhook", log):
         # urllib3 only when there is a URL to deliver to: a replay or an agent without one skips its import
+        from edr.alerts.sinks.retry import Backoff
+        from edr.alerts.sinks.spool import Spool
         from edr.alerts.sinks.webhook_client import WebhookClient
         from edr.alerts.sinks.webhook_delivery import WebhookDelivery
 
