@@ -120,8 +120,13 @@ def test_stream_syslog_sends_what_was_stored_as_the_input_closed_before_finishin
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
+        # confirm_secs is how long the sink waits for the receiver to close after the end of the stream
+        # before it counts the stream unread and sends it again on a new connection: the default 2 s is
+        # shorter than this receiver thread may wait for the CPU on a loaded CI machine (one CI run saw
+        # 2 connections); the receiver here always closes, so a long wait costs nothing when it is prompt
         actor = build_syslog(SyslogConfig(targets=[f"tcp://127.0.0.1:{server.getsockname()[1]}"], drain_secs=30.0,
-                                          spool_directory=str(tmp_path / "spool")), "agent", "syslog", LOG, HOST)
+                                          confirm_secs=30.0, spool_directory=str(tmp_path / "spool")),
+                             "agent", "syslog", LOG, HOST)
         close_during_an_empty_read(actor, [alert(3), alert(4)])
         run(actor, [alert(1), alert(2)])
     finally:
