@@ -8,6 +8,9 @@ from edr.detect.sigma import load_sigma
 from edr.event import FILE_EVENT, NETWORK_CONNECTION, PROCESS_CREATION, PROCESS_FORK, PROCESS_TERMINATION, Event
 from edr.route.aggregation import ConnectionAggregator
 from edr.route.router import Router
+from edr.runtime.actor import Ports
+from edr.runtime.buffer import Policy
+from edr.runtime.channel import Edge, InPort, OutPort
 
 
 def ev(category: str, seq: int, **fields: object) -> Event:
@@ -116,15 +119,8 @@ level: high
     assert titles.count("Many connections to 203.0.113.5") == 1
 
 
-async def test_an_open_aggregate_is_emitted_while_the_input_is_idle() -> None:
-    """The router wakes on its own (every second) only while an aggregate is open, and emits it when due."""
-    import trio
-
-    from edr.runtime.actor import Ports
-    from edr.runtime.buffer import Policy
-    from edr.runtime.channel import Edge, InPort, OutPort
-
-    router = Router("router", _aggregator(frozenset(), window=0.2))
+def _wired() -> tuple[Ports, Edge, InPort]:
+    """A router's ports: its input edge to send on, and one port receiving both lanes."""
     inp, edge = InPort("in"), Edge("in", 8, Policy.BLOCK)
     inp.attach(edge)
     outs, received = {}, InPort("out")
@@ -133,8 +129,17 @@ async def test_an_open_aggregate_is_emitted_while_the_input_is_idle() -> None:
         port.attach(out_edge)
         received.attach(out_edge)
         outs[lane] = port
+    return Ports(inputs={"in": inp}, outputs=outs), edge, received
+
+
+async def test_an_open_aggregate_is_emitted_while_the_input_is_idle() -> None:
+    """The router wakes on its own (every second) only while an aggregate is open, and emits it when due."""
+    import trio
+
+    router = Router("router", _aggregator(frozenset(), window=0.2))
+    ports, edge, received = _wired()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(router.run, Ports(inputs={"in": inp}, outputs=outs))
+        nursery.start_soon(router.run, ports)
         await edge.send([conn(1), conn(2), conn(3)])
         with trio.fail_after(5):
             first = await received.receive()
@@ -150,9 +155,6 @@ async def test_no_timer_while_no_aggregate_is_open(monkeypatch: object) -> None:
     import trio
 
     from edr.route import router as router_module
-    from edr.runtime.actor import Ports
-    from edr.runtime.buffer import Policy
-    from edr.runtime.channel import Edge, InPort, OutPort
 
     timers: list[float] = []
     move_on_at = trio.move_on_at
@@ -164,16 +166,9 @@ async def test_no_timer_while_no_aggregate_is_open(monkeypatch: object) -> None:
     assert isinstance(monkeypatch, pytest.MonkeyPatch)
     monkeypatch.setattr(router_module.trio, "move_on_at", counted)
     router = Router("router", _aggregator(frozenset(), window=0.2))
-    inp, edge = InPort("in"), Edge("in", 8, Policy.BLOCK)
-    inp.attach(edge)
-    outs, received = {}, InPort("out")
-    for lane in ("priority", "bulk"):
-        port, out_edge = OutPort(lane), Edge(lane, 8, Policy.BLOCK)
-        port.attach(out_edge)
-        received.attach(out_edge)
-        outs[lane] = port
+    ports, edge, received = _wired()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(router.run, Ports(inputs={"in": inp}, outputs=outs))
+        nursery.start_soon(router.run, ports)
         with trio.fail_after(5):
             for seq in range(1, 4):  # lifecycle only: no aggregate opens
                 await edge.send([ev(PROCESS_FORK, seq), ev(PROCESS_CREATION, seq)])
